@@ -1,0 +1,308 @@
+//! The [`Application`] trait and the two ends every application talks through: the
+//! [`Inbox`] it receives events from and the [`Outbox`] it sends events to.
+
+use std::fmt;
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::AtomicBool;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::consumer::ConsumerError;
+use crate::event::{Close, Inbound, Outbound, close_code};
+use crate::scope::Scope;
+
+/// A boxed, `Send` future: what [`Application::call`] returns.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A boxed error for [`AppError::Other`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Anything that can serve a connection: a router, a middleware, a consumer.
+///
+/// This is the ASGI idea in Rust: the application gets the connection's [`Scope`], an [`Inbox`]
+/// of [`Inbound`] events and an [`Outbox`] for [`Outbound`] events, and runs until the
+/// connection is done. Routers and middleware are applications that own an inner application.
+///
+/// The trait is object safe; routers store `Arc<dyn Application>`.
+pub trait Application: Send + Sync + 'static {
+    /// Serves one connection.
+    ///
+    /// # Errors
+    /// [`AppError::NoRoute`] when no route matched (the server answers 404); other variants
+    /// when the connection failed (the server answers 500 or closes the WebSocket with 1011).
+    fn call(&self, scope: Scope, inbox: Inbox, outbox: Outbox) -> BoxFuture<'_, Result<(), AppError>>;
+
+    /// For routers: whether `path` (what is left of the URL path for this router) reaches an
+    /// application. `None` for endpoints, which take any path.
+    ///
+    /// `URLRouter` uses it to match a nested router's prefix and to fall through to the next
+    /// route when the nested router has no match. Middleware forwards it to its inner
+    /// application, so wrapping a nested router in middleware keeps nested routing working.
+    fn route_match(&self, path: &str) -> Option<bool> {
+        let _ = path;
+        None
+    }
+}
+
+impl<A: Application + ?Sized> Application for Arc<A> {
+    fn call(&self, scope: Scope, inbox: Inbox, outbox: Outbox) -> BoxFuture<'_, Result<(), AppError>> {
+        (**self).call(scope, inbox, outbox)
+    }
+
+    fn route_match(&self, path: &str) -> Option<bool> {
+        (**self).route_match(path)
+    }
+}
+
+impl<A: Application + ?Sized> Application for Box<A> {
+    fn call(&self, scope: Scope, inbox: Inbox, outbox: Outbox) -> BoxFuture<'_, Result<(), AppError>> {
+        (**self).call(scope, inbox, outbox)
+    }
+
+    fn route_match(&self, path: &str) -> Option<bool> {
+        (**self).route_match(path)
+    }
+}
+
+/// An application made from an async function; see [`application_fn`].
+pub struct ApplicationFn<F> {
+    f: F,
+}
+
+/// Makes an application from an async function of `(scope, inbox, outbox)`.
+///
+/// ```
+/// use channels::{application_fn, event::{Inbound, Outbound, Close}};
+///
+/// // Refuses every WebSocket.
+/// let deny = application_fn(|_scope, mut inbox, outbox| async move {
+///     if let Some(Inbound::WebsocketConnect) = inbox.recv().await {
+///         let _ = outbox.send(Outbound::WebsocketClose(Close::new(1000))).await;
+///     }
+///     Ok(())
+/// });
+/// # let _: &dyn channels::Application = &deny;
+/// ```
+pub fn application_fn<F, Fut>(f: F) -> ApplicationFn<F>
+where
+    F: Fn(Scope, Inbox, Outbox) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), AppError>> + Send + 'static,
+{
+    ApplicationFn { f }
+}
+
+impl<F, Fut> Application for ApplicationFn<F>
+where
+    F: Fn(Scope, Inbox, Outbox) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), AppError>> + Send + 'static,
+{
+    fn call(&self, scope: Scope, inbox: Inbox, outbox: Outbox) -> BoxFuture<'_, Result<(), AppError>> {
+        Box::pin((self.f)(scope, inbox, outbox))
+    }
+}
+
+impl<F> fmt::Debug for ApplicationFn<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApplicationFn")
+    }
+}
+
+/// Why an application ended with an error. The server maps each to an HTTP status or a
+/// WebSocket close code; the test communicators return it to the test.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AppError {
+    /// No URL route matched the path (HTTP 404; a WebSocket handshake is refused with 404).
+    #[error("no route found for path {path:?}")]
+    NoRoute {
+        /// The path that was matched (after `root_path` and leading slashes were stripped).
+        path: String,
+    },
+    /// The `ProtocolTypeRouter` has no application for this protocol (HTTP 404).
+    #[error("no application configured for protocol {protocol:?}")]
+    NoProtocol {
+        /// The protocol name.
+        protocol: String,
+    },
+    /// The consumer could not be built for this connection, e.g. a URL parameter did not
+    /// parse (WebSocket: handshake refused with 403; HTTP: 404).
+    #[error("connection refused: {0}")]
+    Refused(String),
+    /// A consumer method returned an error (HTTP 500 / close 1011).
+    #[error("consumer failed: {0}")]
+    Consumer(ConsumerError),
+    /// The application panicked (HTTP 500 / close 1011); the server and other connections go on.
+    #[error("application panicked: {0}")]
+    Panicked(String),
+    /// The application was wired wrongly, e.g. middleware in the wrong order. The message names
+    /// the fix.
+    #[error("application misconfigured: {0}")]
+    Misconfigured(String),
+    /// Any other failure.
+    #[error(transparent)]
+    Other(BoxError),
+}
+
+/// Sending to the client failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The connection is closed (the client left, or the connection was closed before).
+    #[error("the connection is closed")]
+    Closed,
+    /// The client read nothing for the write timeout while the outgoing queue was full, so the
+    /// connection was closed (see the slow-client policy in [`ServerConfig`](crate::ServerConfig)).
+    #[error("the client did not read for {0:?} with a full send queue; the connection was closed")]
+    SlowClient(Duration),
+    /// The message is not valid in the connection's current state (e.g. a WebSocket send before
+    /// accept, or a second HTTP response start).
+    #[error("{0}")]
+    InvalidState(&'static str),
+}
+
+/// Per-connection state shared by the application's inbox and outbox and the server's writer.
+#[derive(Debug)]
+pub(crate) struct ConnState {
+    /// Cancelled when the connection must end (child of the server's shutdown token).
+    pub(crate) token: CancellationToken,
+    /// Set by the reader on every frame; the writer's ping timer clears it.
+    pub(crate) seen: AtomicBool,
+    /// How long a send may wait for queue space before the client counts as too slow.
+    pub(crate) write_timeout: Option<Duration>,
+    /// Why the connection ends, when something other than the application decided it.
+    close: OnceLock<Close>,
+    shutdown: CancellationToken,
+}
+
+impl ConnState {
+    pub(crate) fn new(shutdown: &CancellationToken, write_timeout: Option<Duration>) -> Self {
+        ConnState {
+            token: shutdown.child_token(),
+            seen: AtomicBool::new(false),
+            write_timeout,
+            close: OnceLock::new(),
+            shutdown: shutdown.clone(),
+        }
+    }
+
+    /// Ends the connection with `code`; the first reason given wins.
+    pub(crate) fn abort(&self, code: u16, reason: &str) {
+        let _ = self.close.set(Close::with_reason(code, reason));
+        self.token.cancel();
+    }
+
+    /// Why the connection was cancelled: the recorded reason, else server shutdown, else normal.
+    pub(crate) fn close_reason(&self) -> Close {
+        match self.close.get() {
+            Some(close) => close.clone(),
+            None if self.shutdown.is_cancelled() => Close::with_reason(close_code::AWAY, "server shutting down"),
+            None => Close::new(close_code::NORMAL),
+        }
+    }
+}
+
+/// Where an application receives its [`Inbound`] events from.
+///
+/// `recv` is cancel safe, so it can sit in a `tokio::select!` next to other event sources.
+#[derive(Debug)]
+pub struct Inbox {
+    source: Source,
+}
+
+#[derive(Debug)]
+pub(crate) enum Source {
+    Queue(mpsc::Receiver<Inbound>),
+    Websocket(Box<crate::server::websocket::WsSource>),
+    Http(Box<crate::server::http::HttpSource>),
+}
+
+impl Inbox {
+    /// An inbox fed by a queue; the sender side is how a custom protocol server (or a test)
+    /// delivers events. The inbox ends when every sender is dropped.
+    pub fn channel(capacity: usize) -> (mpsc::Sender<Inbound>, Inbox) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        (tx, Inbox { source: Source::Queue(rx) })
+    }
+
+    pub(crate) fn from_source(source: Source) -> Self {
+        Inbox { source }
+    }
+
+    /// The next event, or `None` once the connection is gone and no events remain.
+    pub async fn recv(&mut self) -> Option<Inbound> {
+        poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// Polls for the next event; see [`recv`](Self::recv).
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Inbound>> {
+        match &mut self.source {
+            Source::Queue(rx) => rx.poll_recv(cx),
+            Source::Websocket(ws) => ws.poll_recv(cx),
+            Source::Http(http) => http.poll_recv(cx),
+        }
+    }
+}
+
+/// Where an application sends its [`Outbound`] events. Cheap to clone: a background task can
+/// hold a clone and send to the same connection.
+///
+/// Backed by a bounded queue drained by the connection's writer task. When the queue is full,
+/// `send` waits; if the client reads nothing for the server's write timeout, the connection is
+/// closed and `send` returns [`SendError::SlowClient`].
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    tx: mpsc::Sender<Outbound>,
+    conn: Option<Arc<ConnState>>,
+}
+
+impl Outbox {
+    /// An outbox and the receiver its events arrive at (for custom protocol servers and tests).
+    pub fn channel(capacity: usize) -> (Outbox, mpsc::Receiver<Outbound>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        (Outbox { tx, conn: None }, rx)
+    }
+
+    pub(crate) fn for_connection(capacity: usize, conn: Arc<ConnState>) -> (Outbox, mpsc::Receiver<Outbound>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        (Outbox { tx, conn: Some(conn) }, rx)
+    }
+
+    /// Sends one event, waiting for queue space if needed.
+    ///
+    /// # Errors
+    /// [`SendError::Closed`] when the connection is gone; [`SendError::SlowClient`] when the
+    /// queue stayed full for the write timeout (the connection is then closed).
+    pub async fn send(&self, event: Outbound) -> Result<(), SendError> {
+        let event = match self.tx.try_send(event) {
+            Ok(()) => return Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(SendError::Closed),
+            Err(mpsc::error::TrySendError::Full(event)) => event,
+        };
+        let Some(conn) = &self.conn else {
+            return self.tx.send(event).await.map_err(|_| SendError::Closed);
+        };
+        let Some(limit) = conn.write_timeout else {
+            return self.tx.send(event).await.map_err(|_| SendError::Closed);
+        };
+        tokio::select! {
+            sent = self.tx.send(event) => sent.map_err(|_| SendError::Closed),
+            () = conn.token.cancelled() => Err(SendError::Closed),
+            () = tokio::time::sleep(limit) => {
+                tracing::warn!(timeout = ?limit, "client too slow to read; closing the connection");
+                conn.abort(close_code::POLICY, "client too slow to read");
+                Err(SendError::SlowClient(limit))
+            }
+        }
+    }
+
+    /// True once the connection's receiving side is gone.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed() || self.conn.as_ref().is_some_and(|conn| conn.token.is_cancelled())
+    }
+}

@@ -1,0 +1,47 @@
+//! [`GenericConsumer`]: raw events, for custom protocols.
+
+use std::future::Future;
+
+use super::{ConsumerApp, ConsumerError, FromScope, settle};
+use crate::application::{AppError, Inbox, Outbox};
+use crate::event::Inbound;
+
+/// What a [`GenericConsumer`] wants after an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Keep the consumer running.
+    Continue,
+    /// Stop the consumer (Channels' `StopConsumer`).
+    Stop,
+}
+
+/// A consumer that sees every [`Inbound`] event and answers with [`Outbound`](crate::event::Outbound)
+/// events (Channels' `AsyncConsumer`). Use it for custom protocols (`Inbound::Custom` in,
+/// `Outbound::Custom` out), or anything the typed consumers do not cover.
+pub trait GenericConsumer: Send + 'static {
+    /// Handles one event; return [`Flow::Stop`] to end the consumer.
+    fn handle(&mut self, outbox: &Outbox, event: Inbound) -> impl Future<Output = Result<Flow, ConsumerError>> + Send;
+
+    /// This consumer as an application, built per connection with [`FromScope`].
+    fn as_app() -> ConsumerApp<Self>
+    where
+        Self: FromScope,
+    {
+        ConsumerApp::generic(Self::from_scope)
+    }
+}
+
+pub(super) async fn drive<C: GenericConsumer>(
+    mut consumer: C,
+    mut inbox: Inbox,
+    outbox: Outbox,
+) -> Result<(), AppError> {
+    while let Some(event) = inbox.recv().await {
+        match consumer.handle(&outbox, event).await {
+            Ok(Flow::Continue) => {}
+            Ok(Flow::Stop) => return Ok(()),
+            Err(err) => settle(Err(err))?,
+        }
+    }
+    Ok(())
+}

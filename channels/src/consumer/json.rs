@@ -1,0 +1,122 @@
+//! [`JsonWebsocketConsumer`]: serde types in, serde types out.
+
+use std::future::{Future, ready};
+
+use serde::de::DeserializeOwned;
+
+use super::{ConsumerApp, ConsumerError, FromScope, Websocket, settle, unexpected, unhandled_message};
+use crate::application::{AppError, Inbox, Outbox};
+use crate::event::{ChannelMessage, Inbound, Message, close_code};
+
+/// A client frame that a JSON consumer could not decode.
+#[derive(Debug, thiserror::Error)]
+pub enum JsonDecodeError {
+    /// A binary frame; JSON consumers take text frames only.
+    #[error("expected a JSON text frame, got a binary frame")]
+    Binary,
+    /// Text that is not valid JSON for the consumer's `Incoming` type.
+    #[error("invalid JSON message: {0}")]
+    Invalid(#[from] serde_json::Error),
+}
+
+impl JsonDecodeError {
+    /// The close code the default [`JsonWebsocketConsumer::decode_error`] closes with:
+    /// 1003 (unsupported data) for a binary frame, 1007 (invalid payload) for bad JSON.
+    pub fn close_code(&self) -> u16 {
+        match self {
+            JsonDecodeError::Binary => close_code::UNSUPPORTED,
+            JsonDecodeError::Invalid(_) => close_code::INVALID,
+        }
+    }
+}
+
+/// A WebSocket consumer that speaks JSON (Channels' `AsyncJsonWebsocketConsumer`): each text
+/// frame is decoded into [`Incoming`](Self::Incoming) and handed to `receive_json`; send with
+/// [`Websocket::send_json`].
+///
+/// A frame that does not decode goes to [`decode_error`](Self::decode_error), which by default
+/// closes the connection with [`JsonDecodeError::close_code`] and the error as the reason.
+pub trait JsonWebsocketConsumer: Send + 'static {
+    /// The type client messages decode into (often an enum tagged by a field).
+    type Incoming: DeserializeOwned + Send;
+
+    /// The client asks to connect; the default accepts.
+    fn connect(&mut self, ws: &mut Websocket) -> impl Future<Output = Result<(), ConsumerError>> + Send {
+        async move {
+            ws.accept().await?;
+            Ok(())
+        }
+    }
+
+    /// A decoded client message.
+    fn receive_json(
+        &mut self,
+        ws: &mut Websocket,
+        content: Self::Incoming,
+    ) -> impl Future<Output = Result<(), ConsumerError>> + Send;
+
+    /// A frame that did not decode; the default closes with 1003 (binary) or 1007 (bad JSON).
+    fn decode_error(
+        &mut self,
+        ws: &mut Websocket,
+        error: JsonDecodeError,
+    ) -> impl Future<Output = Result<(), ConsumerError>> + Send {
+        async move {
+            tracing::debug!(%error, "closing JSON consumer on undecodable frame");
+            ws.close_with_reason(error.close_code(), &error.to_string()).await?;
+            Ok(())
+        }
+    }
+
+    /// A channel-layer message (dispatched by its `type`; `#[consumer]` generates this).
+    fn handle_message(
+        &mut self,
+        ws: &mut Websocket,
+        message: ChannelMessage,
+    ) -> impl Future<Output = Result<(), ConsumerError>> + Send {
+        let _ = ws;
+        ready(unhandled_message(&message))
+    }
+
+    /// The connection is gone, with its close code.
+    fn disconnect(&mut self, code: u16) -> impl Future<Output = Result<(), ConsumerError>> + Send {
+        let _ = code;
+        ready(Ok(()))
+    }
+
+    /// This consumer as an application, built per connection with [`FromScope`].
+    fn as_app() -> ConsumerApp<Self>
+    where
+        Self: FromScope,
+    {
+        ConsumerApp::json(Self::from_scope)
+    }
+}
+
+pub(super) async fn drive<C: JsonWebsocketConsumer>(
+    mut consumer: C,
+    mut inbox: Inbox,
+    outbox: Outbox,
+) -> Result<(), AppError> {
+    let mut ws = Websocket::new(outbox);
+    while let Some(event) = inbox.recv().await {
+        let result = match event {
+            Inbound::WebsocketConnect => consumer.connect(&mut ws).await,
+            Inbound::WebsocketReceive(Message::Text(text)) => match serde_json::from_str(text.as_str()) {
+                Ok(content) => consumer.receive_json(&mut ws, content).await,
+                Err(err) => consumer.decode_error(&mut ws, JsonDecodeError::Invalid(err)).await,
+            },
+            Inbound::WebsocketReceive(Message::Binary(_)) => {
+                consumer.decode_error(&mut ws, JsonDecodeError::Binary).await
+            }
+            Inbound::Channel(message) => consumer.handle_message(&mut ws, message).await,
+            Inbound::WebsocketDisconnect { code } => {
+                ws.mark_closed();
+                return settle(consumer.disconnect(code).await);
+            }
+            other => return Err(unexpected(&other, "a JsonWebsocketConsumer")),
+        };
+        settle(result)?;
+    }
+    settle(consumer.disconnect(close_code::ABNORMAL).await)
+}

@@ -1,0 +1,216 @@
+//! Consumers: one instance per connection, with methods the runtime calls as events arrive.
+//!
+//! | Trait | For | Channels' class |
+//! |---|---|---|
+//! | [`WebsocketConsumer`] | text and binary WebSocket messages | `AsyncWebsocketConsumer` |
+//! | [`JsonWebsocketConsumer`] | serde types over WebSocket text frames | `AsyncJsonWebsocketConsumer` |
+//! | [`HttpConsumer`] | HTTP requests, whole or streamed responses | `AsyncHttpConsumer` |
+//! | [`GenericConsumer`] | any protocol, custom ones included | `AsyncConsumer` |
+//!
+//! A consumer becomes an [`Application`](crate::Application) with `as_app()` (it then needs
+//! [`FromScope`], which `#[consumer]` generates) or with a [`ConsumerApp`] constructor that takes
+//! a closure building the consumer from the scope:
+//!
+//! ```
+//! use channels::consumer::{ConsumerApp, ConsumerError, Websocket, WebsocketConsumer};
+//! use channels::event::Message;
+//!
+//! struct Echo;
+//!
+//! impl WebsocketConsumer for Echo {
+//!     async fn receive(&mut self, ws: &mut Websocket, message: Message) -> Result<(), ConsumerError> {
+//!         ws.send(message).await?;
+//!         Ok(())
+//!     }
+//! }
+//!
+//! let app = ConsumerApp::websocket(|_scope| Ok(Echo));
+//! # let _: &dyn channels::Application = &app;
+//! ```
+//!
+//! Methods return `Result<(), ConsumerError>`; any `std::error::Error` converts with `?`. An error
+//! ends the connection (WebSocket close 1011, HTTP 500 before the response started); a send that
+//! fails only because the connection is already gone is not treated as an error.
+
+mod generic;
+mod http;
+mod json;
+mod websocket;
+
+use std::fmt;
+use std::future::ready;
+use std::sync::Arc;
+
+pub use self::generic::{Flow, GenericConsumer};
+pub use self::http::{HttpConsumer, HttpResponse};
+pub use self::json::{JsonDecodeError, JsonWebsocketConsumer};
+pub use self::websocket::{Websocket, WebsocketConsumer};
+
+use crate::application::{AppError, Application, BoxError, BoxFuture, Inbox, Outbox, SendError};
+use crate::event::{ChannelMessage, Inbound};
+use crate::scope::Scope;
+
+/// An error from a consumer method. Any `std::error::Error + Send + Sync` converts into it with
+/// `?`; [`ConsumerError::msg`] makes one from text.
+pub struct ConsumerError(BoxError);
+
+#[derive(Debug)]
+struct MessageError(String);
+
+impl fmt::Display for MessageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for MessageError {}
+
+impl ConsumerError {
+    /// An error with a message.
+    pub fn msg(message: impl fmt::Display) -> Self {
+        ConsumerError(Box::new(MessageError(message.to_string())))
+    }
+
+    /// True when the error only says that the connection is already closed.
+    pub fn is_closed(&self) -> bool {
+        self.0.downcast_ref::<SendError>() == Some(&SendError::Closed)
+    }
+
+    /// The underlying error.
+    pub fn into_inner(self) -> BoxError {
+        self.0
+    }
+
+    /// The underlying error, if it is of type `E`.
+    pub fn downcast_ref<E: std::error::Error + 'static>(&self) -> Option<&E> {
+        self.0.downcast_ref()
+    }
+}
+
+impl<E: std::error::Error + Send + Sync + 'static> From<E> for ConsumerError {
+    fn from(err: E) -> Self {
+        ConsumerError(Box::new(err))
+    }
+}
+
+impl fmt::Display for ConsumerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Debug for ConsumerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+/// Builds a consumer for one connection from its scope. `#[consumer]` implements it (keeping
+/// the scope in the `scope` field and parsing URL parameters); hand-written consumers implement
+/// it to use `as_app()`.
+///
+/// An error refuses the connection: a WebSocket handshake gets 403, an HTTP request 404.
+pub trait FromScope: Sized {
+    /// Builds the consumer.
+    ///
+    /// # Errors
+    /// Any error refuses the connection; its message is logged.
+    fn from_scope(scope: Scope) -> Result<Self, ConsumerError>;
+}
+
+type Build<C> = dyn Fn(Scope) -> Result<C, ConsumerError> + Send + Sync;
+type Drive<C> = fn(C, Inbox, Outbox) -> BoxFuture<'static, Result<(), AppError>>;
+
+/// An [`Application`] that builds a consumer per connection and runs it.
+pub struct ConsumerApp<C> {
+    build: Arc<Build<C>>,
+    drive: Drive<C>,
+}
+
+impl<C> Clone for ConsumerApp<C> {
+    fn clone(&self) -> Self {
+        ConsumerApp { build: self.build.clone(), drive: self.drive }
+    }
+}
+
+impl<C> fmt::Debug for ConsumerApp<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConsumerApp").field("consumer", &std::any::type_name::<C>()).finish()
+    }
+}
+
+impl<C: Send + 'static> ConsumerApp<C> {
+    fn new(build: impl Fn(Scope) -> Result<C, ConsumerError> + Send + Sync + 'static, drive: Drive<C>) -> Self {
+        ConsumerApp { build: Arc::new(build), drive }
+    }
+}
+
+impl<C: WebsocketConsumer> ConsumerApp<C> {
+    /// Runs a [`WebsocketConsumer`] built by `build` for each connection.
+    pub fn websocket(build: impl Fn(Scope) -> Result<C, ConsumerError> + Send + Sync + 'static) -> Self {
+        ConsumerApp::new(build, |consumer, inbox, outbox| Box::pin(websocket::drive(consumer, inbox, outbox)))
+    }
+}
+
+impl<C: JsonWebsocketConsumer> ConsumerApp<C> {
+    /// Runs a [`JsonWebsocketConsumer`] built by `build` for each connection.
+    pub fn json(build: impl Fn(Scope) -> Result<C, ConsumerError> + Send + Sync + 'static) -> Self {
+        ConsumerApp::new(build, |consumer, inbox, outbox| Box::pin(json::drive(consumer, inbox, outbox)))
+    }
+}
+
+impl<C: HttpConsumer> ConsumerApp<C> {
+    /// Runs an [`HttpConsumer`] built by `build` for each request.
+    pub fn http(build: impl Fn(Scope) -> Result<C, ConsumerError> + Send + Sync + 'static) -> Self {
+        ConsumerApp::new(build, |consumer, inbox, outbox| Box::pin(http::drive(consumer, inbox, outbox)))
+    }
+}
+
+impl<C: GenericConsumer> ConsumerApp<C> {
+    /// Runs a [`GenericConsumer`] built by `build` for each connection.
+    pub fn generic(build: impl Fn(Scope) -> Result<C, ConsumerError> + Send + Sync + 'static) -> Self {
+        ConsumerApp::new(build, |consumer, inbox, outbox| Box::pin(generic::drive(consumer, inbox, outbox)))
+    }
+}
+
+impl<C: Send + 'static> Application for ConsumerApp<C> {
+    fn call(&self, scope: Scope, inbox: Inbox, outbox: Outbox) -> BoxFuture<'_, Result<(), AppError>> {
+        let path = scope.path.clone();
+        match (self.build)(scope) {
+            Ok(consumer) => (self.drive)(consumer, inbox, outbox),
+            Err(err) => {
+                tracing::warn!(%path, error = %err, "consumer refused the connection");
+                Box::pin(ready(Err(AppError::Refused(err.to_string()))))
+            }
+        }
+    }
+}
+
+/// What the default `handle_message` does with a channel-layer message that no handler takes:
+/// logs an error for the connection and goes on (no silent drop, no crash).
+///
+/// # Errors
+/// Never; the `Result` lets handlers return it directly.
+pub fn unhandled_message(message: &ChannelMessage) -> Result<(), ConsumerError> {
+    tracing::error!(
+        message_type = message.message_type().unwrap_or("<none>"),
+        "no handler for channel-layer message type; message dropped"
+    );
+    Ok(())
+}
+
+/// Turns a method's result into the driver's: a closed connection is not an error.
+fn settle(result: Result<(), ConsumerError>) -> Result<(), AppError> {
+    match result {
+        Ok(()) => Ok(()),
+        Err(err) if err.is_closed() => {
+            tracing::debug!("send to a closed connection ignored");
+            Ok(())
+        }
+        Err(err) => Err(AppError::Consumer(err)),
+    }
+}
+
+fn unexpected(event: &Inbound, consumer: &str) -> AppError {
+    AppError::Consumer(ConsumerError::msg(format!("{consumer} got an event it cannot handle: {event:?}")))
+}

@@ -1,0 +1,217 @@
+//! [`WebsocketConsumer`] and the [`Websocket`] handle its methods send through.
+
+use std::future::{Future, ready};
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use super::{ConsumerApp, ConsumerError, FromScope, settle, unexpected, unhandled_message};
+use crate::application::{AppError, Inbox, Outbox, SendError};
+use crate::event::{Accept, ChannelMessage, Close, Inbound, Message, Outbound, Utf8Bytes, close_code};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Connecting,
+    Open,
+    Closed,
+}
+
+/// The connection handle a WebSocket consumer's methods get: accept, send, close.
+#[derive(Debug)]
+pub struct Websocket {
+    outbox: Outbox,
+    state: State,
+}
+
+impl Websocket {
+    /// A handle over `outbox`, for a connection that is not accepted yet.
+    pub fn new(outbox: Outbox) -> Self {
+        Websocket { outbox, state: State::Connecting }
+    }
+
+    /// Accepts the connection (HTTP 101) with no subprotocol.
+    ///
+    /// # Errors
+    /// [`SendError::InvalidState`] if already accepted or closed; [`SendError::Closed`] if the
+    /// client left.
+    pub async fn accept(&mut self) -> Result<(), SendError> {
+        self.accept_with(Accept::default()).await
+    }
+
+    /// Accepts the connection choosing `subprotocol` (one of `scope.subprotocols`).
+    ///
+    /// # Errors
+    /// As [`accept`](Self::accept).
+    pub async fn accept_subprotocol(&mut self, subprotocol: impl Into<String>) -> Result<(), SendError> {
+        self.accept_with(Accept { subprotocol: Some(subprotocol.into()), ..Accept::default() }).await
+    }
+
+    /// Accepts with a subprotocol and extra response headers.
+    ///
+    /// # Errors
+    /// As [`accept`](Self::accept).
+    pub async fn accept_with(&mut self, accept: Accept) -> Result<(), SendError> {
+        if self.state != State::Connecting {
+            return Err(SendError::InvalidState("the WebSocket was already accepted or closed"));
+        }
+        self.outbox.send(Outbound::WebsocketAccept(Box::new(accept))).await?;
+        self.state = State::Open;
+        Ok(())
+    }
+
+    /// Sends a text or binary message.
+    ///
+    /// # Errors
+    /// [`SendError::InvalidState`] before accept; [`SendError::Closed`] after close;
+    /// [`SendError::SlowClient`] when the client stopped reading.
+    pub async fn send(&mut self, message: impl Into<Message>) -> Result<(), SendError> {
+        match self.state {
+            State::Connecting => Err(SendError::InvalidState(
+                "the WebSocket has not been accepted, so nothing can be sent over it: accept in connect() first",
+            )),
+            State::Closed => Err(SendError::Closed),
+            State::Open => self.outbox.send(Outbound::WebsocketSend(message.into())).await,
+        }
+    }
+
+    /// Sends a text message.
+    ///
+    /// # Errors
+    /// As [`send`](Self::send).
+    pub async fn send_text(&mut self, text: impl Into<Utf8Bytes>) -> Result<(), SendError> {
+        self.send(Message::Text(text.into())).await
+    }
+
+    /// Sends a binary message.
+    ///
+    /// # Errors
+    /// As [`send`](Self::send).
+    pub async fn send_bytes(&mut self, bytes: impl Into<Bytes>) -> Result<(), SendError> {
+        self.send(Message::Binary(bytes.into())).await
+    }
+
+    /// Sends `value` as a JSON text message.
+    ///
+    /// # Errors
+    /// A serialization error, or any [`send`](Self::send) error.
+    pub async fn send_json<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), ConsumerError> {
+        let text = serde_json::to_string(value)?;
+        self.send(Message::Text(text.into())).await?;
+        Ok(())
+    }
+
+    /// Closes with `code` (before accept: refuses the handshake with HTTP 403).
+    ///
+    /// # Errors
+    /// [`SendError::Closed`] if the client already left.
+    pub async fn close(&mut self, code: u16) -> Result<(), SendError> {
+        self.close_frame(Close::new(code)).await
+    }
+
+    /// Closes with `code` and a reason (cut to 123 bytes).
+    ///
+    /// # Errors
+    /// [`SendError::Closed`] if the client already left.
+    pub async fn close_with_reason(&mut self, code: u16, reason: &str) -> Result<(), SendError> {
+        self.close_frame(Close::with_reason(code, reason)).await
+    }
+
+    async fn close_frame(&mut self, close: Close) -> Result<(), SendError> {
+        if self.state == State::Closed {
+            return Ok(());
+        }
+        self.state = State::Closed;
+        self.outbox.send(Outbound::WebsocketClose(close)).await
+    }
+
+    /// True once accepted and until closed.
+    pub fn is_open(&self) -> bool {
+        self.state == State::Open
+    }
+
+    /// The outbox, to clone into a background task that sends to this connection.
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+
+    pub(crate) fn mark_closed(&mut self) {
+        self.state = State::Closed;
+    }
+}
+
+/// A WebSocket consumer (Channels' `AsyncWebsocketConsumer`).
+///
+/// Every method has a default: `connect` accepts, `receive` ignores the message, `disconnect`
+/// does nothing, `handle_message` logs an unhandled channel-layer message. Implement the
+/// methods with `async fn`.
+///
+/// The runtime calls the methods one at a time, in event order: `connect` once, then `receive`
+/// for each client message and `handle_message` for each channel-layer message, and
+/// `disconnect` once at the end, whatever ended the connection (client close, dropped TCP
+/// connection, timeouts, server shutdown, or the consumer's own close).
+pub trait WebsocketConsumer: Send + 'static {
+    /// The client asks to connect: call `ws.accept()` (the default) or `ws.close(code)` to refuse.
+    fn connect(&mut self, ws: &mut Websocket) -> impl Future<Output = Result<(), ConsumerError>> + Send {
+        async move {
+            ws.accept().await?;
+            Ok(())
+        }
+    }
+
+    /// A text or binary message from the client.
+    fn receive(
+        &mut self,
+        ws: &mut Websocket,
+        message: Message,
+    ) -> impl Future<Output = Result<(), ConsumerError>> + Send {
+        let _ = (ws, message);
+        ready(Ok(()))
+    }
+
+    /// A channel-layer message (dispatched by its `type`; `#[consumer]` generates this).
+    fn handle_message(
+        &mut self,
+        ws: &mut Websocket,
+        message: ChannelMessage,
+    ) -> impl Future<Output = Result<(), ConsumerError>> + Send {
+        let _ = ws;
+        ready(unhandled_message(&message))
+    }
+
+    /// The connection is gone, with its close code (1006 when it dropped without a close frame).
+    fn disconnect(&mut self, code: u16) -> impl Future<Output = Result<(), ConsumerError>> + Send {
+        let _ = code;
+        ready(Ok(()))
+    }
+
+    /// This consumer as an application, built per connection with [`FromScope`].
+    fn as_app() -> ConsumerApp<Self>
+    where
+        Self: FromScope,
+    {
+        ConsumerApp::websocket(Self::from_scope)
+    }
+}
+
+pub(super) async fn drive<C: WebsocketConsumer>(
+    mut consumer: C,
+    mut inbox: Inbox,
+    outbox: Outbox,
+) -> Result<(), AppError> {
+    let mut ws = Websocket::new(outbox);
+    while let Some(event) = inbox.recv().await {
+        let result = match event {
+            Inbound::WebsocketConnect => consumer.connect(&mut ws).await,
+            Inbound::WebsocketReceive(message) => consumer.receive(&mut ws, message).await,
+            Inbound::Channel(message) => consumer.handle_message(&mut ws, message).await,
+            Inbound::WebsocketDisconnect { code } => {
+                ws.mark_closed();
+                return settle(consumer.disconnect(code).await);
+            }
+            other => return Err(unexpected(&other, "a WebsocketConsumer")),
+        };
+        settle(result)?;
+    }
+    // The inbox ended without a disconnect event (a test dropped its sender).
+    settle(consumer.disconnect(close_code::ABNORMAL).await)
+}

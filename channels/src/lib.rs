@@ -1,0 +1,71 @@
+//! # channels
+//!
+//! Django Channels, done the Rust way: consumers that handle WebSocket and HTTP connections,
+//! routers that pick them by protocol and URL, and a fast server underneath.
+//!
+//! ## A tour
+//! - [`Scope`]: what is known about a connection when it opens (path, headers, client,
+//!   `url_route`, `user`...).
+//! - [`event`]: the typed events an application receives ([`event::Inbound`]) and sends
+//!   ([`event::Outbound`]).
+//! - [`Application`]: anything that serves a connection — routers, middleware and consumers are
+//!   all applications.
+//! - [`routing`]: [`ProtocolTypeRouter`], [`URLRouter`], [`path`](routing::path) and
+//!   [`re_path`](routing::re_path).
+//! - [`consumer`]: [`WebsocketConsumer`](consumer::WebsocketConsumer),
+//!   [`JsonWebsocketConsumer`](consumer::JsonWebsocketConsumer),
+//!   [`HttpConsumer`](consumer::HttpConsumer) and
+//!   [`GenericConsumer`](consumer::GenericConsumer) for custom protocols.
+//! - [`server`]: [`serve`] and the [`Server`] builder (limits, timeouts, graceful shutdown).
+//! - [`testing`]: in-process communicators for tests.
+//!
+//! ## Example: an echo server, written by hand
+//!
+//! ```no_run
+//! use channels::consumer::{ConsumerApp, ConsumerError, Websocket, WebsocketConsumer};
+//! use channels::event::Message;
+//! use channels::routing::{ProtocolTypeRouter, URLRouter, path};
+//!
+//! struct Echo;
+//!
+//! impl WebsocketConsumer for Echo {
+//!     async fn receive(&mut self, ws: &mut Websocket, message: Message) -> Result<(), ConsumerError> {
+//!         ws.send(message).await?;
+//!         Ok(())
+//!     }
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> std::io::Result<()> {
+//!     let app = ProtocolTypeRouter::new()
+//!         .websocket(URLRouter::new(vec![path("ws/echo/", ConsumerApp::websocket(|_scope| Ok(Echo)))]));
+//!     channels::serve(app, "127.0.0.1:8000").await
+//! }
+//! ```
+#![deny(missing_docs)]
+#![warn(missing_debug_implementations, rust_2018_idioms, unreachable_pub)]
+
+pub mod application;
+pub mod consumer;
+pub mod event;
+pub mod routing;
+pub mod scope;
+pub mod server;
+pub mod testing;
+
+pub use application::{AppError, Application, ApplicationFn, BoxFuture, Inbox, Outbox, SendError, application_fn};
+pub use routing::{ProtocolTypeRouter, URLRouter};
+pub use scope::{Protocol, Scope, UrlRoute, User};
+pub use server::{Listening, Server, ServerConfig, ShutdownHandle, serve};
+
+/// The names most applications need, in one import.
+pub mod prelude {
+    pub use crate::application::{AppError, Application, Inbox, Outbox, SendError};
+    pub use crate::consumer::{
+        ConsumerApp, ConsumerError, FromScope, GenericConsumer, HttpConsumer, HttpResponse, JsonWebsocketConsumer,
+        Websocket, WebsocketConsumer,
+    };
+    pub use crate::event::{ChannelMessage, Inbound, Message, Outbound, close_code};
+    pub use crate::routing::{ProtocolTypeRouter, URLRouter, path, re_path};
+    pub use crate::scope::{Protocol, Scope, User};
+}

@@ -1,0 +1,400 @@
+//! Routing: [`ProtocolTypeRouter`] by protocol, [`URLRouter`] by URL path with [`path`] and
+//! [`re_path`] routes.
+//!
+//! ```
+//! use channels::routing::{ProtocolTypeRouter, URLRouter, path, re_path};
+//! use channels::application_fn;
+//!
+//! let chat = application_fn(|_, _, _| async { Ok(()) });
+//! let api = application_fn(|_, _, _| async { Ok(()) });
+//! let app = ProtocolTypeRouter::new()
+//!     .websocket(URLRouter::new(vec![
+//!         re_path(r"^ws/chat/(?P<room>\w+)/$", chat),
+//!         path("api/", URLRouter::new(vec![path("items/<int:id>/", api)])),
+//!     ]));
+//! # let _ = app;
+//! ```
+//!
+//! Matching follows Channels: leading `/` are stripped before matching; `path()` patterns match
+//! the whole remaining path (a prefix when the route leads to a nested router); `re_path()`
+//! patterns are searched like Django's `re.search`, so anchor them with `^...$`. Named groups
+//! become `url_route.kwargs`; unnamed groups become `url_route.args` only when there are no
+//! named ones. A nested router that has no match lets the outer router try its next route.
+//! Patterns are compiled once, when the router is built.
+
+use std::fmt;
+use std::sync::Arc;
+
+use regex::Regex;
+
+use crate::application::{AppError, Application, BoxFuture, Inbox, Outbox};
+use crate::scope::{Protocol, Scope};
+
+/// A route pattern could not be compiled.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    /// `path()` used a converter that does not exist.
+    #[error("unknown path converter `{converter}` in {pattern:?}; use one of str, int, slug, uuid, path")]
+    UnknownConverter {
+        /// The pattern.
+        pattern: String,
+        /// The converter name.
+        converter: String,
+    },
+    /// A `<...>` placeholder in `path()` is malformed.
+    #[error("malformed placeholder in path pattern {pattern:?}: {reason}")]
+    Placeholder {
+        /// The pattern.
+        pattern: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A `re_path()` regex does not compile.
+    #[error("invalid regex {pattern:?}: {reason}")]
+    Regex {
+        /// The pattern.
+        pattern: String,
+        /// The regex error.
+        reason: String,
+    },
+}
+
+/// The `path()` converters and the regex each stands for.
+pub const PATH_CONVERTERS: &[(&str, &str)] = &[
+    ("str", "[^/]+"),
+    ("int", "[0-9]+"),
+    ("slug", "[-a-zA-Z0-9_]+"),
+    ("uuid", "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"),
+    ("path", ".+"),
+];
+
+#[derive(Debug)]
+enum Pattern {
+    /// A `path()` without placeholders: compared as a string.
+    Literal(String),
+    /// A `path()` with placeholders, compiled to an anchored regex.
+    Path(Regex),
+    /// A `re_path()` regex, searched.
+    Regex(Regex),
+}
+
+/// What one pattern matched.
+#[derive(Debug, Default)]
+struct Matched {
+    /// Bytes of the remaining path consumed by the pattern.
+    end: usize,
+    args: Vec<String>,
+    kwargs: Vec<(String, String)>,
+}
+
+impl Pattern {
+    fn matches(&self, path: &str, prefix: bool) -> Option<Matched> {
+        match self {
+            Pattern::Literal(literal) => {
+                let hit = if prefix { path.starts_with(literal.as_str()) } else { path == literal };
+                hit.then(|| Matched { end: literal.len(), ..Matched::default() })
+            }
+            Pattern::Path(regex) => {
+                let caps = regex.captures(path)?;
+                let end = caps.get(0).map_or(0, |m| m.end());
+                if !prefix && end != path.len() {
+                    return None;
+                }
+                Some(Matched { end, args: Vec::new(), kwargs: named(regex, &caps) })
+            }
+            Pattern::Regex(regex) => {
+                let caps = regex.captures(path)?;
+                let end = caps.get(0).map_or(0, |m| m.end());
+                let kwargs = named(regex, &caps);
+                let args = if kwargs.is_empty() {
+                    caps.iter().skip(1).flatten().map(|m| m.as_str().to_owned()).collect()
+                } else {
+                    Vec::new()
+                };
+                Some(Matched { end, args, kwargs })
+            }
+        }
+    }
+}
+
+fn named(regex: &Regex, caps: &regex::Captures<'_>) -> Vec<(String, String)> {
+    regex
+        .capture_names()
+        .flatten()
+        .filter_map(|name| caps.name(name).map(|m| (name.to_owned(), m.as_str().to_owned())))
+        .collect()
+}
+
+/// Compiles a `path()` pattern: literal text and `<converter:name>` / `<name>` placeholders.
+fn compile_path(pattern: &str) -> Result<Pattern, RouteError> {
+    if !pattern.contains('<') && !pattern.contains('>') {
+        return Ok(Pattern::Literal(pattern.to_owned()));
+    }
+    let placeholder = |reason: &str| RouteError::Placeholder { pattern: pattern.to_owned(), reason: reason.to_owned() };
+    let mut regex = String::from("^");
+    let mut rest = pattern;
+    let mut names: Vec<&str> = Vec::new();
+    while let Some(open) = rest.find('<') {
+        let literal = &rest[..open];
+        if literal.contains('>') {
+            return Err(placeholder("`>` without `<`"));
+        }
+        regex.push_str(&regex::escape(literal));
+        let after = &rest[open + 1..];
+        let close = after.find('>').ok_or_else(|| placeholder("`<` without `>`"))?;
+        let inner = &after[..close];
+        let (converter, name) = inner.split_once(':').unwrap_or(("str", inner));
+        let valid_name = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid_name {
+            return Err(placeholder(&format!("`{name}` is not a valid parameter name")));
+        }
+        if names.contains(&name) {
+            return Err(placeholder(&format!("parameter `{name}` appears twice")));
+        }
+        names.push(name);
+        let (_, class) = PATH_CONVERTERS.iter().find(|(known, _)| *known == converter).ok_or_else(|| {
+            RouteError::UnknownConverter { pattern: pattern.to_owned(), converter: converter.to_owned() }
+        })?;
+        regex.push_str(&format!("(?P<{name}>{class})"));
+        rest = &after[close + 1..];
+    }
+    if rest.contains('>') {
+        return Err(placeholder("`>` without `<`"));
+    }
+    regex.push_str(&regex::escape(rest));
+    let compiled =
+        Regex::new(&regex).map_err(|err| RouteError::Regex { pattern: pattern.to_owned(), reason: err.to_string() })?;
+    Ok(Pattern::Path(compiled))
+}
+
+/// One entry of a [`URLRouter`]: a pattern and the application it leads to.
+pub struct Route {
+    pattern: Pattern,
+    source: String,
+    app: Arc<dyn Application>,
+    /// The app is a router (or middleware around one): the pattern matches a prefix.
+    nested: bool,
+    defaults: Vec<(String, String)>,
+}
+
+impl Route {
+    fn new(pattern: Pattern, source: &str, app: impl Application) -> Route {
+        let nested = app.route_match("").is_some();
+        Route { pattern, source: source.to_owned(), app: Arc::new(app), nested, defaults: Vec::new() }
+    }
+
+    /// A Django `path()` route, or an error naming what is wrong with the pattern.
+    ///
+    /// # Errors
+    /// [`RouteError`] for an unknown converter or a malformed placeholder.
+    pub fn try_path(pattern: &str, app: impl Application) -> Result<Route, RouteError> {
+        Ok(Route::new(compile_path(pattern)?, pattern, app))
+    }
+
+    /// A Django `re_path()` route, or an error if the regex does not compile.
+    ///
+    /// # Errors
+    /// [`RouteError::Regex`] with the regex engine's message.
+    pub fn try_re_path(pattern: &str, app: impl Application) -> Result<Route, RouteError> {
+        let regex = Regex::new(pattern)
+            .map_err(|err| RouteError::Regex { pattern: pattern.to_owned(), reason: err.to_string() })?;
+        Ok(Route::new(Pattern::Regex(regex), pattern, app))
+    }
+
+    /// Adds a default kwarg, as Django's `path(..., kwargs={...})`; captured values win.
+    pub fn kwarg(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.defaults.push((name.into(), value.into()));
+        self
+    }
+
+    /// The pattern as written.
+    pub fn pattern(&self) -> &str {
+        &self.source
+    }
+
+    fn matches(&self, path: &str) -> Option<Matched> {
+        let matched = self.pattern.matches(path, self.nested)?;
+        if self.nested && self.app.route_match(&path[matched.end..]) != Some(true) {
+            return None;
+        }
+        Some(matched)
+    }
+}
+
+impl fmt::Debug for Route {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Route").field("pattern", &self.source).finish_non_exhaustive()
+    }
+}
+
+/// A `path()` route: literal text with `<converter:name>` placeholders (`str`, `int`, `slug`,
+/// `uuid`, `path`; `<name>` alone is `str`).
+///
+/// # Panics
+/// On an invalid pattern, when the router is built (like `Regex::new(..).unwrap()` in a static).
+/// Use [`Route::try_path`] to handle the error, or the `routing!` macro to get it at compile time.
+pub fn path(pattern: &str, app: impl Application) -> Route {
+    match Route::try_path(pattern, app) {
+        Ok(route) => route,
+        Err(err) => panic!("{err}"),
+    }
+}
+
+/// A `re_path()` route: a regex; named groups become kwargs, unnamed ones args.
+///
+/// # Panics
+/// On an invalid regex, when the router is built. Use [`Route::try_re_path`] to handle it.
+pub fn re_path(pattern: &str, app: impl Application) -> Route {
+    match Route::try_re_path(pattern, app) {
+        Ok(route) => route,
+        Err(err) => panic!("{err}"),
+    }
+}
+
+/// Routes a connection by its URL path to the first matching route (Channels' `URLRouter`).
+#[derive(Debug)]
+#[allow(clippy::upper_case_acronyms)]
+pub struct URLRouter {
+    routes: Vec<Route>,
+}
+
+impl URLRouter {
+    /// A router over `routes`, tried in order.
+    pub fn new(routes: Vec<Route>) -> Self {
+        URLRouter { routes }
+    }
+
+    /// Adds a route at the end.
+    pub fn route(mut self, route: Route) -> Self {
+        self.routes.push(route);
+        self
+    }
+
+    fn find(&self, path: &str) -> Option<(&Route, Matched)> {
+        self.routes.iter().find_map(|route| route.matches(path).map(|m| (route, m)))
+    }
+}
+
+fn strip_slashes(path: &str) -> &str {
+    path.trim_start_matches('/')
+}
+
+impl Application for URLRouter {
+    fn call(&self, mut scope: Scope, inbox: Inbox, outbox: Outbox) -> BoxFuture<'_, Result<(), AppError>> {
+        let start = match scope.route_offset {
+            Some(offset) => offset,
+            // The outermost router: the server's mount point (root_path) is not part of the route.
+            None if scope.root_path.is_empty() => 0,
+            None if scope.path.starts_with(&scope.root_path) => scope.root_path.len(),
+            None => return Box::pin(async move { Err(AppError::NoRoute { path: scope.path }) }),
+        };
+        let remaining = scope.path.get(start..).unwrap_or("");
+        let stripped = strip_slashes(remaining);
+        let start = start + (remaining.len() - stripped.len());
+        let Some((route, matched)) = self.find(stripped) else {
+            let path = stripped.to_owned();
+            return Box::pin(async move { Err(AppError::NoRoute { path }) });
+        };
+        let end = start + matched.end;
+        if route.nested {
+            // The prefix goes to root_path; the nested router matches the rest.
+            scope.root_path = scope.path[..end].to_owned();
+        }
+        scope.route_offset = Some(end);
+        scope.url_route.args.extend(matched.args);
+        for (name, value) in &route.defaults {
+            if !matched.kwargs.iter().any(|(key, _)| key == name) {
+                scope.url_route.kwargs.push((name.clone(), value.clone()));
+            }
+        }
+        scope.url_route.kwargs.extend(matched.kwargs);
+        route.app.call(scope, inbox, outbox)
+    }
+
+    fn route_match(&self, path: &str) -> Option<bool> {
+        Some(self.find(strip_slashes(path)).is_some())
+    }
+}
+
+/// Routes a connection by its protocol (Channels' `ProtocolTypeRouter`).
+#[derive(Default)]
+pub struct ProtocolTypeRouter {
+    apps: Vec<(Protocol, Arc<dyn Application>)>,
+}
+
+impl ProtocolTypeRouter {
+    /// An empty router; add protocols with the builder methods.
+    pub fn new() -> Self {
+        ProtocolTypeRouter::default()
+    }
+
+    /// The application for plain HTTP requests.
+    pub fn http(self, app: impl Application) -> Self {
+        self.protocol(Protocol::Http, app)
+    }
+
+    /// The application for WebSocket connections.
+    pub fn websocket(self, app: impl Application) -> Self {
+        self.protocol(Protocol::Websocket, app)
+    }
+
+    /// The application for `protocol` (a custom protocol is named with
+    /// [`Protocol::from_name`]). A later call for the same protocol replaces the earlier one.
+    pub fn protocol(mut self, protocol: Protocol, app: impl Application) -> Self {
+        self.apps.retain(|(known, _)| *known != protocol);
+        self.apps.push((protocol, Arc::new(app)));
+        self
+    }
+}
+
+impl fmt::Debug for ProtocolTypeRouter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.apps.iter().map(|(protocol, _)| protocol.as_str())).finish()
+    }
+}
+
+impl Application for ProtocolTypeRouter {
+    fn call(&self, scope: Scope, inbox: Inbox, outbox: Outbox) -> BoxFuture<'_, Result<(), AppError>> {
+        match self.apps.iter().find(|(protocol, _)| *protocol == scope.protocol) {
+            Some((_, app)) => app.call(scope, inbox, outbox),
+            None => {
+                let protocol = scope.protocol.as_str().to_owned();
+                Box::pin(async move { Err(AppError::NoProtocol { protocol }) })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_converters_compile_to_anchored_regexes() {
+        let Pattern::Path(regex) = compile_path("a/<int:id>/<slug:s>/").unwrap() else { panic!() };
+        assert_eq!(regex.as_str(), "^a/(?P<id>[0-9]+)/(?P<s>[-a-zA-Z0-9_]+)/");
+        assert!(matches!(compile_path("plain/"), Ok(Pattern::Literal(_))));
+    }
+
+    #[test]
+    fn bad_path_patterns_are_errors() {
+        assert!(matches!(compile_path("a/<float:x>/"), Err(RouteError::UnknownConverter { .. })));
+        assert!(matches!(compile_path("a/<int:x/"), Err(RouteError::Placeholder { .. })));
+        assert!(matches!(compile_path("a/<int:1x>/"), Err(RouteError::Placeholder { .. })));
+        assert!(matches!(compile_path("a/<x>/<x>/"), Err(RouteError::Placeholder { .. })));
+        assert!(matches!(compile_path("a/x>/"), Err(RouteError::Placeholder { .. })));
+    }
+
+    #[test]
+    fn re_path_searches_like_django() {
+        let pattern = Pattern::Regex(Regex::new("bar").unwrap());
+        assert!(pattern.matches("foo/bar/", false).is_some());
+        let anchored = Pattern::Regex(Regex::new(r"^a/(\d+)/(?P<n>\w+)/$").unwrap());
+        let m = anchored.matches("a/1/x/", false).unwrap();
+        assert!(m.args.is_empty(), "positional groups are dropped when named ones exist");
+        assert_eq!(m.kwargs, vec![("n".to_owned(), "x".to_owned())]);
+        let unnamed = Pattern::Regex(Regex::new(r"^a/(\d+)/(\w+)/$").unwrap());
+        assert_eq!(unnamed.matches("a/1/x/", false).unwrap().args, vec!["1", "x"]);
+    }
+}

@@ -1,0 +1,467 @@
+//! The server: HTTP/1.1 (hyper) with WebSocket upgrade (tokio-tungstenite).
+//!
+//! ```no_run
+//! # async fn run(app: impl channels::Application) -> std::io::Result<()> {
+//! // Serve on 127.0.0.1:8000 until ctrl-c or SIGTERM, then shut down gracefully.
+//! channels::serve(app, "127.0.0.1:8000").await
+//! # }
+//! ```
+//!
+//! Use [`Server`] for the knobs ([`ServerConfig`]) and a [`ShutdownHandle`].
+//!
+//! # How a connection flows
+//! Each TCP connection gets a task running hyper. A plain request becomes an HTTP scope and
+//! the application runs in its own task; its `HttpResponseStart` becomes the response head and
+//! its body chunks stream out. A WebSocket upgrade request becomes a WebSocket scope; the
+//! handshake waits for the application: accept answers `101` (with the chosen subprotocol and
+//! any extra headers), a close answers `403`, no decision within
+//! [`connect_timeout`](ServerConfig::connect_timeout) answers `403`, no route answers `404`.
+//! After the `101`, one writer task per connection drains the bounded outgoing queue, batching
+//! frames into few writes, and sends keepalive pings; the application's task reads frames itself.
+//!
+//! # Slow clients
+//! Each connection's outgoing queue holds [`write_queue`](ServerConfig::write_queue) messages.
+//! When it is full, the consumer's send waits (backpressure on that consumer alone). If the
+//! client reads nothing for [`write_timeout`](ServerConfig::write_timeout) while the queue is
+//! full, the connection is closed (close code 1008 when it can still be written), the send
+//! returns [`SendError::SlowClient`](crate::SendError::SlowClient) and `disconnect` runs.
+//!
+//! # Shutdown
+//! On ctrl-c/SIGTERM (with [`serve`]) or [`ShutdownHandle::shutdown`]: the listener stops
+//! accepting, idle HTTP connections close, every WebSocket gets close 1001 and its consumer's
+//! `disconnect` runs, and the server waits up to
+//! [`shutdown_timeout`](ServerConfig::shutdown_timeout) for connections to finish.
+
+mod body;
+pub(crate) mod http;
+pub(crate) mod websocket;
+
+use std::any::Any;
+use std::borrow::Cow;
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::application::{AppError, Application, Inbox, Outbox};
+use crate::scope::{Protocol, Scope};
+
+pub(crate) use self::body::Body;
+
+/// Limits, timeouts and buffer sizes of a [`Server`]. `Default` gives the documented values.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// Largest WebSocket message (all frames of it) a client may send; a bigger one closes the
+    /// connection with 1009. Default 1 MiB (Daphne's).
+    pub max_message_size: usize,
+    /// Largest single WebSocket frame; a bigger one closes with 1009. Default 1 MiB.
+    pub max_frame_size: usize,
+    /// Largest request head (request line and headers); a bigger one gets 431. Default 64 KiB.
+    pub max_header_size: usize,
+    /// Largest HTTP request body; a bigger one gets 413. Default 2 MiB.
+    pub max_request_body: usize,
+    /// Time a client has to send its request head. Default 10 s.
+    pub handshake_timeout: Duration,
+    /// Time the application has to accept or refuse a WebSocket before it is refused with 403.
+    /// Default 5 s (Daphne's).
+    pub connect_timeout: Duration,
+    /// Send a ping when the client has sent nothing for this long; `None` disables pings and
+    /// the idle timeout. Default 20 s (Daphne's).
+    pub ping_interval: Option<Duration>,
+    /// Close the connection (code 1001) when nothing, not even a pong, arrives this long after
+    /// a ping. Default 30 s (Daphne's).
+    pub ping_timeout: Duration,
+    /// Outgoing messages queued per connection before sends wait. Default 64.
+    pub write_queue: usize,
+    /// How long a send may wait on a full queue before the client counts as too slow and the
+    /// connection is closed; `None` waits forever. Default 10 s.
+    pub write_timeout: Option<Duration>,
+    /// How long closing may take: writing the last frames and the close frame, and waiting for
+    /// the client's answer to our close. Default 5 s.
+    pub close_timeout: Duration,
+    /// How long a shutdown waits for connections to finish. Default 10 s.
+    pub shutdown_timeout: Duration,
+    /// Bytes read from the socket at once per WebSocket; the buffer grows for bigger messages.
+    /// Small keeps idle connections cheap. Default 4 KiB (tokio-tungstenite's is 128 KiB).
+    pub read_buffer_size: usize,
+    /// Outgoing bytes buffered before they are written, within one batch. Default 64 KiB.
+    pub write_buffer_size: usize,
+    /// Trust `X-Forwarded-For` / `X-Forwarded-Port` / `X-Forwarded-Proto` for the client
+    /// address and scheme. Only behind a proxy that sets them. Default off.
+    pub proxy_headers: bool,
+    /// The path the application is mounted at (ASGI `root_path`). Default empty.
+    pub root_path: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_message_size: 1 << 20,
+            max_frame_size: 1 << 20,
+            max_header_size: 64 << 10,
+            max_request_body: 2 << 20,
+            handshake_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
+            ping_interval: Some(Duration::from_secs(20)),
+            ping_timeout: Duration::from_secs(30),
+            write_queue: 64,
+            write_timeout: Some(Duration::from_secs(10)),
+            close_timeout: Duration::from_secs(5),
+            shutdown_timeout: Duration::from_secs(10),
+            read_buffer_size: 4 << 10,
+            write_buffer_size: 64 << 10,
+            proxy_headers: false,
+            root_path: String::new(),
+        }
+    }
+}
+
+/// Triggers a graceful shutdown of the server it came from. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ShutdownHandle {
+    token: CancellationToken,
+}
+
+impl ShutdownHandle {
+    /// Starts the graceful shutdown (see the [module docs](self)).
+    pub fn shutdown(&self) {
+        self.token.cancel();
+    }
+
+    /// True once shutdown has started.
+    pub fn is_shutting_down(&self) -> bool {
+        self.token.is_cancelled()
+    }
+}
+
+pub(crate) struct ServerState {
+    pub(crate) app: Arc<dyn Application>,
+    pub(crate) config: ServerConfig,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) tracker: TaskTracker,
+}
+
+/// A server builder: an application, a [`ServerConfig`], and how it stops.
+pub struct Server {
+    app: Arc<dyn Application>,
+    config: ServerConfig,
+    shutdown: CancellationToken,
+    signals: bool,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// A server for `app` with the default configuration.
+    pub fn new(app: impl Application) -> Self {
+        Server {
+            app: Arc::new(app),
+            config: ServerConfig::default(),
+            shutdown: CancellationToken::new(),
+            signals: false,
+        }
+    }
+
+    /// Replaces the configuration.
+    pub fn config(mut self, config: ServerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Changes the configuration in place: `server.configure(|c| c.ping_interval = None)`.
+    pub fn configure(mut self, f: impl FnOnce(&mut ServerConfig)) -> Self {
+        f(&mut self.config);
+        self
+    }
+
+    /// Also shut down gracefully on ctrl-c and (on Unix) SIGTERM.
+    pub fn shutdown_on_signals(mut self) -> Self {
+        self.signals = true;
+        self
+    }
+
+    /// A handle that shuts this server down.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle { token: self.shutdown.clone() }
+    }
+
+    /// Binds `addr` (port 0 picks a free port; see [`Listening::local_addr`]).
+    ///
+    /// # Errors
+    /// The bind error.
+    pub async fn bind(self, addr: impl ToSocketAddrs) -> io::Result<Listening> {
+        let listener = TcpListener::bind(addr).await?;
+        self.listen(listener)
+    }
+
+    /// Serves on an already bound listener.
+    ///
+    /// # Errors
+    /// When the listener's address cannot be read.
+    pub fn listen(self, listener: TcpListener) -> io::Result<Listening> {
+        let local_addr = listener.local_addr()?;
+        let state = Arc::new(ServerState {
+            app: self.app,
+            config: self.config,
+            shutdown: self.shutdown,
+            tracker: TaskTracker::new(),
+        });
+        Ok(Listening { listener, local_addr, state, signals: self.signals })
+    }
+}
+
+/// A bound server, ready to [`run`](Listening::run).
+pub struct Listening {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    state: Arc<ServerState>,
+    signals: bool,
+}
+
+impl std::fmt::Debug for Listening {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listening").field("local_addr", &self.local_addr).finish_non_exhaustive()
+    }
+}
+
+impl Listening {
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A handle that shuts this server down.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle { token: self.state.shutdown.clone() }
+    }
+
+    /// Serves until shut down, then waits (bounded) for connections to finish.
+    ///
+    /// # Errors
+    /// Only if installing the signal handlers fails; accept errors are logged and retried.
+    pub async fn run(self) -> io::Result<()> {
+        let Listening { listener, local_addr, state, signals } = self;
+        if signals {
+            let token = state.shutdown.clone();
+            let signal = shutdown_signal()?;
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = signal => {
+                        tracing::info!("shutdown signal received");
+                        token.cancel();
+                    }
+                    () = token.cancelled() => {}
+                }
+            });
+        }
+        tracing::info!(addr = %local_addr, "listening");
+        loop {
+            let accepted = tokio::select! {
+                biased;
+                () = state.shutdown.cancelled() => break,
+                accepted = listener.accept() => accepted,
+            };
+            match accepted {
+                Ok((stream, remote)) => {
+                    let state2 = state.clone();
+                    state.tracker.spawn(serve_connection(state2, stream, remote, local_addr));
+                }
+                Err(err) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+        drop(listener);
+        state.tracker.close();
+        let timeout = state.config.shutdown_timeout;
+        if tokio::time::timeout(timeout, state.tracker.wait()).await.is_err() {
+            tracing::warn!(remaining = state.tracker.len(), ?timeout, "shutdown timed out; dropping connections");
+        } else {
+            tracing::info!("shutdown complete");
+        }
+        Ok(())
+    }
+}
+
+/// Serves `app` on `addr` with the default configuration until ctrl-c or SIGTERM, then shuts
+/// down gracefully.
+///
+/// # Errors
+/// When binding fails.
+pub async fn serve(app: impl Application, addr: impl ToSocketAddrs) -> io::Result<()> {
+    Server::new(app).shutdown_on_signals().bind(addr).await?.run().await
+}
+
+fn shutdown_signal() -> io::Result<impl Future<Output = ()> + Send + 'static> {
+    #[cfg(unix)]
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    Ok(async move {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    })
+}
+
+async fn serve_connection(state: Arc<ServerState>, stream: TcpStream, remote: SocketAddr, local: SocketAddr) {
+    if let Err(err) = stream.set_nodelay(true) {
+        tracing::debug!(error = %err, "set_nodelay failed");
+    }
+    let service_state = state.clone();
+    let service = service_fn(move |request: Request<Incoming>| {
+        let state = service_state.clone();
+        async move { Ok::<_, Infallible>(route_request(state, request, remote, local).await) }
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(state.config.handshake_timeout)
+        .max_buf_size(state.config.max_header_size.max(8192));
+    let connection = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = state.shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(err) = result {
+        tracing::debug!(%remote, error = %err, "HTTP connection ended with an error");
+    }
+}
+
+async fn route_request(
+    state: Arc<ServerState>,
+    request: Request<Incoming>,
+    remote: SocketAddr,
+    local: SocketAddr,
+) -> Response<Body> {
+    if websocket::is_upgrade_request(&request) {
+        websocket::handshake(state, request, remote, local).await
+    } else {
+        http::handle(state, request, remote, local).await
+    }
+}
+
+/// Builds the scope of a request. Takes the headers out of `request` (they move into the scope).
+pub(crate) fn build_scope(
+    protocol: Protocol,
+    parts: ::http::request::Parts,
+    remote: SocketAddr,
+    local: SocketAddr,
+    config: &ServerConfig,
+) -> Scope {
+    let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let mut scope = Scope::new(protocol, path_and_query);
+    scope.method = parts.method;
+    scope.http_version = parts.version;
+    scope.client = Some(remote);
+    scope.server = Some(local);
+    scope.root_path.clone_from(&config.root_path);
+    scope.headers = parts.headers;
+    if scope.protocol == Protocol::Websocket {
+        scope.subprotocols = scope
+            .headers
+            .get_all(::http::header::SEC_WEBSOCKET_PROTOCOL)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .map(|item| crate::scope::percent_decode(item.trim()))
+            .filter(|item| !item.is_empty())
+            .collect();
+    }
+    if config.proxy_headers {
+        apply_proxy_headers(&mut scope);
+    }
+    scope
+}
+
+fn apply_proxy_headers(scope: &mut Scope) {
+    if let Some(ip) = scope
+        .header("x-forwarded-for")
+        .and_then(|value| value.split(',').next())
+        .and_then(|first| first.trim().parse::<IpAddr>().ok())
+    {
+        let port = scope.header("x-forwarded-port").and_then(|port| port.trim().parse().ok()).unwrap_or(0);
+        scope.client = Some(SocketAddr::new(ip, port));
+    }
+    let proto = scope.header("x-forwarded-proto").map(|value| value.trim().to_ascii_lowercase());
+    let secure = match proto.as_deref() {
+        Some("https" | "wss") => true,
+        Some("http" | "ws") => false,
+        _ => return,
+    };
+    scope.scheme = Cow::Borrowed(match (&scope.protocol, secure) {
+        (Protocol::Websocket, true) => "wss",
+        (Protocol::Websocket, false) => "ws",
+        (_, true) => "https",
+        (_, false) => "http",
+    });
+}
+
+/// Runs an application, turning a panic into [`AppError::Panicked`].
+pub(crate) async fn run_app(
+    app: Arc<dyn Application>,
+    scope: Scope,
+    inbox: Inbox,
+    outbox: Outbox,
+) -> Result<(), AppError> {
+    let path = scope.path.clone();
+    let result = match AssertUnwindSafe(async move { app.call(scope, inbox, outbox).await }).catch_unwind().await {
+        Ok(result) => result,
+        Err(panic) => Err(AppError::Panicked(panic_message(&*panic))),
+    };
+    match &result {
+        Ok(()) => {}
+        Err(err @ (AppError::NoRoute { .. } | AppError::NoProtocol { .. } | AppError::Refused(_))) => {
+            tracing::info!(%path, error = %err, "connection not served");
+        }
+        Err(err) => tracing::error!(%path, error = %err, "application failed"),
+    }
+    result
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> String {
+    if let Some(text) = panic.downcast_ref::<&str>() {
+        (*text).to_owned()
+    } else if let Some(text) = panic.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}
+
+/// The HTTP status for an application that ended (or never started) without a response.
+pub(crate) fn error_status(error: &AppError, protocol: &Protocol) -> ::http::StatusCode {
+    use ::http::StatusCode;
+    match error {
+        AppError::NoRoute { .. } | AppError::NoProtocol { .. } => StatusCode::NOT_FOUND,
+        AppError::Refused(_) if *protocol == Protocol::Websocket => StatusCode::FORBIDDEN,
+        AppError::Refused(_) => StatusCode::NOT_FOUND,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}

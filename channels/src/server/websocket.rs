@@ -1,0 +1,511 @@
+//! WebSocket connections: the handshake that waits for the application, the inbox that reads
+//! frames in the application's task, and the writer task that drains the outgoing queue.
+
+use std::future::{Future, pending};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use http::header::{
+    CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION, UPGRADE,
+};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper_util::rt::TokioIo;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, Sleep};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::{Error as WsError, ProtocolError};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Bytes, Message as WsMessage};
+use tokio_util::sync::WaitForCancellationFutureOwned;
+
+use super::body::{Body, status_page};
+use super::{ServerConfig, ServerState, build_scope, error_status, run_app};
+use crate::application::{ConnState, Inbox, Outbox, Source};
+use crate::event::{Close, Inbound, Message, Outbound, close_code};
+use crate::scope::Protocol;
+
+type Stream = WebSocketStream<TokioIo<Upgraded>>;
+/// What the writer hands the inbox: the read half, or the close code the handshake ended with.
+type Opened = Result<SplitStream<Stream>, u16>;
+
+/// Most frames written before a flush.
+const BATCH: usize = 64;
+
+/// True for a request that asks for a WebSocket (`Upgrade: websocket`).
+pub(super) fn is_upgrade_request<B>(request: &Request<B>) -> bool {
+    request
+        .headers()
+        .get(UPGRADE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.trim().eq_ignore_ascii_case("websocket"))
+}
+
+/// Checks the handshake headers (RFC 6455 section 4.2.1); returns the key.
+fn validate(request: &Request<Incoming>) -> Result<HeaderValue, &'static str> {
+    if request.method() != Method::GET {
+        return Err("a WebSocket handshake must be a GET request");
+    }
+    let has_upgrade_token = request
+        .headers()
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    if !has_upgrade_token {
+        return Err("missing `Connection: upgrade`");
+    }
+    if request.headers().get(SEC_WEBSOCKET_VERSION).map(HeaderValue::as_bytes) != Some(b"13") {
+        return Err("unsupported or missing Sec-WebSocket-Version (13 is required)");
+    }
+    let key = request.headers().get(SEC_WEBSOCKET_KEY).ok_or("missing Sec-WebSocket-Key")?;
+    if !is_valid_key(key.as_bytes()) {
+        return Err("Sec-WebSocket-Key must be 16 bytes in base64");
+    }
+    Ok(key.clone())
+}
+
+/// A base64 encoding of 16 bytes: 22 base64 characters and `==`.
+fn is_valid_key(key: &[u8]) -> bool {
+    key.len() == 24
+        && key.ends_with(b"==")
+        && key[..22].iter().all(|b| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/')
+}
+
+fn bad_request(reason: &'static str) -> Response<Body> {
+    tracing::debug!(reason, "bad WebSocket handshake");
+    super::body::plain(StatusCode::BAD_REQUEST, reason)
+}
+
+fn ws_config(config: &ServerConfig) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(config.read_buffer_size)
+        .write_buffer_size(config.write_buffer_size)
+        .max_message_size(Some(config.max_message_size))
+        .max_frame_size(Some(config.max_frame_size))
+}
+
+/// Runs the handshake: starts the application, waits for its accept or refusal, answers.
+pub(super) async fn handshake(
+    state: Arc<ServerState>,
+    mut request: Request<Incoming>,
+    remote: SocketAddr,
+    local: SocketAddr,
+) -> Response<Body> {
+    let key = match validate(&request) {
+        Ok(key) => key,
+        Err(reason) => return bad_request(reason),
+    };
+    let on_upgrade = hyper::upgrade::on(&mut request);
+    let config = &state.config;
+    let (parts, _body) = request.into_parts();
+    let scope = build_scope(Protocol::Websocket, parts, remote, local, config);
+    let conn = Arc::new(ConnState::new(&state.shutdown, config.write_timeout));
+    let (outbox, mut events) = Outbox::for_connection(config.write_queue, conn.clone());
+    let (opened_tx, opened_rx) = oneshot::channel();
+    let source = WsSource {
+        state: ReadState::Connecting(opened_rx),
+        cancelled: Box::pin(conn.token.clone().cancelled_owned()),
+        conn: conn.clone(),
+    };
+    let inbox = Inbox::from_source(Source::Websocket(Box::new(source)));
+    let app_conn = conn.clone();
+    let app = state.app.clone();
+    let mut task = state.tracker.spawn(async move {
+        let result = run_app(app, scope, inbox, outbox).await;
+        if result.is_err() {
+            app_conn.abort(close_code::ERROR, "internal error");
+        }
+        // The application is done: the writer sends what is queued, then the close frame.
+        app_conn.token.cancel();
+        result
+    });
+
+    let decision = tokio::select! {
+        biased;
+        event = events.recv() => event,
+        finished = &mut task => {
+            let status = match finished {
+                Ok(Ok(())) => StatusCode::FORBIDDEN,
+                Ok(Err(err)) => error_status(&err, &Protocol::Websocket),
+                Err(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            return status_page(status);
+        }
+        () = tokio::time::sleep(config.connect_timeout) => {
+            tracing::warn!(timeout = ?config.connect_timeout, "consumer neither accepted nor refused the WebSocket in time; refused");
+            conn.abort(close_code::ABNORMAL, "handshake timed out");
+            return status_page(StatusCode::FORBIDDEN);
+        }
+        () = conn.token.cancelled() => return status_page(StatusCode::SERVICE_UNAVAILABLE),
+    };
+    match decision {
+        Some(Outbound::WebsocketAccept(accept)) => {
+            let mut response = Response::new(Body::empty());
+            *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            let headers = response.headers_mut();
+            headers.extend(accept.headers);
+            headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+            headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+            let accept_key = derive_accept_key(key.as_bytes());
+            if let Ok(value) = HeaderValue::from_str(&accept_key) {
+                headers.insert(SEC_WEBSOCKET_ACCEPT, value);
+            }
+            if let Some(subprotocol) = accept.subprotocol {
+                match HeaderValue::from_str(&subprotocol) {
+                    Ok(value) => {
+                        headers.insert(SEC_WEBSOCKET_PROTOCOL, value);
+                    }
+                    Err(_) => tracing::warn!(%subprotocol, "subprotocol is not a valid header value; not sent"),
+                }
+            }
+            let writer = Writer { events, conn, close_sent: false, config: state.clone() };
+            state.tracker.spawn(writer.run(on_upgrade, opened_tx));
+            response
+        }
+        Some(Outbound::WebsocketClose(close)) => {
+            let _ = opened_tx.send(Err(close.code));
+            status_page(StatusCode::FORBIDDEN)
+        }
+        Some(other) => {
+            tracing::error!(event = ?other, "WebSocket application sent an event before accepting; refused");
+            conn.abort(close_code::ERROR, "sent before accept");
+            status_page(StatusCode::INTERNAL_SERVER_ERROR)
+        }
+        // Every outbox is gone: the application ended without deciding.
+        None => {
+            let status = match task.await {
+                Ok(Ok(())) => StatusCode::FORBIDDEN,
+                Ok(Err(err)) => error_status(&err, &Protocol::Websocket),
+                Err(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            status_page(status)
+        }
+    }
+}
+
+enum ReadState {
+    /// Before the connect event was delivered.
+    Connecting(oneshot::Receiver<Opened>),
+    /// Connect delivered; waiting for the handshake to finish (or be refused).
+    Upgrading(oneshot::Receiver<Opened>),
+    Open(SplitStream<Stream>),
+    /// Disconnect delivered.
+    Done,
+}
+
+/// The inbox of a WebSocket application. It reads frames in the application's own task, so a
+/// message from the client reaches the consumer without a hop through another task.
+pub(crate) struct WsSource {
+    state: ReadState,
+    cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
+    conn: Arc<ConnState>,
+}
+
+impl std::fmt::Debug for WsSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WsSource").finish_non_exhaustive()
+    }
+}
+
+/// The close code for a read error, and the reason sent to the client.
+fn classify(err: &WsError) -> (u16, &'static str) {
+    match err {
+        WsError::Capacity(_) => (close_code::SIZE, "message too big"),
+        WsError::Utf8(_) => (close_code::INVALID, "invalid UTF-8 in a text frame"),
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => (close_code::ABNORMAL, "connection lost"),
+        WsError::Protocol(_) => (close_code::PROTOCOL, "protocol error"),
+        WsError::AttackAttempt => (close_code::POLICY, "attack attempt"),
+        _ => (close_code::ABNORMAL, "connection lost"),
+    }
+}
+
+impl WsSource {
+    fn disconnect(&mut self, code: u16) -> Poll<Option<Inbound>> {
+        self.state = ReadState::Done;
+        Poll::Ready(Some(Inbound::WebsocketDisconnect { code }))
+    }
+
+    pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Inbound>> {
+        loop {
+            if !matches!(self.state, ReadState::Connecting(_) | ReadState::Done)
+                && self.cancelled.as_mut().poll(cx).is_ready()
+            {
+                return self.disconnect(self.conn.close_reason().code);
+            }
+            match &mut self.state {
+                ReadState::Connecting(_) => {
+                    let ReadState::Connecting(opened) = std::mem::replace(&mut self.state, ReadState::Done) else {
+                        unreachable!("matched above")
+                    };
+                    self.state = ReadState::Upgrading(opened);
+                    return Poll::Ready(Some(Inbound::WebsocketConnect));
+                }
+                ReadState::Upgrading(opened) => match Pin::new(opened).poll(cx) {
+                    Poll::Ready(Ok(Ok(stream))) => self.state = ReadState::Open(stream),
+                    Poll::Ready(Ok(Err(code))) => return self.disconnect(code),
+                    Poll::Ready(Err(_)) => return self.disconnect(close_code::ABNORMAL),
+                    Poll::Pending => return Poll::Pending,
+                },
+                ReadState::Open(stream) => match stream.poll_next_unpin(cx) {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        self.conn.seen.store(true, Ordering::Relaxed);
+                        match frame {
+                            WsMessage::Text(text) => {
+                                return Poll::Ready(Some(Inbound::WebsocketReceive(Message::Text(text))));
+                            }
+                            WsMessage::Binary(bytes) => {
+                                return Poll::Ready(Some(Inbound::WebsocketReceive(Message::Binary(bytes))));
+                            }
+                            WsMessage::Close(frame) => {
+                                return self.disconnect(frame.map_or(close_code::STATUS, |frame| frame.code.into()));
+                            }
+                            WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_) => {}
+                        }
+                    }
+                    Poll::Ready(Some(Err(err))) => {
+                        let (code, reason) = classify(&err);
+                        tracing::debug!(error = %err, code, "WebSocket read failed");
+                        self.conn.abort(code, reason);
+                        return self.disconnect(code);
+                    }
+                    Poll::Ready(None) => {
+                        self.conn.abort(close_code::ABNORMAL, "connection lost");
+                        return self.disconnect(close_code::ABNORMAL);
+                    }
+                    Poll::Pending => return Poll::Pending,
+                },
+                ReadState::Done => return Poll::Ready(None),
+            }
+        }
+    }
+}
+
+/// Why the write loop stopped.
+enum Stop {
+    /// The application closed the connection.
+    CloseSent,
+    /// The connection was cancelled, or every outbox is gone.
+    Finished,
+    /// Writing failed: the client is gone.
+    Broken,
+}
+
+/// Keepalive: ping a client that has been silent for the interval, close it if it stays silent.
+struct Keepalive {
+    interval: std::time::Duration,
+    timeout: std::time::Duration,
+    timer: Pin<Box<Sleep>>,
+    awaiting_pong: bool,
+}
+
+enum Beat {
+    Quiet,
+    Ping,
+    Dead,
+}
+
+impl Keepalive {
+    fn new(config: &ServerConfig) -> Option<Self> {
+        let interval = config.ping_interval?;
+        Some(Keepalive {
+            interval,
+            timeout: config.ping_timeout,
+            timer: Box::pin(tokio::time::sleep(interval)),
+            awaiting_pong: false,
+        })
+    }
+
+    fn on_timer(&mut self, conn: &ConnState) -> Beat {
+        if conn.seen.swap(false, Ordering::Relaxed) {
+            self.awaiting_pong = false;
+            self.timer.as_mut().reset(Instant::now() + self.interval);
+            Beat::Quiet
+        } else if !self.awaiting_pong {
+            self.awaiting_pong = true;
+            self.timer.as_mut().reset(Instant::now() + self.timeout);
+            Beat::Ping
+        } else {
+            Beat::Dead
+        }
+    }
+}
+
+async fn timer(keepalive: &mut Option<Keepalive>) {
+    match keepalive {
+        Some(keepalive) => keepalive.timer.as_mut().await,
+        None => pending().await,
+    }
+}
+
+fn to_frame(event: Outbound) -> Option<WsMessage> {
+    match event {
+        Outbound::WebsocketSend(Message::Text(text)) => Some(WsMessage::Text(text)),
+        Outbound::WebsocketSend(Message::Binary(bytes)) => Some(WsMessage::Binary(bytes)),
+        Outbound::WebsocketClose(close) => Some(close_frame(close)),
+        other => {
+            tracing::warn!(event = ?other, "event not valid on an open WebSocket; ignored");
+            None
+        }
+    }
+}
+
+fn close_frame(close: Close) -> WsMessage {
+    WsMessage::Close(Some(CloseFrame { code: close.code.into(), reason: close.reason }))
+}
+
+/// The one task per connection that writes to the socket.
+struct Writer {
+    events: mpsc::Receiver<Outbound>,
+    conn: Arc<ConnState>,
+    close_sent: bool,
+    config: Arc<ServerState>,
+}
+
+impl Writer {
+    async fn run(mut self, on_upgrade: OnUpgrade, opened: oneshot::Sender<Opened>) {
+        let upgraded = tokio::select! {
+            upgraded = on_upgrade => upgraded,
+            () = self.conn.token.cancelled() => return,
+        };
+        let upgraded = match upgraded {
+            Ok(upgraded) => upgraded,
+            Err(err) => {
+                tracing::debug!(error = %err, "WebSocket upgrade failed");
+                self.conn.abort(close_code::ABNORMAL, "upgrade failed");
+                return;
+            }
+        };
+        let config = &self.config.config;
+        let stream =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config(config))).await;
+        let (mut sink, read_half) = stream.split();
+        if opened.send(Ok(read_half)).is_err() {
+            return;
+        }
+        let conn = self.conn.clone();
+        let stop = tokio::select! {
+            biased;
+            () = conn.token.cancelled() => Stop::Finished,
+            stop = self.write_loop(&mut sink) => stop,
+        };
+        let close_timeout = self.config.config.close_timeout;
+        match stop {
+            Stop::Broken => self.conn.abort(close_code::ABNORMAL, "connection lost"),
+            Stop::CloseSent => {
+                // Wait for the client's close frame (the inbox reads it and the application
+                // finishes), discarding anything still sent.
+                let waited = tokio::time::timeout(close_timeout, async {
+                    tokio::select! {
+                        () = conn.token.cancelled() => {}
+                        () = async { while self.events.recv().await.is_some() {} } => {}
+                    }
+                })
+                .await;
+                if waited.is_err() {
+                    self.conn.abort(close_code::ABNORMAL, "close handshake timed out");
+                }
+                let _ = tokio::time::timeout(close_timeout, sink.flush()).await;
+            }
+            Stop::Finished => {
+                let _ = tokio::time::timeout(close_timeout, self.finish(&mut sink)).await;
+            }
+        }
+    }
+
+    /// Sends events until the application closes, the queue ends or writing fails.
+    async fn write_loop(&mut self, sink: &mut SplitSink<Stream, WsMessage>) -> Stop {
+        let mut keepalive = Keepalive::new(&self.config.config);
+        loop {
+            let event = tokio::select! {
+                biased;
+                event = self.events.recv() => event,
+                () = timer(&mut keepalive) => {
+                    let Some(beat) = keepalive.as_mut().map(|k| k.on_timer(&self.conn)) else { continue };
+                    match beat {
+                        Beat::Quiet => continue,
+                        Beat::Ping => {
+                            if sink.send(WsMessage::Ping(Bytes::new())).await.is_err() {
+                                return Stop::Broken;
+                            }
+                            continue;
+                        }
+                        Beat::Dead => {
+                            tracing::debug!("client did not answer a ping in time; closing");
+                            self.conn.abort(close_code::AWAY, "ping timeout");
+                            return Stop::Finished;
+                        }
+                    }
+                }
+            };
+            let Some(mut event) = event else { return Stop::Finished };
+            for _ in 0..BATCH {
+                if let Some(frame) = to_frame(event) {
+                    let closing = matches!(frame, WsMessage::Close(_));
+                    if sink.feed(frame).await.is_err() {
+                        return Stop::Broken;
+                    }
+                    if closing {
+                        self.close_sent = true;
+                        return if sink.flush().await.is_ok() { Stop::CloseSent } else { Stop::Broken };
+                    }
+                }
+                match self.events.try_recv() {
+                    Ok(next) => event = next,
+                    Err(_) => break,
+                }
+            }
+            if sink.flush().await.is_err() {
+                return Stop::Broken;
+            }
+        }
+    }
+
+    /// After cancellation: write what is queued (unless the client is dead or too slow), then
+    /// the close frame with the connection's close reason.
+    async fn finish(&mut self, sink: &mut SplitSink<Stream, WsMessage>) {
+        let close = self.conn.close_reason();
+        if close.code == close_code::ABNORMAL {
+            return;
+        }
+        if close.code != close_code::POLICY {
+            while let Ok(event) = self.events.try_recv() {
+                let Some(frame) = to_frame(event) else { continue };
+                let closing = matches!(frame, WsMessage::Close(_));
+                if sink.feed(frame).await.is_err() {
+                    return;
+                }
+                if closing {
+                    self.close_sent = true;
+                    break;
+                }
+            }
+        }
+        if !self.close_sent && sink.feed(close_frame(close)).await.is_err() {
+            return;
+        }
+        let _ = sink.flush().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn websocket_keys_must_be_16_bytes_of_base64() {
+        assert!(is_valid_key(b"dGhlIHNhbXBsZSBub25jZQ=="));
+        assert!(!is_valid_key(b"short"));
+        assert!(!is_valid_key(b"dGhlIHNhbXBsZSBub25jZQ="));
+        assert!(!is_valid_key(b"dGhlIHNhbXBsZSBub25j!Q=="));
+    }
+}

@@ -1,0 +1,536 @@
+//! In-process test communicators: drive an application without sockets.
+//!
+//! Every wait has a timeout (1 s by default, [`with_timeout`](WebsocketCommunicator::with_timeout)
+//! to change it) that fails the test with [`TestError::Timeout`] instead of hanging.
+//!
+//! ```
+//! use channels::consumer::{ConsumerApp, ConsumerError, Websocket, WebsocketConsumer};
+//! use channels::event::Message;
+//! use channels::testing::WebsocketCommunicator;
+//!
+//! struct Echo;
+//! impl WebsocketConsumer for Echo {
+//!     async fn receive(&mut self, ws: &mut Websocket, message: Message) -> Result<(), ConsumerError> {
+//!         ws.send(message).await?;
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), channels::testing::TestError> {
+//! let mut ws = WebsocketCommunicator::new(ConsumerApp::websocket(|_| Ok(Echo)), "/ws/echo/");
+//! assert!(ws.connect().await?.accepted);
+//! ws.send_text("hello").await?;
+//! assert_eq!(ws.receive_text().await?, "hello");
+//! ws.disconnect(1000).await?;
+//! # Ok(())
+//! # }
+//! ```
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{COOKIE, HeaderName, SEC_WEBSOCKET_PROTOCOL};
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::application::{AppError, Application, Inbox, Outbox};
+use crate::event::{ChannelMessage, Close, Inbound, Message, Outbound, RequestChunk};
+use crate::scope::{Protocol, Scope};
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A communicator call failed; the test should fail with it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TestError {
+    /// Nothing happened within the timeout.
+    #[error("timed out after {timeout:?} waiting for {waiting_for}")]
+    Timeout {
+        /// The timeout.
+        timeout: Duration,
+        /// What the communicator waited for.
+        waiting_for: &'static str,
+    },
+    /// The application ended with an error (returned or panicked).
+    #[error("the application failed: {0}")]
+    App(AppError),
+    /// The application finished and sends nothing more.
+    #[error("the application finished")]
+    Finished,
+    /// The WebSocket was closed instead of sending a message.
+    #[error("the WebSocket was closed with code {} ({:?})", .0.code, .0.reason.as_str())]
+    Closed(Close),
+    /// The application sent something the call did not expect.
+    #[error("unexpected event: {0}")]
+    Unexpected(String),
+    /// JSON could not be encoded or decoded.
+    #[error("JSON error: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Runs an application in a task and exchanges raw events with it (asgiref's
+/// `ApplicationCommunicator`). The typed communicators below build on it.
+#[derive(Debug)]
+pub struct ApplicationCommunicator {
+    input: Option<mpsc::Sender<Inbound>>,
+    output: mpsc::Receiver<Outbound>,
+    peeked: VecDeque<Outbound>,
+    task: Option<JoinHandle<Result<(), AppError>>>,
+    finished: Option<Result<(), String>>,
+    timeout: Duration,
+}
+
+impl ApplicationCommunicator {
+    /// Starts `app` with `scope`.
+    pub fn new(app: impl Application, scope: Scope) -> Self {
+        let app: Arc<dyn Application> = Arc::new(app);
+        let (input, inbox) = Inbox::channel(64);
+        let (outbox, output) = Outbox::channel(64);
+        let task = tokio::spawn(crate::server::run_app(app, scope, inbox, outbox));
+        ApplicationCommunicator {
+            input: Some(input),
+            output,
+            peeked: VecDeque::new(),
+            task: Some(task),
+            finished: None,
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// Changes the timeout of every wait.
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
+    /// Sends an event to the application.
+    ///
+    /// # Errors
+    /// [`TestError::App`] if the application already failed, [`TestError::Finished`] if it ended.
+    pub async fn send_input(&mut self, event: Inbound) -> Result<(), TestError> {
+        let sent = match &self.input {
+            Some(input) => input.send(event).await.is_ok(),
+            None => false,
+        };
+        if sent { Ok(()) } else { Err(self.ended().await) }
+    }
+
+    /// The next event from the application.
+    ///
+    /// # Errors
+    /// [`TestError::Timeout`] when nothing arrives in time; [`TestError::App`] /
+    /// [`TestError::Finished`] when the application ended with nothing left to receive.
+    pub async fn receive_output(&mut self) -> Result<Outbound, TestError> {
+        if let Some(event) = self.peeked.pop_front() {
+            return Ok(event);
+        }
+        match tokio::time::timeout(self.timeout, self.output.recv()).await {
+            Ok(Some(event)) => Ok(event),
+            Ok(None) => Err(self.ended().await),
+            Err(_) => Err(TestError::Timeout { timeout: self.timeout, waiting_for: "an event from the application" }),
+        }
+    }
+
+    /// True if the application sends nothing for `timeout`. An event that does arrive is kept
+    /// for the next `receive_output`.
+    pub async fn receive_nothing(&mut self, timeout: Duration) -> bool {
+        if !self.peeked.is_empty() {
+            return false;
+        }
+        match tokio::time::timeout(timeout, self.output.recv()).await {
+            Ok(Some(event)) => {
+                self.peeked.push_back(event);
+                false
+            }
+            Ok(None) | Err(_) => true,
+        }
+    }
+
+    /// Waits for the application to finish and returns its result.
+    ///
+    /// # Errors
+    /// [`TestError::Timeout`] if it is still running after the timeout, [`TestError::App`] if it
+    /// failed.
+    pub async fn wait(&mut self) -> Result<(), TestError> {
+        self.input = None;
+        let Some(task) = self.task.as_mut() else {
+            return match &self.finished {
+                Some(Err(message)) => Err(TestError::App(AppError::Other(message.clone().into()))),
+                _ => Ok(()),
+            };
+        };
+        let joined = match tokio::time::timeout(self.timeout, task).await {
+            Ok(joined) => joined,
+            Err(_) => {
+                return Err(TestError::Timeout { timeout: self.timeout, waiting_for: "the application to finish" });
+            }
+        };
+        self.task = None;
+        let result = match joined {
+            Ok(result) => result,
+            Err(err) => Err(AppError::Panicked(err.to_string())),
+        };
+        self.finished = Some(result.as_ref().map(|_| ()).map_err(ToString::to_string));
+        result.map_err(TestError::App)
+    }
+
+    /// Why no more events come: the application's error, or `Finished`.
+    async fn ended(&mut self) -> TestError {
+        match self.wait().await {
+            Ok(()) => TestError::Finished,
+            Err(err) => err,
+        }
+    }
+}
+
+impl Drop for ApplicationCommunicator {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// The answer to [`WebsocketCommunicator::connect`].
+#[derive(Debug, Clone)]
+pub struct Handshake {
+    /// True if the consumer accepted.
+    pub accepted: bool,
+    /// The subprotocol it chose.
+    pub subprotocol: Option<String>,
+    /// The extra headers it accepted with.
+    pub headers: HeaderMap,
+    /// When refused: the close code the consumer gave (1006 if it ended without deciding).
+    pub close_code: Option<u16>,
+}
+
+/// Tests a WebSocket application in-process (Channels' `WebsocketCommunicator`).
+pub struct WebsocketCommunicator {
+    app: Option<Arc<dyn Application>>,
+    scope: Scope,
+    inner: Option<ApplicationCommunicator>,
+    timeout: Duration,
+}
+
+impl WebsocketCommunicator {
+    /// A communicator for `app` at `path` (a query string after `?` is kept).
+    pub fn new(app: impl Application, path: &str) -> Self {
+        WebsocketCommunicator {
+            app: Some(Arc::new(app)),
+            scope: Scope::new(Protocol::Websocket, path),
+            inner: None,
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// Changes the timeout of every wait.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Adds a request header.
+    ///
+    /// # Panics
+    /// On an invalid header name or value (a bug in the test).
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        add_header(&mut self.scope.headers, name, value);
+        self
+    }
+
+    /// Adds a cookie to the `Cookie` header.
+    pub fn cookie(self, name: &str, value: &str) -> Self {
+        let mut cookie = self.scope.header("cookie").map(str::to_owned).unwrap_or_default();
+        if !cookie.is_empty() {
+            cookie.push_str("; ");
+        }
+        cookie.push_str(&format!("{name}={value}"));
+        let mut this = self;
+        this.scope.headers.remove(COOKIE);
+        this.header("cookie", &cookie)
+    }
+
+    /// Offers a subprotocol (in `scope.subprotocols` and the `Sec-WebSocket-Protocol` header).
+    pub fn subprotocol(mut self, subprotocol: &str) -> Self {
+        self.scope.subprotocols.push(subprotocol.to_owned());
+        let joined = self.scope.subprotocols.join(", ");
+        self.scope.headers.remove(SEC_WEBSOCKET_PROTOCOL);
+        self.header("sec-websocket-protocol", &joined)
+    }
+
+    /// The scope the application will get, to preset anything (user, client address...).
+    pub fn scope_mut(&mut self) -> &mut Scope {
+        &mut self.scope
+    }
+
+    fn inner(&mut self) -> Result<&mut ApplicationCommunicator, TestError> {
+        self.inner.as_mut().ok_or_else(|| TestError::Unexpected("call connect() first".to_owned()))
+    }
+
+    /// Starts the application and sends the connect event; answers whether it accepted.
+    ///
+    /// # Errors
+    /// [`TestError::App`] when the application failed (no route: [`AppError::NoRoute`]),
+    /// [`TestError::Timeout`] when it neither accepted nor refused in time.
+    pub async fn connect(&mut self) -> Result<Handshake, TestError> {
+        let app = self.app.take().ok_or_else(|| TestError::Unexpected("connect() called twice".to_owned()))?;
+        let mut inner = ApplicationCommunicator::new(app, self.scope.clone());
+        inner.set_timeout(self.timeout);
+        self.inner = Some(inner);
+        let inner = self.inner()?;
+        inner.send_input(Inbound::WebsocketConnect).await?;
+        let refused = |close_code| Handshake {
+            accepted: false,
+            subprotocol: None,
+            headers: HeaderMap::new(),
+            close_code: Some(close_code),
+        };
+        match inner.receive_output().await {
+            Ok(Outbound::WebsocketAccept(accept)) => Ok(Handshake {
+                accepted: true,
+                subprotocol: accept.subprotocol,
+                headers: accept.headers,
+                close_code: None,
+            }),
+            Ok(Outbound::WebsocketClose(close)) => {
+                // As the server does: the consumer hears that the connection is gone.
+                let _ = inner.send_input(Inbound::WebsocketDisconnect { code: close.code }).await;
+                Ok(refused(close.code))
+            }
+            Ok(other) => Err(TestError::Unexpected(format!("{other:?} before accept or close"))),
+            Err(TestError::Finished) => Ok(refused(crate::event::close_code::ABNORMAL)),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Sends a text or binary message as the client.
+    ///
+    /// # Errors
+    /// When the application already ended.
+    pub async fn send_to(&mut self, message: impl Into<Message>) -> Result<(), TestError> {
+        self.inner()?.send_input(Inbound::WebsocketReceive(message.into())).await
+    }
+
+    /// Sends a text message.
+    ///
+    /// # Errors
+    /// As [`send_to`](Self::send_to).
+    pub async fn send_text(&mut self, text: &str) -> Result<(), TestError> {
+        self.send_to(text).await
+    }
+
+    /// Sends a binary message.
+    ///
+    /// # Errors
+    /// As [`send_to`](Self::send_to).
+    pub async fn send_bytes(&mut self, bytes: impl Into<Bytes>) -> Result<(), TestError> {
+        self.send_to(Message::Binary(bytes.into())).await
+    }
+
+    /// Sends `value` as a JSON text message.
+    ///
+    /// # Errors
+    /// As [`send_to`](Self::send_to), or a JSON error.
+    pub async fn send_json_to<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), TestError> {
+        let text = serde_json::to_string(value)?;
+        self.send_to(text).await
+    }
+
+    /// Delivers a channel-layer message to the consumer (as a group send would).
+    ///
+    /// # Errors
+    /// As [`send_to`](Self::send_to).
+    pub async fn send_channel_message(&mut self, message: ChannelMessage) -> Result<(), TestError> {
+        self.inner()?.send_input(Inbound::Channel(message)).await
+    }
+
+    /// The next message the application sends.
+    ///
+    /// # Errors
+    /// [`TestError::Closed`] if it closed instead; timeouts and application errors.
+    pub async fn receive_from(&mut self) -> Result<Message, TestError> {
+        match self.inner()?.receive_output().await? {
+            Outbound::WebsocketSend(message) => Ok(message),
+            Outbound::WebsocketClose(close) => Err(TestError::Closed(close)),
+            other => Err(TestError::Unexpected(format!("expected a WebSocket message, got {other:?}"))),
+        }
+    }
+
+    /// The next message, which must be text.
+    ///
+    /// # Errors
+    /// As [`receive_from`](Self::receive_from), or [`TestError::Unexpected`] for binary.
+    pub async fn receive_text(&mut self) -> Result<String, TestError> {
+        match self.receive_from().await? {
+            Message::Text(text) => Ok(text.as_str().to_owned()),
+            Message::Binary(_) => Err(TestError::Unexpected("expected a text frame, got a binary frame".to_owned())),
+        }
+    }
+
+    /// The next message, decoded from JSON text.
+    ///
+    /// # Errors
+    /// As [`receive_text`](Self::receive_text), or a JSON error.
+    pub async fn receive_json_from<T: DeserializeOwned>(&mut self) -> Result<T, TestError> {
+        Ok(serde_json::from_str(&self.receive_text().await?)?)
+    }
+
+    /// The next event, which must be a close; returns it.
+    ///
+    /// # Errors
+    /// [`TestError::Unexpected`] when a message arrives instead.
+    pub async fn receive_close(&mut self) -> Result<Close, TestError> {
+        match self.inner()?.receive_output().await? {
+            Outbound::WebsocketClose(close) => Ok(close),
+            other => Err(TestError::Unexpected(format!("expected a close, got {other:?}"))),
+        }
+    }
+
+    /// True if the application sends nothing for `timeout`.
+    pub async fn receive_nothing(&mut self, timeout: Duration) -> bool {
+        match self.inner.as_mut() {
+            Some(inner) => inner.receive_nothing(timeout).await,
+            None => true,
+        }
+    }
+
+    /// Disconnects as the client with `code` and waits for the application to finish.
+    ///
+    /// # Errors
+    /// The application's error, or a timeout.
+    pub async fn disconnect(&mut self, code: u16) -> Result<(), TestError> {
+        let inner = self.inner()?;
+        match inner.send_input(Inbound::WebsocketDisconnect { code }).await {
+            Ok(()) | Err(TestError::Finished) => {}
+            Err(err) => return Err(err),
+        }
+        inner.wait().await
+    }
+}
+
+/// A whole HTTP response, as [`HttpCommunicator::get_response`] returns it.
+#[derive(Debug, Clone)]
+pub struct TestResponse {
+    /// Status code.
+    pub status: StatusCode,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// The body chunks as sent.
+    pub chunks: Vec<Bytes>,
+    /// The whole body.
+    pub body: Bytes,
+}
+
+impl TestResponse {
+    /// The body as UTF-8 text (lossy).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body decoded from JSON.
+    ///
+    /// # Errors
+    /// A JSON error.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, TestError> {
+        Ok(serde_json::from_slice(&self.body)?)
+    }
+}
+
+/// Tests an HTTP application in-process (Channels' `HttpCommunicator`).
+pub struct HttpCommunicator {
+    app: Arc<dyn Application>,
+    scope: Scope,
+    body: Bytes,
+    timeout: Duration,
+}
+
+impl HttpCommunicator {
+    /// A request with `method` to `path` (a query string after `?` is kept).
+    pub fn new(app: impl Application, method: Method, path: &str) -> Self {
+        let mut scope = Scope::new(Protocol::Http, path);
+        scope.method = method;
+        HttpCommunicator { app: Arc::new(app), scope, body: Bytes::new(), timeout: DEFAULT_TIMEOUT }
+    }
+
+    /// Sets the request body.
+    pub fn body(mut self, body: impl Into<Bytes>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// Adds a request header.
+    ///
+    /// # Panics
+    /// On an invalid header name or value (a bug in the test).
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        add_header(&mut self.scope.headers, name, value);
+        self
+    }
+
+    /// Changes the timeout of every wait.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The scope the application will get.
+    pub fn scope_mut(&mut self) -> &mut Scope {
+        &mut self.scope
+    }
+
+    /// Sends the request and collects the whole response.
+    ///
+    /// # Errors
+    /// [`TestError::App`] when the application failed before finishing the response (no route:
+    /// [`AppError::NoRoute`]); timeouts.
+    pub async fn get_response(self) -> Result<TestResponse, TestError> {
+        let mut inner = ApplicationCommunicator::new(self.app, self.scope);
+        inner.set_timeout(self.timeout);
+        inner.send_input(Inbound::HttpRequest(RequestChunk { body: self.body, more_body: false })).await?;
+        let start = match inner.receive_output().await? {
+            Outbound::HttpResponseStart(start) => start,
+            other => return Err(TestError::Unexpected(format!("expected a response start, got {other:?}"))),
+        };
+        let mut chunks = Vec::new();
+        let mut body = BytesMut::new();
+        loop {
+            match inner.receive_output().await? {
+                Outbound::HttpResponseBody { body: chunk, more_body } => {
+                    body.extend_from_slice(&chunk);
+                    chunks.push(chunk);
+                    if !more_body {
+                        break;
+                    }
+                }
+                other => return Err(TestError::Unexpected(format!("expected a body chunk, got {other:?}"))),
+            }
+        }
+        // As the server does once the response is sent.
+        let _ = inner.send_input(Inbound::HttpDisconnect).await;
+        Ok(TestResponse { status: start.status, headers: start.headers, chunks, body: body.freeze() })
+    }
+}
+
+fn add_header(headers: &mut HeaderMap, name: &str, value: &str) {
+    let name =
+        HeaderName::from_bytes(name.as_bytes()).unwrap_or_else(|err| panic!("invalid header name {name:?}: {err}"));
+    let value = HeaderValue::from_str(value).unwrap_or_else(|err| panic!("invalid header value {value:?}: {err}"));
+    headers.append(name, value);
+}
+
+impl std::fmt::Debug for WebsocketCommunicator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebsocketCommunicator").field("path", &self.scope.path).finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for HttpCommunicator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpCommunicator").field("path", &self.scope.path).finish_non_exhaustive()
+    }
+}
