@@ -1,1 +1,109 @@
-fn main() {}
+//! Echo server. Run with `cargo run --release --example echo [-- --addr 127.0.0.1:8000]`.
+//!
+//! Stable endpoints (load tests and other clients rely on them):
+//! - `ws://HOST:PORT/ws/echo/`: every text or binary message comes straight back unchanged.
+//! - `ws://HOST:PORT/ws/json/`: a JSON consumer answering `{"echo": <what it received>}`.
+//! - `GET /`: a short HTML page; `GET /health/`: `200 ok`.
+
+use bytes::Bytes;
+use channels::prelude::*;
+use http::StatusCode;
+
+/// Sends every message straight back.
+struct Echo;
+
+impl WebsocketConsumer for Echo {
+    async fn receive(&mut self, ws: &mut Websocket, message: Message) -> Result<(), ConsumerError> {
+        ws.send(message).await?;
+        Ok(())
+    }
+}
+
+/// Answers each JSON value with `{"echo": value}`.
+struct JsonEcho;
+
+impl JsonWebsocketConsumer for JsonEcho {
+    type Incoming = serde_json::Value;
+
+    async fn receive_json(&mut self, ws: &mut Websocket, content: serde_json::Value) -> Result<(), ConsumerError> {
+        ws.send_json(&serde_json::json!({ "echo": content })).await
+    }
+}
+
+/// `GET /health/`.
+struct Health;
+
+impl HttpConsumer for Health {
+    async fn handle(&mut self, _body: Bytes, response: &mut HttpResponse) -> Result<(), ConsumerError> {
+        response.text(StatusCode::OK, "ok").await?;
+        Ok(())
+    }
+}
+
+/// `GET /`.
+struct Index;
+
+impl HttpConsumer for Index {
+    async fn handle(&mut self, _body: Bytes, response: &mut HttpResponse) -> Result<(), ConsumerError> {
+        response.html(StatusCode::OK, INDEX).await?;
+        Ok(())
+    }
+}
+
+const INDEX: &str = r#"<!doctype html>
+<meta charset="utf-8"><title>channels echo</title>
+<h1>channels echo</h1>
+<input id="text" value="hello"><button id="send">send</button>
+<pre id="log"></pre>
+<script>
+const log = (line) => document.getElementById("log").textContent += line + "\n";
+const ws = new WebSocket(`ws://${location.host}/ws/echo/`);
+ws.onopen = () => log("open");
+ws.onmessage = (event) => log("< " + event.data);
+ws.onclose = (event) => log("closed " + event.code);
+document.getElementById("send").onclick = () => ws.send(document.getElementById("text").value);
+</script>
+"#;
+
+/// The echo application; `tests/echo_example.rs` serves the same routes.
+fn app() -> ProtocolTypeRouter {
+    ProtocolTypeRouter::new()
+        .websocket(URLRouter::new(vec![
+            path("ws/echo/", ConsumerApp::websocket(|_| Ok(Echo))),
+            path("ws/json/", ConsumerApp::json(|_| Ok(JsonEcho))),
+        ]))
+        .http(URLRouter::new(vec![
+            path("health/", ConsumerApp::http(|_| Ok(Health))),
+            path("", ConsumerApp::http(|_| Ok(Index))),
+        ]))
+}
+
+fn parse_addr() -> Result<String, String> {
+    let mut args = std::env::args().skip(1);
+    let mut addr = "127.0.0.1:8000".to_owned();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--addr" => addr = args.next().ok_or("--addr needs HOST:PORT")?,
+            "-h" | "--help" => return Err("usage: echo [--addr HOST:PORT]".to_owned()),
+            other => return Err(format!("unknown argument {other:?}; usage: echo [--addr HOST:PORT]")),
+        }
+    }
+    Ok(addr)
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    let addr = match parse_addr() {
+        Ok(addr) => addr,
+        Err(message) => {
+            eprintln!("{message}");
+            std::process::exit(2);
+        }
+    };
+    let server = channels::Server::new(app()).shutdown_on_signals().bind(&addr).await?;
+    println!("echo server on http://{} (ws://{}/ws/echo/)", server.local_addr(), server.local_addr());
+    server.run().await
+}

@@ -1,0 +1,212 @@
+//! Helpers shared by the integration tests: a real server on 127.0.0.1:0, a real WebSocket
+//! client (tokio-tungstenite), and a raw TCP client for what a well-behaved client never sends.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use channels::{Application, Server, ServerConfig, ShutdownHandle};
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::client::Request;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::WebSocketStream;
+
+/// Upper bound for any single wait in a test; only reached when something is broken.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+pub type Client = WebSocketStream<TcpStream>;
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub handle: ShutdownHandle,
+    pub task: JoinHandle<std::io::Result<()>>,
+}
+
+impl TestServer {
+    pub async fn start(app: impl Application) -> Self {
+        Self::start_with(app, ServerConfig::default()).await
+    }
+
+    pub async fn start_with(app: impl Application, config: ServerConfig) -> Self {
+        let listening = Server::new(app).config(config).bind("127.0.0.1:0").await.expect("bind");
+        let addr = listening.local_addr();
+        let handle = listening.shutdown_handle();
+        let task = tokio::spawn(listening.run());
+        TestServer { addr, handle, task }
+    }
+
+    pub fn request(&self, path: &str) -> Request {
+        format!("ws://{}{}", self.addr, path).into_client_request().expect("request")
+    }
+
+    /// Opens a WebSocket; `Err` carries the handshake failure (e.g. an HTTP 403 response).
+    pub async fn try_connect(&self, request: Request) -> Result<(Client, tungstenite::handshake::client::Response), tungstenite::Error> {
+        let tcp = TcpStream::connect(self.addr).await.expect("tcp connect");
+        within(tokio_tungstenite::client_async(request, tcp)).await
+    }
+
+    pub async fn connect(&self, path: &str) -> Client {
+        self.try_connect(self.request(path)).await.expect("handshake").0
+    }
+
+    /// The HTTP status a refused handshake got.
+    pub async fn handshake_status(&self, path: &str) -> u16 {
+        match self.try_connect(self.request(path)).await {
+            Ok(_) => 101,
+            Err(tungstenite::Error::Http(response)) => response.status().as_u16(),
+            Err(other) => panic!("unexpected handshake error: {other}"),
+        }
+    }
+
+    pub async fn shutdown(self) {
+        self.handle.shutdown();
+        within(self.task).await.expect("server task").expect("server run");
+    }
+}
+
+/// Awaits `future`, failing the test if it takes longer than [`WAIT`].
+pub async fn within<F: std::future::Future>(future: F) -> F::Output {
+    tokio::time::timeout(WAIT, future).await.expect("timed out")
+}
+
+/// The next data or close message (pings and pongs skipped).
+pub async fn next_message(client: &mut Client) -> Message {
+    loop {
+        match within(client.next()).await {
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(message)) => return message,
+            Some(Err(err)) => panic!("read error: {err}"),
+            None => panic!("connection ended"),
+        }
+    }
+}
+
+/// Waits for the server's close frame and returns its code.
+pub async fn close_code(client: &mut Client) -> u16 {
+    match next_message(client).await {
+        Message::Close(Some(CloseFrame { code, .. })) => code.into(),
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+}
+
+pub async fn send_text(client: &mut Client, text: &str) {
+    within(client.send(Message::Text(text.into()))).await.expect("send");
+}
+
+/// Sends a raw HTTP request and returns the whole response text (until the server closes or
+/// the response is complete according to Content-Length).
+pub async fn raw_http(addr: SocketAddr, request: &[u8]) -> String {
+    let mut tcp = TcpStream::connect(addr).await.expect("tcp connect");
+    tcp.write_all(request).await.expect("write");
+    let mut response = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let read = match within(tcp.read(&mut buf)).await {
+            Ok(0) | Err(_) => break,
+            Ok(read) => read,
+        };
+        response.extend_from_slice(&buf[..read]);
+        if response_complete(&response) {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+fn response_complete(response: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(response);
+    let Some(head_end) = text.find("\r\n\r\n") else { return false };
+    let head = text[..head_end].to_ascii_lowercase();
+    match head.lines().find_map(|line| line.strip_prefix("content-length:")) {
+        Some(length) => response.len() >= head_end + 4 + length.trim().parse::<usize>().unwrap_or(0),
+        None => head.contains("transfer-encoding: chunked") && text.ends_with("0\r\n\r\n"),
+    }
+}
+
+/// A raw WebSocket client: does the handshake by hand, then reads and writes raw frames.
+pub struct RawClient {
+    pub tcp: TcpStream,
+}
+
+impl RawClient {
+    pub async fn connect(addr: SocketAddr, path: &str) -> RawClient {
+        let mut tcp = TcpStream::connect(addr).await.expect("tcp connect");
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        tcp.write_all(request.as_bytes()).await.expect("write");
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            let read = within(tcp.read(&mut byte)).await.expect("read handshake");
+            assert_eq!(read, 1, "connection closed during handshake");
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head);
+        assert!(head.starts_with("HTTP/1.1 101"), "handshake failed: {head}");
+        RawClient { tcp }
+    }
+
+    /// Writes one masked frame with `opcode` (0x1 text, 0x2 binary...).
+    pub async fn send_frame(&mut self, opcode: u8, payload: &[u8]) {
+        let mask = [0x11u8, 0x22, 0x33, 0x44];
+        let mut frame = vec![0x80 | opcode];
+        match payload.len() {
+            len @ 0..=125 => frame.push(0x80 | len as u8),
+            len @ 126..=65535 => {
+                frame.push(0x80 | 126);
+                frame.extend_from_slice(&(len as u16).to_be_bytes());
+            }
+            len => {
+                frame.push(0x80 | 127);
+                frame.extend_from_slice(&(len as u64).to_be_bytes());
+            }
+        }
+        frame.extend_from_slice(&mask);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        self.tcp.write_all(&frame).await.expect("write frame");
+    }
+
+    /// Reads server frames until the connection ends; returns (opcode, payload) of each.
+    pub async fn read_until_eof(&mut self) -> Vec<(u8, Vec<u8>)> {
+        let mut data = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match within(self.tcp.read(&mut buf)).await {
+                Ok(0) | Err(_) => break,
+                Ok(read) => data.extend_from_slice(&buf[..read]),
+            }
+        }
+        parse_frames(&data)
+    }
+}
+
+fn parse_frames(mut data: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut frames = Vec::new();
+    while data.len() >= 2 {
+        let opcode = data[0] & 0x0f;
+        let (len, header) = match data[1] & 0x7f {
+            126 if data.len() >= 4 => (u16::from_be_bytes([data[2], data[3]]) as usize, 4),
+            127 if data.len() >= 10 => (u64::from_be_bytes(data[2..10].try_into().unwrap()) as usize, 10),
+            len @ 0..=125 => (len as usize, 2),
+            _ => break,
+        };
+        if data.len() < header + len {
+            break;
+        }
+        frames.push((opcode, data[header..header + len].to_vec()));
+        data = &data[header + len..];
+    }
+    frames
+}
+
+/// The close code in a close frame's payload.
+pub fn close_payload_code(payload: &[u8]) -> Option<u16> {
+    (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]))
+}
