@@ -10,11 +10,11 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::client::Request;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::WebSocketStream;
 
 /// Upper bound for any single wait in a test; only reached when something is broken.
 pub const WAIT: Duration = Duration::from_secs(5);
@@ -45,7 +45,10 @@ impl TestServer {
     }
 
     /// Opens a WebSocket; `Err` carries the handshake failure (e.g. an HTTP 403 response).
-    pub async fn try_connect(&self, request: Request) -> Result<(Client, tungstenite::handshake::client::Response), tungstenite::Error> {
+    pub async fn try_connect(
+        &self,
+        request: Request,
+    ) -> Result<(Client, tungstenite::handshake::client::Response), tungstenite::Error> {
         let tcp = TcpStream::connect(self.addr).await.expect("tcp connect");
         within(tokio_tungstenite::client_async(request, tcp)).await
     }

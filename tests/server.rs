@@ -1,0 +1,433 @@
+//! The real server on 127.0.0.1:0, driven by a real WebSocket client (tokio-tungstenite) and by
+//! raw TCP for what a well-behaved client never sends.
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use channels::prelude::*;
+use channels::{SendError, ServerConfig};
+use futures_util::SinkExt;
+use http::{HeaderMap, StatusCode};
+use support::*;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+type Log = mpsc::UnboundedSender<String>;
+
+/// Echoes; `panic` panics; `slow` floods the client; connect refuses on `?refuse`.
+struct Probe {
+    scope: Scope,
+    log: Log,
+}
+
+impl WebsocketConsumer for Probe {
+    async fn connect(&mut self, ws: &mut Websocket) -> Result<(), ConsumerError> {
+        match self.scope.query_string.as_str() {
+            "refuse" => ws.close(1000).await?,
+            "hang" => {}
+            _ if self.scope.subprotocols.iter().any(|p| p == "v2") => ws.accept_subprotocol("v2").await?,
+            _ => {
+                let mut headers = HeaderMap::new();
+                headers.insert("x-consumer", http::HeaderValue::from_static("probe"));
+                ws.accept_with(channels::event::Accept { subprotocol: None, headers }).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn receive(&mut self, ws: &mut Websocket, message: Message) -> Result<(), ConsumerError> {
+        match message.as_text() {
+            Some("panic") => panic!("consumer panicked on purpose"),
+            Some("close") => ws.close_with_reason(4001, "bye now").await?,
+            Some("flood") => {
+                let chunk = Bytes::from(vec![b'x'; 64 << 10]);
+                for _ in 0..100_000 {
+                    if let Err(err) = ws.send_bytes(chunk.clone()).await {
+                        let _ = self.log.send(format!("send failed: {err:?}"));
+                        return Ok(());
+                    }
+                }
+            }
+            _ => ws.send(message).await?,
+        }
+        Ok(())
+    }
+
+    async fn disconnect(&mut self, code: u16) -> Result<(), ConsumerError> {
+        let _ = self.log.send(format!("disconnect {code}"));
+        Ok(())
+    }
+}
+
+struct Health;
+
+impl HttpConsumer for Health {
+    async fn handle(&mut self, body: Bytes, response: &mut HttpResponse) -> Result<(), ConsumerError> {
+        if body.is_empty() {
+            response.text(StatusCode::OK, "ok").await?;
+        } else {
+            response.text(StatusCode::OK, format!("got {} bytes", body.len())).await?;
+        }
+        Ok(())
+    }
+}
+
+struct Chunks;
+
+impl HttpConsumer for Chunks {
+    async fn handle(&mut self, _body: Bytes, response: &mut HttpResponse) -> Result<(), ConsumerError> {
+        response.send_headers(StatusCode::OK, HeaderMap::new()).await?;
+        for part in ["alpha-", "beta-", "gamma"] {
+            response.send_body(part, true).await?;
+        }
+        response.send_body(Bytes::new(), false).await?;
+        Ok(())
+    }
+}
+
+struct Broken;
+
+impl HttpConsumer for Broken {
+    async fn handle(&mut self, _body: Bytes, _response: &mut HttpResponse) -> Result<(), ConsumerError> {
+        panic!("http consumer panicked on purpose");
+    }
+}
+
+fn app(log: Log) -> ProtocolTypeRouter {
+    ProtocolTypeRouter::new()
+        .websocket(URLRouter::new(vec![path(
+            "ws/probe/",
+            ConsumerApp::websocket(move |scope| Ok(Probe { scope, log: log.clone() })),
+        )]))
+        .http(URLRouter::new(vec![
+            path("health/", ConsumerApp::http(|_| Ok(Health))),
+            path("chunks/", ConsumerApp::http(|_| Ok(Chunks))),
+            path("broken/", ConsumerApp::http(|_| Ok(Broken))),
+        ]))
+}
+
+async fn start(config: ServerConfig) -> (TestServer, mpsc::UnboundedReceiver<String>) {
+    let (log, rx) = mpsc::unbounded_channel();
+    (TestServer::start_with(app(log), config).await, rx)
+}
+
+async fn expect_log(log: &mut mpsc::UnboundedReceiver<String>, expected: &str) {
+    let line = within(log.recv()).await.expect("log closed");
+    assert_eq!(line, expected);
+}
+
+#[tokio::test]
+async fn echo_over_a_real_socket() {
+    let (server, mut log) = start(ServerConfig::default()).await;
+    let (mut client, response) = server.try_connect(server.request("/ws/probe/")).await.unwrap();
+    assert_eq!(response.headers().get("x-consumer").unwrap(), "probe");
+    send_text(&mut client, "hello").await;
+    assert_eq!(next_message(&mut client).await, WsMessage::Text("hello".into()));
+    within(client.send(WsMessage::Binary(Bytes::from_static(&[1, 2, 3])))).await.unwrap();
+    assert_eq!(next_message(&mut client).await, WsMessage::Binary(Bytes::from_static(&[1, 2, 3])));
+    send_text(&mut client, "").await;
+    assert_eq!(next_message(&mut client).await, WsMessage::Text("".into()));
+    within(client.close(None)).await.unwrap();
+    expect_log(&mut log, "disconnect 1005").await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn subprotocol_is_returned_in_the_handshake() {
+    let (server, _log) = start(ServerConfig::default()).await;
+    let mut request = server.request("/ws/probe/");
+    request.headers_mut().insert("sec-websocket-protocol", "v1, v2".parse().unwrap());
+    let (_client, response) = server.try_connect(request).await.unwrap();
+    assert_eq!(response.headers().get("sec-websocket-protocol").unwrap(), "v2");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn refused_handshake_returns_403_and_runs_disconnect() {
+    let (server, mut log) = start(ServerConfig::default()).await;
+    assert_eq!(server.handshake_status("/ws/probe/?refuse").await, 403);
+    expect_log(&mut log, "disconnect 1000").await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn undecided_handshake_is_refused_after_the_connect_timeout() {
+    let mut config = ServerConfig::default();
+    config.connect_timeout = Duration::from_millis(100);
+    let (server, mut log) = start(config).await;
+    assert_eq!(server.handshake_status("/ws/probe/?hang").await, 403);
+    expect_log(&mut log, "disconnect 1006").await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn unknown_path_returns_404_for_websocket_and_http() {
+    let (server, _log) = start(ServerConfig::default()).await;
+    assert_eq!(server.handshake_status("/ws/nope/").await, 404);
+    let response = raw_http(server.addr, b"GET /nope/ HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(response.starts_with("HTTP/1.1 404"), "{response}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn close_code_and_reason_reach_the_client() {
+    let (server, mut log) = start(ServerConfig::default()).await;
+    let mut client = server.connect("/ws/probe/").await;
+    send_text(&mut client, "close").await;
+    match next_message(&mut client).await {
+        WsMessage::Close(Some(frame)) => {
+            assert_eq!(u16::from(frame.code), 4001);
+            assert_eq!(frame.reason.as_str(), "bye now");
+        }
+        other => panic!("expected close, got {other:?}"),
+    }
+    // Reading on lets the client send its answer to the close; the consumer then hears it.
+    while let Some(Ok(_)) = within(futures_util::StreamExt::next(&mut client)).await {}
+    expect_log(&mut log, "disconnect 4001").await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn oversized_message_closes_with_1009() {
+    let mut config = ServerConfig::default();
+    config.max_message_size = 1024;
+    config.max_frame_size = 1024;
+    let (server, mut log) = start(config).await;
+    let mut client = server.connect("/ws/probe/").await;
+    within(client.send(WsMessage::Binary(Bytes::from(vec![0u8; 4096])))).await.unwrap();
+    assert_eq!(close_code(&mut client).await, 1009);
+    expect_log(&mut log, "disconnect 1009").await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn invalid_utf8_text_closes_with_1007() {
+    let (server, mut log) = start(ServerConfig::default()).await;
+    let mut raw = RawClient::connect(server.addr, "/ws/probe/").await;
+    raw.send_frame(0x1, &[0xff, 0xfe, 0xfd]).await;
+    let frames = raw.read_until_eof().await;
+    let close = frames.iter().find(|(opcode, _)| *opcode == 0x8).expect("a close frame");
+    assert_eq!(close_payload_code(&close.1), Some(1007));
+    expect_log(&mut log, "disconnect 1007").await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn panicking_consumer_closes_its_connection_with_1011_and_others_go_on() {
+    let (server, _log) = start(ServerConfig::default()).await;
+    let mut healthy = server.connect("/ws/probe/").await;
+    let mut doomed = server.connect("/ws/probe/").await;
+    send_text(&mut doomed, "panic").await;
+    assert_eq!(close_code(&mut doomed).await, 1011);
+    send_text(&mut healthy, "still alive").await;
+    assert_eq!(next_message(&mut healthy).await, WsMessage::Text("still alive".into()));
+    let mut fresh = server.connect("/ws/probe/").await;
+    send_text(&mut fresh, "new").await;
+    assert_eq!(next_message(&mut fresh).await, WsMessage::Text("new".into()));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn graceful_shutdown_sends_1001_and_runs_disconnect() {
+    let (server, mut log) = start(ServerConfig::default()).await;
+    let mut first = server.connect("/ws/probe/").await;
+    let mut second = server.connect("/ws/probe/").await;
+    let TestServer { addr, handle, task } = server;
+    handle.shutdown();
+    assert_eq!(close_code(&mut first).await, 1001);
+    assert_eq!(close_code(&mut second).await, 1001);
+    expect_log(&mut log, "disconnect 1001").await;
+    expect_log(&mut log, "disconnect 1001").await;
+    within(task).await.unwrap().unwrap();
+    // The listener is gone.
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
+#[tokio::test]
+async fn abruptly_dropped_tcp_connection_runs_disconnect() {
+    let (server, mut log) = start(ServerConfig::default()).await;
+    let raw = RawClient::connect(server.addr, "/ws/probe/").await;
+    drop(raw);
+    expect_log(&mut log, "disconnect 1006").await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn silent_client_is_pinged_then_closed() {
+    let mut config = ServerConfig::default();
+    config.ping_interval = Some(Duration::from_millis(100));
+    config.ping_timeout = Duration::from_millis(100);
+    let (server, mut log) = start(config).await;
+    // A raw client reads but never answers pings.
+    let mut raw = RawClient::connect(server.addr, "/ws/probe/").await;
+    let frames = raw.read_until_eof().await;
+    let opcodes: Vec<u8> = frames.iter().map(|(opcode, _)| *opcode).collect();
+    assert!(opcodes.contains(&0x9), "expected a ping first: {opcodes:?}");
+    let close = frames.iter().find(|(opcode, _)| *opcode == 0x8).expect("a close frame");
+    assert_eq!(close_payload_code(&close.1), Some(1001));
+    expect_log(&mut log, "disconnect 1001").await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn client_that_answers_pings_stays_connected() {
+    let mut config = ServerConfig::default();
+    config.ping_interval = Some(Duration::from_millis(50));
+    config.ping_timeout = Duration::from_millis(50);
+    let (server, _log) = start(config).await;
+    let mut client = server.connect("/ws/probe/").await;
+    // Reading answers pings automatically; wait for a few of them.
+    let mut pings = 0;
+    while pings < 4 {
+        match within(futures_util::StreamExt::next(&mut client)).await {
+            Some(Ok(WsMessage::Ping(_))) => pings += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    send_text(&mut client, "after pings").await;
+    assert_eq!(next_message(&mut client).await, WsMessage::Text("after pings".into()));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn client_too_slow_to_read_is_disconnected() {
+    let mut config = ServerConfig::default();
+    config.write_queue = 4;
+    config.write_timeout = Some(Duration::from_millis(200));
+    config.close_timeout = Duration::from_millis(200);
+    let (server, mut log) = start(config).await;
+    let mut raw = RawClient::connect(server.addr, "/ws/probe/").await;
+    raw.send_frame(0x1, b"flood").await;
+    // The client reads nothing; the consumer's sends back up until the write timeout.
+    let line = within(log.recv()).await.unwrap();
+    assert_eq!(line, format!("send failed: {:?}", SendError::SlowClient(Duration::from_millis(200))));
+    expect_log(&mut log, "disconnect 1008").await;
+    // Other clients are unaffected.
+    let mut other = server.connect("/ws/probe/").await;
+    send_text(&mut other, "fine").await;
+    assert_eq!(next_message(&mut other).await, WsMessage::Text("fine".into()));
+    drop(raw);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn http_consumers_answer_over_a_real_socket() {
+    let (server, _log) = start(ServerConfig::default()).await;
+    let response = raw_http(server.addr, b"GET /health/ HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.ends_with("\r\n\r\nok"), "{response}");
+    let response = raw_http(server.addr, b"POST /health/ HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello").await;
+    assert!(response.ends_with("got 5 bytes"), "{response}");
+    let response = raw_http(server.addr, b"GET /chunks/ HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(response.to_ascii_lowercase().contains("transfer-encoding: chunked"), "{response}");
+    for part in ["alpha-", "beta-", "gamma"] {
+        assert!(response.contains(part), "{response}");
+    }
+    let response = raw_http(server.addr, b"GET /broken/ HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(response.starts_with("HTTP/1.1 500"), "{response}");
+    // Still healthy after the panic.
+    let response = raw_http(server.addr, b"GET /health/ HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn oversized_request_body_gets_413() {
+    let mut config = ServerConfig::default();
+    config.max_request_body = 16;
+    let (server, _log) = start(config).await;
+    let response = raw_http(server.addr, b"POST /health/ HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n").await;
+    assert!(response.starts_with("HTTP/1.1 413"), "{response}");
+    let mut chunked = b"POST /health/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..4 {
+        chunked.extend_from_slice(b"a\r\n0123456789\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let response = raw_http(server.addr, &chunked).await;
+    assert!(response.starts_with("HTTP/1.1 413"), "{response}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_input_never_takes_the_server_down() {
+    let (server, _log) = start(ServerConfig::default()).await;
+    let addr = server.addr;
+    // Malformed HTTP.
+    let response = raw_http(addr, b"this is not http\r\n\r\n").await;
+    assert!(response.is_empty() || response.starts_with("HTTP/1.1 400"), "{response}");
+    // A bad Sec-WebSocket-Key.
+    let response = raw_http(
+        addr,
+        b"GET /ws/probe/ HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: nope\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 400"), "{response}");
+    // Upgrade asked for without `Connection: upgrade`.
+    let response = raw_http(
+        addr,
+        b"GET /ws/probe/ HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 400"), "{response}");
+    // A WebSocket request without any Upgrade header is plain HTTP: no such HTTP route.
+    let response = raw_http(
+        addr,
+        b"GET /ws/probe/ HTTP/1.1\r\nHost: x\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 404"), "{response}");
+    // A huge header.
+    let mut huge = b"GET /health/ HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
+    huge.extend(std::iter::repeat_n(b'a', 200 << 10));
+    huge.extend_from_slice(b"\r\n\r\n");
+    let response = raw_http(addr, &huge).await;
+    assert!(response.is_empty() || response.starts_with("HTTP/1.1 431"), "{}", &response[..response.len().min(80)]);
+    // Still serving.
+    let mut client = server.connect("/ws/probe/").await;
+    send_text(&mut client, "ok").await;
+    assert_eq!(next_message(&mut client).await, WsMessage::Text("ok".into()));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn scope_is_built_from_the_request() {
+    struct Report {
+        scope: Scope,
+    }
+    impl WebsocketConsumer for Report {
+        async fn connect(&mut self, ws: &mut Websocket) -> Result<(), ConsumerError> {
+            ws.accept_subprotocol("two").await?;
+            let scope = &self.scope;
+            ws.send_json(&serde_json::json!({
+                "path": scope.path,
+                "raw_path": scope.raw_path,
+                "query": scope.query_string,
+                "scheme": scope.scheme,
+                "client_ip": scope.client.map(|c| c.ip().to_string()),
+                "server_port": scope.server.map(|s| s.port()),
+                "agent": scope.header("user-agent"),
+                "subprotocols": scope.subprotocols,
+            }))
+            .await
+        }
+    }
+    let app = URLRouter::new(vec![re_path(r"^ws/", ConsumerApp::websocket(|scope| Ok(Report { scope })))]);
+    let server = TestServer::start(app).await;
+    let mut request = server.request("/ws/a%20b/?x=1%202");
+    request.headers_mut().insert("user-agent", "probe/1".parse().unwrap());
+    request.headers_mut().insert("sec-websocket-protocol", "one, two".parse().unwrap());
+    let (mut client, _) = server.try_connect(request).await.unwrap();
+    let WsMessage::Text(text) = next_message(&mut client).await else { panic!("expected text") };
+    let seen: serde_json::Value = serde_json::from_str(text.as_str()).unwrap();
+    assert_eq!(seen["path"], "/ws/a b/");
+    assert_eq!(seen["raw_path"], "/ws/a%20b/");
+    assert_eq!(seen["query"], "x=1%202");
+    assert_eq!(seen["scheme"], "ws");
+    assert_eq!(seen["client_ip"], "127.0.0.1");
+    assert_eq!(seen["server_port"], server.addr.port());
+    assert_eq!(seen["agent"], "probe/1");
+    assert_eq!(seen["subprotocols"], serde_json::json!(["one", "two"]));
+    server.shutdown().await;
+}
