@@ -175,13 +175,10 @@ impl<C: GenericConsumer> ConsumerApp<C> {
 
 impl<C: Send + 'static> Application for ConsumerApp<C> {
     fn call(&self, scope: Scope, inbox: Inbox, outbox: Outbox) -> BoxFuture<'_, Result<(), AppError>> {
-        let path = scope.path.clone();
         match (self.build)(scope) {
             Ok(consumer) => (self.drive)(consumer, inbox, outbox),
-            Err(err) => {
-                tracing::warn!(%path, error = %err, "consumer refused the connection");
-                Box::pin(ready(Err(AppError::Refused(err.to_string()))))
-            }
+            // The server logs the refusal with the connection's path.
+            Err(err) => Box::pin(ready(Err(AppError::Refused(err.to_string())))),
         }
     }
 }
