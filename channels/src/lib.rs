@@ -53,6 +53,12 @@ pub mod scope;
 pub mod server;
 pub mod testing;
 
+#[doc(hidden)]
+#[path = "private.rs"]
+pub mod __private;
+
+pub use channels_macros::{consumer, routing};
+
 pub use application::{AppError, Application, ApplicationFn, BoxFuture, Inbox, Outbox, SendError, application_fn};
 pub use routing::{ProtocolTypeRouter, URLRouter};
 pub use scope::{Protocol, Scope, UrlRoute, User};
@@ -62,8 +68,8 @@ pub use server::{Listening, Server, ServerConfig, ShutdownHandle, serve};
 pub mod prelude {
     pub use crate::application::{AppError, Application, Inbox, Outbox, SendError};
     pub use crate::consumer::{
-        ConsumerApp, ConsumerError, FromScope, GenericConsumer, HttpConsumer, HttpResponse, JsonWebsocketConsumer,
-        Websocket, WebsocketConsumer,
+        ConsumerApp, ConsumerError, Flow, FromScope, GenericConsumer, HttpConsumer, HttpResponse,
+        JsonWebsocketConsumer, Websocket, WebsocketConsumer,
     };
     pub use crate::event::{ChannelMessage, Inbound, Message, Outbound, close_code};
     pub use crate::routing::{ProtocolTypeRouter, URLRouter, path, re_path};

@@ -4,7 +4,7 @@ use std::future::Future;
 
 use super::{ConsumerApp, ConsumerError, FromScope, settle};
 use crate::application::{AppError, Inbox, Outbox};
-use crate::event::Inbound;
+use crate::event::{ChannelMessage, Inbound};
 
 /// What a [`GenericConsumer`] wants after an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,9 +18,24 @@ pub enum Flow {
 /// A consumer that sees every [`Inbound`] event and answers with [`Outbound`](crate::event::Outbound)
 /// events (Channels' `AsyncConsumer`). Use it for custom protocols (`Inbound::Custom` in,
 /// `Outbound::Custom` out), or anything the typed consumers do not cover.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a `GenericConsumer`",
+    note = "with the macros, a `#[consumer(protocol = \"...\")]` struct needs a `#[consumer]` impl block with \
+            `async fn handle(&mut self, outbox: &Outbox, event: Inbound) -> Result<Flow, ConsumerError>`"
+)]
 pub trait GenericConsumer: Send + 'static {
     /// Handles one event; return [`Flow::Stop`] to end the consumer.
     fn handle(&mut self, outbox: &Outbox, event: Inbound) -> impl Future<Output = Result<Flow, ConsumerError>> + Send;
+
+    /// A channel-layer message; the default hands it to [`handle`](Self::handle) as
+    /// [`Inbound::Channel`]. `#[consumer]` generates a dispatch by message type here.
+    fn handle_message(
+        &mut self,
+        outbox: &Outbox,
+        message: ChannelMessage,
+    ) -> impl Future<Output = Result<Flow, ConsumerError>> + Send {
+        self.handle(outbox, Inbound::Channel(message))
+    }
 
     /// This consumer as an application, built per connection with [`FromScope`].
     fn as_app() -> ConsumerApp<Self>
@@ -37,7 +52,11 @@ pub(super) async fn drive<C: GenericConsumer>(
     outbox: Outbox,
 ) -> Result<(), AppError> {
     while let Some(event) = inbox.recv().await {
-        match consumer.handle(&outbox, event).await {
+        let flow = match event {
+            Inbound::Channel(message) => consumer.handle_message(&outbox, message).await,
+            event => consumer.handle(&outbox, event).await,
+        };
+        match flow {
             Ok(Flow::Continue) => {}
             Ok(Flow::Stop) => return Ok(()),
             Err(err) => settle(Err(err))?,

@@ -132,6 +132,11 @@ impl HttpResponse {
 /// start the response; it may return with the body unfinished and keep streaming from
 /// `handle_message` (long-poll, server-sent events) until the last chunk or the client leaves.
 /// A `handle` that returns without starting a response is an error (HTTP 500).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an `HttpConsumer`",
+    note = "with the macros, a `#[consumer(http)]` struct needs a `#[consumer]` impl block with \
+            `async fn handle(&mut self, body: Bytes, response: &mut HttpResponse)`"
+)]
 pub trait HttpConsumer: Send + 'static {
     /// Handles the request.
     fn handle(

@@ -36,6 +36,11 @@ impl JsonDecodeError {
 ///
 /// A frame that does not decode goes to [`decode_error`](Self::decode_error), which by default
 /// closes the connection with [`JsonDecodeError::close_code`] and the error as the reason.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a `JsonWebsocketConsumer`",
+    note = "with the macros, a `#[consumer(json)]` struct needs a `#[consumer]` impl block with \
+            `async fn receive_json(&mut self, ws: &mut Websocket, content: T)` (T: Deserialize)"
+)]
 pub trait JsonWebsocketConsumer: Send + 'static {
     /// The type client messages decode into (often an enum tagged by a field).
     type Incoming: DeserializeOwned + Send;

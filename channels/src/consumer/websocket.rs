@@ -149,6 +149,11 @@ impl Websocket {
 /// for each client message and `handle_message` for each channel-layer message, and
 /// `disconnect` once at the end, whatever ended the connection (client close, dropped TCP
 /// connection, timeouts, server shutdown, or the consumer's own close).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a `WebsocketConsumer`",
+    note = "with the macros, a `#[consumer(websocket)]` struct needs a `#[consumer]` impl block \
+            (`connect`, `receive`, `disconnect`, handlers; every method is optional)"
+)]
 pub trait WebsocketConsumer: Send + 'static {
     /// The client asks to connect: call `ws.accept()` (the default) or `ws.close(code)` to refuse.
     fn connect(&mut self, ws: &mut Websocket) -> impl Future<Output = Result<(), ConsumerError>> + Send {

@@ -1,0 +1,505 @@
+//! `#[consumer]` input → a small model: what the user wrote, validated, with every mistake
+//! recorded on its own tokens.
+
+use proc_macro2::Span;
+use syn::parse::{Parse, ParseStream};
+use syn::spanned::Spanned;
+use syn::{
+    Attribute, Expr, Fields, FieldsNamed, FnArg, Ident, ImplItem, ItemImpl, ItemStruct, LitStr, Meta, Path, ReturnType,
+    Token, Type, parse_quote,
+};
+
+use crate::diag::{Errors, Krate};
+
+mod kw {
+    syn::custom_keyword!(websocket);
+    syn::custom_keyword!(json);
+    syn::custom_keyword!(http);
+    syn::custom_keyword!(protocol);
+}
+
+/// The protocol a consumer struct speaks, from `#[consumer(...)]`.
+#[derive(Clone)]
+pub(crate) enum Kind {
+    Websocket,
+    Json,
+    Http,
+    /// `protocol = "name"`: a `GenericConsumer` for a custom protocol.
+    Custom(LitStr),
+}
+
+impl Kind {
+    /// The `ProtocolTypeRouter` key the consumer belongs under.
+    pub(crate) fn protocol_name(&self) -> String {
+        match self {
+            Kind::Websocket | Kind::Json => "websocket".to_owned(),
+            Kind::Http => "http".to_owned(),
+            Kind::Custom(name) => name.value(),
+        }
+    }
+
+    fn describe(&self) -> &'static str {
+        match self {
+            Kind::Websocket => "WebSocket",
+            Kind::Json => "JSON WebSocket",
+            Kind::Http => "HTTP",
+            Kind::Custom(_) => "custom-protocol",
+        }
+    }
+
+    /// The name of the handle a method gets, as shown in messages.
+    fn handle_param(&self) -> &'static str {
+        match self {
+            Kind::Websocket | Kind::Json => "ws: &mut Websocket",
+            Kind::Http => "response: &mut HttpResponse",
+            Kind::Custom(_) => "outbox: &Outbox",
+        }
+    }
+
+    /// The lifecycle methods of this kind: name, typed parameters after `&mut self`, signature.
+    fn methods(&self) -> &'static [(&'static str, usize, &'static str)] {
+        match self {
+            Kind::Websocket => &[
+                ("connect", 1, "(&mut self, ws: &mut Websocket)"),
+                ("receive", 2, "(&mut self, ws: &mut Websocket, message: Message)"),
+                ("disconnect", 1, "(&mut self, code: u16)"),
+            ],
+            Kind::Json => &[
+                ("connect", 1, "(&mut self, ws: &mut Websocket)"),
+                ("receive_json", 2, "(&mut self, ws: &mut Websocket, content: T)` with `T: Deserialize"),
+                ("decode_error", 2, "(&mut self, ws: &mut Websocket, error: JsonDecodeError)"),
+                ("disconnect", 1, "(&mut self, code: u16)"),
+            ],
+            Kind::Http => &[
+                ("handle", 2, "(&mut self, body: Bytes, response: &mut HttpResponse)"),
+                ("disconnect", 0, "(&mut self)"),
+            ],
+            Kind::Custom(_) => {
+                &[("handle", 2, "(&mut self, outbox: &Outbox, event: Inbound) -> Result<Flow, ConsumerError>")]
+            }
+        }
+    }
+}
+
+/// Every lifecycle method name of every kind: a method with one of these names in a
+/// `#[consumer]` impl block is wired into the protocol trait.
+const LIFECYCLE: &[&str] = &["connect", "receive", "receive_json", "decode_error", "disconnect", "handle"];
+
+/// The arguments of `#[consumer(...)]`.
+#[derive(Default)]
+pub(crate) struct Args {
+    kind: Option<(Kind, Span)>,
+    krate: Option<Path>,
+}
+
+impl Parse for Args {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        let mut args = Args::default();
+        let mut errors = Errors::default();
+        while !input.is_empty() {
+            let lookahead = input.lookahead1();
+            let (kind, span) = if lookahead.peek(kw::websocket) {
+                (Kind::Websocket, input.parse::<kw::websocket>()?.span)
+            } else if lookahead.peek(kw::json) {
+                (Kind::Json, input.parse::<kw::json>()?.span)
+            } else if lookahead.peek(kw::http) {
+                (Kind::Http, input.parse::<kw::http>()?.span)
+            } else if lookahead.peek(kw::protocol) {
+                let span = input.parse::<kw::protocol>()?.span;
+                input.parse::<Token![=]>()?;
+                let name: LitStr = input.parse()?;
+                check_protocol_name(&name, &mut errors);
+                (Kind::Custom(name), span)
+            } else if lookahead.peek(Token![crate]) {
+                let token = input.parse::<Token![crate]>()?;
+                input.parse::<Token![=]>()?;
+                let path = Path::parse_mod_style(input)?;
+                if args.krate.replace(path).is_some() {
+                    errors.on(token, "`crate` is set twice");
+                }
+                next_arg(input)?;
+                continue;
+            } else {
+                return Err(lookahead.error());
+            };
+            match &args.kind {
+                Some((first, _)) => errors.at(
+                    span,
+                    format!(
+                        "the protocol is already set (`{}`): a consumer speaks one protocol; keep one of them",
+                        first.protocol_keyword()
+                    ),
+                ),
+                None => args.kind = Some((kind, span)),
+            }
+            next_arg(input)?;
+        }
+        errors.finish()?;
+        Ok(args)
+    }
+}
+
+impl Kind {
+    fn protocol_keyword(&self) -> String {
+        match self {
+            Kind::Websocket => "websocket".to_owned(),
+            Kind::Json => "json".to_owned(),
+            Kind::Http => "http".to_owned(),
+            Kind::Custom(name) => format!("protocol = {:?}", name.value()),
+        }
+    }
+}
+
+fn next_arg(input: ParseStream<'_>) -> syn::Result<()> {
+    if !input.is_empty() {
+        input.parse::<Token![,]>()?;
+    }
+    Ok(())
+}
+
+fn check_protocol_name(name: &LitStr, errors: &mut Errors) {
+    let value = name.value();
+    if value == "websocket" || value == "http" {
+        errors.on(name, format!("`{value}` is built in: write `#[consumer({value})]`"));
+    } else if value.is_empty() || !value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')) {
+        errors.on(name, "a protocol name is non-empty ASCII letters, digits, `.`, `-` and `_`, e.g. \"chat\"");
+    }
+}
+
+/// How one field of the consumer struct is filled when a connection opens.
+pub(crate) enum Source {
+    /// The `scope` field: the connection's scope.
+    Scope,
+    /// `#[url]` / `#[url("name")]`: parsed from `url_route.kwargs` with `FromStr`.
+    Url { name: String, optional: bool },
+    /// `#[init(expr)]`.
+    Init(Expr),
+    /// `Default::default()`.
+    Default,
+}
+
+pub(crate) struct FieldInit {
+    pub(crate) ident: Ident,
+    pub(crate) ty: Type,
+    pub(crate) source: Source,
+}
+
+/// `#[consumer(...)] struct ...`.
+pub(crate) struct ConsumerStruct {
+    /// The struct as it will be emitted: field attributes consumed, `scope` added if absent.
+    pub(crate) item: ItemStruct,
+    pub(crate) kind: Option<(Kind, Span)>,
+    pub(crate) krate: Krate,
+    pub(crate) fields: Vec<FieldInit>,
+}
+
+impl ConsumerStruct {
+    pub(crate) fn parse(args: Args, mut item: ItemStruct, errors: &mut Errors) -> ConsumerStruct {
+        let krate = Krate::new(args.krate);
+        if args.kind.is_none() {
+            errors.at(
+                Span::call_site(),
+                "say which protocol the consumer speaks: `#[consumer(websocket)]`, `#[consumer(json)]`, \
+                 `#[consumer(http)]` or `#[consumer(protocol = \"name\")]`",
+            );
+        }
+        let mut fields = Vec::new();
+        match &mut item.fields {
+            Fields::Named(named) => {
+                for field in &mut named.named {
+                    let Some(ident) = field.ident.clone() else { continue };
+                    let source = field_source(&ident, &mut field.attrs, &field.ty, errors);
+                    fields.push(FieldInit { ident, ty: field.ty.clone(), source });
+                }
+            }
+            Fields::Unit => {
+                item.fields = Fields::Named(FieldsNamed { brace_token: Default::default(), named: Default::default() });
+                item.semi_token = None;
+            }
+            Fields::Unnamed(unnamed) => errors.on(
+                &*unnamed,
+                "a consumer cannot be a tuple struct: its fields are filled by name (`scope`, `#[url]` \
+                 parameters); name them, e.g. `struct Chat { #[url] room: String }`",
+            ),
+        }
+        if !fields.iter().any(|field| matches!(field.source, Source::Scope))
+            && let Fields::Named(named) = &mut item.fields
+        {
+            let root = krate.root();
+            named.named.insert(
+                0,
+                parse_quote! {
+                    /// The connection's scope (added by `#[consumer]`).
+                    pub scope: #root::Scope
+                },
+            );
+            fields.push(FieldInit {
+                ident: parse_quote!(scope),
+                ty: parse_quote!(#root::Scope),
+                source: Source::Scope,
+            });
+        }
+        ConsumerStruct { item, kind: args.kind, krate, fields }
+    }
+
+    /// The kwargs the required `#[url]` fields read.
+    pub(crate) fn url_params(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = Vec::new();
+        for field in &self.fields {
+            if let Source::Url { name, optional: false } = &field.source
+                && !names.contains(&name.as_str())
+            {
+                names.push(name);
+            }
+        }
+        names
+    }
+}
+
+/// Reads and removes the `#[url]` / `#[init]` attributes of one field.
+fn field_source(ident: &Ident, attrs: &mut Vec<Attribute>, ty: &Type, errors: &mut Errors) -> Source {
+    let mut source: Option<(Source, Span)> = None;
+    let mut kept = Vec::with_capacity(attrs.len());
+    for attr in attrs.drain(..) {
+        let parsed = if attr.path().is_ident("url") {
+            url_attr(ident, &attr, ty)
+        } else if attr.path().is_ident("init") {
+            attr.parse_args::<Expr>().map(Source::Init).map_err(|err| {
+                syn::Error::new(err.span(), format!("write `#[init(expression)]`, e.g. `#[init(Vec::new())]`: {err}"))
+            })
+        } else {
+            kept.push(attr);
+            continue;
+        };
+        match parsed {
+            Ok(_) if source.is_some() => {
+                errors.on(&attr, "a field takes one of `#[url]` or `#[init(...)]`, once");
+            }
+            Ok(parsed) => source = Some((parsed, attr.span())),
+            Err(err) => errors.push(err),
+        }
+    }
+    *attrs = kept;
+    if ident == "scope" {
+        if let Some((_, span)) = source {
+            errors
+                .at(span, "the `scope` field is filled with the connection's scope; it takes no `#[url]` or `#[init]`");
+        }
+        return Source::Scope;
+    }
+    source.map_or(Source::Default, |(source, _)| source)
+}
+
+fn url_attr(ident: &Ident, attr: &Attribute, ty: &Type) -> syn::Result<Source> {
+    let name = match &attr.meta {
+        Meta::Path(_) => ident.to_string().trim_start_matches("r#").to_owned(),
+        Meta::List(_) => {
+            let name: LitStr = attr.parse_args()?;
+            let value = name.value();
+            let valid = value.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                return Err(syn::Error::new_spanned(name, "a URL parameter name is an identifier, e.g. \"room_id\""));
+            }
+            value
+        }
+        Meta::NameValue(_) => {
+            return Err(syn::Error::new_spanned(
+                attr,
+                "write `#[url]` (the kwarg named like the field) or `#[url(\"kwarg\")]`",
+            ));
+        }
+    };
+    Ok(Source::Url { name, optional: is_option(ty) })
+}
+
+/// `Option<T>` (or `std::option::Option<T>`...): an optional URL parameter.
+fn is_option(ty: &Type) -> bool {
+    match ty {
+        Type::Path(path) if path.qself.is_none() => {
+            path.path.segments.last().is_some_and(|last| last.ident == "Option" && !last.arguments.is_empty())
+        }
+        _ => false,
+    }
+}
+
+/// A `#[handler("type")]` method.
+pub(crate) struct Handler {
+    pub(crate) message_type: LitStr,
+    pub(crate) method: Ident,
+    pub(crate) ty: Type,
+    pub(crate) span: Span,
+}
+
+/// A lifecycle method present in the impl block.
+pub(crate) struct Lifecycle {
+    pub(crate) name: Ident,
+    /// The parameter types after `&mut self`.
+    pub(crate) params: Vec<Type>,
+    pub(crate) span: Span,
+}
+
+/// `#[consumer] impl Chat { ... }`.
+pub(crate) struct ConsumerImpl {
+    /// The impl block as it will be emitted (`#[handler]` attributes consumed).
+    pub(crate) item: ItemImpl,
+    pub(crate) krate: Krate,
+    pub(crate) kind: Kind,
+    pub(crate) lifecycle: Vec<Lifecycle>,
+    pub(crate) handlers: Vec<Handler>,
+}
+
+impl ConsumerImpl {
+    pub(crate) fn parse(args: Args, mut item: ItemImpl, errors: &mut Errors) -> ConsumerImpl {
+        if let Some((kind, span)) = &args.kind {
+            errors.at(
+                *span,
+                format!(
+                    "the protocol goes on the struct (`#[consumer({})] struct ...`); on the impl block write \
+                     `#[consumer]`",
+                    kind.protocol_keyword()
+                ),
+            );
+        }
+        if let Some((trait_path, _)) = &item.trait_ {
+            errors.on(
+                trait_path,
+                "#[consumer] goes on the consumer's own impl block (`impl Chat { ... }`): it writes the consumer \
+                 trait's impl from the methods it finds there",
+            );
+        }
+        let mut lifecycle = Vec::new();
+        let mut handlers: Vec<Handler> = Vec::new();
+        let mut handler_sigs = Vec::new();
+        for impl_item in &mut item.items {
+            let ImplItem::Fn(method) = impl_item else { continue };
+            let handler_attr = take_handler_attr(&mut method.attrs, errors);
+            let name = method.sig.ident.clone();
+            if let Some(message_type) = handler_attr {
+                if LIFECYCLE.contains(&name.to_string().as_str()) {
+                    errors.on(&name, format!("`{name}` is a lifecycle method; give the handler another name"));
+                    continue;
+                }
+                check_message_type(&message_type, &handlers, errors);
+                handler_sigs.push(method.sig.clone());
+                let ty = method.sig.inputs.iter().nth(2).and_then(typed).cloned().unwrap_or_else(|| parse_quote!(()));
+                handlers.push(Handler { message_type, method: name, ty, span: method.sig.span() });
+            } else if LIFECYCLE.contains(&name.to_string().as_str()) {
+                let params = method.sig.inputs.iter().filter_map(typed).cloned().collect();
+                lifecycle.push((Lifecycle { name, params, span: method.sig.span() }, method.sig.clone()));
+            }
+        }
+        let (kind, reason) = infer_kind(&lifecycle);
+        for (method, sig) in &lifecycle {
+            match kind.methods().iter().find(|(name, _, _)| method.name == name) {
+                Some((_, arity, shape)) => check_signature(sig, *arity, &format!("`{}{shape}`", method.name), errors),
+                None => errors.on(
+                    &method.name,
+                    format!(
+                        "`{}` is not a method of {} consumers ({reason}); theirs are {}",
+                        method.name,
+                        kind.describe(),
+                        list(kind.methods().iter().map(|(name, _, _)| *name)),
+                    ),
+                ),
+            }
+        }
+        for sig in &handler_sigs {
+            let shape =
+                format!("`{}(&mut self, {}, message: T)` with `T: Deserialize`", sig.ident, kind.handle_param());
+            check_signature(sig, 2, &shape, errors);
+        }
+        let lifecycle = lifecycle.into_iter().map(|(method, _)| method).collect();
+        ConsumerImpl { item, krate: Krate::new(args.krate), kind, lifecycle, handlers }
+    }
+}
+
+/// The protocol of an impl block, from the lifecycle methods it defines, and why.
+fn infer_kind(lifecycle: &[(Lifecycle, syn::Signature)]) -> (Kind, String) {
+    let has = |name: &str| lifecycle.iter().find(|(method, _)| method.name == name);
+    if let Some((method, _)) = has("receive_json").or_else(|| has("decode_error")) {
+        return (Kind::Json, format!("this impl block is one because it has `{}`", method.name));
+    }
+    if let Some((_, sig)) = has("handle") {
+        let returns_flow = match &sig.output {
+            ReturnType::Type(_, ty) => mentions(ty, "Flow"),
+            ReturnType::Default => false,
+        };
+        if returns_flow {
+            let name = LitStr::new("custom", Span::call_site());
+            return (Kind::Custom(name), "this impl block is one because its `handle` returns a `Flow`".to_owned());
+        }
+        return (Kind::Http, "this impl block is one because it has `handle`".to_owned());
+    }
+    (Kind::Websocket, "an impl block without `receive_json` or `handle` is a WebSocket consumer".to_owned())
+}
+
+fn mentions(ty: &Type, ident: &str) -> bool {
+    fn walk(tokens: proc_macro2::TokenStream, ident: &str) -> bool {
+        tokens.into_iter().any(|tree| match tree {
+            proc_macro2::TokenTree::Ident(found) => found == ident,
+            proc_macro2::TokenTree::Group(group) => walk(group.stream(), ident),
+            _ => false,
+        })
+    }
+    walk(quote::ToTokens::to_token_stream(ty), ident)
+}
+
+fn typed(arg: &FnArg) -> Option<&Type> {
+    match arg {
+        FnArg::Typed(pat) => Some(&pat.ty),
+        FnArg::Receiver(_) => None,
+    }
+}
+
+/// `async`, `&mut self`, and the right number of parameters.
+fn check_signature(sig: &syn::Signature, arity: usize, shape: &str, errors: &mut Errors) {
+    let name = &sig.ident;
+    if sig.asyncness.is_none() {
+        errors.on(&sig.fn_token, format!("`{name}` must be an `async fn`: {shape}"));
+    }
+    match sig.receiver() {
+        Some(receiver) if matches!(receiver.kind, syn::ReceiverKind::Reference(_, _, Some(_))) => {}
+        Some(receiver) => errors.on(receiver, format!("`{name}` must take `&mut self`: {shape}")),
+        None => errors.on(name, format!("`{name}` must take `&mut self`: {shape}")),
+    }
+    let params = sig.inputs.iter().filter(|arg| typed(arg).is_some()).count();
+    if params != arity && sig.receiver().is_some() {
+        let plural = if arity == 1 { "" } else { "s" };
+        errors.on(&sig.inputs, format!("`{name}` takes {arity} parameter{plural} after `&mut self`: {shape}"));
+    }
+}
+
+/// Removes `#[handler("type")]` from a method's attributes and returns the type.
+fn take_handler_attr(attrs: &mut Vec<Attribute>, errors: &mut Errors) -> Option<LitStr> {
+    let mut found = None;
+    attrs.retain(|attr| {
+        if !attr.path().is_ident("handler") {
+            return true;
+        }
+        match attr.parse_args::<LitStr>() {
+            Ok(_) if found.is_some() => errors.on(attr, "a method handles one message type; remove this `#[handler]`"),
+            Ok(lit) => found = Some(lit),
+            Err(_) => errors
+                .on(attr, "write `#[handler(\"chat.message\")]`: the message `type` this method handles, as a string"),
+        }
+        false
+    });
+    found
+}
+
+fn check_message_type(message_type: &LitStr, handlers: &[Handler], errors: &mut Errors) {
+    let value = message_type.value();
+    if value.is_empty() || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        errors.on(message_type, "a message type is a non-empty name without spaces, e.g. \"chat.message\"");
+    } else if let Some(first) = handlers.iter().find(|handler| handler.message_type.value() == value) {
+        errors.on(
+            message_type,
+            format!("`{value}` is already handled by `{}`; one handler per message type", first.method),
+        );
+    }
+}
+
+fn list<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    names.map(|name| format!("`{name}`")).collect::<Vec<_>>().join(", ")
+}

@@ -1,0 +1,80 @@
+//! A checked route table → builder calls, plus one `const` check per routed consumer.
+
+use proc_macro2::TokenStream;
+use quote::{ToTokens, quote, quote_spanned};
+use syn::spanned::Spanned;
+
+use super::check::{captures, protocol_of};
+use super::parse::{Key, PatternKind, Table, Target};
+use crate::diag::Krate;
+
+struct Expander {
+    p: TokenStream,
+    /// `const _: () = ...;` items checking each consumer against its route and protocol.
+    checks: Vec<TokenStream>,
+}
+
+pub(crate) fn table(table: &Table) -> TokenStream {
+    let krate = Krate::new(table.krate.clone());
+    let mut expander = Expander { p: krate.private(), checks: Vec::new() };
+    let p = expander.p.clone();
+    let mut router = quote!(#p::ProtocolTypeRouter::new());
+    for entry in &table.entries {
+        let Ok(protocol) = protocol_of(&entry.key) else { continue };
+        let app = expander.target(&entry.target, &protocol, None, &[]);
+        router = match &entry.key {
+            Key::Ident(ident) => quote!(#router.#ident(#app)),
+            Key::Custom(name) => quote!(#router.protocol(#p::Protocol::from_name(#name), #app)),
+        };
+    }
+    let checks = &expander.checks;
+    quote! {
+        {
+            #(#checks)*
+            #router
+        }
+    }
+}
+
+impl Expander {
+    /// `route` is the innermost pattern on the way here, `captured` every kwarg captured so far.
+    fn target(&mut self, target: &Target, protocol: &str, route: Option<&str>, captured: &[String]) -> TokenStream {
+        let p = self.p.clone();
+        match target {
+            Target::Routes(routes) => {
+                let routes = routes.iter().map(|route| {
+                    let lit = &route.pattern.lit;
+                    let mut inner = captured.to_vec();
+                    inner.extend(captures(&route.pattern).unwrap_or_default());
+                    let app = self.target(&route.target, protocol, Some(&lit.value()), &inner);
+                    let builder = match route.pattern.kind {
+                        PatternKind::Path => quote!(path),
+                        PatternKind::Regex => quote!(re_path),
+                    };
+                    quote!(#p::#builder(#lit, #app))
+                });
+                let routes: Vec<_> = routes.collect();
+                quote!(#p::URLRouter::new(::std::vec![#(#routes),*]))
+            }
+            Target::Wrapper { path, inner, args } => {
+                let inner = self.target(inner, protocol, route, captured);
+                quote!(#path(#inner #(, #args)*))
+            }
+            Target::Consumer(ty) => {
+                let name = ty.to_token_stream().to_string().replace(' ', "");
+                let route = route.unwrap_or("(no URL route)");
+                let span = ty.span();
+                self.checks.push(quote_spanned! {span=>
+                    const _: () = #p::check_protocol(#name, <#ty as #p::Consumer>::PROTOCOL, #protocol);
+                    const _: () = #p::check_url_params(#name, <#ty as #p::Consumer>::URL_PARAMS, #route, &[#(#captured),*]);
+                });
+                quote_spanned!(span=> <#ty as #p::Consumer>::app())
+            }
+            // `{ app }` is emitted as `app` (braces around an argument would trip `unused_braces`).
+            Target::Expr(block) => match block.stmts.as_slice() {
+                [syn::Stmt::Expr(expr, None)] => expr.to_token_stream(),
+                _ => block.to_token_stream(),
+            },
+        }
+    }
+}

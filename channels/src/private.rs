@@ -1,0 +1,103 @@
+//! What the macros' expansions name: `::channels::__private::...`. Not a public API; it changes
+//! with the macros, which is why `channels` pins `channels-macros` to one exact version.
+
+#[path = "private/checks.rs"]
+mod checks;
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::de::DeserializeOwned;
+
+pub use self::checks::{check_protocol, check_url_params};
+pub use crate::consumer::{
+    ConsumerApp, ConsumerError, Flow, FromScope, GenericConsumer, HttpConsumer, HttpResponse, JsonDecodeError,
+    JsonWebsocketConsumer, Websocket, WebsocketConsumer, unhandled_message,
+};
+pub use crate::event::{ChannelMessage, Inbound, Message};
+pub use crate::routing::{ProtocolTypeRouter, URLRouter, path, re_path};
+pub use crate::scope::{Protocol, Scope};
+pub use crate::{Application, Outbox};
+pub use bytes::Bytes;
+
+/// What `#[consumer]` on a struct implements, and `routing!` uses: the consumer as an
+/// application, plus what the route checks need to know.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a `#[consumer]` struct",
+    label = "routing! expects a `#[consumer]` type here",
+    note = "put `#[consumer(websocket)]` (or `json`, `http`, `protocol = \"...\"`) on the struct, \
+            or route any application as an expression in braces: `{{ MyConsumer::as_app() }}`"
+)]
+pub trait Consumer: Sized + Send + 'static {
+    /// The protocol the struct was declared for: `"websocket"`, `"http"` or the custom name.
+    const PROTOCOL: &'static str;
+    /// The kwargs the required `#[url]` fields read.
+    const URL_PARAMS: &'static [&'static str];
+    /// The consumer as an application.
+    fn app() -> ConsumerApp<Self>;
+}
+
+/// Reads the required `#[url]` field `name` from the route's kwargs.
+///
+/// # Errors
+/// A missing kwarg or a value `T::from_str` rejects; the message names both.
+pub fn url_param<T>(scope: &Scope, name: &str) -> Result<T, ConsumerError>
+where
+    T: FromStr,
+    T::Err: fmt::Display,
+{
+    scope.url_route.parse(name).map_err(ConsumerError::from)
+}
+
+/// Reads the optional `#[url]` field `name`: `None` when the route did not capture it.
+///
+/// # Errors
+/// A value `T::from_str` rejects.
+pub fn optional_url_param<T>(scope: &Scope, name: &str) -> Result<Option<T>, ConsumerError>
+where
+    T: FromStr,
+    T::Err: fmt::Display,
+{
+    match scope.url_route.kwarg(name) {
+        None => Ok(None),
+        Some(_) => url_param(scope, name).map(Some),
+    }
+}
+
+/// Decodes a channel-layer message for the handler of `message_type`. A message that does not
+/// decode is logged as an error for this connection and skipped (`None`): it is a bug in the
+/// sender, not something to close the client's connection over.
+pub fn decode_message<T: DeserializeOwned>(message: &ChannelMessage) -> Option<T> {
+    match message.deserialize() {
+        Ok(value) => Some(value),
+        Err(error) => {
+            tracing::error!(
+                message_type = message.message_type().unwrap_or("<none>"),
+                %error,
+                "channel-layer message does not decode into its handler's type; message dropped"
+            );
+            None
+        }
+    }
+}
+
+/// What a consumer method may return: `()` or `Result<(), E>` with `E` into [`ConsumerError`].
+pub trait IntoConsumerResult {
+    /// The method's outcome as the consumer traits want it.
+    ///
+    /// # Errors
+    /// The method's error.
+    fn into_consumer_result(self) -> Result<(), ConsumerError>;
+}
+
+impl IntoConsumerResult for () {
+    fn into_consumer_result(self) -> Result<(), ConsumerError> {
+        Ok(())
+    }
+}
+
+impl<E: Into<ConsumerError>> IntoConsumerResult for Result<(), E> {
+    fn into_consumer_result(self) -> Result<(), ConsumerError> {
+        self.map_err(Into::into)
+    }
+}
