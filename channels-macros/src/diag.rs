@@ -1,7 +1,7 @@
 //! Error collection (every mistake reported at once, each on its own tokens) and the path to
 //! the runtime crate.
 
-use proc_macro2::{Span, TokenStream};
+use proc_macro2::{Group, Span, TokenStream, TokenTree};
 use quote::{ToTokens, quote};
 
 /// Collects errors; `finish` folds them into one `syn::Error` with `combine`.
@@ -53,4 +53,20 @@ impl Krate {
         let root = self.root();
         quote!(#root::__private)
     }
+}
+
+/// `tokens` with every span set to `span`, so that rustc reports errors in them at `span`.
+pub(crate) fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut tree| {
+            if let TokenTree::Group(group) = &tree {
+                let mut respanned = Group::new(group.delimiter(), respan(group.stream(), span));
+                respanned.set_span(span);
+                return TokenTree::Group(respanned);
+            }
+            tree.set_span(span);
+            tree
+        })
+        .collect()
 }

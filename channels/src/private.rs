@@ -9,7 +9,7 @@ use std::str::FromStr;
 
 use serde::de::DeserializeOwned;
 
-pub use self::checks::{check_protocol, check_url_params};
+pub use self::checks::{Failure, check_protocol, check_url_params};
 pub use crate::consumer::{
     ConsumerApp, ConsumerError, Flow, FromScope, GenericConsumer, HttpConsumer, HttpResponse, JsonDecodeError,
     JsonWebsocketConsumer, Websocket, WebsocketConsumer, unhandled_message,
@@ -82,6 +82,10 @@ pub fn decode_message<T: DeserializeOwned>(message: &ChannelMessage) -> Option<T
 }
 
 /// What a consumer method may return: `()` or `Result<(), E>` with `E` into [`ConsumerError`].
+#[diagnostic::on_unimplemented(
+    message = "a consumer method returns `()` or `Result<(), E>` (E: Error or ConsumerError), not `{Self}`",
+    label = "this method's return type"
+)]
 pub trait IntoConsumerResult {
     /// The method's outcome as the consumer traits want it.
     ///

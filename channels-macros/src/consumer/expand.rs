@@ -79,7 +79,11 @@ pub(crate) fn consumer_impl(model: &ConsumerImpl) -> TokenStream {
     let mut methods = Vec::new();
     for method in &model.lifecycle {
         let name = &method.name;
-        let call_args = (0..method.params.len()).map(|i| quote::format_ident!("arg{i}"));
+        // Each argument spanned on the user's parameter type: a type mismatch points there.
+        let call_args = method.params.iter().enumerate().map(|(i, ty)| {
+            let arg = quote::format_ident!("arg{i}", span = ty.span());
+            quote_spanned!(ty.span()=> #arg)
+        });
         let signature = lifecycle_signature(&model.kind, name, &p);
         let call = quote_spanned!(method.span=> <#self_ty>::#name(self, #(#call_args),*).await);
         let body = match (&model.kind, name.to_string().as_str()) {

@@ -258,7 +258,7 @@ impl ConsumerStruct {
 
 /// Reads and removes the `#[url]` / `#[init]` attributes of one field.
 fn field_source(ident: &Ident, attrs: &mut Vec<Attribute>, ty: &Type, errors: &mut Errors) -> Source {
-    let mut source: Option<(Source, Span)> = None;
+    let mut source: Option<(Source, Attribute)> = None;
     let mut kept = Vec::with_capacity(attrs.len());
     for attr in attrs.drain(..) {
         let parsed = if attr.path().is_ident("url") {
@@ -275,15 +275,15 @@ fn field_source(ident: &Ident, attrs: &mut Vec<Attribute>, ty: &Type, errors: &m
             Ok(_) if source.is_some() => {
                 errors.on(&attr, "a field takes one of `#[url]` or `#[init(...)]`, once");
             }
-            Ok(parsed) => source = Some((parsed, attr.span())),
+            Ok(parsed) => source = Some((parsed, attr)),
             Err(err) => errors.push(err),
         }
     }
     *attrs = kept;
     if ident == "scope" {
-        if let Some((_, span)) = source {
+        if let Some((_, attr)) = source {
             errors
-                .at(span, "the `scope` field is filled with the connection's scope; it takes no `#[url]` or `#[init]`");
+                .on(attr, "the `scope` field is filled with the connection's scope; it takes no `#[url]` or `#[init]`");
         }
         return Source::Scope;
     }

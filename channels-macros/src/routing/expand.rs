@@ -6,7 +6,7 @@ use syn::spanned::Spanned;
 
 use super::check::{captures, protocol_of};
 use super::parse::{Key, PatternKind, Table, Target};
-use crate::diag::Krate;
+use crate::diag::{Krate, respan};
 
 struct Expander {
     p: TokenStream,
@@ -63,12 +63,22 @@ impl Expander {
             Target::Consumer(ty) => {
                 let name = ty.to_token_stream().to_string().replace(' ', "");
                 let route = route.unwrap_or("(no URL route)");
-                let span = ty.span();
-                self.checks.push(quote_spanned! {span=>
-                    const _: () = #p::check_protocol(#name, <#ty as #p::Consumer>::PROTOCOL, #protocol);
-                    const _: () = #p::check_url_params(#name, <#ty as #p::Consumer>::URL_PARAMS, #route, &[#(#captured),*]);
-                });
-                quote_spanned!(span=> <#ty as #p::Consumer>::app())
+                let checks = [
+                    quote!(#p::check_protocol(#name, <#ty as #p::Consumer>::PROTOCOL, #protocol)),
+                    quote!(#p::check_url_params(#name, <#ty as #p::Consumer>::URL_PARAMS, #route, &[#(#captured),*])),
+                ];
+                for check in checks {
+                    // Spanned on the consumer: a failed check is reported at its place in the table.
+                    self.checks.push(respan(
+                        quote! {
+                            const _: () = if let ::core::option::Option::Some(failure) = #check {
+                                ::core::panic!("{}", failure.as_str())
+                            };
+                        },
+                        ty.span(),
+                    ));
+                }
+                quote_spanned!(ty.span()=> <#ty as #p::Consumer>::app())
             }
             // `{ app }` is emitted as `app` (braces around an argument would trip `unused_braces`).
             Target::Expr(block) => match block.stmts.as_slice() {

@@ -24,10 +24,23 @@ use proc_macro2::TokenStream;
 pub(crate) fn expand(input: TokenStream) -> TokenStream {
     let table = match syn::parse2::<parse::Table>(input) {
         Ok(table) => table,
-        Err(err) => return err.into_compile_error(),
+        Err(err) => return failed(err, None),
     };
     match check::check(&table) {
         Ok(()) => expand::table(&table),
-        Err(err) => err.into_compile_error(),
+        Err(err) => failed(err, table.krate.clone()),
+    }
+}
+
+/// The errors, inside a block that still has the type `routing!` promises, so that code using
+/// the router gets no follow-up errors.
+fn failed(err: syn::Error, krate: Option<syn::Path>) -> TokenStream {
+    let errors = err.into_compile_error();
+    let p = crate::diag::Krate::new(krate).private();
+    quote::quote! {
+        {
+            #errors
+            #p::ProtocolTypeRouter::new()
+        }
     }
 }

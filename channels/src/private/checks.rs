@@ -1,31 +1,49 @@
-//! Compile-time checks that `routing!` emits as `const _: () = ...;` items. They run in const
-//! evaluation, so a failure is a compile error (E0080) carrying the message built here.
-//!
-//! Keep this file small and stable: compile-fail snapshots quote line numbers from it.
+//! Compile-time checks that `routing!` emits as `const` items: each returns the message of a
+//! failed check, and the expansion panics with it, so the compile error (E0080) carries the
+//! message and points at the consumer in the route table.
 
-/// Fails compilation when `consumer` (declared for `declared`) is routed under `protocol`.
-pub const fn check_protocol(consumer: &str, declared: &str, protocol: &str) {
+/// A failed check's message, built in const evaluation.
+#[derive(Debug)]
+pub struct Failure {
+    buf: [u8; 1024],
+    len: usize,
+}
+
+impl Failure {
+    /// The message.
+    pub const fn as_str(&self) -> &str {
+        let (message, _) = self.buf.split_at(self.len);
+        match core::str::from_utf8(message) {
+            Ok(message) => message,
+            Err(_) => "a routing! check failed",
+        }
+    }
+}
+
+/// Fails when `consumer` (declared for `declared`) is routed under `protocol`.
+pub const fn check_protocol(consumer: &str, declared: &str, protocol: &str) -> Option<Failure> {
     if !str_eq(declared, protocol) {
-        fail(&[
+        return fail(&[
             "`",
             consumer,
-            "` is a `",
+            "` speaks `",
             declared,
-            "` consumer but is routed under `",
+            "` but is routed under `",
             protocol,
             "`: move the route under `",
             declared,
             ":`, or change the protocol in its `#[consumer(...)]`",
         ]);
     }
+    None
 }
 
-/// Fails compilation when a URL parameter in `needed` is not in `captured`.
-pub const fn check_url_params(consumer: &str, needed: &[&str], route: &str, captured: &[&str]) {
+/// Fails when a URL parameter in `needed` is not in `captured`.
+pub const fn check_url_params(consumer: &str, needed: &[&str], route: &str, captured: &[&str]) -> Option<Failure> {
     let mut i = 0;
     while i < needed.len() {
         if !contains(captured, needed[i]) {
-            fail(&[
+            return fail(&[
                 "`",
                 consumer,
                 "` needs the URL parameter `",
@@ -41,6 +59,7 @@ pub const fn check_url_params(consumer: &str, needed: &[&str], route: &str, capt
         }
         i += 1;
     }
+    None
 }
 
 const fn contains(names: &[&str], name: &str) -> bool {
@@ -69,8 +88,8 @@ const fn str_eq(a: &str, b: &str) -> bool {
     true
 }
 
-/// Panics (in const evaluation: a compile error) with the concatenated `parts`.
-const fn fail(parts: &[&str]) -> ! {
+/// The concatenated `parts` (cut at 1 KiB).
+const fn fail(parts: &[&str]) -> Option<Failure> {
     let mut buf = [0u8; 1024];
     let mut len = 0;
     let mut i = 0;
@@ -84,9 +103,5 @@ const fn fail(parts: &[&str]) -> ! {
         }
         i += 1;
     }
-    let (message, _) = buf.split_at(len);
-    match core::str::from_utf8(message) {
-        Ok(message) => panic!("{}", message),
-        Err(_) => panic!("a routing! check failed"),
-    }
+    Some(Failure { buf, len })
 }

@@ -1,0 +1,9 @@
+use channels::consumer;
+
+#[consumer(websocket)]
+enum Chat {
+    Lobby,
+    Room(String),
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+use channels::consumer;
+
+#[consumer(websocket)]
+struct Chat(String, u32);
+
+fn main() {}

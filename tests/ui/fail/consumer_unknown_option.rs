@@ -1,0 +1,8 @@
+use channels::consumer;
+
+#[consumer(websockets)]
+struct Chat {
+    count: u32,
+}
+
+fn main() {}

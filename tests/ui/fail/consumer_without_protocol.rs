@@ -1,0 +1,8 @@
+use channels::consumer;
+
+#[consumer]
+struct Chat {
+    count: u32,
+}
+
+fn main() {}
