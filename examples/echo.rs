@@ -7,12 +7,15 @@
 
 use bytes::Bytes;
 use channels::prelude::*;
+use channels::{consumer, routing};
 use http::StatusCode;
 
 /// Sends every message straight back.
+#[consumer(websocket)]
 struct Echo;
 
-impl WebsocketConsumer for Echo {
+#[consumer]
+impl Echo {
     async fn receive(&mut self, ws: &mut Websocket, message: Message) -> Result<(), ConsumerError> {
         ws.send(message).await?;
         Ok(())
@@ -20,20 +23,22 @@ impl WebsocketConsumer for Echo {
 }
 
 /// Answers each JSON value with `{"echo": value}`.
+#[consumer(json)]
 struct JsonEcho;
 
-impl JsonWebsocketConsumer for JsonEcho {
-    type Incoming = serde_json::Value;
-
+#[consumer]
+impl JsonEcho {
     async fn receive_json(&mut self, ws: &mut Websocket, content: serde_json::Value) -> Result<(), ConsumerError> {
         ws.send_json(&serde_json::json!({ "echo": content })).await
     }
 }
 
 /// `GET /health/`.
+#[consumer(http)]
 struct Health;
 
-impl HttpConsumer for Health {
+#[consumer]
+impl Health {
     async fn handle(&mut self, _body: Bytes, response: &mut HttpResponse) -> Result<(), ConsumerError> {
         response.text(StatusCode::OK, "ok").await?;
         Ok(())
@@ -41,9 +46,11 @@ impl HttpConsumer for Health {
 }
 
 /// `GET /`.
+#[consumer(http)]
 struct Index;
 
-impl HttpConsumer for Index {
+#[consumer]
+impl Index {
     async fn handle(&mut self, _body: Bytes, response: &mut HttpResponse) -> Result<(), ConsumerError> {
         response.html(StatusCode::OK, INDEX).await?;
         Ok(())
@@ -67,15 +74,16 @@ document.getElementById("send").onclick = () => ws.send(document.getElementById(
 
 /// The echo application; `tests/echo_example.rs` serves the same routes.
 fn app() -> ProtocolTypeRouter {
-    ProtocolTypeRouter::new()
-        .websocket(URLRouter::new(vec![
-            path("ws/echo/", ConsumerApp::websocket(|_| Ok(Echo))),
-            path("ws/json/", ConsumerApp::json(|_| Ok(JsonEcho))),
-        ]))
-        .http(URLRouter::new(vec![
-            path("health/", ConsumerApp::http(|_| Ok(Health))),
-            path("", ConsumerApp::http(|_| Ok(Index))),
-        ]))
+    routing! {
+        websocket: [
+            "ws/echo/" => Echo,
+            "ws/json/" => JsonEcho,
+        ],
+        http: [
+            "health/" => Health,
+            "" => Index,
+        ],
+    }
 }
 
 fn parse_addr() -> Result<String, String> {

@@ -3,6 +3,33 @@
 //! Django Channels, done the Rust way: consumers that handle WebSocket and HTTP connections,
 //! routers that pick them by protocol and URL, and a fast server underneath.
 //!
+//! ## Example: an echo server
+//!
+//! ```no_run
+//! use channels::prelude::*;
+//! use channels::{consumer, routing};
+//!
+//! #[consumer(websocket)]
+//! struct Echo;
+//!
+//! #[consumer]
+//! impl Echo {
+//!     async fn receive(&mut self, ws: &mut Websocket, message: Message) -> Result<(), ConsumerError> {
+//!         ws.send(message).await?;
+//!         Ok(())
+//!     }
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> std::io::Result<()> {
+//!     let app = routing! { websocket: [ "ws/echo/" => Echo ] };
+//!     channels::serve(app, "127.0.0.1:8000").await
+//! }
+//! ```
+//!
+//! [`#[consumer]`](macro@consumer) turns a struct and its `impl` block into a consumer;
+//! [`routing!`] builds the router and checks the route table at compile time.
+//!
 //! ## A tour
 //! - [`Scope`]: what is known about a connection when it opens (path, headers, client,
 //!   `url_route`, `user`...).
@@ -10,16 +37,19 @@
 //!   ([`event::Outbound`]).
 //! - [`Application`]: anything that serves a connection — routers, middleware and consumers are
 //!   all applications.
-//! - [`routing`]: [`ProtocolTypeRouter`], [`URLRouter`], [`path`](routing::path) and
+//! - [`routing`](mod@routing): [`ProtocolTypeRouter`], [`URLRouter`], [`path`](routing::path) and
 //!   [`re_path`](routing::re_path).
-//! - [`consumer`]: [`WebsocketConsumer`](consumer::WebsocketConsumer),
+//! - [`consumer`](mod@consumer): [`WebsocketConsumer`](consumer::WebsocketConsumer),
 //!   [`JsonWebsocketConsumer`](consumer::JsonWebsocketConsumer),
 //!   [`HttpConsumer`](consumer::HttpConsumer) and
 //!   [`GenericConsumer`](consumer::GenericConsumer) for custom protocols.
 //! - [`server`]: [`serve`] and the [`Server`] builder (limits, timeouts, graceful shutdown).
 //! - [`testing`]: in-process communicators for tests.
 //!
-//! ## Example: an echo server, written by hand
+//! ## The same server, written by hand
+//!
+//! This is what the macros expand to, give or take the absolute paths; hand-written consumers
+//! and routers mix freely with macro-made ones.
 //!
 //! ```no_run
 //! use channels::consumer::{ConsumerApp, ConsumerError, Websocket, WebsocketConsumer};
@@ -57,7 +87,10 @@ pub mod testing;
 #[path = "private.rs"]
 pub mod __private;
 
-pub use channels_macros::{consumer, routing};
+#[doc = include_str!("docs/consumer.md")]
+pub use channels_macros::consumer;
+#[doc = include_str!("docs/routing.md")]
+pub use channels_macros::routing;
 
 pub use application::{AppError, Application, ApplicationFn, BoxFuture, Inbox, Outbox, SendError, application_fn};
 pub use routing::{ProtocolTypeRouter, URLRouter};
@@ -75,3 +108,8 @@ pub mod prelude {
     pub use crate::routing::{ProtocolTypeRouter, URLRouter, path, re_path};
     pub use crate::scope::{Protocol, Scope, User};
 }
+
+/// The README's Rust examples, compiled as doctests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

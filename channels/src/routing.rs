@@ -260,9 +260,9 @@ pub struct URLRouter {
 }
 
 impl URLRouter {
-    /// A router over `routes`, tried in order.
-    pub fn new(routes: Vec<Route>) -> Self {
-        URLRouter { routes }
+    /// A router over `routes` (a `Vec`, an array...), tried in order.
+    pub fn new(routes: impl IntoIterator<Item = Route>) -> Self {
+        URLRouter { routes: routes.into_iter().collect() }
     }
 
     /// Adds a route at the end.

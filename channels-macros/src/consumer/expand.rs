@@ -79,12 +79,13 @@ pub(crate) fn consumer_impl(model: &ConsumerImpl) -> TokenStream {
     let mut methods = Vec::new();
     for method in &model.lifecycle {
         let name = &method.name;
+        let (signature, names) = lifecycle_signature(&model.kind, name, &p);
         // Each argument spanned on the user's parameter type: a type mismatch points there.
-        let call_args = method.params.iter().enumerate().map(|(i, ty)| {
-            let arg = quote::format_ident!("arg{i}", span = ty.span());
-            quote_spanned!(ty.span()=> #arg)
+        let call_args = names.iter().zip(&method.params).map(|(arg, ty)| {
+            let mut arg = arg.clone();
+            arg.set_span(ty.span());
+            arg
         });
-        let signature = lifecycle_signature(&model.kind, name, &p);
         let call = quote_spanned!(method.span=> <#self_ty>::#name(self, #(#call_args),*).await);
         let body = match (&model.kind, name.to_string().as_str()) {
             (Kind::Custom(_), "handle") => call,
@@ -158,22 +159,27 @@ fn trait_name(kind: &Kind) -> TokenStream {
 
 /// The trait method's signature, parameters named `arg0, arg1...` and typed as the trait says
 /// (the JSON content is typed as the user's parameter, which is `Self::Incoming`).
-fn lifecycle_signature(kind: &Kind, name: &syn::Ident, p: &TokenStream) -> TokenStream {
+fn lifecycle_signature(kind: &Kind, name: &syn::Ident, p: &TokenStream) -> (TokenStream, Vec<syn::Ident>) {
     let unit = quote!(::core::result::Result<(), #p::ConsumerError>);
-    let (inputs, output) = match (kind, name.to_string().as_str()) {
-        (_, "connect") => (quote!(arg0: &mut #p::Websocket), unit),
-        (_, "receive") => (quote!(arg0: &mut #p::Websocket, arg1: #p::Message), unit),
-        (_, "receive_json") => (quote!(arg0: &mut #p::Websocket, arg1: Self::Incoming), unit),
-        (_, "decode_error") => (quote!(arg0: &mut #p::Websocket, arg1: #p::JsonDecodeError), unit),
-        (Kind::Http, "disconnect") => (quote!(), unit),
-        (_, "disconnect") => (quote!(arg0: u16), unit),
-        (Kind::Http, "handle") => (quote!(arg0: #p::Bytes, arg1: &mut #p::HttpResponse), unit),
-        (_, "handle") => {
-            (quote!(arg0: &#p::Outbox, arg1: #p::Inbound), quote!(::core::result::Result<#p::Flow, #p::ConsumerError>))
+    let (params, output): (Vec<(&str, TokenStream)>, TokenStream) = match (kind, name.to_string().as_str()) {
+        (_, "connect") => (vec![("ws", quote!(&mut #p::Websocket))], unit),
+        (_, "receive") => (vec![("ws", quote!(&mut #p::Websocket)), ("message", quote!(#p::Message))], unit),
+        (_, "receive_json") => (vec![("ws", quote!(&mut #p::Websocket)), ("content", quote!(Self::Incoming))], unit),
+        (_, "decode_error") => (vec![("ws", quote!(&mut #p::Websocket)), ("error", quote!(#p::JsonDecodeError))], unit),
+        (Kind::Http, "disconnect") => (vec![], unit),
+        (_, "disconnect") => (vec![("code", quote!(u16))], unit),
+        (Kind::Http, "handle") => {
+            (vec![("body", quote!(#p::Bytes)), ("response", quote!(&mut #p::HttpResponse))], unit)
         }
+        (_, "handle") => (
+            vec![("outbox", quote!(&#p::Outbox)), ("event", quote!(#p::Inbound))],
+            quote!(::core::result::Result<#p::Flow, #p::ConsumerError>),
+        ),
         _ => unreachable!("only the kind's lifecycle methods get here"),
     };
-    quote!(async fn #name(&mut self, #inputs) -> #output)
+    let names: Vec<syn::Ident> = params.iter().map(|(name, _)| quote::format_ident!("{name}")).collect();
+    let inputs = names.iter().zip(params.iter().map(|(_, ty)| ty)).map(|(name, ty)| quote!(#name: #ty));
+    (quote!(async fn #name(&mut self, #(#inputs),*) -> #output), names)
 }
 
 /// `handle_message`: one `match` arm per `#[handler]`, decoding into the handler's type.

@@ -456,7 +456,7 @@ fn typed(arg: &FnArg) -> Option<&Type> {
 fn check_signature(sig: &syn::Signature, arity: usize, shape: &str, errors: &mut Errors) {
     let name = &sig.ident;
     if sig.asyncness.is_none() {
-        errors.on(&sig.fn_token, format!("`{name}` must be an `async fn`: {shape}"));
+        errors.on(sig.fn_token, format!("`{name}` must be an `async fn`: {shape}"));
     }
     match sig.receiver() {
         Some(receiver) if matches!(receiver.kind, syn::ReceiverKind::Reference(_, _, Some(_))) => {}

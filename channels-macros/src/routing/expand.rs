@@ -54,7 +54,7 @@ impl Expander {
                     quote!(#p::#builder(#lit, #app))
                 });
                 let routes: Vec<_> = routes.collect();
-                quote!(#p::URLRouter::new(::std::vec![#(#routes),*]))
+                quote!(#p::URLRouter::new([#(#routes),*]))
             }
             Target::Wrapper { path, inner, args } => {
                 let inner = self.target(inner, protocol, route, captured);

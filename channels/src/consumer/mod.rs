@@ -7,7 +7,7 @@
 //! | [`HttpConsumer`] | HTTP requests, whole or streamed responses | `AsyncHttpConsumer` |
 //! | [`GenericConsumer`] | any protocol, custom ones included | `AsyncConsumer` |
 //!
-//! A consumer becomes an [`Application`](crate::Application) with `as_app()` (it then needs
+//! A consumer becomes an [`Application`] with `as_app()` (it then needs
 //! [`FromScope`], which `#[consumer]` generates) or with a [`ConsumerApp`] constructor that takes
 //! a closure building the consumer from the scope:
 //!
