@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::consumer::ConsumerError;
 use crate::event::{Close, Inbound, Outbound, close_code};
+use crate::layers::Subscription;
 use crate::scope::Scope;
 
 /// A boxed, `Send` future: what [`Application::call`] returns.
@@ -213,6 +214,10 @@ impl ConnState {
 #[derive(Debug)]
 pub struct Inbox {
     source: Source,
+    /// The consumer's channel-layer subscription, polled alternately with the connection so
+    /// that neither a chatty client nor a busy group starves the other.
+    channel: Option<Subscription>,
+    channel_turn: bool,
 }
 
 #[derive(Debug)]
@@ -227,11 +232,16 @@ impl Inbox {
     /// delivers events. The inbox ends when every sender is dropped.
     pub fn channel(capacity: usize) -> (mpsc::Sender<Inbound>, Inbox) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        (tx, Inbox { source: Source::Queue(rx) })
+        (tx, Inbox { source: Source::Queue(rx), channel: None, channel_turn: false })
     }
 
     pub(crate) fn from_source(source: Source) -> Self {
-        Inbox { source }
+        Inbox { source, channel: None, channel_turn: false }
+    }
+
+    /// Also delivers the messages of a channel-layer subscription, as [`Inbound::Channel`].
+    pub(crate) fn attach(&mut self, subscription: Subscription) {
+        self.channel = Some(subscription);
     }
 
     /// The next event, or `None` once the connection is gone and no events remain.
@@ -241,10 +251,26 @@ impl Inbox {
 
     /// Polls for the next event; see [`recv`](Self::recv).
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Inbound>> {
-        match &mut self.source {
+        if self.channel_turn
+            && let Some(channel) = &mut self.channel
+        {
+            self.channel_turn = false;
+            if let Poll::Ready(message) = channel.poll_recv(cx) {
+                return Poll::Ready(Some(Inbound::Channel(message)));
+            }
+        }
+        let connection = match &mut self.source {
             Source::Queue(rx) => rx.poll_recv(cx),
             Source::Websocket(ws) => ws.poll_recv(cx),
             Source::Http(http) => http.poll_recv(cx),
+        };
+        if connection.is_ready() {
+            self.channel_turn = true;
+            return connection;
+        }
+        match &mut self.channel {
+            Some(channel) => channel.poll_recv(cx).map(|message| Some(Inbound::Channel(message))),
+            None => Poll::Pending,
         }
     }
 }

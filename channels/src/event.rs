@@ -167,6 +167,12 @@ impl ChannelMessage {
     }
 }
 
+impl From<serde_json::Value> for ChannelMessage {
+    fn from(value: serde_json::Value) -> Self {
+        ChannelMessage::new(value)
+    }
+}
+
 /// An event of a custom (non-HTTP, non-WebSocket) protocol: a kind and a JSON payload.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CustomEvent {

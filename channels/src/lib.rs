@@ -78,6 +78,7 @@
 pub mod application;
 pub mod consumer;
 pub mod event;
+pub mod layers;
 pub mod routing;
 pub mod scope;
 pub mod server;

@@ -28,6 +28,7 @@ use std::sync::Arc;
 use regex::Regex;
 
 use crate::application::{AppError, Application, BoxFuture, Inbox, Outbox};
+use crate::layers::{InMemoryChannelLayer, Layer};
 use crate::scope::{Protocol, Scope};
 
 /// A route pattern could not be compiled.
@@ -317,16 +318,36 @@ impl Application for URLRouter {
     }
 }
 
-/// Routes a connection by its protocol (Channels' `ProtocolTypeRouter`).
-#[derive(Default)]
+/// Routes a connection by its protocol (Channels' `ProtocolTypeRouter`), and gives every
+/// connection the application's channel layer (`scope.channel_layer`).
 pub struct ProtocolTypeRouter {
     apps: Vec<(Protocol, Arc<dyn Application>)>,
+    layer: Layer,
+}
+
+impl Default for ProtocolTypeRouter {
+    fn default() -> Self {
+        ProtocolTypeRouter { apps: Vec::new(), layer: InMemoryChannelLayer::new().into_layer() }
+    }
 }
 
 impl ProtocolTypeRouter {
-    /// An empty router; add protocols with the builder methods.
+    /// An empty router with an in-memory channel layer; add protocols with the builder methods.
     pub fn new() -> Self {
         ProtocolTypeRouter::default()
+    }
+
+    /// Uses `layer` as the application's channel layer instead of the in-memory default (e.g. a
+    /// `RedisChannelLayer` shared by several server processes).
+    pub fn channel_layer(mut self, layer: Layer) -> Self {
+        self.layer = layer;
+        self
+    }
+
+    /// The application's channel layer, for code outside consumers (background tasks, other
+    /// services) to `group_send` through.
+    pub fn layer(&self) -> &Layer {
+        &self.layer
     }
 
     /// The application for plain HTTP requests.
@@ -355,7 +376,10 @@ impl fmt::Debug for ProtocolTypeRouter {
 }
 
 impl Application for ProtocolTypeRouter {
-    fn call(&self, scope: Scope, inbox: Inbox, outbox: Outbox) -> BoxFuture<'_, Result<(), AppError>> {
+    fn call(&self, mut scope: Scope, inbox: Inbox, outbox: Outbox) -> BoxFuture<'_, Result<(), AppError>> {
+        if scope.channel_layer.is_none() {
+            scope.channel_layer = Some(self.layer.clone());
+        }
         match self.apps.iter().find(|(protocol, _)| *protocol == scope.protocol) {
             Some((_, app)) => app.call(scope, inbox, outbox),
             None => {

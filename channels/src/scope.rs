@@ -7,6 +7,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::layers::{Layer, LayerError};
 use http::{HeaderMap, Method, Version};
 
 /// The protocol of a connection; [`ProtocolTypeRouter`](crate::ProtocolTypeRouter) dispatches on it.
@@ -198,6 +199,13 @@ pub struct Scope {
     pub url_route: UrlRoute,
     /// Typed values that custom middleware attaches for the consumer.
     pub extensions: http::Extensions,
+    /// The application's channel layer, set by the `ProtocolTypeRouter` (see
+    /// [`layer`](Self::layer)).
+    pub channel_layer: Option<Layer>,
+    /// This consumer's own channel on the layer (Channels' `self.channel_name`): set when the
+    /// consumer receives channel-layer messages, which `#[consumer]` consumers with handlers
+    /// or groups do.
+    pub channel_name: Option<String>,
     /// Where in `path` the next URL router starts matching; `None` before the outermost router.
     pub(crate) route_offset: Option<usize>,
 }
@@ -233,6 +241,8 @@ impl Scope {
             user: User::anonymous(),
             url_route: UrlRoute::default(),
             extensions: http::Extensions::new(),
+            channel_layer: None,
+            channel_name: None,
             route_offset: None,
         }
     }
@@ -248,6 +258,15 @@ impl Scope {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             (percent_decode(&key.replace('+', " ")), percent_decode(&value.replace('+', " ")))
         })
+    }
+
+    /// The channel layer, to `send`, `group_send`, `group_add`... from a consumer.
+    ///
+    /// # Errors
+    /// [`LayerError::NoLayer`] when the application is not served through a
+    /// `ProtocolTypeRouter` (which always provides one).
+    pub fn layer(&self) -> Result<&Layer, LayerError> {
+        self.channel_layer.as_ref().ok_or(LayerError::NoLayer)
     }
 
     /// The part of `path` that the next URL router matches (after `root_path`).

@@ -104,6 +104,16 @@ pub(crate) fn consumer_impl(model: &ConsumerImpl) -> TokenStream {
     if !model.handlers.is_empty() {
         methods.push(handle_message(model, &p));
     }
+    if let Some(span) = model.groups {
+        methods.push(quote_spanned! {span=>
+            fn groups(&self) -> ::std::vec::Vec<::std::string::String> {
+                <#self_ty>::groups(self).into_iter().map(::core::convert::Into::into).collect()
+            }
+        });
+    }
+    // Only consumers with handlers or groups get a channel on the layer.
+    let receives = !model.handlers.is_empty() || model.groups.is_some();
+    methods.insert(0, quote!(const RECEIVES_CHANNEL_MESSAGES: bool = #receives;));
     quote! {
         #item
 

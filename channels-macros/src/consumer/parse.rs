@@ -347,6 +347,8 @@ pub(crate) struct ConsumerImpl {
     pub(crate) kind: Kind,
     pub(crate) lifecycle: Vec<Lifecycle>,
     pub(crate) handlers: Vec<Handler>,
+    /// The span of a `fn groups(&self)`, if the block has one.
+    pub(crate) groups: Option<Span>,
 }
 
 impl ConsumerImpl {
@@ -371,12 +373,16 @@ impl ConsumerImpl {
         let mut lifecycle = Vec::new();
         let mut handlers: Vec<Handler> = Vec::new();
         let mut handler_sigs = Vec::new();
+        let mut groups = None;
         for impl_item in &mut item.items {
             let ImplItem::Fn(method) = impl_item else { continue };
             let handler_attr = take_handler_attr(&mut method.attrs, errors);
             let name = method.sig.ident.clone();
-            if let Some(message_type) = handler_attr {
-                if LIFECYCLE.contains(&name.to_string().as_str()) {
+            if name == "groups" && handler_attr.is_none() {
+                check_groups_signature(&method.sig, errors);
+                groups = Some(method.sig.span());
+            } else if let Some(message_type) = handler_attr {
+                if LIFECYCLE.contains(&name.to_string().as_str()) || name == "groups" {
                     errors.on(&name, format!("`{name}` is a lifecycle method; give the handler another name"));
                     continue;
                 }
@@ -410,7 +416,7 @@ impl ConsumerImpl {
             check_signature(sig, 2, &shape, errors);
         }
         let lifecycle = lifecycle.into_iter().map(|(method, _)| method).collect();
-        ConsumerImpl { item, krate: Krate::new(args.krate), kind, lifecycle, handlers }
+        ConsumerImpl { item, krate: Krate::new(args.krate), kind, lifecycle, handlers, groups }
     }
 }
 
@@ -467,6 +473,23 @@ fn check_signature(sig: &syn::Signature, arity: usize, shape: &str, errors: &mut
     if params != arity && sig.receiver().is_some() {
         let plural = if arity == 1 { "" } else { "s" };
         errors.on(&sig.inputs, format!("`{name}` takes {arity} parameter{plural} after `&mut self`: {shape}"));
+    }
+}
+
+/// `fn groups(&self) -> impl IntoIterator<Item = impl Into<String>>`: plain, `&self`, no
+/// parameters (it runs before `connect`, once per connection).
+fn check_groups_signature(sig: &syn::Signature, errors: &mut Errors) {
+    const SHAPE: &str = "`fn groups(&self) -> impl IntoIterator<Item = impl Into<String>>`";
+    if let Some(asyncness) = &sig.asyncness {
+        errors.on(asyncness, format!("`groups` is a plain (not async) fn: {SHAPE}"));
+    }
+    match sig.receiver() {
+        Some(receiver) if matches!(receiver.kind, syn::ReceiverKind::Reference(_, _, None)) => {}
+        Some(receiver) => errors.on(receiver, format!("`groups` takes `&self`: {SHAPE}")),
+        None => errors.on(&sig.ident, format!("`groups` takes `&self`: {SHAPE}")),
+    }
+    if sig.inputs.iter().any(|arg| typed(arg).is_some()) {
+        errors.on(&sig.inputs, format!("`groups` takes no parameters besides `&self`: {SHAPE}"));
     }
 }
 

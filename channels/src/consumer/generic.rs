@@ -24,6 +24,15 @@ pub enum Flow {
             `async fn handle(&mut self, outbox: &Outbox, event: Inbound) -> Result<Flow, ConsumerError>`"
 )]
 pub trait GenericConsumer: Send + 'static {
+    /// Whether each instance gets a channel on the layer and receives its messages through
+    /// `handle_message`. `#[consumer]` sets it to whether the impl block has handlers or groups.
+    const RECEIVES_CHANNEL_MESSAGES: bool = true;
+
+    /// The groups to join before `connect` (and leave at the end), e.g. a room from the URL.
+    fn groups(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Handles one event; return [`Flow::Stop`] to end the consumer.
     fn handle(&mut self, outbox: &Outbox, event: Inbound) -> impl Future<Output = Result<Flow, ConsumerError>> + Send;
 

@@ -138,6 +138,15 @@ impl HttpResponse {
             `async fn handle(&mut self, body: Bytes, response: &mut HttpResponse)`"
 )]
 pub trait HttpConsumer: Send + 'static {
+    /// Whether each instance gets a channel on the layer and receives its messages through
+    /// `handle_message`. `#[consumer]` sets it to whether the impl block has handlers or groups.
+    const RECEIVES_CHANNEL_MESSAGES: bool = true;
+
+    /// The groups to join before `connect` (and leave at the end), e.g. a room from the URL.
+    fn groups(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Handles the request.
     fn handle(
         &mut self,
@@ -172,6 +181,8 @@ pub trait HttpConsumer: Send + 'static {
 pub(super) async fn drive<C: HttpConsumer>(mut consumer: C, mut inbox: Inbox, outbox: Outbox) -> Result<(), AppError> {
     let mut response = HttpResponse::new(outbox);
     let mut body = BytesMut::new();
+    // Layer messages that arrive while the body is read are handled after `handle`.
+    let mut early = Vec::new();
     let body = loop {
         match inbox.recv().await {
             Some(Inbound::HttpRequest(chunk)) if chunk.more_body => body.extend_from_slice(&chunk.body),
@@ -180,6 +191,7 @@ pub(super) async fn drive<C: HttpConsumer>(mut consumer: C, mut inbox: Inbox, ou
                 body.extend_from_slice(&chunk.body);
                 break body.freeze();
             }
+            Some(Inbound::Channel(message)) => early.push(message),
             Some(Inbound::HttpDisconnect) | None => return settle(consumer.disconnect().await),
             Some(_) => {}
         }
@@ -189,6 +201,12 @@ pub(super) async fn drive<C: HttpConsumer>(mut consumer: C, mut inbox: Inbox, ou
         return Err(AppError::Consumer(ConsumerError::msg(
             "HttpConsumer::handle returned without starting a response",
         )));
+    }
+    for message in early {
+        if response.is_finished() {
+            break;
+        }
+        settle(consumer.handle_message(&mut response, message).await)?;
     }
     while !response.is_finished() {
         match inbox.recv().await {

@@ -4,9 +4,11 @@ use std::future::{Future, ready};
 
 use serde::de::DeserializeOwned;
 
+use super::websocket::close_from_layer;
 use super::{ConsumerApp, ConsumerError, FromScope, Websocket, settle, unexpected, unhandled_message};
 use crate::application::{AppError, Inbox, Outbox};
 use crate::event::{ChannelMessage, Inbound, Message, close_code};
+use crate::layers::CLOSE_TYPE;
 
 /// A client frame that a JSON consumer could not decode.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +44,15 @@ impl JsonDecodeError {
             `async fn receive_json(&mut self, ws: &mut Websocket, content: T)` (T: Deserialize)"
 )]
 pub trait JsonWebsocketConsumer: Send + 'static {
+    /// Whether each instance gets a channel on the layer and receives its messages through
+    /// `handle_message`. `#[consumer]` sets it to whether the impl block has handlers or groups.
+    const RECEIVES_CHANNEL_MESSAGES: bool = true;
+
+    /// The groups to join before `connect` (and leave at the end), e.g. a room from the URL.
+    fn groups(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// The type client messages decode into (often an enum tagged by a field).
     type Incoming: DeserializeOwned + Send;
 
@@ -113,6 +124,9 @@ pub(super) async fn drive<C: JsonWebsocketConsumer>(
             },
             Inbound::WebsocketReceive(Message::Binary(_)) => {
                 consumer.decode_error(&mut ws, JsonDecodeError::Binary).await
+            }
+            Inbound::Channel(message) if message.message_type() == Some(CLOSE_TYPE) => {
+                close_from_layer(&mut ws, &message).await
             }
             Inbound::Channel(message) => consumer.handle_message(&mut ws, message).await,
             Inbound::WebsocketDisconnect { code } => {

@@ -48,6 +48,7 @@ pub use self::websocket::{Websocket, WebsocketConsumer};
 
 use crate::application::{AppError, Application, BoxError, BoxFuture, Inbox, Outbox, SendError};
 use crate::event::{ChannelMessage, Inbound};
+use crate::layers::Membership;
 use crate::scope::Scope;
 
 /// An error from a consumer method. Any `std::error::Error + Send + Sync` converts into it with
@@ -121,15 +122,37 @@ pub trait FromScope: Sized {
 type Build<C> = dyn Fn(Scope) -> Result<C, ConsumerError> + Send + Sync;
 type Drive<C> = fn(C, Inbox, Outbox) -> BoxFuture<'static, Result<(), AppError>>;
 
+/// How a consumer kind uses the channel layer, from its trait.
+struct LayerUse<C> {
+    /// Give each instance a channel and deliver its messages.
+    receives: bool,
+    /// The groups an instance joins before `connect`.
+    groups: fn(&C) -> Vec<String>,
+}
+
+impl<C> Clone for LayerUse<C> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<C> Copy for LayerUse<C> {}
+
 /// An [`Application`] that builds a consumer per connection and runs it.
+///
+/// When the consumer receives channel-layer messages (the traits'
+/// `RECEIVES_CHANNEL_MESSAGES`) and the scope has a layer, the instance gets a channel
+/// (`scope.channel_name`) whose messages arrive as [`Inbound::Channel`], and joins the groups
+/// its `groups()` names before `connect`; it leaves them when it ends, however it ends.
 pub struct ConsumerApp<C> {
     build: Arc<Build<C>>,
     drive: Drive<C>,
+    layer: LayerUse<C>,
 }
 
 impl<C> Clone for ConsumerApp<C> {
     fn clone(&self) -> Self {
-        ConsumerApp { build: self.build.clone(), drive: self.drive }
+        ConsumerApp { build: self.build.clone(), drive: self.drive, layer: self.layer }
     }
 }
 
@@ -140,46 +163,81 @@ impl<C> fmt::Debug for ConsumerApp<C> {
 }
 
 impl<C: Send + 'static> ConsumerApp<C> {
-    fn new(build: impl Fn(Scope) -> Result<C, ConsumerError> + Send + Sync + 'static, drive: Drive<C>) -> Self {
-        ConsumerApp { build: Arc::new(build), drive }
+    fn new(
+        build: impl Fn(Scope) -> Result<C, ConsumerError> + Send + Sync + 'static,
+        drive: Drive<C>,
+        layer: LayerUse<C>,
+    ) -> Self {
+        ConsumerApp { build: Arc::new(build), drive, layer }
     }
 }
 
 impl<C: WebsocketConsumer> ConsumerApp<C> {
     /// Runs a [`WebsocketConsumer`] built by `build` for each connection.
     pub fn websocket(build: impl Fn(Scope) -> Result<C, ConsumerError> + Send + Sync + 'static) -> Self {
-        ConsumerApp::new(build, |consumer, inbox, outbox| Box::pin(websocket::drive(consumer, inbox, outbox)))
+        let layer = LayerUse { receives: C::RECEIVES_CHANNEL_MESSAGES, groups: C::groups };
+        ConsumerApp::new(build, |consumer, inbox, outbox| Box::pin(websocket::drive(consumer, inbox, outbox)), layer)
     }
 }
 
 impl<C: JsonWebsocketConsumer> ConsumerApp<C> {
     /// Runs a [`JsonWebsocketConsumer`] built by `build` for each connection.
     pub fn json(build: impl Fn(Scope) -> Result<C, ConsumerError> + Send + Sync + 'static) -> Self {
-        ConsumerApp::new(build, |consumer, inbox, outbox| Box::pin(json::drive(consumer, inbox, outbox)))
+        let layer = LayerUse { receives: C::RECEIVES_CHANNEL_MESSAGES, groups: C::groups };
+        ConsumerApp::new(build, |consumer, inbox, outbox| Box::pin(json::drive(consumer, inbox, outbox)), layer)
     }
 }
 
 impl<C: HttpConsumer> ConsumerApp<C> {
     /// Runs an [`HttpConsumer`] built by `build` for each request.
     pub fn http(build: impl Fn(Scope) -> Result<C, ConsumerError> + Send + Sync + 'static) -> Self {
-        ConsumerApp::new(build, |consumer, inbox, outbox| Box::pin(http::drive(consumer, inbox, outbox)))
+        let layer = LayerUse { receives: C::RECEIVES_CHANNEL_MESSAGES, groups: C::groups };
+        ConsumerApp::new(build, |consumer, inbox, outbox| Box::pin(http::drive(consumer, inbox, outbox)), layer)
     }
 }
 
 impl<C: GenericConsumer> ConsumerApp<C> {
     /// Runs a [`GenericConsumer`] built by `build` for each connection.
     pub fn generic(build: impl Fn(Scope) -> Result<C, ConsumerError> + Send + Sync + 'static) -> Self {
-        ConsumerApp::new(build, |consumer, inbox, outbox| Box::pin(generic::drive(consumer, inbox, outbox)))
+        let layer = LayerUse { receives: C::RECEIVES_CHANNEL_MESSAGES, groups: C::groups };
+        ConsumerApp::new(build, |consumer, inbox, outbox| Box::pin(generic::drive(consumer, inbox, outbox)), layer)
     }
 }
 
 impl<C: Send + 'static> Application for ConsumerApp<C> {
-    fn call(&self, scope: Scope, inbox: Inbox, outbox: Outbox) -> BoxFuture<'_, Result<(), AppError>> {
-        match (self.build)(scope) {
-            Ok(consumer) => (self.drive)(consumer, inbox, outbox),
-            // The server logs the refusal with the connection's path.
-            Err(err) => Box::pin(ready(Err(AppError::Refused(err.to_string())))),
-        }
+    fn call(&self, mut scope: Scope, mut inbox: Inbox, outbox: Outbox) -> BoxFuture<'_, Result<(), AppError>> {
+        let layer = match &scope.channel_layer {
+            Some(layer) if self.layer.receives => layer.clone(),
+            // No layer use: nothing to set up (the common, fast path).
+            _ => {
+                return match (self.build)(scope) {
+                    Ok(consumer) => (self.drive)(consumer, inbox, outbox),
+                    // The server logs the refusal with the connection's path.
+                    Err(err) => Box::pin(ready(Err(AppError::Refused(err.to_string())))),
+                };
+            }
+        };
+        let channel = match layer.new_channel("specific").and_then(|name| Ok((layer.subscribe(&name)?, name))) {
+            Ok((subscription, name)) => {
+                inbox.attach(subscription);
+                scope.channel_name = Some(name.clone());
+                name
+            }
+            Err(err) => return Box::pin(ready(Err(AppError::Other(Box::new(err))))),
+        };
+        let consumer = match (self.build)(scope) {
+            Ok(consumer) => consumer,
+            Err(err) => return Box::pin(ready(Err(AppError::Refused(err.to_string())))),
+        };
+        let groups = (self.layer.groups)(&consumer);
+        let drive = self.drive;
+        Box::pin(async move {
+            let membership =
+                Membership::join(layer, channel, groups).await.map_err(|err| AppError::Other(Box::new(err)))?;
+            let result = drive(consumer, inbox, outbox).await;
+            membership.leave().await;
+            result
+        })
     }
 }
 

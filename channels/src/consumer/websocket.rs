@@ -8,6 +8,7 @@ use serde::Serialize;
 use super::{ConsumerApp, ConsumerError, FromScope, settle, unexpected, unhandled_message};
 use crate::application::{AppError, Inbox, Outbox, SendError};
 use crate::event::{Accept, ChannelMessage, Close, Inbound, Message, Outbound, Utf8Bytes, close_code};
+use crate::layers::CLOSE_TYPE;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -155,6 +156,15 @@ impl Websocket {
             (`connect`, `receive`, `disconnect`, handlers; every method is optional)"
 )]
 pub trait WebsocketConsumer: Send + 'static {
+    /// Whether each instance gets a channel on the layer and receives its messages through
+    /// `handle_message`. `#[consumer]` sets it to whether the impl block has handlers or groups.
+    const RECEIVES_CHANNEL_MESSAGES: bool = true;
+
+    /// The groups to join before `connect` (and leave at the end), e.g. a room from the URL.
+    fn groups(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// The client asks to connect: call `ws.accept()` (the default) or `ws.close(code)` to refuse.
     fn connect(&mut self, ws: &mut Websocket) -> impl Future<Output = Result<(), ConsumerError>> + Send {
         async move {
@@ -208,6 +218,9 @@ pub(super) async fn drive<C: WebsocketConsumer>(
         let result = match event {
             Inbound::WebsocketConnect => consumer.connect(&mut ws).await,
             Inbound::WebsocketReceive(message) => consumer.receive(&mut ws, message).await,
+            Inbound::Channel(message) if message.message_type() == Some(CLOSE_TYPE) => {
+                close_from_layer(&mut ws, &message).await
+            }
             Inbound::Channel(message) => consumer.handle_message(&mut ws, message).await,
             Inbound::WebsocketDisconnect { code } => {
                 ws.mark_closed();
@@ -219,4 +232,13 @@ pub(super) async fn drive<C: WebsocketConsumer>(
     }
     // The inbox ended without a disconnect event (a test dropped its sender).
     settle(consumer.disconnect(close_code::ABNORMAL).await)
+}
+
+/// A `"websocket.close"` layer message ([`close_message`](crate::layers::close_message)): the
+/// runtime closes the socket with its `code` (default 1000), whatever the consumer's handlers.
+pub(super) async fn close_from_layer(ws: &mut Websocket, message: &ChannelMessage) -> Result<(), ConsumerError> {
+    let code = message.value().get("code").and_then(serde_json::Value::as_u64);
+    let code = code.and_then(|code| u16::try_from(code).ok()).unwrap_or(close_code::NORMAL);
+    ws.close(code).await?;
+    Ok(())
 }

@@ -1,0 +1,323 @@
+//! Channel layers: how consumers talk to each other (Channels' `channel_layer`).
+//!
+//! A layer carries [`ChannelMessage`]s (JSON objects with a `"type"`) to named **channels**
+//! (one per consumer instance, [`Scope::channel_name`](crate::Scope::channel_name)) and to
+//! **groups** of channels. A consumer's `#[handler("chat.message")]` methods receive them.
+//!
+//! | Backend | For |
+//! |---|---|
+//! | [`InMemoryChannelLayer`] | one process; the default |
+//! | [`RedisChannelLayer`](crate::layers::RedisChannelLayer) | any number of server processes sharing Redis |
+//!
+//! ```
+//! use channels::layers::{ChannelLayer, InMemoryChannelLayer};
+//! use serde_json::json;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), channels::layers::LayerError> {
+//! let layer = InMemoryChannelLayer::new();
+//! let alice = layer.new_channel("specific")?;
+//! layer.group_add("room.lobby", &alice).await?;
+//! layer.group_send("room.lobby", json!({"type": "chat.message", "text": "hi"}).into()).await?;
+//! let message = layer.receive(&alice).await?;
+//! assert_eq!(message.message_type(), Some("chat.message"));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Semantics (both backends)
+//! - **At most once, FIFO per channel.** A message goes to one receiver of its channel, in send
+//!   order; it is never delivered twice. A message nobody receives expires.
+//! - **Capacity** per channel (default 100 messages): [`send`](ChannelLayer::send) to a full
+//!   channel fails with [`LayerError::ChannelFull`]; [`group_send`](ChannelLayer::group_send)
+//!   skips that member, logs it and counts it in [`LayerStats::dropped`] — one slow consumer
+//!   never blocks the group.
+//! - **Expiry**: a message not received within `expiry` (default 60 s) is dropped; a group
+//!   membership not renewed within `group_expiry` (default 86400 s) lapses. Consumers leave
+//!   their groups on disconnect, so lapsing only cleans up after crashed processes.
+//! - **Names** follow Channels: ASCII letters, digits, `-`, `_`, `.`, shorter than 100
+//!   characters; a channel name may contain one `!` (process-local channels, as returned by
+//!   [`new_channel`](ChannelLayer::new_channel)). A bad name is [`LayerError::InvalidName`].
+//! - Messages of 1 MiB and more are fine.
+
+mod memory;
+mod names;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+pub use self::memory::InMemoryChannelLayer;
+pub use self::names::{validate_channel_name, validate_group_name};
+
+use crate::application::BoxFuture;
+use crate::event::ChannelMessage;
+
+/// A channel layer shared by the application: `Arc<dyn ChannelLayer>`.
+pub type Layer = Arc<dyn ChannelLayer>;
+
+/// A channel layer failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LayerError {
+    /// A channel or group name breaks a naming rule; the message names the rule.
+    #[error("invalid {kind} name {name:?}: {rule}")]
+    InvalidName {
+        /// `"channel"` or `"group"`.
+        kind: &'static str,
+        /// The name.
+        name: String,
+        /// The rule it breaks.
+        rule: &'static str,
+    },
+    /// The channel already holds `capacity` messages.
+    #[error("channel {channel:?} is full ({capacity} messages)")]
+    ChannelFull {
+        /// The channel.
+        channel: String,
+        /// Its capacity.
+        capacity: usize,
+    },
+    /// The message is not a JSON object with a string `"type"`.
+    #[error("a channel-layer message is a JSON object with a string \"type\" field")]
+    InvalidMessage,
+    /// No channel layer is configured where one was needed.
+    #[error(
+        "no channel layer: serve the app through a ProtocolTypeRouter (routing!), which provides an \
+         in-memory layer by default or the one given to `.channel_layer(...)`"
+    )]
+    NoLayer,
+    /// The backend failed (e.g. Redis is unreachable); the message says how.
+    #[error("channel layer backend error: {0}")]
+    Backend(String),
+}
+
+/// What a channel layer does: Channels' `send`, `receive`, `new_channel`, `group_add`,
+/// `group_discard`, `group_send` and `flush`. Object safe: applications hold a [`Layer`].
+pub trait ChannelLayer: Send + Sync + 'static {
+    /// Sends `message` to `channel`.
+    ///
+    /// # Errors
+    /// [`LayerError::InvalidName`], [`LayerError::InvalidMessage`], [`LayerError::ChannelFull`],
+    /// or a backend error.
+    fn send<'a>(&'a self, channel: &'a str, message: ChannelMessage) -> BoxFuture<'a, Result<(), LayerError>>;
+
+    /// Waits for the next message on `channel`. Several receivers may wait on one channel;
+    /// each message goes to one of them. Cancel safe: a dropped `receive` loses nothing.
+    ///
+    /// # Errors
+    /// [`LayerError::InvalidName`], or a backend error.
+    fn receive<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<ChannelMessage, LayerError>>;
+
+    /// A new, unique, process-local channel name starting with `prefix` (Channels uses
+    /// `"specific"`): `"specific.<layer>!<random>"`.
+    ///
+    /// # Errors
+    /// [`LayerError::InvalidName`] for a bad prefix.
+    fn new_channel(&self, prefix: &str) -> Result<String, LayerError>;
+
+    /// Adds `channel` to `group` (again: renews the membership's expiry).
+    ///
+    /// # Errors
+    /// [`LayerError::InvalidName`], or a backend error.
+    fn group_add<'a>(&'a self, group: &'a str, channel: &'a str) -> BoxFuture<'a, Result<(), LayerError>>;
+
+    /// Removes `channel` from `group` (no error if it was not a member).
+    ///
+    /// # Errors
+    /// [`LayerError::InvalidName`], or a backend error.
+    fn group_discard<'a>(&'a self, group: &'a str, channel: &'a str) -> BoxFuture<'a, Result<(), LayerError>>;
+
+    /// Sends `message` to every member of `group`. A full member is skipped, logged and
+    /// counted in [`LayerStats::dropped`]; the others still get it.
+    ///
+    /// # Errors
+    /// [`LayerError::InvalidName`], [`LayerError::InvalidMessage`], or a backend error.
+    fn group_send<'a>(&'a self, group: &'a str, message: ChannelMessage) -> BoxFuture<'a, Result<(), LayerError>>;
+
+    /// Drops every message and group of this layer (tests use it between cases).
+    ///
+    /// # Errors
+    /// A backend error.
+    fn flush(&self) -> BoxFuture<'_, Result<(), LayerError>>;
+
+    /// Counters since the layer was created.
+    fn stats(&self) -> LayerStats;
+
+    /// Starts receiving `channel` into `subscription` (one per consumer instance): the consumer
+    /// runtime uses this instead of a `receive` loop, so a connection costs no extra task.
+    #[doc(hidden)]
+    fn subscribe(&self, channel: &str) -> Result<Subscription, LayerError>;
+}
+
+impl std::fmt::Debug for dyn ChannelLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChannelLayer").field("stats", &self.stats()).finish_non_exhaustive()
+    }
+}
+
+/// Counters of a channel layer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LayerStats {
+    /// Messages delivered to a channel's queue (`send`, and once per member for `group_send`).
+    pub sent: u64,
+    /// Group messages not delivered to a member whose channel was full.
+    pub dropped: u64,
+    /// Messages that expired before anyone received them.
+    pub expired: u64,
+}
+
+/// Atomic counters behind [`LayerStats`].
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    sent: AtomicU64,
+    dropped: AtomicU64,
+    expired: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn sent(&self, n: u64) {
+        self.sent.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn dropped(&self, n: u64) {
+        self.dropped.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn expired(&self, n: u64) {
+        self.expired.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> LayerStats {
+        LayerStats {
+            sent: self.sent.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+            expired: self.expired.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Settings shared by the layers (channels_redis' names and defaults).
+#[derive(Debug, Clone)]
+pub struct LayerConfig {
+    /// Messages a channel holds before `send` fails with `ChannelFull` (default 100).
+    pub capacity: usize,
+    /// How long an unreceived message lives (default 60 s).
+    pub expiry: Duration,
+    /// How long a group membership lives without being renewed (default 86400 s).
+    pub group_expiry: Duration,
+}
+
+impl Default for LayerConfig {
+    fn default() -> Self {
+        LayerConfig { capacity: 100, expiry: Duration::from_secs(60), group_expiry: Duration::from_secs(86_400) }
+    }
+}
+
+/// A consumer's receiving end of its channel: the runtime polls it next to the connection's
+/// events. Dropping it stops receiving (and frees the channel's queue in this process).
+pub struct Subscription {
+    inner: Box<dyn SubscriptionSource>,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription").finish_non_exhaustive()
+    }
+}
+
+/// What a backend implements to feed a [`Subscription`].
+#[doc(hidden)]
+pub trait SubscriptionSource: Send + Sync {
+    /// The next message, when there is one.
+    fn poll_recv(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<ChannelMessage>;
+}
+
+impl Subscription {
+    /// A subscription fed by `source`.
+    #[doc(hidden)]
+    pub fn new(source: impl SubscriptionSource + 'static) -> Self {
+        Subscription { inner: Box::new(source) }
+    }
+
+    pub(crate) fn poll_recv(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<ChannelMessage> {
+        self.inner.poll_recv(cx)
+    }
+}
+
+/// The group every connection of one user joins (`"user.<id>"`), so that logout or a password
+/// change can reach — and close — all of that user's sockets; see [`close_message`].
+///
+/// # Errors
+/// [`LayerError::InvalidName`] when `user_id` has characters a group name cannot hold.
+pub fn user_group(user_id: &str) -> Result<String, LayerError> {
+    let group = format!("user.{user_id}");
+    validate_group_name(&group)?;
+    Ok(group)
+}
+
+/// A message that closes every WebSocket consumer receiving it with `code` (the runtime handles
+/// the `"websocket.close"` type itself, before the consumer's handlers).
+pub fn close_message(code: u16) -> ChannelMessage {
+    ChannelMessage::from(serde_json::json!({ "type": CLOSE_TYPE, "code": code }))
+}
+
+/// The message type the runtime handles by closing the WebSocket.
+pub const CLOSE_TYPE: &str = "websocket.close";
+
+/// A consumer's channel and declared groups: joined before `connect`, left when the consumer
+/// ends — on every path, a panic included (then from `Drop`, in a spawned task).
+pub(crate) struct Membership {
+    layer: Layer,
+    channel: String,
+    groups: Vec<String>,
+}
+
+impl Membership {
+    pub(crate) async fn join(layer: Layer, channel: String, groups: Vec<String>) -> Result<Self, LayerError> {
+        let mut membership = Membership { layer, channel, groups: Vec::with_capacity(groups.len()) };
+        for group in groups {
+            // On an error, Drop leaves the groups joined so far.
+            membership.layer.group_add(&group, &membership.channel).await?;
+            membership.groups.push(group);
+        }
+        Ok(membership)
+    }
+
+    pub(crate) async fn leave(mut self) {
+        let groups = std::mem::take(&mut self.groups);
+        leave(&self.layer, &self.channel, &groups).await;
+    }
+}
+
+async fn leave(layer: &Layer, channel: &str, groups: &[String]) {
+    for group in groups {
+        if let Err(err) = layer.group_discard(group, channel).await {
+            tracing::warn!(group, channel, %err, "could not leave a group; the membership will expire");
+        }
+    }
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        if self.groups.is_empty() {
+            return;
+        }
+        let (layer, channel, groups) =
+            (self.layer.clone(), std::mem::take(&mut self.channel), std::mem::take(&mut self.groups));
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move { leave(&layer, &channel, &groups).await });
+            }
+            Err(_) => tracing::warn!(channel, "no runtime to leave groups from; the memberships will expire"),
+        }
+    }
+}
+
+/// Checks that a message is a JSON object with a string `"type"`.
+pub(crate) fn check_message(message: &ChannelMessage) -> Result<(), LayerError> {
+    match message.message_type() {
+        Some(_) => Ok(()),
+        None => Err(LayerError::InvalidMessage),
+    }
+}
