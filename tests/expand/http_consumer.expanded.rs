@@ -47,6 +47,7 @@ impl Item {
 const _: () = {
     #[automatically_derived]
     impl ::channels::__private::HttpConsumer for Item {
+        const RECEIVES_CHANNEL_MESSAGES: bool = false;
         async fn handle(
             &mut self,
             body: ::channels::__private::Bytes,

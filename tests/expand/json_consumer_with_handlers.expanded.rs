@@ -61,6 +61,7 @@ impl Chat {
 const _: () = {
     #[automatically_derived]
     impl ::channels::__private::JsonWebsocketConsumer for Chat {
+        const RECEIVES_CHANNEL_MESSAGES: bool = true;
         type Incoming = Value;
         async fn receive_json(
             &mut self,

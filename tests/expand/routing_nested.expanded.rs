@@ -35,7 +35,9 @@ impl Room {}
 #[allow(non_upper_case_globals, unused_qualifications)]
 const _: () = {
     #[automatically_derived]
-    impl ::channels::__private::WebsocketConsumer for Room {}
+    impl ::channels::__private::WebsocketConsumer for Room {
+        const RECEIVES_CHANNEL_MESSAGES: bool = false;
+    }
 };
 pub struct Lobby {
     /// The connection's scope (added by `#[consumer]`).
@@ -68,7 +70,9 @@ impl Lobby {}
 #[allow(non_upper_case_globals, unused_qualifications)]
 const _: () = {
     #[automatically_derived]
-    impl ::channels::__private::WebsocketConsumer for Lobby {}
+    impl ::channels::__private::WebsocketConsumer for Lobby {
+        const RECEIVES_CHANNEL_MESSAGES: bool = false;
+    }
 };
 fn main() {
     let _app = {

@@ -57,6 +57,7 @@ impl Room {
 const _: () = {
     #[automatically_derived]
     impl ::channels::__private::WebsocketConsumer for Room {
+        const RECEIVES_CHANNEL_MESSAGES: bool = false;
         async fn connect(
             &mut self,
             ws: &mut ::channels::__private::Websocket,
