@@ -213,3 +213,45 @@ fn parse_frames(mut data: &[u8]) -> Vec<(u8, Vec<u8>)> {
 pub fn close_payload_code(payload: &[u8]) -> Option<u16> {
     (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]))
 }
+
+/// Which channel-layer backend a shared test runs against.
+#[derive(Clone, Copy, Debug)]
+pub enum Backend {
+    Memory,
+    Redis,
+}
+
+/// The Redis URL for tests: `REDIS_URL`. Without it the Redis variants print that they are
+/// skipped and pass, except under `CI=true`, where `.ci/run` provides Redis and they must run.
+pub fn redis_url(test: &str) -> Option<String> {
+    match std::env::var("REDIS_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            assert!(std::env::var_os("CI").is_none(), "CI=true but REDIS_URL is not set (.ci/run sets it)");
+            eprintln!("SKIPPED {test}: REDIS_URL is not set (e.g. REDIS_URL=redis://127.0.0.1:6379)");
+            None
+        }
+    }
+}
+
+/// A fresh layer of `backend` with `config`; Redis layers get a key prefix of their own, so
+/// tests running at once do not see each other. `None`: Redis is not configured (skipped).
+pub async fn make_layer(
+    backend: Backend,
+    config: channels::layers::LayerConfig,
+    test: &str,
+) -> Option<channels::layers::Layer> {
+    use channels::layers::{InMemoryChannelLayer, RedisChannelLayer, RedisLayerConfig};
+    match backend {
+        Backend::Memory => Some(InMemoryChannelLayer::with_config(config).into_layer()),
+        Backend::Redis => {
+            let url = redis_url(test)?;
+            let prefix = format!("test-{}-{}", test.replace("::", "-"), std::process::id());
+            let config = RedisLayerConfig { hosts: vec![url], prefix, layer: config };
+            let layer = RedisChannelLayer::connect_with(config).await.expect("connect to REDIS_URL");
+            let layer = layer.into_layer();
+            layer.flush().await.expect("flush the test prefix");
+            Some(layer)
+        }
+    }
+}

@@ -146,6 +146,15 @@ impl InMemoryChannelLayer {
         Arc::new(self)
     }
 
+    /// Delivers to a local channel (the Redis layer's demultiplexer), counting nothing.
+    #[cfg(feature = "redis")]
+    pub(crate) fn deliver_local(&self, channel: &str, message: ChannelMessage) -> Result<(), LayerError> {
+        self.inner
+            .mailbox(channel)
+            .push(message, &self.inner.config, &self.inner.counters)
+            .map_err(|capacity| LayerError::ChannelFull { channel: channel.to_owned(), capacity })
+    }
+
     /// How many channels currently have a queue (tests check that nothing leaks).
     pub fn channel_count(&self) -> usize {
         self.inner.shards.iter().map(|shard| lock(shard).len()).sum()
@@ -322,5 +331,45 @@ impl Drop for MemorySubscription {
         if shard.get(&self.channel).is_some_and(|mailbox| Arc::ptr_eq(mailbox, &self.mailbox)) {
             shard.remove(&self.channel);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn message() -> ChannelMessage {
+        serde_json::json!({ "type": "t" }).into()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn expired_messages_are_counted_and_skipped() {
+        let layer = InMemoryChannelLayer::with_config(LayerConfig {
+            expiry: Duration::from_secs(60),
+            ..LayerConfig::default()
+        });
+        layer.send("c", message()).await.unwrap();
+        tokio::time::advance(Duration::from_secs(61)).await;
+        layer.send("c", serde_json::json!({ "type": "fresh" }).into()).await.unwrap();
+        assert_eq!(layer.receive("c").await.unwrap().message_type(), Some("fresh"));
+        assert_eq!(layer.stats().expired, 1);
+    }
+
+    #[tokio::test]
+    async fn subscriptions_free_their_channel_and_unused_channels_are_swept() {
+        let layer = InMemoryChannelLayer::new();
+        let channel = layer.new_channel("specific").unwrap();
+        let subscription = layer.subscribe(&channel).unwrap();
+        assert_eq!(layer.channel_count(), 1);
+        drop(subscription);
+        assert_eq!(layer.channel_count(), 0);
+        // A receive that is dropped leaves an empty, unheld channel; the sweep removes it.
+        let _ = tokio::time::timeout(Duration::from_millis(1), layer.receive("c")).await;
+        for _ in 0..4096 {
+            layer.group_add("g", "c").await.unwrap();
+        }
+        assert_eq!(layer.channel_count(), 0);
     }
 }

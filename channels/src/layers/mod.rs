@@ -7,7 +7,7 @@
 //! | Backend | For |
 //! |---|---|
 //! | [`InMemoryChannelLayer`] | one process; the default |
-//! | [`RedisChannelLayer`](crate::layers::RedisChannelLayer) | any number of server processes sharing Redis |
+//! | `RedisChannelLayer` (feature `redis`) | any number of server processes sharing Redis |
 //!
 //! ```
 //! use channels::layers::{ChannelLayer, InMemoryChannelLayer};
@@ -42,6 +42,8 @@
 
 mod memory;
 mod names;
+#[cfg(feature = "redis")]
+mod redis;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -49,6 +51,8 @@ use std::time::Duration;
 
 pub use self::memory::InMemoryChannelLayer;
 pub use self::names::{validate_channel_name, validate_group_name};
+#[cfg(feature = "redis")]
+pub use self::redis::{RedisChannelLayer, RedisLayerConfig};
 
 use crate::application::BoxFuture;
 use crate::event::ChannelMessage;

@@ -1,0 +1,604 @@
+//! [`RedisChannelLayer`]: channels and groups shared by every process connected to Redis.
+
+use std::collections::hash_map::RandomState;
+use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::{AsyncConnectionConfig, Client, Script};
+
+use super::{
+    ChannelLayer, Counters, InMemoryChannelLayer, LayerConfig, LayerError, LayerStats, Subscription, check_message,
+    validate_channel_name, validate_group_name,
+};
+use crate::application::BoxFuture;
+use crate::event::ChannelMessage;
+
+/// Settings of a [`RedisChannelLayer`] (channels_redis' names and defaults).
+#[derive(Debug, Clone)]
+pub struct RedisLayerConfig {
+    /// Redis URLs (`redis://127.0.0.1:6379`); with several, keys are sharded by hash, the same
+    /// way in every process (list the hosts in the same order everywhere).
+    pub hosts: Vec<String>,
+    /// Prefix of every Redis key (default `"asgi"`), to share one Redis between applications.
+    pub prefix: String,
+    /// Capacity and expiries.
+    pub layer: LayerConfig,
+}
+
+impl RedisLayerConfig {
+    /// One host, default settings.
+    pub fn new(url: impl Into<String>) -> Self {
+        RedisLayerConfig { hosts: vec![url.into()], prefix: "asgi".to_owned(), layer: LayerConfig::default() }
+    }
+}
+
+/// A channel layer in Redis: any number of server processes share channels and groups.
+///
+/// How it works (as channels_redis): each channel is a sorted set of messages scored by their
+/// send time, so expiry and capacity are checked in the same Lua script that adds a message;
+/// a group is a sorted set of channel names scored by join time. `group_send` is one Lua
+/// script (one round trip with a single host; with several, one to read the group and one per
+/// shard holding members), which delivers to every member inside Redis. Consumers' channels
+/// are process-local (`specific.<process>!<n>`): all of a process's consumer messages share one
+/// Redis key that a single background task pops and hands out in memory, so a connection costs
+/// no Redis connection and no task.
+///
+/// **Outages.** Commands fail with [`LayerError::Backend`] while Redis is unreachable (the
+/// consumers keep their sockets; a failed `group_send` is the caller's to handle). The layer
+/// reconnects by itself, logs the outage and its end, and [`is_connected`](Self::is_connected)
+/// tells its state. Lost in an outage: messages sent while Redis was down (their senders got
+/// errors) and messages waiting in Redis if it restarted without persistence. Kept: group
+/// memberships of this process's consumers, which the layer re-adds after reconnecting.
+///
+/// A process-local channel's capacity is enforced where it is received (a full consumer's
+/// messages are dropped and counted there), so `send` to another process's consumer does not
+/// fail with `ChannelFull`; the process's shared key holds up to 1000 × capacity messages.
+#[derive(Clone, Debug)]
+pub struct RedisChannelLayer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: RedisLayerConfig,
+    shards: Vec<Shard>,
+    /// Consumers' channels of this process, demultiplexed from the shared key.
+    local: InMemoryChannelLayer,
+    /// `specific.<id>!...` is this process's.
+    id: String,
+    next_channel: AtomicU64,
+    /// Orders messages from this process that land in the same millisecond.
+    next_seq: AtomicU64,
+    counters: Counters,
+    /// Memberships of this process's channels, re-added after Redis comes back.
+    memberships: Mutex<HashMap<String, HashSet<String>>>,
+    scripts: Scripts,
+}
+
+/// The Lua scripts, hashed once (invocations use EVALSHA, loading a script when Redis lacks it).
+struct Scripts {
+    send: Script,
+    group_send: Script,
+    deliver_many: Script,
+    group_members: Script,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisChannelLayer").field("hosts", &self.config.hosts).field("id", &self.id).finish()
+    }
+}
+
+struct Shard {
+    client: Client,
+    commands: ConnectionManager,
+    connected: AtomicBool,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn backend(err: redis::RedisError) -> LayerError {
+    LayerError::Backend(err.to_string())
+}
+
+/// How long the receive loop blocks in one `BZPOPMIN` (it also bounds how long a dropped layer's
+/// loop lives on).
+const POP_TIMEOUT_SECS: f64 = 1.0;
+
+/// Lua shared by the scripts: `deliver(channel, member)` adds one message to a channel's key
+/// unless it is full, after dropping expired messages; returns 1 (sent) or 0 (full) and the
+/// number expired. ARGV[1] = key prefix, ARGV[2] = capacity, ARGV[3] = capacity of a
+/// process's shared key, ARGV[4] = expiry (ms).
+const DELIVER: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local function channel_key(channel)
+  local bang = string.find(channel, '!', 1, true)
+  if bang then
+    local process = string.match(string.sub(channel, 1, bang - 1), '([^.]*)$')
+    return ARGV[1] .. ':local:' .. process, tonumber(ARGV[3])
+  end
+  return ARGV[1] .. ':' .. channel, tonumber(ARGV[2])
+end
+local function deliver(channel, member)
+  local key, capacity = channel_key(channel)
+  local expired = redis.call('ZREMRANGEBYSCORE', key, '-inf', now - tonumber(ARGV[4]))
+  if redis.call('ZCARD', key) >= capacity then
+    return 0, expired
+  end
+  redis.call('ZADD', key, now, member)
+  redis.call('PEXPIRE', key, ARGV[4])
+  return 1, expired
+end
+";
+
+/// `send`: ARGV[5] = channel, ARGV[6] = member.
+const SEND: &str = r"
+local sent, expired = deliver(ARGV[5], ARGV[6])
+return {sent, expired}
+";
+
+/// `group_send` on one host: KEYS[1] = group; ARGV[5] = group expiry (ms), ARGV[6] = message
+/// id, ARGV[7] = payload. Returns {members, delivered, expired}.
+const GROUP_SEND: &str = r"
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[5]))
+local members = redis.call('ZRANGE', KEYS[1], 0, -1)
+local delivered, expired = 0, 0
+for i, channel in ipairs(members) do
+  local sent, gone = deliver(channel, ARGV[6] .. string.format('%06d', i) .. '\n' .. channel .. '\n' .. ARGV[7])
+  delivered = delivered + sent
+  expired = expired + gone
+end
+return {#members, delivered, expired}
+";
+
+/// Delivery to listed channels (several hosts): ARGV[5] = message id, ARGV[6] = payload,
+/// ARGV[7..] = channels.
+const DELIVER_MANY: &str = r"
+local delivered, expired = 0, 0
+for i = 7, #ARGV do
+  local sent, gone = deliver(ARGV[i], ARGV[5] .. string.format('%06d', i) .. '\n' .. ARGV[i] .. '\n' .. ARGV[6])
+  delivered = delivered + sent
+  expired = expired + gone
+end
+return {#ARGV - 6, delivered, expired}
+";
+
+/// Live members of a group (several hosts): KEYS[1] = group, ARGV[1] = group expiry (ms).
+const GROUP_MEMBERS: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]))
+return redis.call('ZRANGE', KEYS[1], 0, -1)
+";
+
+/// FNV-1a: the same shard for the same key in every process (std's hasher is seeded).
+fn stable_hash(key: &str) -> u64 {
+    key.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3))
+}
+
+impl RedisChannelLayer {
+    /// Connects to one Redis with default settings.
+    ///
+    /// # Errors
+    /// [`LayerError::Backend`] when the URL is invalid or Redis does not answer.
+    pub async fn connect(url: &str) -> Result<Self, LayerError> {
+        RedisChannelLayer::connect_with(RedisLayerConfig::new(url)).await
+    }
+
+    /// Connects with `config`, and starts the task that receives this process's messages.
+    ///
+    /// # Errors
+    /// [`LayerError::Backend`] when a URL is invalid or a host does not answer.
+    pub async fn connect_with(config: RedisLayerConfig) -> Result<Self, LayerError> {
+        if config.hosts.is_empty() {
+            return Err(LayerError::Backend("RedisLayerConfig::hosts is empty".to_owned()));
+        }
+        let mut shards = Vec::with_capacity(config.hosts.len());
+        for url in &config.hosts {
+            let client = Client::open(url.as_str()).map_err(backend)?;
+            let manager_config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(Duration::from_secs(2)))
+                .set_response_timeout(Some(Duration::from_secs(5)))
+                .set_number_of_retries(2)
+                .set_max_delay(Duration::from_secs(1));
+            let commands = ConnectionManager::new_with_config(client.clone(), manager_config).await.map_err(backend)?;
+            shards.push(Shard { client, commands, connected: AtomicBool::new(true) });
+        }
+        let seed = RandomState::new().hash_one((std::process::id(), std::time::SystemTime::now()));
+        let inner = Arc::new(Inner {
+            local: InMemoryChannelLayer::with_config(config.layer.clone()),
+            config,
+            shards,
+            id: format!("{seed:016x}"),
+            next_channel: AtomicU64::new(1),
+            next_seq: AtomicU64::new(1),
+            counters: Counters::default(),
+            memberships: Mutex::new(HashMap::new()),
+            scripts: Scripts {
+                send: Script::new(&format!("{DELIVER}{SEND}")),
+                group_send: Script::new(&format!("{DELIVER}{GROUP_SEND}")),
+                deliver_many: Script::new(&format!("{DELIVER}{DELIVER_MANY}")),
+                group_members: Script::new(GROUP_MEMBERS),
+            },
+        });
+        for index in 0..inner.shards.len() {
+            tokio::spawn(watch(Arc::downgrade(&inner), index));
+        }
+        Ok(RedisChannelLayer { inner })
+    }
+
+    /// This layer as the shared [`Layer`](super::Layer) applications hold.
+    pub fn into_layer(self) -> super::Layer {
+        Arc::new(self)
+    }
+
+    /// False while a Redis host is unreachable (the outage is also logged).
+    pub fn is_connected(&self) -> bool {
+        self.inner.shards.iter().all(|shard| shard.connected.load(Ordering::Relaxed))
+    }
+}
+
+impl Inner {
+    fn key(&self, channel: &str) -> String {
+        match channel.split_once('!') {
+            Some((head, _)) => {
+                let process = head.rsplit('.').next().unwrap_or(head);
+                format!("{}:local:{process}", self.config.prefix)
+            }
+            None => format!("{}:{channel}", self.config.prefix),
+        }
+    }
+
+    fn group_key(&self, group: &str) -> String {
+        format!("{}:group:{group}", self.config.prefix)
+    }
+
+    fn shard_of(&self, key: &str) -> usize {
+        (stable_hash(key) % self.shards.len() as u64) as usize
+    }
+
+    fn commands(&self, key: &str) -> ConnectionManager {
+        self.shards[self.shard_of(key)].commands.clone()
+    }
+
+    /// ARGV[1..=4] of every delivering script.
+    fn deliver_args<'a, 's>(
+        &self,
+        invocation: &'a mut redis::ScriptInvocation<'s>,
+    ) -> &'a mut redis::ScriptInvocation<'s> {
+        let layer = &self.config.layer;
+        invocation
+            .arg(&self.config.prefix)
+            .arg(layer.capacity)
+            .arg(layer.capacity.saturating_mul(1000))
+            .arg(u64::try_from(layer.expiry.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    /// A message id that keeps this process's messages in send order within a millisecond.
+    fn message_id(&self) -> String {
+        format!("{:020}:", self.next_seq.fetch_add(1, Ordering::Relaxed))
+    }
+
+    fn is_own(&self, channel: &str) -> bool {
+        channel.split_once('!').is_some_and(|(head, _)| head.rsplit('.').next() == Some(self.id.as_str()))
+    }
+
+    fn group_expiry_ms(&self) -> u64 {
+        u64::try_from(self.config.layer.group_expiry.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    async fn group_send(&self, group: &str, payload: &str) -> Result<(), LayerError> {
+        let group_key = self.group_key(group);
+        let mut totals = (0u64, 0u64, 0u64);
+        if self.shards.len() == 1 {
+            let mut invocation = self.scripts.group_send.key(&group_key);
+            self.deliver_args(&mut invocation).arg(self.group_expiry_ms()).arg(self.message_id()).arg(payload);
+            let mut commands = self.shards[0].commands.clone();
+            totals = invocation.invoke_async(&mut commands).await.map_err(backend)?;
+        } else {
+            let mut commands = self.commands(&group_key);
+            let members: Vec<String> = self
+                .scripts
+                .group_members
+                .key(&group_key)
+                .arg(self.group_expiry_ms())
+                .invoke_async(&mut commands)
+                .await
+                .map_err(backend)?;
+            let mut by_shard: HashMap<usize, Vec<String>> = HashMap::new();
+            for member in members {
+                by_shard.entry(self.shard_of(&self.key(&member))).or_default().push(member);
+            }
+            for (shard, channels) in by_shard {
+                let mut invocation = self.scripts.deliver_many.prepare_invoke();
+                self.deliver_args(&mut invocation).arg(self.message_id()).arg(payload).arg(channels);
+                let mut commands = self.shards[shard].commands.clone();
+                let (members, delivered, expired): (u64, u64, u64) =
+                    invocation.invoke_async(&mut commands).await.map_err(backend)?;
+                totals = (totals.0 + members, totals.1 + delivered, totals.2 + expired);
+            }
+        }
+        let (members, delivered, expired) = totals;
+        self.counters.sent(delivered);
+        self.counters.expired(expired);
+        if delivered < members {
+            self.counters.dropped(members - delivered);
+            tracing::warn!(group, dropped = members - delivered, "group message dropped for full members");
+        }
+        Ok(())
+    }
+
+    /// Hands one popped message to this process's consumer it is for.
+    fn dispatch(&self, member: &str) {
+        let mut parts = member.splitn(3, '\n');
+        let (Some(_id), Some(channel), Some(payload)) = (parts.next(), parts.next(), parts.next()) else {
+            tracing::error!("malformed message in this process's Redis key; skipped");
+            return;
+        };
+        let message = match serde_json::from_str::<serde_json::Value>(payload) {
+            Ok(value) => ChannelMessage::new(value),
+            Err(err) => {
+                tracing::error!(channel, %err, "undecodable message in Redis; skipped");
+                return;
+            }
+        };
+        if let Err(err) = self.local.deliver_local(channel, message) {
+            self.counters.dropped(1);
+            tracing::warn!(channel, %err, "message dropped for a full consumer");
+        }
+    }
+
+    /// Re-adds this process's memberships of groups on `shard` (after Redis came back).
+    async fn restore_memberships(&self, shard: usize) -> Result<(), redis::RedisError> {
+        let memberships: Vec<(String, Vec<String>)> = lock(&self.memberships)
+            .iter()
+            .filter(|(group, _)| self.shard_of(&self.group_key(group)) == shard)
+            .map(|(group, channels)| (self.group_key(group), channels.iter().cloned().collect()))
+            .collect();
+        if memberships.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for (group_key, channels) in &memberships {
+            for channel in channels {
+                pipe.cmd("ZADD").arg(group_key).arg(now_ms()).arg(channel).ignore();
+            }
+            pipe.cmd("PEXPIRE").arg(group_key).arg(self.group_expiry_ms()).ignore();
+        }
+        let mut commands = self.shards[shard].commands.clone();
+        pipe.query_async::<()>(&mut commands).await?;
+        tracing::info!(groups = memberships.len(), "group memberships restored in Redis");
+        Ok(())
+    }
+}
+
+/// Client-side milliseconds for membership scores (only compared against `group_expiry`).
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// One per shard while the layer lives: on the shard holding this process's key, pops and
+/// dispatches messages; on every shard, notices outages, reconnects, logs, and restores
+/// memberships once the host is back.
+async fn watch(layer: Weak<Inner>, shard: usize) {
+    let mut connection: Option<MultiplexedConnection> = None;
+    let mut backoff = Duration::from_millis(100);
+    let mut down_since: Option<std::time::Instant> = None;
+    loop {
+        let Some(inner) = layer.upgrade() else { return };
+        let own_key = inner.key(&format!("specific.{}!", inner.id));
+        let pops = inner.shard_of(&own_key) == shard;
+        let result = async {
+            if connection.is_none() {
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(Duration::from_secs(2)))
+                    .set_response_timeout(Some(Duration::from_secs_f64(POP_TIMEOUT_SECS + 4.0)));
+                connection =
+                    Some(inner.shards[shard].client.get_multiplexed_async_connection_with_config(&config).await?);
+            }
+            let Some(conn) = connection.as_mut() else { return Ok(None) };
+            if pops {
+                let popped: Option<(String, String, f64)> =
+                    redis::cmd("BZPOPMIN").arg(&own_key).arg(POP_TIMEOUT_SECS).query_async(conn).await?;
+                Ok(popped.map(|(_, member, _)| member))
+            } else {
+                redis::cmd("PING").query_async::<String>(conn).await?;
+                Ok(None)
+            }
+        }
+        .await;
+        match result {
+            Ok(popped) => {
+                if let Some(since) = down_since.take() {
+                    tracing::info!(host = %inner.config.hosts[shard], outage = ?since.elapsed(), "Redis is back");
+                    if let Err(err) = inner.restore_memberships(shard).await {
+                        tracing::warn!(%err, "could not restore group memberships yet");
+                        down_since = Some(since);
+                        continue;
+                    }
+                    inner.shards[shard].connected.store(true, Ordering::Relaxed);
+                    backoff = Duration::from_millis(100);
+                }
+                match popped {
+                    Some(member) => inner.dispatch(&member),
+                    None if !pops => {
+                        drop(inner);
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    None => {}
+                }
+            }
+            Err(err) => {
+                let err: redis::RedisError = err;
+                connection = None;
+                if down_since.is_none() {
+                    tracing::error!(host = %inner.config.hosts[shard], %err, "Redis unreachable; the channel layer retries");
+                    inner.shards[shard].connected.store(false, Ordering::Relaxed);
+                    down_since = Some(std::time::Instant::now());
+                }
+                drop(inner);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+impl ChannelLayer for RedisChannelLayer {
+    fn send<'a>(&'a self, channel: &'a str, message: ChannelMessage) -> BoxFuture<'a, Result<(), LayerError>> {
+        Box::pin(async move {
+            validate_channel_name(channel)?;
+            check_message(&message)?;
+            let inner = &self.inner;
+            let payload = serde_json::to_string(message.value()).map_err(|err| LayerError::Backend(err.to_string()))?;
+            let member = format!("{}\n{channel}\n{payload}", inner.message_id());
+            let mut invocation = inner.scripts.send.prepare_invoke();
+            inner.deliver_args(&mut invocation).arg(channel).arg(member);
+            let mut commands = inner.commands(&inner.key(channel));
+            let (sent, expired): (u64, u64) = invocation.invoke_async(&mut commands).await.map_err(backend)?;
+            inner.counters.expired(expired);
+            if sent == 0 {
+                return Err(LayerError::ChannelFull {
+                    channel: channel.to_owned(),
+                    capacity: inner.config.layer.capacity,
+                });
+            }
+            inner.counters.sent(1);
+            Ok(())
+        })
+    }
+
+    fn receive<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<ChannelMessage, LayerError>> {
+        Box::pin(async move {
+            validate_channel_name(channel)?;
+            let inner = &self.inner;
+            if inner.is_own(channel) {
+                return inner.local.receive(channel).await;
+            }
+            // Another channel: pop it directly, on a connection of its own (BZPOPMIN blocks).
+            let key = inner.key(channel);
+            let config = AsyncConnectionConfig::new().set_response_timeout(None);
+            let mut conn = inner.shards[inner.shard_of(&key)]
+                .client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+                .map_err(backend)?;
+            loop {
+                let popped: Option<(String, String, f64)> = redis::cmd("BZPOPMIN")
+                    .arg(&key)
+                    .arg(POP_TIMEOUT_SECS)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(backend)?;
+                let Some((_, member, _)) = popped else { continue };
+                let payload = member.splitn(3, '\n').nth(2).unwrap_or("");
+                match serde_json::from_str::<serde_json::Value>(payload) {
+                    Ok(value) => return Ok(ChannelMessage::new(value)),
+                    Err(err) => tracing::error!(channel, %err, "undecodable message in Redis; skipped"),
+                }
+            }
+        })
+    }
+
+    fn new_channel(&self, prefix: &str) -> Result<String, LayerError> {
+        let n = self.inner.next_channel.fetch_add(1, Ordering::Relaxed);
+        let name = format!("{prefix}.{}!{n}", self.inner.id);
+        validate_channel_name(&name)?;
+        Ok(name)
+    }
+
+    fn group_add<'a>(&'a self, group: &'a str, channel: &'a str) -> BoxFuture<'a, Result<(), LayerError>> {
+        Box::pin(async move {
+            validate_group_name(group)?;
+            validate_channel_name(channel)?;
+            let inner = &self.inner;
+            let key = inner.group_key(group);
+            let mut commands = inner.commands(&key);
+            redis::pipe()
+                .cmd("ZADD")
+                .arg(&key)
+                .arg(now_ms())
+                .arg(channel)
+                .ignore()
+                .cmd("PEXPIRE")
+                .arg(&key)
+                .arg(inner.group_expiry_ms())
+                .ignore()
+                .query_async::<()>(&mut commands)
+                .await
+                .map_err(backend)?;
+            if inner.is_own(channel) {
+                lock(&inner.memberships).entry(group.to_owned()).or_default().insert(channel.to_owned());
+            }
+            Ok(())
+        })
+    }
+
+    fn group_discard<'a>(&'a self, group: &'a str, channel: &'a str) -> BoxFuture<'a, Result<(), LayerError>> {
+        Box::pin(async move {
+            validate_group_name(group)?;
+            validate_channel_name(channel)?;
+            let inner = &self.inner;
+            {
+                let mut memberships = lock(&inner.memberships);
+                if let Some(channels) = memberships.get_mut(group) {
+                    channels.remove(channel);
+                    if channels.is_empty() {
+                        memberships.remove(group);
+                    }
+                }
+            }
+            let key = inner.group_key(group);
+            let mut commands = inner.commands(&key);
+            redis::cmd("ZREM").arg(&key).arg(channel).query_async::<()>(&mut commands).await.map_err(backend)
+        })
+    }
+
+    fn group_send<'a>(&'a self, group: &'a str, message: ChannelMessage) -> BoxFuture<'a, Result<(), LayerError>> {
+        Box::pin(async move {
+            validate_group_name(group)?;
+            check_message(&message)?;
+            let payload = serde_json::to_string(message.value()).map_err(|err| LayerError::Backend(err.to_string()))?;
+            self.inner.group_send(group, &payload).await
+        })
+    }
+
+    fn flush(&self) -> BoxFuture<'_, Result<(), LayerError>> {
+        Box::pin(async move {
+            let pattern = format!("{}:*", self.inner.config.prefix);
+            for shard in &self.inner.shards {
+                let mut commands = shard.commands.clone();
+                let keys: Vec<String> =
+                    redis::cmd("KEYS").arg(&pattern).query_async(&mut commands).await.map_err(backend)?;
+                for chunk in keys.chunks(512) {
+                    redis::cmd("DEL").arg(chunk).query_async::<()>(&mut commands).await.map_err(backend)?;
+                }
+            }
+            lock(&self.inner.memberships).clear();
+            self.inner.local.flush().await
+        })
+    }
+
+    fn stats(&self) -> LayerStats {
+        let own = self.inner.counters.snapshot();
+        let local = self.inner.local.stats();
+        LayerStats { sent: own.sent, dropped: own.dropped, expired: own.expired + local.expired }
+    }
+
+    fn subscribe(&self, channel: &str) -> Result<Subscription, LayerError> {
+        if !self.inner.is_own(channel) {
+            return Err(LayerError::Backend(format!(
+                "{channel:?} is not a channel of this process; subscribe to a name from new_channel()"
+            )));
+        }
+        self.inner.local.subscribe(channel)
+    }
+}
