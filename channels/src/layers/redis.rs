@@ -110,6 +110,9 @@ fn backend(err: redis::RedisError) -> LayerError {
 /// loop lives on).
 const POP_TIMEOUT_SECS: f64 = 1.0;
 
+/// How many messages the receive loop takes per round trip once one has arrived.
+const POP_BATCH: usize = 1000;
+
 /// Lua shared by the scripts: `deliver(channel, member)` adds one message to a channel's key
 /// unless it is full, after dropping expired messages; returns 1 (sent) or 0 (full) and the
 /// number expired. ARGV[1] = key prefix, ARGV[2] = capacity, ARGV[3] = capacity of a
@@ -228,7 +231,8 @@ impl RedisChannelLayer {
             },
         });
         for index in 0..inner.shards.len() {
-            tokio::spawn(watch(Arc::downgrade(&inner), index));
+            let connection = watch_connection(&inner.shards[index].client).await.map_err(backend)?;
+            tokio::spawn(watch(Arc::downgrade(&inner), index, connection));
         }
         Ok(RedisChannelLayer { inner })
     }
@@ -385,33 +389,41 @@ fn now_ms() -> u64 {
         .map_or(0, |elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// The watch loop's own connection: `BZPOPMIN` blocks it, so nothing else uses it.
+async fn watch_connection(client: &Client) -> Result<MultiplexedConnection, redis::RedisError> {
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs_f64(POP_TIMEOUT_SECS + 4.0)));
+    client.get_multiplexed_async_connection_with_config(&config).await
+}
+
 /// One per shard while the layer lives: on the shard holding this process's key, pops and
 /// dispatches messages; on every shard, notices outages, reconnects, logs, and restores
 /// memberships once the host is back.
-async fn watch(layer: Weak<Inner>, shard: usize) {
-    let mut connection: Option<MultiplexedConnection> = None;
+async fn watch(layer: Weak<Inner>, shard: usize, connection: MultiplexedConnection) {
+    let mut connection = Some(connection);
     let mut backoff = Duration::from_millis(100);
     let mut down_since: Option<std::time::Instant> = None;
     loop {
         let Some(inner) = layer.upgrade() else { return };
         let own_key = inner.key(&format!("specific.{}!", inner.id));
         let pops = inner.shard_of(&own_key) == shard;
-        let result = async {
+        let result: Result<Vec<String>, redis::RedisError> = async {
             if connection.is_none() {
-                let config = AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(Duration::from_secs(2)))
-                    .set_response_timeout(Some(Duration::from_secs_f64(POP_TIMEOUT_SECS + 4.0)));
-                connection =
-                    Some(inner.shards[shard].client.get_multiplexed_async_connection_with_config(&config).await?);
+                connection = Some(watch_connection(&inner.shards[shard].client).await?);
             }
-            let Some(conn) = connection.as_mut() else { return Ok(None) };
+            let Some(conn) = connection.as_mut() else { return Ok(Vec::new()) };
             if pops {
                 let popped: Option<(String, String, f64)> =
                     redis::cmd("BZPOPMIN").arg(&own_key).arg(POP_TIMEOUT_SECS).query_async(conn).await?;
-                Ok(popped.map(|(_, member, _)| member))
+                let Some((_, first, _)) = popped else { return Ok(Vec::new()) };
+                // Drain what else is waiting in the same round trip.
+                let rest: Vec<(String, f64)> =
+                    redis::cmd("ZPOPMIN").arg(&own_key).arg(POP_BATCH).query_async(conn).await?;
+                Ok(std::iter::once(first).chain(rest.into_iter().map(|(member, _)| member)).collect())
             } else {
                 redis::cmd("PING").query_async::<String>(conn).await?;
-                Ok(None)
+                Ok(Vec::new())
             }
         }
         .await;
@@ -427,13 +439,12 @@ async fn watch(layer: Weak<Inner>, shard: usize) {
                     inner.shards[shard].connected.store(true, Ordering::Relaxed);
                     backoff = Duration::from_millis(100);
                 }
-                match popped {
-                    Some(member) => inner.dispatch(&member),
-                    None if !pops => {
-                        drop(inner);
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
-                    None => {}
+                for member in &popped {
+                    inner.dispatch(member);
+                }
+                if !pops {
+                    drop(inner);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }
             Err(err) => {
