@@ -106,6 +106,7 @@ pub mod prelude {
         JsonWebsocketConsumer, Websocket, WebsocketConsumer,
     };
     pub use crate::event::{ChannelMessage, Inbound, Message, Outbound, close_code};
+    pub use crate::layers::{ChannelLayer, Layer, LayerError};
     pub use crate::routing::{ProtocolTypeRouter, URLRouter, path, re_path};
     pub use crate::scope::{Protocol, Scope, User};
 }

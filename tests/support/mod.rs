@@ -255,3 +255,58 @@ pub async fn make_layer(
         }
     }
 }
+
+/// A running example binary, killed when dropped.
+pub struct Example(pub std::process::Child);
+
+impl Example {
+    /// Starts `target/<profile>/examples/<name>` with `args` (building it first when a filtered
+    /// test run did not).
+    pub async fn start(name: &str, args: &[&str]) -> Example {
+        // target/<profile>/deps/<this test> → target/<profile>/examples/<name>
+        let exe = std::env::current_exe().expect("current exe");
+        let binary = exe.parent().and_then(|deps| deps.parent()).expect("target dir").join("examples").join(name);
+        if !binary.exists() {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+            let built = std::process::Command::new(cargo).args(["build", "--example", name]).status().expect("cargo");
+            assert!(built.success() && binary.exists(), "could not build {}", binary.display());
+        }
+        let child = std::process::Command::new(&binary)
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start the example");
+        Example(child)
+    }
+}
+
+impl Drop for Example {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A loopback address with a free port.
+pub async fn free_addr() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// Waits until something accepts TCP connections on `addr`.
+pub async fn wait_until_listening(addr: SocketAddr) {
+    within(async {
+        while TcpStream::connect(addr).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
+
+/// A WebSocket client connected to `path` on `addr`.
+pub async fn connect(addr: SocketAddr, path: &str) -> Client {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let request = format!("ws://{addr}{path}").into_client_request().unwrap();
+    within(tokio_tungstenite::client_async(request, tcp)).await.unwrap().0
+}

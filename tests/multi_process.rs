@@ -1,0 +1,192 @@
+//! Several server processes on one channel layer: the broadcast example over two real
+//! processes sharing Redis, a per-user close reaching sockets on two servers, and a Redis
+//! restart in the middle of a run. The Redis tests need `REDIS_URL` (and `redis-server` on
+//! the PATH for the restart); without them they print that they skipped.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use channels::layers::{Layer, RedisChannelLayer, RedisLayerConfig, close_message, user_group};
+use channels::prelude::*;
+use channels::{consumer, routing};
+use serde::Deserialize;
+use serde_json::json;
+use support::*;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+fn text(message: WsMessage) -> String {
+    message.into_text().expect("a text message").as_str().to_owned()
+}
+
+async fn nothing_arrives(client: &mut Client) -> bool {
+    use futures_util::StreamExt;
+    tokio::time::timeout(Duration::from_millis(200), client.next()).await.is_err()
+}
+
+#[tokio::test]
+async fn broadcast_example_relays_within_a_group_in_memory() {
+    let addr = free_addr().await;
+    let _example = Example::start("broadcast", &["--addr", &addr.to_string()]).await;
+    wait_until_listening(addr).await;
+    let mut ann = connect(addr, "/ws/broadcast/lobby/").await;
+    let mut bob = connect(addr, "/ws/broadcast/lobby/").await;
+    let mut other = connect(addr, "/ws/broadcast/kitchen/").await;
+    send_text(&mut ann, "hello, lobby").await;
+    assert_eq!(text(next_message(&mut ann).await), "hello, lobby", "the sender gets it too");
+    assert_eq!(text(next_message(&mut bob).await), "hello, lobby");
+    assert!(nothing_arrives(&mut other).await);
+}
+
+#[tokio::test]
+async fn broadcast_example_relays_across_two_processes_sharing_redis() {
+    let Some(url) = redis_url("broadcast_example_relays_across_two_processes_sharing_redis") else { return };
+    let (a, b) = (free_addr().await, free_addr().await);
+    let _first = Example::start("broadcast", &["--addr", &a.to_string(), "--redis", &url]).await;
+    let _second = Example::start("broadcast", &["--addr", &b.to_string(), "--redis", &url]).await;
+    wait_until_listening(a).await;
+    wait_until_listening(b).await;
+    let group = format!("/ws/broadcast/two-{}/", std::process::id());
+    let mut on_a = connect(a, &group).await;
+    let mut on_b = connect(b, &group).await;
+    send_text(&mut on_a, "from a").await;
+    assert_eq!(text(next_message(&mut on_a).await), "from a");
+    assert_eq!(text(next_message(&mut on_b).await), "from a", "delivered across processes");
+    send_text(&mut on_b, "from b").await;
+    assert_eq!(text(next_message(&mut on_a).await), "from b");
+    assert_eq!(text(next_message(&mut on_b).await), "from b");
+}
+
+/// Joins `room.<room>` and the user's group; forwards `room.say`.
+#[consumer(websocket)]
+struct Member {
+    #[url]
+    room: String,
+    #[url]
+    user: String,
+}
+
+#[derive(Deserialize)]
+struct Say {
+    text: String,
+}
+
+#[consumer]
+impl Member {
+    fn groups(&self) -> Vec<String> {
+        vec![format!("room.{}", self.room), user_group(&self.user).unwrap_or_default()]
+    }
+
+    #[handler("room.say")]
+    async fn say(&mut self, ws: &mut Websocket, event: Say) -> Result<(), ConsumerError> {
+        ws.send_text(event.text).await?;
+        Ok(())
+    }
+}
+
+async fn server_on(layer: Layer) -> TestServer {
+    TestServer::start(routing! { websocket: [ "rooms/<slug:room>/<slug:user>/" => Member ] }.channel_layer(layer)).await
+}
+
+async fn redis_layer(url: &str, prefix: &str) -> RedisChannelLayer {
+    let config = RedisLayerConfig { prefix: prefix.to_owned(), ..RedisLayerConfig::new(url) };
+    RedisChannelLayer::connect_with(config).await.expect("connect to Redis")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_user_close_reaches_sockets_on_two_servers() {
+    let Some(url) = redis_url("per_user_close_reaches_sockets_on_two_servers") else { return };
+    let prefix = format!("test-user-close-{}", std::process::id());
+    // Two servers, each with its own layer (as two processes would have), and a third
+    // layer for the code that logs the user out.
+    let first = server_on(redis_layer(&url, &prefix).await.into_layer()).await;
+    let second = server_on(redis_layer(&url, &prefix).await.into_layer()).await;
+    let admin = redis_layer(&url, &prefix).await;
+    let mut tab_one = first.connect("/rooms/lobby/mallory/").await;
+    let mut tab_two = second.connect("/rooms/kitchen/mallory/").await;
+    let mut bystander = second.connect("/rooms/lobby/trent/").await;
+    // The handshake completes after connect returns, so the groups are joined by now.
+    admin.group_send(&user_group("mallory").unwrap(), close_message(4001)).await.unwrap();
+    assert_eq!(close_code(&mut tab_one).await, 4001);
+    assert_eq!(close_code(&mut tab_two).await, 4001);
+    admin.group_send("room.lobby", json!({ "type": "room.say", "text": "still open" }).into()).await.unwrap();
+    assert_eq!(text(next_message(&mut bystander).await), "still open");
+    first.shutdown().await;
+    second.shutdown().await;
+}
+
+/// A `redis-server` of the test's own on `port`, without persistence.
+fn start_redis(port: u16) -> Child {
+    Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start redis-server")
+}
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layer_survives_a_redis_restart() {
+    if redis_url("layer_survives_a_redis_restart").is_none() {
+        return;
+    }
+    if Command::new("redis-server").arg("--version").output().is_err() {
+        assert!(std::env::var_os("CI").is_none(), "CI=true but redis-server is not on the PATH");
+        eprintln!("SKIPPED layer_survives_a_redis_restart: redis-server is not on the PATH");
+        return;
+    }
+    let addr: SocketAddr = free_addr().await;
+    let mut redis = KillOnDrop(start_redis(addr.port()));
+    wait_until_listening(addr).await;
+    let url = format!("redis://{addr}");
+    let layer = redis_layer(&url, "restart").await;
+    let server = server_on(layer.clone().into_layer()).await;
+    let mut client = server.connect("/rooms/phoenix/ann/").await;
+    let say = |text: &str| json!({ "type": "room.say", "text": text });
+    layer.group_send("room.phoenix", say("before").into()).await.unwrap();
+    assert_eq!(text(next_message(&mut client).await), "before");
+
+    // Redis goes away: sends fail with an error (no panic), the socket stays open.
+    drop(redis);
+    let failed = within(async {
+        loop {
+            if layer.group_send("room.phoenix", say("during").into()).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    failed.await;
+    within(async {
+        while layer.is_connected() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+
+    // Redis comes back empty (no persistence): the layer reconnects by itself and restores
+    // this process's memberships, so the consumer hears the group again.
+    redis = KillOnDrop(start_redis(addr.port()));
+    wait_until_listening(addr).await;
+    within(async {
+        while !layer.is_connected() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    layer.group_send("room.phoenix", say("after").into()).await.unwrap();
+    assert_eq!(text(next_message(&mut client).await), "after");
+    server.shutdown().await;
+    drop(redis);
+}
