@@ -6,6 +6,7 @@ mod support;
 use std::time::Duration;
 
 use bytes::Bytes;
+use channels::consumer::WebsocketSender;
 use channels::event::{CustomEvent, Outbound};
 use channels::prelude::*;
 use channels::testing::{ApplicationCommunicator, HttpCommunicator, TestError, WebsocketCommunicator};
@@ -146,6 +147,28 @@ impl Lines {
     }
 }
 
+/// Opened by the test to let the spawned job finish.
+static JOB_GATE: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// A slow job runs as its own task (`spawn`); the consumer keeps answering meanwhile.
+#[consumer(websocket)]
+struct Worker;
+
+#[consumer]
+impl Worker {
+    async fn receive(&mut self, ws: &mut Websocket, _message: Message) -> Result<(), ConsumerError> {
+        ws.send_text("pong").await?;
+        Ok(())
+    }
+
+    #[handler("job.slow", spawn)]
+    async fn slow_job(sender: WebsocketSender, _event: serde_json::Value) -> Result<(), ConsumerError> {
+        JOB_GATE.notified().await;
+        sender.send_text("job done").await?;
+        Ok(())
+    }
+}
+
 /// A value a middleware leaves in the scope.
 #[derive(Clone)]
 struct Tag(&'static str);
@@ -177,6 +200,7 @@ fn app() -> impl Application {
             r"^ws/rooms/(?P<name>\w+)/(?P<seat>\d+)/$" => Room,
             "ws/lang/<slug:lang>/<name>/<int:seat>/" => Room,
             "ws/counter/" => Counter,
+            "ws/worker/" => Worker,
             "ws/raw/" => { ConsumerApp::websocket(|_scope| Ok(RawEcho)) },
         ],
         http: [
@@ -322,4 +346,18 @@ async fn macro_built_app_over_a_real_socket() {
     let response = raw_http(server.addr, b"GET /plain/corner/184467440737095516150/ HTTP/1.1\r\nHost: t\r\n\r\n").await;
     assert!(response.starts_with("HTTP/1.1 404"), "{response}");
     server.shutdown().await;
+}
+
+#[tokio::test]
+async fn spawned_handlers_do_not_block_the_connection() {
+    let mut ws = WebsocketCommunicator::new(app(), "/ws/worker/");
+    assert!(ws.connect().await.unwrap().accepted);
+    let job = ChannelMessage::from_serialize(&json!({ "type": "job.slow" })).unwrap();
+    ws.send_channel_message(job).await.unwrap();
+    // The job waits on the gate; the consumer still answers.
+    ws.send_text("ping").await.unwrap();
+    assert_eq!(ws.receive_text().await.unwrap(), "pong");
+    JOB_GATE.notify_one();
+    assert_eq!(ws.receive_text().await.unwrap(), "job done");
+    ws.disconnect(1000).await.unwrap();
 }

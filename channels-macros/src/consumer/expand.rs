@@ -211,8 +211,18 @@ fn handle_message(model: &ConsumerImpl, p: &TokenStream) -> TokenStream {
         let method = &handler.method;
         let ty = &handler.ty;
         let decode = quote_spanned!(ty.span()=> #p::decode_message::<#ty>(&message));
-        let call = quote_spanned! {handler.span=>
-            #p::IntoConsumerResult::into_consumer_result(<#self_ty>::#method(self, handle, event).await)
+        let call = if handler.spawn {
+            quote_spanned! {handler.span=> {
+                let sender = handle.sender();
+                handle.spawn(async move {
+                    #p::IntoConsumerResult::into_consumer_result(<#self_ty>::#method(sender, event).await)
+                });
+                ::core::result::Result::Ok(())
+            }}
+        } else {
+            quote_spanned! {handler.span=>
+                #p::IntoConsumerResult::into_consumer_result(<#self_ty>::#method(self, handle, event).await)
+            }
         };
         let call = finish(call);
         quote! {

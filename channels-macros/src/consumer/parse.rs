@@ -16,6 +16,7 @@ mod kw {
     syn::custom_keyword!(json);
     syn::custom_keyword!(http);
     syn::custom_keyword!(protocol);
+    syn::custom_keyword!(spawn);
 }
 
 /// The protocol a consumer struct speaks, from `#[consumer(...)]`.
@@ -329,6 +330,8 @@ pub(crate) struct Handler {
     pub(crate) method: Ident,
     pub(crate) ty: Type,
     pub(crate) span: Span,
+    /// `#[handler("type", spawn)]`: runs as its own task, `(sender: WebsocketSender, event: T)`.
+    pub(crate) spawn: bool,
 }
 
 /// A lifecycle method present in the impl block.
@@ -381,15 +384,15 @@ impl ConsumerImpl {
             if name == "groups" && handler_attr.is_none() {
                 check_groups_signature(&method.sig, errors);
                 groups = Some(method.sig.span());
-            } else if let Some(message_type) = handler_attr {
+            } else if let Some((message_type, spawn)) = handler_attr {
                 if LIFECYCLE.contains(&name.to_string().as_str()) || name == "groups" {
                     errors.on(&name, format!("`{name}` is a lifecycle method; give the handler another name"));
                     continue;
                 }
                 check_message_type(&message_type, &handlers, errors);
-                handler_sigs.push(method.sig.clone());
-                let ty = method.sig.inputs.iter().nth(2).and_then(typed).cloned().unwrap_or_else(|| parse_quote!(()));
-                handlers.push(Handler { message_type, method: name, ty, span: method.sig.span() });
+                handler_sigs.push((method.sig.clone(), spawn));
+                let ty = method.sig.inputs.iter().filter_map(typed).nth(1).cloned().unwrap_or_else(|| parse_quote!(()));
+                handlers.push(Handler { message_type, method: name, ty, span: method.sig.span(), spawn });
             } else if LIFECYCLE.contains(&name.to_string().as_str()) {
                 let params = method.sig.inputs.iter().filter_map(typed).cloned().collect();
                 lifecycle.push((Lifecycle { name, params, span: method.sig.span() }, method.sig.clone()));
@@ -410,7 +413,11 @@ impl ConsumerImpl {
                 ),
             }
         }
-        for sig in &handler_sigs {
+        for (sig, spawn) in &handler_sigs {
+            if *spawn {
+                check_spawned_signature(sig, &kind, errors);
+                continue;
+            }
             let shape =
                 format!("`{}(&mut self, {}, message: T)` with `T: Deserialize`", sig.ident, kind.handle_param());
             check_signature(sig, 2, &shape, errors);
@@ -493,18 +500,57 @@ fn check_groups_signature(sig: &syn::Signature, errors: &mut Errors) {
     }
 }
 
-/// Removes `#[handler("type")]` from a method's attributes and returns the type.
-fn take_handler_attr(attrs: &mut Vec<Attribute>, errors: &mut Errors) -> Option<LitStr> {
+/// A spawned handler runs without the consumer: `async fn name(sender: WebsocketSender, event: T)`.
+fn check_spawned_signature(sig: &syn::Signature, kind: &Kind, errors: &mut Errors) {
+    let shape = format!("`async fn {}(sender: WebsocketSender, event: T)` with `T: Deserialize`", sig.ident);
+    if !matches!(kind, Kind::Websocket | Kind::Json) {
+        errors.on(&sig.ident, format!("`spawn` handlers are for WebSocket consumers, not {} ones", kind.describe()));
+    }
+    if sig.asyncness.is_none() {
+        errors.on(sig.fn_token, format!("`{}` must be an `async fn`: {shape}", sig.ident));
+    }
+    if let Some(receiver) = sig.receiver() {
+        errors.on(
+            receiver,
+            format!("a `spawn` handler runs as its own task, without the consumer: drop `self`: {shape}"),
+        );
+    } else if sig.inputs.len() != 2 {
+        errors.on(&sig.inputs, format!("`{}` takes 2 parameters: {shape}", sig.ident));
+    }
+}
+
+/// The parsed arguments of `#[handler("type")]` / `#[handler("type", spawn)]`.
+struct HandlerArgs(LitStr, bool);
+
+impl Parse for HandlerArgs {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        let message_type: LitStr = input.parse()?;
+        if input.is_empty() {
+            return Ok(HandlerArgs(message_type, false));
+        }
+        input.parse::<Token![,]>()?;
+        input.parse::<kw::spawn>()?;
+        input.parse::<Option<Token![,]>>()?;
+        Ok(HandlerArgs(message_type, true))
+    }
+}
+
+/// Removes `#[handler("type")]` from a method's attributes and returns the type, and whether
+/// the handler is spawned.
+fn take_handler_attr(attrs: &mut Vec<Attribute>, errors: &mut Errors) -> Option<(LitStr, bool)> {
     let mut found = None;
     attrs.retain(|attr| {
         if !attr.path().is_ident("handler") {
             return true;
         }
-        match attr.parse_args::<LitStr>() {
+        match attr.parse_args::<HandlerArgs>().map(|HandlerArgs(lit, spawn)| (lit, spawn)) {
             Ok(_) if found.is_some() => errors.on(attr, "a method handles one message type; remove this `#[handler]`"),
             Ok(lit) => found = Some(lit),
-            Err(_) => errors
-                .on(attr, "write `#[handler(\"chat.message\")]`: the message `type` this method handles, as a string"),
+            Err(_) => errors.on(
+                attr,
+                "write `#[handler(\"chat.message\")]` (or `#[handler(\"chat.message\", spawn)]`): the message \
+                 `type` this method handles, as a string",
+            ),
         }
         false
     });

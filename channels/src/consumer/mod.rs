@@ -44,7 +44,7 @@ use std::sync::Arc;
 pub use self::generic::{Flow, GenericConsumer};
 pub use self::http::{HttpConsumer, HttpResponse};
 pub use self::json::{JsonDecodeError, JsonWebsocketConsumer};
-pub use self::websocket::{Websocket, WebsocketConsumer};
+pub use self::websocket::{Websocket, WebsocketConsumer, WebsocketSender};
 
 use crate::application::{AppError, Application, BoxError, BoxFuture, Inbox, Outbox, SendError};
 use crate::event::{ChannelMessage, Inbound};

@@ -4,6 +4,7 @@ use std::future::{Future, ready};
 
 use bytes::Bytes;
 use serde::Serialize;
+use tokio::task::JoinSet;
 
 use super::{ConsumerApp, ConsumerError, FromScope, settle, unexpected, unhandled_message};
 use crate::application::{AppError, Inbox, Outbox, SendError};
@@ -22,12 +23,14 @@ enum State {
 pub struct Websocket {
     outbox: Outbox,
     state: State,
+    /// Handlers running concurrently ([`spawn`](Self::spawn)); aborted when the connection ends.
+    tasks: Option<JoinSet<()>>,
 }
 
 impl Websocket {
     /// A handle over `outbox`, for a connection that is not accepted yet.
     pub fn new(outbox: Outbox) -> Self {
-        Websocket { outbox, state: State::Connecting }
+        Websocket { outbox, state: State::Connecting, tasks: None }
     }
 
     /// Accepts the connection (HTTP 101) with no subprotocol.
@@ -135,8 +138,61 @@ impl Websocket {
         &self.outbox
     }
 
+    /// A sender for this connection that a spawned task can own.
+    pub fn sender(&self) -> WebsocketSender {
+        WebsocketSender { outbox: self.outbox.clone() }
+    }
+
+    /// Runs `task` next to the consumer, so a slow job does not hold up the connection's other
+    /// events (`#[handler("type", spawn)]` uses this). Its error is logged; it is aborted when
+    /// the connection ends.
+    pub fn spawn(&mut self, task: impl Future<Output = Result<(), ConsumerError>> + Send + 'static) {
+        let tasks = self.tasks.get_or_insert_with(JoinSet::new);
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(async move {
+            if let Err(err) = task.await
+                && !err.is_closed()
+            {
+                tracing::error!(%err, "spawned handler failed");
+            }
+        });
+    }
+
     pub(crate) fn mark_closed(&mut self) {
         self.state = State::Closed;
+    }
+}
+
+/// Sends to an accepted WebSocket from a spawned task ([`Websocket::sender`]).
+#[derive(Debug, Clone)]
+pub struct WebsocketSender {
+    outbox: Outbox,
+}
+
+impl WebsocketSender {
+    /// Sends a text or binary message.
+    ///
+    /// # Errors
+    /// [`SendError::Closed`] after the connection closed; [`SendError::SlowClient`].
+    pub async fn send(&self, message: impl Into<Message>) -> Result<(), SendError> {
+        self.outbox.send(Outbound::WebsocketSend(message.into())).await
+    }
+
+    /// Sends a text message.
+    ///
+    /// # Errors
+    /// As [`send`](Self::send).
+    pub async fn send_text(&self, text: impl Into<Utf8Bytes>) -> Result<(), SendError> {
+        self.send(Message::Text(text.into())).await
+    }
+
+    /// Sends `value` as a JSON text message.
+    ///
+    /// # Errors
+    /// A serialization error, or as [`send`](Self::send).
+    pub async fn send_json<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), ConsumerError> {
+        self.send(Message::Text(serde_json::to_string(value)?.into())).await?;
+        Ok(())
     }
 }
 
