@@ -244,8 +244,14 @@ impl Subscription {
         Subscription { inner: Box::new(source) }
     }
 
-    pub(crate) fn poll_recv(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<ChannelMessage> {
+    /// Polls for the next message of the channel.
+    pub fn poll_recv(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<ChannelMessage> {
         self.inner.poll_recv(cx)
+    }
+
+    /// The next message of the channel.
+    pub async fn recv(&mut self) -> ChannelMessage {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
     }
 }
 
