@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use channels::layers::{ChannelLayer, InMemoryChannelLayer, Layer, RedisChannelLayer, RedisLayerConfig};
+use channels::layers::{InMemoryChannelLayer, Layer, RedisChannelLayer, RedisLayerConfig};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tokio::runtime::Runtime;
 use tokio::sync::Notify;

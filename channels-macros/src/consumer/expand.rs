@@ -106,6 +106,7 @@ pub(crate) fn consumer_impl(model: &ConsumerImpl) -> TokenStream {
     }
     if let Some(span) = model.groups {
         methods.push(quote_spanned! {span=>
+            #[allow(clippy::useless_conversion)]
             fn groups(&self) -> ::std::vec::Vec<::std::string::String> {
                 <#self_ty>::groups(self).into_iter().map(::core::convert::Into::into).collect()
             }

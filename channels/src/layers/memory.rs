@@ -36,7 +36,7 @@ pub struct InMemoryChannelLayer {
 #[derive(Debug)]
 struct Inner {
     config: LayerConfig,
-    shards: Box<[Mutex<HashMap<String, Arc<Mailbox>>>]>,
+    shards: Box<[Mutex<ChannelMap>]>,
     hasher: RandomState,
     groups: Mutex<HashMap<String, HashMap<String, Instant>>>,
     counters: Counters,
@@ -46,6 +46,9 @@ struct Inner {
     /// Operations since the last sweep of unused channels.
     ops: AtomicU64,
 }
+
+/// One shard's channels.
+type ChannelMap = HashMap<String, Arc<Mailbox>>;
 
 /// One channel's queue.
 #[derive(Debug, Default)]
@@ -172,7 +175,7 @@ impl InMemoryChannelLayer {
 }
 
 impl Inner {
-    fn shard(&self, channel: &str) -> &Mutex<HashMap<String, Arc<Mailbox>>> {
+    fn shard(&self, channel: &str) -> &Mutex<ChannelMap> {
         let index = (self.hasher.hash_one(channel) % SHARDS as u64) as usize;
         &self.shards[index]
     }
