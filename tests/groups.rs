@@ -11,55 +11,10 @@ use std::time::Duration;
 
 use channels::layers::{Layer, LayerConfig, close_message, user_group};
 use channels::prelude::*;
+use channels::routing;
 use channels::testing::{TestError, WebsocketCommunicator};
-use channels::{consumer, routing};
-use serde::Deserialize;
 use serde_json::json;
-use support::{Backend, make_layer, within};
-
-/// Joins `room.<room>` and the user's group; forwards `room.say` to the client.
-#[consumer(websocket)]
-struct Member {
-    #[url]
-    room: String,
-    #[url]
-    user: String,
-}
-
-#[derive(Deserialize)]
-struct Say {
-    text: String,
-}
-
-#[consumer]
-impl Member {
-    fn groups(&self) -> Vec<String> {
-        vec![format!("room.{}", self.room), user_group(&self.user).unwrap_or_default()]
-    }
-
-    async fn connect(&mut self, ws: &mut Websocket) -> Result<(), ConsumerError> {
-        ws.accept().await?;
-        if self.room == "echo" {
-            // Already a member: a message to the room comes back to this consumer.
-            let hello = json!({ "type": "room.say", "text": format!("{} joined", self.user) });
-            self.scope.layer()?.group_send("room.echo", hello.into()).await?;
-        }
-        Ok(())
-    }
-
-    async fn receive(&mut self, _ws: &mut Websocket, message: Message) -> Result<(), ConsumerError> {
-        if message.as_text() == Some("panic") {
-            panic!("a consumer bug");
-        }
-        Ok(())
-    }
-
-    #[handler("room.say")]
-    async fn say(&mut self, ws: &mut Websocket, event: Say) -> Result<(), ConsumerError> {
-        ws.send_text(event.text).await?;
-        Ok(())
-    }
-}
+use support::{Backend, Member, make_layer, within};
 
 fn app(layer: &Layer) -> Arc<ProtocolTypeRouter> {
     Arc::new(routing! { websocket: [ "rooms/<slug:room>/<slug:user>/" => Member ] }.channel_layer(layer.clone()))

@@ -11,8 +11,7 @@ use std::time::Duration;
 
 use channels::layers::{Layer, RedisChannelLayer, RedisLayerConfig, close_message, user_group};
 use channels::prelude::*;
-use channels::{consumer, routing};
-use serde::Deserialize;
+use channels::routing;
 use serde_json::json;
 use support::*;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -57,33 +56,6 @@ async fn broadcast_example_relays_across_two_processes_sharing_redis() {
     send_text(&mut on_b, "from b").await;
     assert_eq!(text(next_message(&mut on_a).await), "from b");
     assert_eq!(text(next_message(&mut on_b).await), "from b");
-}
-
-/// Joins `room.<room>` and the user's group; forwards `room.say`.
-#[consumer(websocket)]
-struct Member {
-    #[url]
-    room: String,
-    #[url]
-    user: String,
-}
-
-#[derive(Deserialize)]
-struct Say {
-    text: String,
-}
-
-#[consumer]
-impl Member {
-    fn groups(&self) -> Vec<String> {
-        vec![format!("room.{}", self.room), user_group(&self.user).unwrap_or_default()]
-    }
-
-    #[handler("room.say")]
-    async fn say(&mut self, ws: &mut Websocket, event: Say) -> Result<(), ConsumerError> {
-        ws.send_text(event.text).await?;
-        Ok(())
-    }
 }
 
 async fn server_on(layer: Layer) -> TestServer {

@@ -310,3 +310,7 @@ pub async fn connect(addr: SocketAddr, path: &str) -> Client {
     let request = format!("ws://{addr}{path}").into_client_request().unwrap();
     within(tokio_tungstenite::client_async(request, tcp)).await.unwrap().0
 }
+
+mod member;
+#[allow(unused_imports)]
+pub use member::Member;
