@@ -162,3 +162,48 @@ async fn layer_survives_a_redis_restart() {
     server.shutdown().await;
     drop(redis);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sharded_layer_spreads_keys_over_two_hosts_and_still_delivers() {
+    if redis_url("sharded_layer_spreads_keys_over_two_hosts_and_still_delivers").is_none() {
+        return;
+    }
+    let (a, b) = (free_addr().await, free_addr().await);
+    let _hosts = (KillOnDrop(start_redis(a.port())), KillOnDrop(start_redis(b.port())));
+    wait_until_listening(a).await;
+    wait_until_listening(b).await;
+    let config = || RedisLayerConfig {
+        hosts: vec![format!("redis://{a}"), format!("redis://{b}")],
+        prefix: "sharded".to_owned(),
+        layer: Default::default(),
+    };
+    // Two "processes" sharing the two hosts.
+    let first = RedisChannelLayer::connect_with(config()).await.unwrap().into_layer();
+    let second = RedisChannelLayer::connect_with(config()).await.unwrap().into_layer();
+    let mut channels = Vec::new();
+    for layer in [&first, &second] {
+        for _ in 0..4 {
+            let channel = layer.new_channel("specific").unwrap();
+            let subscription = layer.subscribe(&channel).unwrap();
+            layer.group_add("sharded.room", &channel).await.unwrap();
+            channels.push(subscription);
+        }
+    }
+    // Plain channels land on both hosts.
+    for n in 0..8 {
+        first.send(&format!("plain.{n}"), json!({ "type": "plain", "n": n }).into()).await.unwrap();
+    }
+    let keys = |addr: SocketAddr| {
+        let out = Command::new("redis-cli").args(["-p", &addr.port().to_string(), "dbsize"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().parse::<u64>().unwrap_or(0)
+    };
+    assert!(keys(a) > 0 && keys(b) > 0, "keys on both hosts: {} and {}", keys(a), keys(b));
+    for n in 0..8 {
+        let got = within(second.receive(&format!("plain.{n}"))).await.unwrap();
+        assert_eq!(got.value()["n"], n);
+    }
+    second.group_send("sharded.room", json!({ "type": "room.say", "text": "everyone" }).into()).await.unwrap();
+    for subscription in &mut channels {
+        assert_eq!(within(subscription.recv()).await.value()["text"], "everyone");
+    }
+}
