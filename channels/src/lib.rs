@@ -79,6 +79,7 @@ pub mod application;
 pub mod consumer;
 pub mod event;
 pub mod layers;
+pub mod middleware;
 pub mod routing;
 pub mod scope;
 pub mod server;

@@ -193,6 +193,8 @@ pub struct Scope {
     pub subprotocols: Vec<String>,
     /// Cookies sent by the client, filled by `CookieMiddleware`.
     pub cookies: HashMap<String, String>,
+    /// The connection's session, filled by `SessionMiddleware` (`None` without it).
+    pub session: Option<crate::middleware::Session>,
     /// The connection's user, filled by `AuthMiddleware`; anonymous until then.
     pub user: User,
     /// What the URL routers captured.
@@ -238,6 +240,7 @@ impl Scope {
             server: None,
             subprotocols: Vec::new(),
             cookies: HashMap::new(),
+            session: None,
             user: User::anonymous(),
             url_route: UrlRoute::default(),
             extensions: http::Extensions::new(),

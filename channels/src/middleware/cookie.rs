@@ -1,0 +1,122 @@
+//! [`CookieMiddleware`] and helpers to set and delete cookies on an HTTP response.
+
+use http::HeaderMap;
+use http::HeaderValue;
+use http::header::{COOKIE, InvalidHeaderValue, SET_COOKIE};
+
+pub use cookie::{Cookie, SameSite};
+
+use crate::application::{AppError, Application, BoxFuture, Inbox, Outbox};
+use crate::scope::Scope;
+
+/// Marks a scope whose `Cookie` headers were parsed, so that `SessionMiddleware` can tell
+/// "no cookies" from "CookieMiddleware missing".
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CookiesParsed;
+
+/// Parses the request's `Cookie` headers into `scope.cookies` (Channels' `CookieMiddleware`).
+///
+/// Malformed pairs are skipped, not fatal; values are percent-decoded; when a name repeats,
+/// the first value wins (the most specific path, as browsers order them).
+#[derive(Debug, Clone)]
+pub struct CookieMiddleware<A> {
+    inner: A,
+}
+
+impl<A: Application> CookieMiddleware<A> {
+    /// Wraps `inner`.
+    pub fn new(inner: A) -> Self {
+        CookieMiddleware { inner }
+    }
+}
+
+/// The `name=value` pairs of one `Cookie` header; malformed pairs are skipped.
+pub fn parse_cookies(header: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    Cookie::split_parse_encoded(header)
+        .filter_map(Result::ok)
+        .map(|cookie| (cookie.name().to_owned(), cookie.value().to_owned()))
+}
+
+impl<A: Application> Application for CookieMiddleware<A> {
+    fn call(&self, mut scope: Scope, inbox: Inbox, outbox: Outbox) -> BoxFuture<'_, Result<(), AppError>> {
+        for header in scope.headers.get_all(COOKIE) {
+            // A header that is not visible ASCII holds no cookie we could read.
+            let Ok(header) = header.to_str() else { continue };
+            for (name, value) in parse_cookies(header) {
+                scope.cookies.entry(name).or_insert(value);
+            }
+        }
+        scope.extensions.insert(CookiesParsed);
+        self.inner.call(scope, inbox, outbox)
+    }
+
+    fn route_match(&self, path: &str) -> Option<bool> {
+        self.inner.route_match(path)
+    }
+}
+
+/// Adds a `Set-Cookie` header for `cookie`, with whatever attributes it carries (Max-Age,
+/// Expires, Path, Domain, Secure, HttpOnly, SameSite); name and value are percent-encoded.
+///
+/// # Errors
+/// When an attribute holds a character a header cannot carry.
+pub fn set_cookie(headers: &mut HeaderMap, cookie: &Cookie<'_>) -> Result<(), InvalidHeaderValue> {
+    headers.append(SET_COOKIE, HeaderValue::from_str(&cookie.encoded().to_string())?);
+    Ok(())
+}
+
+/// Adds a `Set-Cookie` header that deletes cookie `name` (empty value, `Max-Age=0`, an
+/// `Expires` in the past). `path` and `domain` must match the ones it was set with.
+///
+/// # Errors
+/// When `path` or `domain` hold a character a header cannot carry.
+pub fn delete_cookie(
+    headers: &mut HeaderMap,
+    name: &str,
+    path: Option<&str>,
+    domain: Option<&str>,
+) -> Result<(), InvalidHeaderValue> {
+    let mut cookie = Cookie::new(name.to_owned(), "");
+    if let Some(path) = path {
+        cookie.set_path(path.to_owned());
+    }
+    if let Some(domain) = domain {
+        cookie.set_domain(domain.to_owned());
+    }
+    cookie.make_removal();
+    set_cookie(headers, &cookie)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn malformed_pairs_are_skipped() {
+        let pairs: Vec<_> = parse_cookies("a=1; ; =x; b=two%20words; c; d=\"q\"").collect();
+        assert!(pairs.contains(&("a".into(), "1".into())));
+        assert!(pairs.contains(&("b".into(), "two words".into())));
+        assert!(!pairs.iter().any(|(name, _)| name.is_empty()));
+    }
+
+    #[test]
+    fn set_and_delete_carry_every_attribute() {
+        let mut headers = HeaderMap::new();
+        let mut cookie = Cookie::new("sessionid", "abc");
+        cookie.set_path("/");
+        cookie.set_domain("example.com");
+        cookie.set_secure(true);
+        cookie.set_http_only(true);
+        cookie.set_same_site(SameSite::Lax);
+        cookie.set_max_age(cookie::time::Duration::seconds(60));
+        set_cookie(&mut headers, &cookie).unwrap();
+        delete_cookie(&mut headers, "old", Some("/"), None).unwrap();
+        let values: Vec<_> = headers.get_all(SET_COOKIE).iter().map(|v| v.to_str().unwrap().to_owned()).collect();
+        for part in
+            ["sessionid=abc", "HttpOnly", "SameSite=Lax", "Secure", "Path=/", "Domain=example.com", "Max-Age=60"]
+        {
+            assert!(values[0].contains(part), "{part} in {}", values[0]);
+        }
+        assert!(values[1].starts_with("old=;") && values[1].contains("Max-Age=0"), "{}", values[1]);
+    }
+}
