@@ -195,3 +195,25 @@ async fn session_middleware_without_cookie_middleware_names_the_fix() {
     let Err(TestError::App(AppError::Misconfigured(message))) = result else { panic!("{result:?}") };
     assert!(message.contains("CookieMiddleware") && message.contains("AuthMiddlewareStack"), "{message}");
 }
+
+#[tokio::test]
+async fn redis_store_is_shared_by_two_app_instances() {
+    let Some(url) = std::env::var("REDIS_URL").ok().filter(|url| !url.is_empty()) else {
+        assert!(std::env::var_os("CI").is_none(), "CI=true but REDIS_URL is not set");
+        eprintln!("SKIPPED redis_store_is_shared_by_two_app_instances: REDIS_URL is not set");
+        return;
+    };
+    let prefix = format!("test-sessions-{}", std::process::id());
+    let store = |url: String, prefix: String| async move {
+        let store = channels::middleware::RedisSessionStore::connect(&url, &prefix).await.unwrap();
+        app_with(Arc::new(store), SessionConfig::default())
+    };
+    let first = store(url.clone(), prefix.clone()).await;
+    let second = store(url, prefix).await;
+    let cookie = session_cookie(&visit(&first, "", None).await).unwrap();
+    assert_eq!(visit(&second, "", Some(&cookie)).await.text(), "2", "the other instance sees the session");
+    assert_eq!(visit(&first, "", Some(&cookie)).await.text(), "3");
+    let cycled = session_cookie(&visit(&second, "cycle", Some(&cookie)).await).unwrap();
+    assert_eq!(visit(&first, "", Some(&cookie)).await.text(), "1", "the old key was deleted");
+    assert_eq!(visit(&first, "", Some(&cycled)).await.text(), "1");
+}

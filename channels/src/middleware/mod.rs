@@ -5,10 +5,14 @@
 //!   [`SessionStore`] (in memory, in the cookie, or in Redis).
 
 pub mod cookie;
+#[cfg(feature = "redis")]
+mod redis_store;
 pub mod session;
 mod signing;
 
 pub use self::cookie::CookieMiddleware;
+#[cfg(feature = "redis")]
+pub use self::redis_store::RedisSessionStore;
 pub use self::session::{
     CookieSessionStore, InMemorySessionStore, Session, SessionConfig, SessionData, SessionError, SessionMiddleware,
     SessionStore,

@@ -74,7 +74,7 @@ pub trait SessionStore: Send + Sync + 'static {
 }
 
 /// A new random session key: 256 bits, URL-safe base64.
-fn new_key() -> String {
+pub(crate) fn new_key() -> String {
     URL_SAFE_NO_PAD.encode(random_bytes::<32>())
 }
 
