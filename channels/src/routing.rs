@@ -29,6 +29,7 @@ use regex::Regex;
 
 use crate::application::{AppError, Application, BoxFuture, Inbox, Outbox};
 use crate::layers::{InMemoryChannelLayer, Layer};
+use crate::middleware::AuthConfig;
 use crate::scope::{Protocol, Scope};
 
 /// A route pattern could not be compiled.
@@ -323,11 +324,12 @@ impl Application for URLRouter {
 pub struct ProtocolTypeRouter {
     apps: Vec<(Protocol, Arc<dyn Application>)>,
     layer: Layer,
+    auth: Option<Arc<AuthConfig>>,
 }
 
 impl Default for ProtocolTypeRouter {
     fn default() -> Self {
-        ProtocolTypeRouter { apps: Vec::new(), layer: InMemoryChannelLayer::new().into_layer() }
+        ProtocolTypeRouter { apps: Vec::new(), layer: InMemoryChannelLayer::new().into_layer(), auth: None }
     }
 }
 
@@ -341,6 +343,13 @@ impl ProtocolTypeRouter {
     /// `RedisChannelLayer` shared by several server processes).
     pub fn channel_layer(mut self, layer: Layer) -> Self {
         self.layer = layer;
+        self
+    }
+
+    /// The application's authentication: user backend, session store, keys. Every
+    /// `AuthMiddlewareStack` (and `#[auth(stack)]` consumer) under this router uses it.
+    pub fn auth(mut self, config: AuthConfig) -> Self {
+        self.auth = Some(Arc::new(config.finish()));
         self
     }
 
@@ -379,6 +388,9 @@ impl Application for ProtocolTypeRouter {
     fn call(&self, mut scope: Scope, inbox: Inbox, outbox: Outbox) -> BoxFuture<'_, Result<(), AppError>> {
         if scope.channel_layer.is_none() {
             scope.channel_layer = Some(self.layer.clone());
+        }
+        if let Some(auth) = &self.auth {
+            scope.extensions.insert(auth.clone());
         }
         match self.apps.iter().find(|(protocol, _)| *protocol == scope.protocol) {
             Some((_, app)) => app.call(scope, inbox, outbox),

@@ -114,22 +114,34 @@ pub enum UrlParamError {
 #[derive(Clone, Default)]
 pub struct User {
     inner: Option<Arc<dyn Any + Send + Sync>>,
+    id: Option<Arc<str>>,
 }
 
 impl User {
     /// The anonymous user.
     pub fn anonymous() -> Self {
-        User { inner: None }
+        User { inner: None, id: None }
     }
 
     /// An authenticated user holding the application's user value.
     pub fn authenticated<U: Any + Send + Sync>(user: U) -> Self {
-        User { inner: Some(Arc::new(user)) }
+        User { inner: Some(Arc::new(user)), id: None }
+    }
+
+    /// An authenticated user with its id (as `AuthMiddleware` makes them).
+    pub fn with_id<U: Any + Send + Sync>(id: impl Into<Arc<str>>, user: U) -> Self {
+        User { inner: Some(Arc::new(user)), id: Some(id.into()) }
+    }
+
+    /// The user's id, when known (users loaded by `AuthMiddleware` have one), e.g. for
+    /// [`user_group`](crate::layers::user_group).
+    pub fn id(&self) -> Option<&str> {
+        self.id.as_deref()
     }
 
     /// An authenticated user from a shared value.
     pub fn from_arc(user: Arc<dyn Any + Send + Sync>) -> Self {
-        User { inner: Some(user) }
+        User { inner: Some(user), id: None }
     }
 
     /// True for a logged-in user.

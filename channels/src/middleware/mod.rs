@@ -3,13 +3,18 @@
 //! - [`CookieMiddleware`]: `scope.cookies` from the `Cookie` headers.
 //! - [`SessionMiddleware`]: `scope.session`, from a signed session cookie and a
 //!   [`SessionStore`] (in memory, in the cookie, or in Redis).
+//! - [`AuthMiddleware`]: `scope.user`, loaded through the app's [`UserBackend`].
+//! - [`AuthMiddlewareStack`]: the three, configured once by
+//!   [`ProtocolTypeRouter::auth`](crate::ProtocolTypeRouter::auth).
 
+pub mod auth;
 pub mod cookie;
 #[cfg(feature = "redis")]
 mod redis_store;
 pub mod session;
 mod signing;
 
+pub use self::auth::{AuthConfig, AuthMiddleware, AuthMiddlewareStack, AuthUser, UserBackend, get_user, login, logout};
 pub use self::cookie::CookieMiddleware;
 #[cfg(feature = "redis")]
 pub use self::redis_store::RedisSessionStore;

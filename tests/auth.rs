@@ -1,0 +1,281 @@
+//! Authentication: login / logout through HTTP consumers, `scope.user` in WebSocket consumers,
+//! and every way a session stops authenticating.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use channels::application::BoxError;
+use channels::middleware::{
+    AuthConfig, AuthMiddleware, AuthMiddlewareStack, AuthUser, SecretKeys, UserBackend, login, logout,
+};
+use channels::prelude::*;
+use channels::testing::{HttpCommunicator, TestError, TestResponse, WebsocketCommunicator};
+use channels::{consumer, routing};
+use http::{Method, StatusCode};
+
+#[derive(Clone, Debug)]
+struct Account {
+    id: u32,
+    name: String,
+    password: String,
+}
+
+impl AuthUser for Account {
+    fn id(&self) -> String {
+        self.id.to_string()
+    }
+
+    fn session_auth_hash(&self) -> String {
+        // A real app derives this from the password hash; any change logs other sessions out.
+        format!("pw:{}", self.password)
+    }
+}
+
+#[derive(Clone, Default)]
+struct Accounts(Arc<Mutex<HashMap<u32, Account>>>);
+
+impl Accounts {
+    fn add(&self, id: u32, name: &str, password: &str) {
+        let account = Account { id, name: name.to_owned(), password: password.to_owned() };
+        self.0.lock().unwrap().insert(id, account);
+    }
+
+    fn find(&self, name: &str, password: &str) -> Option<Account> {
+        self.0.lock().unwrap().values().find(|a| a.name == name && a.password == password).cloned()
+    }
+}
+
+impl UserBackend for Accounts {
+    type User = Account;
+
+    async fn get_user(&self, id: &str) -> Result<Option<Account>, BoxError> {
+        let Ok(id) = id.parse::<u32>() else { return Ok(None) };
+        Ok(self.0.lock().unwrap().get(&id).cloned())
+    }
+}
+
+/// `POST /login/` with body `name:password`.
+#[consumer(http)]
+struct Login {
+    #[init(Accounts::default())]
+    accounts: Accounts,
+}
+
+#[consumer]
+impl Login {
+    async fn handle(&mut self, body: Bytes, response: &mut HttpResponse) -> Result<(), ConsumerError> {
+        let accounts = self.scope.extensions.get::<Accounts>().cloned().unwrap_or_else(|| self.accounts.clone());
+        let body = String::from_utf8_lossy(&body).into_owned();
+        let (name, password) = body.split_once(':').unwrap_or((&body, ""));
+        match accounts.find(name, password) {
+            Some(account) => {
+                login(&mut self.scope, account).await?;
+                response.text(StatusCode::OK, "logged in").await?;
+            }
+            None => response.text(StatusCode::UNAUTHORIZED, "bad credentials").await?,
+        }
+        Ok(())
+    }
+}
+
+#[consumer(http)]
+struct Logout;
+
+#[consumer]
+impl Logout {
+    async fn handle(&mut self, _body: Bytes, response: &mut HttpResponse) -> Result<(), ConsumerError> {
+        logout(&mut self.scope).await?;
+        response.text(StatusCode::OK, "logged out").await?;
+        Ok(())
+    }
+}
+
+/// Says who the connection's user is.
+#[consumer(websocket)]
+struct Whoami;
+
+#[consumer]
+impl Whoami {
+    async fn connect(&mut self, ws: &mut Websocket) -> Result<(), ConsumerError> {
+        ws.accept().await?;
+        let name = self.scope.user.downcast_ref::<Account>().map_or("anonymous", |account| &account.name);
+        let id = self.scope.user.id().unwrap_or("-");
+        ws.send_text(format!("{name} {id}")).await?;
+        Ok(())
+    }
+}
+
+/// Puts the accounts where `Login` finds them (a test stand-in for app state).
+struct WithAccounts<A>(A, Accounts);
+
+impl<A: Application> Application for WithAccounts<A> {
+    fn call(&self, mut scope: Scope, inbox: Inbox, outbox: Outbox) -> channels::BoxFuture<'_, Result<(), AppError>> {
+        scope.extensions.insert(self.1.clone());
+        self.0.call(scope, inbox, outbox)
+    }
+}
+
+fn app(accounts: &Accounts) -> Arc<dyn Application> {
+    let keys = SecretKeys::new([b"0123456789abcdef0123456789abcdef"]).unwrap();
+    let router = routing! {
+        http: AuthMiddlewareStack([
+            "login/" => Login,
+            "logout/" => Logout,
+            "private/" => { AuthMiddlewareStack::new(Logout::as_app()).required_redirect("/login/") },
+        ]),
+        websocket: [
+            "ws/whoami/" => AuthMiddlewareStack(Whoami),
+            "ws/private/" => { AuthMiddlewareStack::new(Whoami::as_app()).required() },
+        ],
+    };
+    Arc::new(WithAccounts(router.auth(AuthConfig::new(accounts.clone()).keys(keys)), accounts.clone()))
+}
+
+fn accounts() -> Accounts {
+    let accounts = Accounts::default();
+    accounts.add(1, "alice", "wonderland");
+    accounts.add(2, "bob", "builder");
+    accounts
+}
+
+fn cookie_of(response: &TestResponse) -> Option<String> {
+    let header = response.headers.get("set-cookie")?.to_str().ok()?;
+    let value = header.strip_prefix("sessionid=")?.split(';').next()?;
+    (!value.is_empty()).then(|| value.to_owned())
+}
+
+async fn post(app: &Arc<dyn Application>, path: &str, body: &str, cookie: Option<&str>) -> TestResponse {
+    let mut request = HttpCommunicator::new(app.clone(), Method::POST, path).body(body.to_owned());
+    if let Some(cookie) = cookie {
+        request = request.header("cookie", &format!("sessionid={cookie}"));
+    }
+    request.get_response().await.unwrap()
+}
+
+async fn log_in(app: &Arc<dyn Application>, who: &str) -> String {
+    let response = post(app, "/login/", who, None).await;
+    assert_eq!(response.status, StatusCode::OK, "{}", response.text());
+    cookie_of(&response).expect("a session cookie")
+}
+
+/// What the WebSocket consumer sees as its user.
+async fn whoami(app: &Arc<dyn Application>, path: &str, cookie: Option<&str>) -> Option<String> {
+    let mut ws = WebsocketCommunicator::new(app.clone(), path);
+    if let Some(cookie) = cookie {
+        ws = ws.cookie("sessionid", cookie);
+    }
+    let handshake = ws.connect().await.unwrap();
+    if !handshake.accepted {
+        return None;
+    }
+    Some(ws.receive_text().await.unwrap())
+}
+
+#[tokio::test]
+async fn logged_in_user_reaches_connect_and_anonymous_does_not_pass_required() {
+    let accounts = accounts();
+    let app = app(&accounts);
+    let cookie = log_in(&app, "alice:wonderland").await;
+    assert_eq!(whoami(&app, "/ws/whoami/", Some(&cookie)).await.as_deref(), Some("alice 1"));
+    assert_eq!(whoami(&app, "/ws/private/", Some(&cookie)).await.as_deref(), Some("alice 1"));
+    assert_eq!(whoami(&app, "/ws/whoami/", None).await.as_deref(), Some("anonymous -"));
+    assert_eq!(whoami(&app, "/ws/private/", None).await, None, "refused before connect");
+    let bad = post(&app, "/login/", "alice:wrong", None).await;
+    assert_eq!(bad.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn tampered_deleted_and_password_changed_sessions_are_anonymous() {
+    let accounts = accounts();
+    let app = app(&accounts);
+    let cookie = log_in(&app, "alice:wonderland").await;
+    let mut tampered = cookie.clone().into_bytes();
+    let last = tampered.len() - 1;
+    tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).unwrap();
+    assert_eq!(whoami(&app, "/ws/whoami/", Some(&tampered)).await.as_deref(), Some("anonymous -"));
+
+    // Password change: this session no longer authenticates, a new login does.
+    accounts.add(1, "alice", "looking-glass");
+    assert_eq!(whoami(&app, "/ws/whoami/", Some(&cookie)).await.as_deref(), Some("anonymous -"));
+    let fresh = log_in(&app, "alice:looking-glass").await;
+    assert_eq!(whoami(&app, "/ws/whoami/", Some(&fresh)).await.as_deref(), Some("alice 1"));
+
+    // Deleted user.
+    let bob = log_in(&app, "bob:builder").await;
+    accounts.0.lock().unwrap().remove(&2);
+    assert_eq!(whoami(&app, "/ws/whoami/", Some(&bob)).await.as_deref(), Some("anonymous -"));
+}
+
+#[tokio::test]
+async fn login_cycles_the_key_and_logout_ends_the_session() {
+    let accounts = accounts();
+    let app = app(&accounts);
+    // A session before login (an attacker could have planted this cookie: session fixation).
+    let anonymous = post(&app, "/logout/", "", None).await;
+    assert_eq!(anonymous.status, StatusCode::OK);
+    let first = log_in(&app, "alice:wonderland").await;
+    let again = post(&app, "/login/", "alice:wonderland", Some(&first)).await;
+    let second = cookie_of(&again).unwrap();
+    assert_ne!(first.split('.').next(), second.split('.').next(), "login gives a new key");
+    assert_eq!(whoami(&app, "/ws/whoami/", Some(&first)).await.as_deref(), Some("anonymous -"), "old key is dead");
+    assert_eq!(whoami(&app, "/ws/whoami/", Some(&second)).await.as_deref(), Some("alice 1"));
+
+    let out = post(&app, "/logout/", "", Some(&second)).await;
+    assert!(out.headers.get("set-cookie").unwrap().to_str().unwrap().contains("Max-Age=0"));
+    assert_eq!(whoami(&app, "/ws/whoami/", Some(&second)).await.as_deref(), Some("anonymous -"));
+}
+
+#[tokio::test]
+async fn required_http_routes_redirect_anonymous_users_to_login() {
+    let accounts = accounts();
+    let app = app(&accounts);
+    let response = HttpCommunicator::new(app.clone(), Method::GET, "/private/").get_response().await.unwrap();
+    assert_eq!(response.status, StatusCode::FOUND);
+    assert_eq!(response.headers.get("location").unwrap(), "/login/?next=/private/");
+    let cookie = log_in(&app, "bob:builder").await;
+    let response = post(&app, "/private/", "", Some(&cookie)).await;
+    assert_eq!(response.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn many_concurrent_handshakes_on_one_session_agree() {
+    let accounts = accounts();
+    let app = app(&accounts);
+    let cookie = log_in(&app, "alice:wonderland").await;
+    let handshakes: Vec<_> = (0..50)
+        .map(|_| {
+            let (app, cookie) = (app.clone(), cookie.clone());
+            tokio::spawn(async move { whoami(&app, "/ws/whoami/", Some(&cookie)).await })
+        })
+        .collect();
+    for handshake in handshakes {
+        assert_eq!(handshake.await.unwrap().as_deref(), Some("alice 1"));
+    }
+    assert_eq!(whoami(&app, "/ws/whoami/", Some(&cookie)).await.as_deref(), Some("alice 1"));
+}
+
+#[tokio::test]
+async fn wiring_mistakes_give_errors_that_name_the_fix() {
+    // No AuthConfig on the router.
+    let router = routing! { websocket: [ "ws/" => AuthMiddlewareStack(Whoami) ] };
+    let result = WebsocketCommunicator::new(router, "/ws/").connect().await;
+    let Err(TestError::App(AppError::Misconfigured(message))) = result else { panic!("{result:?}") };
+    assert!(message.contains("ProtocolTypeRouter::auth"), "{message}");
+
+    // AuthMiddleware without the session middleware.
+    let router = routing! { websocket: [ "ws/" => { AuthMiddleware::new(Whoami::as_app()) } ] }
+        .auth(AuthConfig::new(accounts()));
+    let result = WebsocketCommunicator::new(router, "/ws/").connect().await;
+    let Err(TestError::App(AppError::Misconfigured(message))) = result else { panic!("{result:?}") };
+    assert!(message.contains("AuthMiddlewareStack"), "{message}");
+
+    // A custom protocol has no headers to carry a session cookie.
+    let router = routing! { "chat": AuthMiddlewareStack({ Whoami::as_app() }) }.auth(AuthConfig::new(accounts()));
+    let scope = Scope::new(Protocol::from_name("chat"), "/");
+    let mut comm = channels::testing::ApplicationCommunicator::new(router, scope);
+    let result = comm.wait().await;
+    let Err(TestError::App(AppError::Misconfigured(message))) = result else { panic!("{result:?}") };
+    assert!(message.contains("no") && message.contains("headers"), "{message}");
+}
