@@ -106,6 +106,50 @@ impl Whoami {
     }
 }
 
+/// `#[auth]` outside `#[consumer]`.
+#[channels::auth(stack, required)]
+#[consumer(websocket)]
+struct Members;
+
+#[consumer]
+impl Members {
+    async fn connect(&mut self, ws: &mut Websocket) -> Result<(), ConsumerError> {
+        ws.accept().await?;
+        let name = self.scope.user.downcast_ref::<Account>().map_or("?", |account| &account.name);
+        ws.send_text(format!("member {name}")).await?;
+        Ok(())
+    }
+}
+
+/// `#[auth]` inside `#[consumer]`, not required.
+#[consumer(websocket)]
+#[channels::auth(stack)]
+struct Greeter;
+
+#[consumer]
+impl Greeter {
+    async fn connect(&mut self, ws: &mut Websocket) -> Result<(), ConsumerError> {
+        ws.accept().await?;
+        let greeting = if self.scope.user.is_authenticated() { "welcome back" } else { "hello stranger" };
+        ws.send_text(greeting).await?;
+        Ok(())
+    }
+}
+
+/// `#[auth]` with a redirect, on an HTTP consumer.
+#[channels::auth(stack, required, redirect = "/login/")]
+#[consumer(http)]
+struct AccountPage;
+
+#[consumer]
+impl AccountPage {
+    async fn handle(&mut self, _body: Bytes, response: &mut HttpResponse) -> Result<(), ConsumerError> {
+        let id = self.scope.user.id().unwrap_or("-").to_owned();
+        response.text(StatusCode::OK, format!("account {id}")).await?;
+        Ok(())
+    }
+}
+
 /// Puts the accounts where `Login` finds them (a test stand-in for app state).
 struct WithAccounts<A>(A, Accounts);
 
@@ -119,14 +163,20 @@ impl<A: Application> Application for WithAccounts<A> {
 fn app(accounts: &Accounts) -> Arc<dyn Application> {
     let keys = SecretKeys::new([b"0123456789abcdef0123456789abcdef"]).unwrap();
     let router = routing! {
-        http: AuthMiddlewareStack([
-            "login/" => Login,
-            "logout/" => Logout,
-            "private/" => { AuthMiddlewareStack::new(Logout::as_app()).required_redirect("/login/") },
-        ]),
+        http: [
+            // Not wrapped here: the consumer's own #[auth] brings the stack.
+            "account/" => AccountPage,
+            "" => AuthMiddlewareStack([
+                "login/" => Login,
+                "logout/" => Logout,
+                "private/" => { AuthMiddlewareStack::new(Logout::as_app()).required_redirect("/login/") },
+            ]),
+        ],
         websocket: [
             "ws/whoami/" => AuthMiddlewareStack(Whoami),
             "ws/private/" => { AuthMiddlewareStack::new(Whoami::as_app()).required() },
+            "ws/members/" => Members,
+            "ws/greeter/" => Greeter,
         ],
     };
     Arc::new(WithAccounts(router.auth(AuthConfig::new(accounts.clone()).keys(keys)), accounts.clone()))
@@ -278,4 +328,19 @@ async fn wiring_mistakes_give_errors_that_name_the_fix() {
     let result = comm.wait().await;
     let Err(TestError::App(AppError::Misconfigured(message))) = result else { panic!("{result:?}") };
     assert!(message.contains("no") && message.contains("headers"), "{message}");
+}
+
+#[tokio::test]
+async fn auth_attribute_puts_the_consumer_behind_the_stack() {
+    let accounts = accounts();
+    let app = app(&accounts);
+    let cookie = log_in(&app, "alice:wonderland").await;
+    assert_eq!(whoami(&app, "/ws/members/", Some(&cookie)).await.as_deref(), Some("member alice"));
+    assert_eq!(whoami(&app, "/ws/members/", None).await, None, "required: refused before connect");
+    assert_eq!(whoami(&app, "/ws/greeter/", Some(&cookie)).await.as_deref(), Some("welcome back"));
+    assert_eq!(whoami(&app, "/ws/greeter/", None).await.as_deref(), Some("hello stranger"));
+    let redirected = HttpCommunicator::new(app.clone(), Method::GET, "/account/").get_response().await.unwrap();
+    assert_eq!(redirected.status, StatusCode::FOUND);
+    assert_eq!(redirected.headers.get("location").unwrap(), "/login/?next=/account/");
+    assert_eq!(post(&app, "/account/", "", Some(&cookie)).await.text(), "account 1");
 }

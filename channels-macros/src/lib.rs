@@ -7,6 +7,7 @@
 //! Set `CHANNELS_MACROS_DEBUG=1` when compiling to print every expansion to stderr (cargo does
 //! not track the variable: touch the file that uses the macro to rebuild it).
 
+mod auth;
 mod consumer;
 mod diag;
 mod routing;
@@ -17,6 +18,12 @@ use proc_macro::TokenStream;
 #[proc_macro_attribute]
 pub fn consumer(args: TokenStream, item: TokenStream) -> TokenStream {
     debug("consumer", consumer::expand(args.into(), item.into())).into()
+}
+
+/// Serves a `#[consumer]` struct behind `AuthMiddlewareStack`; see `channels::auth`.
+#[proc_macro_attribute]
+pub fn auth(args: TokenStream, item: TokenStream) -> TokenStream {
+    debug("auth", auth::expand(args.into(), item.into())).into()
 }
 
 /// Builds a `ProtocolTypeRouter` from a route table checked at compile time; see `channels::routing!`.

@@ -89,6 +89,8 @@ pub mod testing;
 #[path = "private.rs"]
 pub mod __private;
 
+#[doc = include_str!("docs/auth.md")]
+pub use channels_macros::auth;
 #[doc = include_str!("docs/consumer.md")]
 pub use channels_macros::consumer;
 #[doc = include_str!("docs/routing.md")]

@@ -15,6 +15,7 @@ pub use crate::consumer::{
     JsonWebsocketConsumer, Websocket, WebsocketConsumer, WebsocketSender, unhandled_message,
 };
 pub use crate::event::{ChannelMessage, Inbound, Message};
+pub use crate::middleware::AuthMiddlewareStack;
 pub use crate::routing::{ProtocolTypeRouter, URLRouter, path, re_path};
 pub use crate::scope::{Protocol, Scope};
 pub use crate::{Application, Outbox};
@@ -33,8 +34,12 @@ pub trait Consumer: Sized + Send + 'static {
     const PROTOCOL: &'static str;
     /// The kwargs the required `#[url]` fields read.
     const URL_PARAMS: &'static [&'static str];
+    /// The application `routing!` routes to: the consumer, or the consumer behind
+    /// `AuthMiddlewareStack` with `#[auth(stack)]`.
+    type App: Application;
+
     /// The consumer as an application.
-    fn app() -> ConsumerApp<Self>;
+    fn app() -> Self::App;
 }
 
 /// Reads the required `#[url]` field `name` from the route's kwargs.

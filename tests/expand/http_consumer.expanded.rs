@@ -25,7 +25,8 @@ const _: () = {
     impl ::channels::__private::Consumer for Item {
         const PROTOCOL: &'static str = "http";
         const URL_PARAMS: &'static [&'static str] = &["id"];
-        fn app() -> ::channels::__private::ConsumerApp<Self> {
+        type App = ::channels::__private::ConsumerApp<Self>;
+        fn app() -> Self::App {
             ::channels::__private::ConsumerApp::http(
                 <Self as ::channels::__private::FromScope>::from_scope,
             )

@@ -25,7 +25,8 @@ const _: () = {
     impl ::channels::__private::Consumer for Chat {
         const PROTOCOL: &'static str = "websocket";
         const URL_PARAMS: &'static [&'static str] = &["room"];
-        fn app() -> ::channels::__private::ConsumerApp<Self> {
+        type App = ::channels::__private::ConsumerApp<Self>;
+        fn app() -> Self::App {
             ::channels::__private::ConsumerApp::json(
                 <Self as ::channels::__private::FromScope>::from_scope,
             )

@@ -23,7 +23,8 @@ const _: () = {
     impl ::channels::__private::Consumer for Room {
         const PROTOCOL: &'static str = "websocket";
         const URL_PARAMS: &'static [&'static str] = &["name"];
-        fn app() -> ::channels::__private::ConsumerApp<Self> {
+        type App = ::channels::__private::ConsumerApp<Self>;
+        fn app() -> Self::App {
             ::channels::__private::ConsumerApp::websocket(
                 <Self as ::channels::__private::FromScope>::from_scope,
             )
@@ -58,7 +59,8 @@ const _: () = {
     impl ::channels::__private::Consumer for Lobby {
         const PROTOCOL: &'static str = "websocket";
         const URL_PARAMS: &'static [&'static str] = &[];
-        fn app() -> ::channels::__private::ConsumerApp<Self> {
+        type App = ::channels::__private::ConsumerApp<Self>;
+        fn app() -> Self::App {
             ::channels::__private::ConsumerApp::websocket(
                 <Self as ::channels::__private::FromScope>::from_scope,
             )

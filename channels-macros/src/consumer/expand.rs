@@ -35,6 +35,21 @@ pub(crate) fn consumer_struct(model: &ConsumerStruct) -> TokenStream {
     };
     // Spanned on the protocol keyword: a missing trait impl is reported on `#[consumer(json)]`.
     let app = quote_spanned!(*kind_span=> #p::ConsumerApp::#constructor(<Self as #p::FromScope>::from_scope));
+    // `#[auth(stack, ...)]`: the consumer behind the Cookie ► Session ► Auth stack.
+    let (app_type, app) = match &model.auth {
+        None => (quote!(#p::ConsumerApp<Self>), app),
+        Some((auth, _)) => {
+            let required = match (&auth.redirect, auth.required) {
+                (Some(location), _) => quote!(.required_redirect(#location)),
+                (None, true) => quote!(.required()),
+                (None, false) => quote!(),
+            };
+            (
+                quote!(#p::AuthMiddlewareStack<#p::ConsumerApp<Self>>),
+                quote!(#p::AuthMiddlewareStack::new(#app) #required),
+            )
+        }
+    };
     quote! {
         #item
 
@@ -55,8 +70,9 @@ pub(crate) fn consumer_struct(model: &ConsumerStruct) -> TokenStream {
             impl #impl_generics #p::Consumer for #name #ty_generics #where_clause {
                 const PROTOCOL: &'static str = #protocol;
                 const URL_PARAMS: &'static [&'static str] = &[#(#url_params),*];
+                type App = #app_type;
 
-                fn app() -> #p::ConsumerApp<Self> {
+                fn app() -> Self::App {
                     #app
                 }
             }

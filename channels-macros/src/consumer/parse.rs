@@ -192,11 +192,14 @@ pub(crate) struct ConsumerStruct {
     pub(crate) kind: Option<(Kind, Span)>,
     pub(crate) krate: Krate,
     pub(crate) fields: Vec<FieldInit>,
+    /// `#[auth(stack, ...)]` on the struct.
+    pub(crate) auth: Option<(crate::auth::AuthArgs, Span)>,
 }
 
 impl ConsumerStruct {
     pub(crate) fn parse(args: Args, mut item: ItemStruct, errors: &mut Errors) -> ConsumerStruct {
         let krate = Krate::new(args.krate);
+        let auth = crate::auth::take(&mut item.attrs, errors);
         if args.kind.is_none() {
             errors.at(
                 Span::call_site(),
@@ -240,7 +243,7 @@ impl ConsumerStruct {
                 source: Source::Scope,
             });
         }
-        ConsumerStruct { item, kind: args.kind, krate, fields }
+        ConsumerStruct { item, kind: args.kind, krate, fields, auth }
     }
 
     /// The kwargs the required `#[url]` fields read.

@@ -1,4 +1,4 @@
-//! [`AuthMiddleware`], [`AuthMiddlewareStack`], [`login`] / [`logout`] / [`get_user`], and the
+//! [`AuthMiddleware`], [`AuthMiddlewareStack`](struct@AuthMiddlewareStack), [`login`] / [`logout`] / [`get_user`], and the
 //! [`UserBackend`] through which the application loads its users.
 
 use std::fmt;
@@ -59,7 +59,7 @@ impl<B: UserBackend> ErasedBackend for B {
 
 /// The authentication configuration of an application, given once where the app is built
 /// ([`ProtocolTypeRouter::auth`](crate::ProtocolTypeRouter::auth)) and read from the scope by
-/// every [`AuthMiddlewareStack`]: the user backend, the session store, the signing keys and the
+/// every [`AuthMiddlewareStack`](struct@AuthMiddlewareStack): the user backend, the session store, the signing keys and the
 /// session cookie's settings.
 ///
 /// Only the backend is required: the store defaults to [`InMemorySessionStore`] and the keys to
@@ -121,7 +121,7 @@ impl AuthConfig {
 /// `AuthMiddleware`). Anonymous when there is no session, no user id, no such user, or the
 /// session's auth hash no longer matches the user's (compared in constant time; the session is
 /// then flushed). Needs `SessionMiddleware` (and `CookieMiddleware`) outside it: use
-/// [`AuthMiddlewareStack`].
+/// [`AuthMiddlewareStack`](struct@AuthMiddlewareStack).
 pub struct AuthMiddleware<A> {
     inner: A,
 }

@@ -4,7 +4,7 @@
 //! - [`SessionMiddleware`]: `scope.session`, from a signed session cookie and a
 //!   [`SessionStore`] (in memory, in the cookie, or in Redis).
 //! - [`AuthMiddleware`]: `scope.user`, loaded through the app's [`UserBackend`].
-//! - [`AuthMiddlewareStack`]: the three, configured once by
+//! - [`AuthMiddlewareStack`](struct@AuthMiddlewareStack): the three, configured once by
 //!   [`ProtocolTypeRouter::auth`](crate::ProtocolTypeRouter::auth).
 
 pub mod auth;
