@@ -4,11 +4,14 @@
 //! - [`SessionMiddleware`]: `scope.session`, from a signed session cookie and a
 //!   [`SessionStore`] (in memory, in the cookie, or in Redis).
 //! - [`AuthMiddleware`]: `scope.user`, loaded through the app's [`UserBackend`].
+//! - [`OriginValidator`](struct@OriginValidator) / [`AllowedHostsOriginValidator`](fn@AllowedHostsOriginValidator):
+//!   refuse WebSocket handshakes from other sites' pages.
 //! - [`AuthMiddlewareStack`](struct@AuthMiddlewareStack): the three, configured once by
 //!   [`ProtocolTypeRouter::auth`](crate::ProtocolTypeRouter::auth).
 
 pub mod auth;
 pub mod cookie;
+pub mod origin;
 #[cfg(feature = "redis")]
 mod redis_store;
 pub mod session;
@@ -16,6 +19,7 @@ mod signing;
 
 pub use self::auth::{AuthConfig, AuthMiddleware, AuthMiddlewareStack, AuthUser, UserBackend, get_user, login, logout};
 pub use self::cookie::CookieMiddleware;
+pub use self::origin::{AllowedHostsOriginValidator, OriginValidator};
 #[cfg(feature = "redis")]
 pub use self::redis_store::RedisSessionStore;
 pub use self::session::{
