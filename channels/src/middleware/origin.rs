@@ -1,4 +1,4 @@
-//! [`OriginValidator`] and [`AllowedHostsOriginValidator`]: refuse WebSocket handshakes from
+//! [`OriginValidator`](struct@OriginValidator) and [`AllowedHostsOriginValidator`](fn@AllowedHostsOriginValidator): refuse WebSocket handshakes from
 //! pages of other sites (cross-site WebSocket hijacking), as Channels does.
 
 use std::fmt;
@@ -142,7 +142,7 @@ impl<A: Application> Application for OriginValidator<A> {
     }
 }
 
-/// An [`OriginValidator`] allowing the application's own hosts (Channels'
+/// An [`OriginValidator`](struct@OriginValidator) allowing the application's own hosts (Channels'
 /// `AllowedHostsOriginValidator`, with Django's `ALLOWED_HOSTS` passed in). An empty list means
 /// development: `localhost`, `127.0.0.1` and `[::1]` on any port.
 pub type AllowedHostsOriginValidator<A> = OriginValidator<A>;
