@@ -1,0 +1,62 @@
+//! [`BaseMiddleware`]: a custom middleware in a few lines (Channels' `BaseMiddleware`).
+
+use std::future::Future;
+
+use crate::application::{AppError, Application, BoxFuture, Inbox, Outbox};
+use crate::scope::Scope;
+
+/// A middleware that prepares the scope before the inner application runs: implement
+/// `populate_scope`, then `.wrap(inner)`.
+///
+/// ```
+/// use channels::middleware::BaseMiddleware;
+/// use channels::prelude::*;
+///
+/// /// INSECURE, for demos only: trusts a user id in the query string.
+/// struct QueryAuthMiddleware;
+///
+/// impl BaseMiddleware for QueryAuthMiddleware {
+///     async fn populate_scope(&self, scope: &mut Scope) -> Result<(), AppError> {
+///         let id = scope.query_pairs().find(|(key, _)| key == "user_id").map(|(_, id)| id);
+///         if let Some(id) = id {
+///             scope.user = User::with_id(id.clone(), id);
+///         }
+///         Ok(())
+///     }
+/// }
+///
+/// # let inner = channels::application_fn(|_, _, _| async { Ok(()) });
+/// let app = QueryAuthMiddleware.wrap(inner);
+/// # let _ = app;
+/// ```
+///
+/// Returning an error refuses the connection with it (e.g. `AppError::Refused`).
+pub trait BaseMiddleware: Send + Sync + Sized + 'static {
+    /// Fills in the scope (user, extensions...) for the inner application.
+    fn populate_scope(&self, scope: &mut Scope) -> impl Future<Output = Result<(), AppError>> + Send;
+
+    /// This middleware around `inner`.
+    fn wrap<A: Application>(self, inner: A) -> Wrapped<Self, A> {
+        Wrapped { middleware: self, inner }
+    }
+}
+
+/// A [`BaseMiddleware`] around an application.
+#[derive(Debug)]
+pub struct Wrapped<M, A> {
+    middleware: M,
+    inner: A,
+}
+
+impl<M: BaseMiddleware, A: Application> Application for Wrapped<M, A> {
+    fn call(&self, mut scope: Scope, inbox: Inbox, outbox: Outbox) -> BoxFuture<'_, Result<(), AppError>> {
+        Box::pin(async move {
+            self.middleware.populate_scope(&mut scope).await?;
+            self.inner.call(scope, inbox, outbox).await
+        })
+    }
+
+    fn route_match(&self, path: &str) -> Option<bool> {
+        self.inner.route_match(path)
+    }
+}

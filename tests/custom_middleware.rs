@@ -1,0 +1,179 @@
+//! Custom middleware with `BaseMiddleware`: the seed's query-string auth (insecure), a signed
+//! token in the query string or `Sec-WebSocket-Protocol` (browsers cannot set headers on a
+//! WebSocket), and auth over a custom protocol that has no headers at all.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use channels::event::{CustomEvent, Outbound};
+use channels::middleware::{AuthConfig, AuthMiddlewareStack, AuthUser, BaseMiddleware, SecretKeys, UserBackend};
+use channels::prelude::*;
+use channels::testing::{ApplicationCommunicator, TestError, WebsocketCommunicator};
+use channels::{consumer, routing};
+use serde_json::json;
+
+/// INSECURE, for demos only: believes whatever `?user_id=` says.
+struct QueryAuthMiddleware;
+
+impl BaseMiddleware for QueryAuthMiddleware {
+    async fn populate_scope(&self, scope: &mut Scope) -> Result<(), AppError> {
+        let id = scope.query_pairs().find(|(key, _)| key == "user_id").map(|(_, id)| id);
+        if let Some(id) = id {
+            scope.user = User::with_id(id.clone(), id);
+        }
+        Ok(())
+    }
+}
+
+/// A signed, expiring token `user.expires.signature`, read from `?token=` or from a
+/// `token.<token>` entry of `Sec-WebSocket-Protocol`.
+struct TokenAuthMiddleware {
+    keys: SecretKeys,
+}
+
+fn issue_token(keys: &SecretKeys, user: &str, valid_for_secs: u64) -> String {
+    let expires = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + valid_for_secs;
+    let payload = format!("{user}.{expires}");
+    format!("{payload}.{}", keys.sign(&payload))
+}
+
+impl TokenAuthMiddleware {
+    fn user_of(&self, token: &str) -> Option<String> {
+        let (payload, signature) = token.rsplit_once('.')?;
+        if !self.keys.verify(payload, signature) {
+            return None;
+        }
+        let (user, expires) = payload.rsplit_once('.')?;
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
+        (expires.parse::<u64>().ok()? > now).then(|| user.to_owned())
+    }
+}
+
+impl BaseMiddleware for TokenAuthMiddleware {
+    async fn populate_scope(&self, scope: &mut Scope) -> Result<(), AppError> {
+        let from_query = scope.query_pairs().find(|(key, _)| key == "token").map(|(_, token)| token);
+        let from_protocol = scope.subprotocols.iter().find_map(|p| p.strip_prefix("token.")).map(str::to_owned);
+        if let Some(user) = from_query.or(from_protocol).and_then(|token| self.user_of(&token)) {
+            scope.user = User::with_id(user.clone(), user);
+        }
+        Ok(())
+    }
+}
+
+/// The custom "chat" protocol's server puts the user's name in the query string.
+struct ChatUserMiddleware;
+
+impl BaseMiddleware for ChatUserMiddleware {
+    async fn populate_scope(&self, scope: &mut Scope) -> Result<(), AppError> {
+        let name = scope.query_pairs().find(|(key, _)| key == "username").map(|(_, name)| name);
+        match name {
+            Some(name) if !name.is_empty() => {
+                scope.user = User::with_id(name.clone(), name);
+                Ok(())
+            }
+            _ => Err(AppError::Refused("the chat protocol needs a username".to_owned())),
+        }
+    }
+}
+
+#[consumer(websocket)]
+struct Whoami;
+
+#[consumer]
+impl Whoami {
+    async fn connect(&mut self, ws: &mut Websocket) -> Result<(), ConsumerError> {
+        ws.accept().await?;
+        ws.send_text(self.scope.user.id().unwrap_or("anonymous").to_owned()).await?;
+        Ok(())
+    }
+}
+
+#[consumer(protocol = "chat")]
+struct ChatLines;
+
+#[consumer]
+impl ChatLines {
+    async fn handle(&mut self, outbox: &Outbox, event: Inbound) -> Result<Flow, ConsumerError> {
+        let Inbound::Custom(line) = event else { return Ok(Flow::Stop) };
+        let user = self.scope.user.id().unwrap_or("?");
+        outbox.send(Outbound::Custom(CustomEvent::new("line", json!(format!("{user}: {}", line.payload))))).await?;
+        Ok(Flow::Continue)
+    }
+}
+
+fn keys() -> SecretKeys {
+    SecretKeys::new([b"token signing key, 32 bytes or more....."]).unwrap()
+}
+
+async fn who(app: impl Application, path: &str, subprotocol: Option<&str>) -> String {
+    let mut ws = WebsocketCommunicator::new(app, path);
+    if let Some(subprotocol) = subprotocol {
+        ws = ws.subprotocol(subprotocol);
+    }
+    assert!(ws.connect().await.unwrap().accepted);
+    ws.receive_text().await.unwrap()
+}
+
+#[tokio::test]
+async fn query_auth_middleware_fills_the_user() {
+    let app = || routing! { websocket: [ "ws/" => { QueryAuthMiddleware.wrap(Whoami::as_app()) } ] };
+    assert_eq!(who(app(), "/ws/?user_id=42", None).await, "42");
+    assert_eq!(who(app(), "/ws/", None).await, "anonymous");
+}
+
+#[tokio::test]
+async fn signed_token_in_query_or_subprotocol() {
+    let app = || routing! { websocket: [ "ws/" => { TokenAuthMiddleware { keys: keys() }.wrap(Whoami::as_app()) } ] };
+    let token = issue_token(&keys(), "carol", 60);
+    assert_eq!(who(app(), &format!("/ws/?token={token}"), None).await, "carol");
+    assert_eq!(who(app(), "/ws/", Some(&format!("token.{token}"))).await, "carol");
+    let forged = token.replace("carol", "admin");
+    assert_eq!(who(app(), &format!("/ws/?token={forged}"), None).await, "anonymous");
+    let expired = issue_token(&keys(), "carol", 0);
+    assert_eq!(who(app(), &format!("/ws/?token={expired}"), None).await, "anonymous");
+    let other_key = SecretKeys::new([b"some other key, also 32 bytes or more"]).unwrap();
+    assert_eq!(who(app(), &format!("/ws/?token={}", issue_token(&other_key, "carol", 60)), None).await, "anonymous");
+}
+
+struct NoUsers;
+
+struct Nobody;
+
+impl AuthUser for Nobody {
+    fn id(&self) -> String {
+        String::new()
+    }
+
+    fn session_auth_hash(&self) -> String {
+        String::new()
+    }
+}
+
+impl UserBackend for NoUsers {
+    type User = Nobody;
+
+    async fn get_user(&self, _id: &str) -> Result<Option<Nobody>, channels::application::BoxError> {
+        Ok(None)
+    }
+}
+
+#[tokio::test]
+async fn custom_protocol_auth_by_username_and_auth_middleware_says_why_not() {
+    let app = || routing! { "chat": { ChatUserMiddleware.wrap(ChatLines::as_app()) } };
+    let mut chat = ApplicationCommunicator::new(app(), Scope::new(Protocol::from_name("chat"), "/?username=dave"));
+    chat.send_input(Inbound::Custom(CustomEvent::new("line", json!("hi")))).await.unwrap();
+    let Outbound::Custom(line) = chat.receive_output().await.unwrap() else { panic!("expected a line") };
+    assert_eq!(line.payload, json!("dave: \"hi\""));
+
+    let mut anonymous = ApplicationCommunicator::new(app(), Scope::new(Protocol::from_name("chat"), "/"));
+    let refused = anonymous.wait().await;
+    assert!(
+        matches!(refused, Err(TestError::App(AppError::Refused(ref why))) if why.contains("username")),
+        "{refused:?}"
+    );
+
+    // The cookie-based stack cannot work here, and says so.
+    let wrong = routing! { "chat": AuthMiddlewareStack({ ChatLines::as_app() }) }.auth(AuthConfig::new(NoUsers));
+    let mut comm = ApplicationCommunicator::new(wrong, Scope::new(Protocol::from_name("chat"), "/?username=dave"));
+    let Err(TestError::App(AppError::Misconfigured(message))) = comm.wait().await else { panic!("expected an error") };
+    assert!(message.contains("custom protocol `chat`") && message.contains("headers"), "{message}");
+}
