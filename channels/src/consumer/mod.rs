@@ -77,6 +77,11 @@ impl ConsumerError {
         self.0.downcast_ref::<SendError>() == Some(&SendError::Closed)
     }
 
+    /// An error from a boxed one (what `?` cannot convert by itself).
+    pub fn from_box(error: BoxError) -> Self {
+        ConsumerError(error)
+    }
+
     /// The underlying error.
     pub fn into_inner(self) -> BoxError {
         self.0

@@ -1,0 +1,276 @@
+//! The flagship example: chat rooms with logins. Run with `cargo run --example chat`.
+//!
+//! Options: `--addr HOST:PORT` (default 127.0.0.1:8000), `--db PATH` (SQLite file, default
+//! `chat.sqlite3`, created on first run with the demo users `alice` and `bob`),
+//! `--demo-password PW` (their password on first run, default `channels-demo`),
+//! `--allowed-host HOST` (repeatable; default: the host it serves on, localhost, 127.0.0.1),
+//! `--create-user NAME:PASSWORD`, `--redis URL` (channel layer and sessions in Redis).
+//!
+//! Stable interface (other clients and tools drive it):
+//! - `GET /login/`: the form; `POST /login/` (form fields `username`, `password`): 302 to the
+//!   lobby with the session cookie, or 200 with the form and an error.
+//! - `POST /logout/`: ends the session, 302 to `/login/`.
+//! - `GET /chat/<room>/`: the chat page (302 to `/login/?next=...` when logged out).
+//! - WebSocket `/ws/chat/<room>/`: send `{"message": "..."}`; every member of the room, the
+//!   sender too, receives `{"user": "<username>", "message": "..."}`. Anonymous connections and
+//!   cross-site `Origin`s are refused with HTTP 403.
+
+mod db;
+mod pages;
+
+use bytes::Bytes;
+use channels::layers::{InMemoryChannelLayer, Layer, RedisChannelLayer};
+use channels::middleware::{
+    AllowedHostsOriginValidator, AuthConfig, AuthMiddlewareStack, InMemorySessionStore, RedisSessionStore, login,
+    logout,
+};
+use channels::prelude::*;
+use channels::{auth, consumer, routing};
+use db::{Db, Users};
+use http::header::LOCATION;
+use http::{HeaderMap, HeaderValue, StatusCode};
+use serde::Deserialize;
+use serde_json::json;
+
+/// Sends a `302 Found` to `location`.
+async fn redirect(response: &mut HttpResponse, location: &str) -> Result<(), ConsumerError> {
+    let mut headers = HeaderMap::new();
+    headers.insert(LOCATION, HeaderValue::from_str(location)?);
+    response.send_response(StatusCode::FOUND, headers, Bytes::new()).await?;
+    Ok(())
+}
+
+/// The users database, put in every scope by the app.
+fn users(scope: &Scope) -> Result<Users, ConsumerError> {
+    scope.extensions.get::<Users>().cloned().ok_or_else(|| ConsumerError::msg("no user database in the scope"))
+}
+
+/// `GET /login/` and `POST /login/`.
+#[consumer(http)]
+struct LoginPage;
+
+#[consumer]
+impl LoginPage {
+    async fn handle(&mut self, body: Bytes, response: &mut HttpResponse) -> Result<(), ConsumerError> {
+        if self.scope.method != http::Method::POST {
+            response.html(StatusCode::OK, pages::login(None)).await?;
+            return Ok(());
+        }
+        let form: std::collections::HashMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
+        let (username, password) =
+            (form.get("username").cloned().unwrap_or_default(), form.get("password").cloned().unwrap_or_default());
+        match users(&self.scope)?.authenticate(&username, &password).await.map_err(ConsumerError::from_box)? {
+            Some(user) => {
+                login(&mut self.scope, user).await?;
+                let next = self.scope.query_pairs().find(|(key, _)| key == "next").map(|(_, next)| next);
+                // Only local paths: never an open redirect.
+                let next = next.filter(|next| next.starts_with('/') && !next.starts_with("//"));
+                redirect(response, next.as_deref().unwrap_or("/chat/lobby/")).await
+            }
+            None => {
+                response.html(StatusCode::OK, pages::login(Some("Wrong username or password."))).await?;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// `POST /logout/`.
+#[consumer(http)]
+struct LogoutPage;
+
+#[consumer]
+impl LogoutPage {
+    async fn handle(&mut self, _body: Bytes, response: &mut HttpResponse) -> Result<(), ConsumerError> {
+        logout(&mut self.scope).await?;
+        redirect(response, "/login/").await
+    }
+}
+
+/// `GET /chat/<room>/`: the page; logged-out visitors go to the login form.
+#[auth(stack, required, redirect = "/login/")]
+#[consumer(http)]
+struct ChatPage {
+    #[url]
+    room: String,
+}
+
+#[consumer]
+impl ChatPage {
+    async fn handle(&mut self, _body: Bytes, response: &mut HttpResponse) -> Result<(), ConsumerError> {
+        let name = self.scope.user.downcast_ref::<db::User>().map_or("", |user| user.username.as_str());
+        response.html(StatusCode::OK, pages::chat(&self.room, name)).await?;
+        Ok(())
+    }
+}
+
+/// `GET /`: to the lobby.
+#[consumer(http)]
+struct Home;
+
+#[consumer]
+impl Home {
+    async fn handle(&mut self, _body: Bytes, response: &mut HttpResponse) -> Result<(), ConsumerError> {
+        redirect(response, "/chat/lobby/").await
+    }
+}
+
+#[derive(Deserialize)]
+struct Incoming {
+    message: String,
+}
+
+#[derive(Deserialize, serde::Serialize)]
+struct ChatMessage {
+    user: String,
+    message: String,
+}
+
+/// A chat room over WebSocket; logged-in users only.
+#[auth(stack, required)]
+#[consumer(json)]
+struct ChatConsumer {
+    #[url]
+    room: String,
+}
+
+#[consumer]
+impl ChatConsumer {
+    fn groups(&self) -> [String; 1] {
+        [format!("chat.{}", self.room)]
+    }
+
+    async fn receive_json(&mut self, _ws: &mut Websocket, incoming: Incoming) -> Result<(), ConsumerError> {
+        let user = self.scope.user.downcast_ref::<db::User>().map_or("?", |user| user.username.as_str());
+        let message = incoming.message.chars().take(2000).collect::<String>();
+        let event = json!({ "type": "chat.message", "user": user, "message": message });
+        if let Err(err) = self.scope.layer()?.group_send(&format!("chat.{}", self.room), event.into()).await {
+            tracing::warn!(%err, "message not sent");
+        }
+        Ok(())
+    }
+
+    #[handler("chat.message")]
+    async fn chat_message(&mut self, ws: &mut Websocket, event: ChatMessage) -> Result<(), ConsumerError> {
+        ws.send_json(&event).await
+    }
+}
+
+/// Puts the user database into every scope (for the login page).
+struct WithUsers<A>(A, Users);
+
+impl<A: Application> Application for WithUsers<A> {
+    fn call(&self, mut scope: Scope, inbox: Inbox, outbox: Outbox) -> channels::BoxFuture<'_, Result<(), AppError>> {
+        scope.extensions.insert(self.1.clone());
+        self.0.call(scope, inbox, outbox)
+    }
+
+    fn route_match(&self, path: &str) -> Option<bool> {
+        self.0.route_match(path)
+    }
+}
+
+struct Args {
+    addr: String,
+    db: String,
+    demo_password: String,
+    allowed_hosts: Vec<String>,
+    create_user: Option<(String, String)>,
+    redis: Option<String>,
+}
+
+const USAGE: &str = "usage: chat [--addr HOST:PORT] [--db PATH] [--demo-password PW] [--allowed-host HOST]... \
+                     [--create-user NAME:PASSWORD] [--redis URL]";
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = std::env::args().skip(1);
+    let mut parsed = Args {
+        addr: "127.0.0.1:8000".to_owned(),
+        db: "chat.sqlite3".to_owned(),
+        demo_password: "channels-demo".to_owned(),
+        allowed_hosts: Vec::new(),
+        create_user: None,
+        redis: None,
+    };
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value; {USAGE}"));
+        match arg.as_str() {
+            "--addr" => parsed.addr = value("--addr")?,
+            "--db" => parsed.db = value("--db")?,
+            "--demo-password" => parsed.demo_password = value("--demo-password")?,
+            "--allowed-host" => parsed.allowed_hosts.push(value("--allowed-host")?),
+            "--redis" => parsed.redis = Some(value("--redis")?),
+            "--create-user" => {
+                let spec = value("--create-user")?;
+                let (name, password) = spec.split_once(':').ok_or("--create-user takes NAME:PASSWORD")?;
+                parsed.create_user = Some((name.to_owned(), password.to_owned()));
+            }
+            "-h" | "--help" => return Err(USAGE.to_owned()),
+            other => return Err(format!("unknown argument {other:?}; {USAGE}")),
+        }
+    }
+    Ok(parsed)
+}
+
+/// The application: pages behind the session stack, the chat socket behind the origin check.
+fn app(users: Users, allowed_hosts: Vec<String>, auth: AuthConfig, layer: Layer) -> impl Application {
+    let router = routing! {
+        http: [
+            "chat/<slug:room>/" => ChatPage,
+            "" => AuthMiddlewareStack([
+                "login/" => LoginPage,
+                "logout/" => LogoutPage,
+                "" => Home,
+            ]),
+        ],
+        websocket: AllowedHostsOriginValidator([
+            "ws/chat/<slug:room>/" => ChatConsumer,
+        ], allowed_hosts),
+    };
+    WithUsers(router.auth(auth).channel_layer(layer), users)
+}
+
+#[tokio::main]
+async fn main() -> Result<(), channels::application::BoxError> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("{message}");
+            std::process::exit(2);
+        }
+    };
+    let db = Db::open(&args.db, &args.demo_password)?;
+    if let Some((name, password)) = &args.create_user {
+        db.create_user(name, password)?;
+        println!("created user {name:?}");
+    }
+    let keys = db.secret_keys()?;
+    let users = Users::new(db, keys.clone())?;
+    let mut allowed_hosts = args.allowed_hosts.clone();
+    if allowed_hosts.is_empty() {
+        let host = args.addr.rsplit_once(':').map_or(args.addr.as_str(), |(host, _)| host);
+        allowed_hosts = vec![host.to_owned(), "localhost".to_owned(), "127.0.0.1".to_owned()];
+    }
+    let (auth, layer): (AuthConfig, Layer) = match &args.redis {
+        Some(url) => (
+            AuthConfig::new(users.clone()).keys(keys).store(RedisSessionStore::connect(url, "chat").await?),
+            RedisChannelLayer::connect(url).await?.into_layer(),
+        ),
+        None => (
+            AuthConfig::new(users.clone()).keys(keys).store(InMemorySessionStore::new()),
+            InMemoryChannelLayer::new().into_layer(),
+        ),
+    };
+    let app = app(users, allowed_hosts.clone(), auth, layer);
+    let server = channels::Server::new(app).shutdown_on_signals().bind(&args.addr).await?;
+    println!(
+        "chat on http://{}/login/ (demo users alice and bob; allowed hosts: {})",
+        server.local_addr(),
+        allowed_hosts.join(", ")
+    );
+    server.run().await?;
+    Ok(())
+}
