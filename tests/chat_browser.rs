@@ -1,0 +1,186 @@
+//! The chat example in headless Chromium, driven over the DevTools protocol: log in through
+//! the page, open a room, send a message and see it with the username; then, logged out, a
+//! page's WebSocket is refused. A screenshot is saved to `target/chat-browser.png`.
+//!
+//! Needs Debian's `chromium` (`.ci/run` installs it); without it the test says it skipped.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use support::*;
+use tokio_tungstenite::tungstenite::Message;
+
+struct Browser {
+    process: Child,
+    profile: PathBuf,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+        let _ = std::fs::remove_dir_all(&self.profile);
+    }
+}
+
+fn chromium() -> Option<&'static str> {
+    ["chromium", "chromium-browser"].into_iter().find(|name| Command::new(name).arg("--version").output().is_ok())
+}
+
+/// A DevTools connection to one page.
+struct Page {
+    socket: Client,
+    next_id: u64,
+}
+
+impl Page {
+    async fn call(&mut self, method: &str, params: Value) -> Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        let request = json!({ "id": id, "method": method, "params": params });
+        within(self.socket.send(Message::Text(request.to_string().into()))).await.unwrap();
+        within(async {
+            loop {
+                let message = self.socket.next().await.expect("devtools open").expect("devtools message");
+                let Message::Text(text) = message else { continue };
+                let value: Value = serde_json::from_str(text.as_str()).unwrap();
+                if value["id"] == id {
+                    assert!(value.get("error").is_none(), "{method} failed: {value}");
+                    return value["result"].clone();
+                }
+            }
+        })
+        .await
+    }
+
+    async fn eval(&mut self, expression: &str) -> Value {
+        let params = json!({ "expression": expression, "awaitPromise": true, "returnByValue": true });
+        self.call("Runtime.evaluate", params).await["result"]["value"].clone()
+    }
+
+    /// Evaluates `condition` until it is true (bounded).
+    async fn wait_for(&mut self, condition: &str) {
+        within(async {
+            while self.eval(condition).await != json!(true) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+    }
+}
+
+async fn open_browser(binary: &str) -> (Browser, Page) {
+    let profile = std::env::temp_dir().join(format!("channels-chromium-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&profile);
+    let process = Command::new(binary)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--remote-debugging-port=0",
+            &format!("--user-data-dir={}", profile.display()),
+            "about:blank",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start chromium");
+    let browser = Browser { process, profile: profile.clone() };
+    // Chromium writes its DevTools port to the profile once it listens.
+    let port: u16 = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            if let Ok(text) = std::fs::read_to_string(profile.join("DevToolsActivePort"))
+                && let Some(port) = text.lines().next().and_then(|line| line.parse().ok())
+            {
+                return port;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("chromium's DevTools port");
+    let devtools = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let listing = raw_http(devtools, b"GET /json/list HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").await;
+    let body = &listing[listing.find("\r\n\r\n").expect("a response") + 4..];
+    let body = body.trim_start_matches(|c: char| c.is_ascii_hexdigit() || c.is_whitespace()); // chunk size, if any
+    let end = body.rfind(']').expect("a JSON list") + 1;
+    let targets: Value = serde_json::from_str(&body[..end]).expect("target list");
+    let url = targets
+        .as_array()
+        .and_then(|targets| targets.iter().find(|t| t["type"] == "page"))
+        .and_then(|page| page["webSocketDebuggerUrl"].as_str())
+        .expect("a page target")
+        .to_owned();
+    let path = url.find("/devtools/").map(|start| url[start..].to_owned()).expect("devtools path");
+    let socket = connect(devtools, &path).await;
+    (browser, Page { socket, next_id: 0 })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_in_a_real_browser() {
+    let Some(binary) = chromium() else {
+        assert!(std::env::var_os("CI").is_none(), "CI=true but chromium is not installed (.ci/run installs it)");
+        eprintln!("SKIPPED chat_in_a_real_browser: chromium is not installed (apt-get install chromium)");
+        return;
+    };
+    let db = std::env::temp_dir().join(format!("channels-chat-browser-{}.sqlite3", std::process::id()));
+    let _ = std::fs::remove_file(&db);
+    let addr = free_addr().await;
+    let args = ["--addr", &addr.to_string(), "--db", db.to_str().unwrap(), "--demo-password", "demo-pw"];
+    let _chat = Example::start("chat", &args).await;
+    wait_until_listening(addr).await;
+    let (_browser, mut page) = open_browser(binary).await;
+
+    page.call("Page.navigate", json!({ "url": format!("http://{addr}/login/") })).await;
+    page.wait_for("document.readyState === 'complete' && !!document.getElementById('login')").await;
+    page.eval(
+        "document.getElementById('username').value = 'alice';\
+         document.getElementById('password').value = 'demo-pw';\
+         document.getElementById('login').submit(); true",
+    )
+    .await;
+    page.wait_for(
+        "location.pathname === '/chat/lobby/' && document.getElementById('status')?.textContent === 'connected'",
+    )
+    .await;
+    page.eval(
+        "document.getElementById('message').value = 'hello from chromium';\
+         document.getElementById('send').requestSubmit(); true",
+    )
+    .await;
+    page.wait_for("[...document.querySelectorAll('.line')].some(l => l.textContent === 'alice: hello from chromium')")
+        .await;
+
+    let shot = page.call("Page.captureScreenshot", json!({ "format": "png" })).await;
+    let png = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.decode(shot["data"].as_str().unwrap()).unwrap()
+    };
+    let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target");
+    std::fs::create_dir_all(&target).unwrap();
+    std::fs::write(target.join("chat-browser.png"), png).unwrap();
+
+    // Logged out (cookies gone), a page's WebSocket to the room is refused.
+    page.call("Network.clearBrowserCookies", json!({})).await;
+    page.call("Page.navigate", json!({ "url": format!("http://{addr}/login/") })).await;
+    page.wait_for("document.readyState === 'complete' && !!document.getElementById('login')").await;
+    let outcome = page
+        .eval(&format!(
+            "new Promise(done => {{\
+               const socket = new WebSocket('ws://{addr}/ws/chat/lobby/');\
+               socket.onopen = () => done('opened');\
+               socket.onclose = (event) => done('closed ' + event.code);\
+             }})"
+        ))
+        .await;
+    assert_eq!(outcome, json!("closed 1006"), "the handshake was refused (403), so the browser saw 1006");
+    let _ = std::fs::remove_file(&db);
+}
