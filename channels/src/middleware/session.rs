@@ -495,3 +495,59 @@ impl<A: Application> Application for SessionMiddleware<A> {
         self.inner.route_match(path)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::middleware::cookie::parse_cookies;
+
+    fn context() -> Context {
+        Context {
+            store: Arc::new(CookieSessionStore),
+            keys: SecretKeys::new([[7u8; 32]]).unwrap(),
+            config: SessionConfig::default(),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn cookie_headers_never_panic(header in any::<String>()) {
+            let _ = parse_cookies(&header).count();
+        }
+
+        #[test]
+        fn arbitrary_cookie_values_never_authenticate(value in any::<String>()) {
+            prop_assert_eq!(context().verify(&value), None);
+        }
+
+        #[test]
+        fn well_shaped_forgeries_never_authenticate(
+            data in "[A-Za-z0-9_-]{0,64}",
+            expires in any::<u64>(),
+            signature in "[A-Za-z0-9_-]{0,64}",
+        ) {
+            prop_assert_eq!(context().verify(&format!("{data}.{expires}.{signature}")), None);
+        }
+
+        #[test]
+        fn signed_values_round_trip_and_any_change_breaks_them(data in "[A-Za-z0-9_-]{1,64}", flip in any::<prop::sample::Index>()) {
+            let context = context();
+            let cookie = context.cookie(Some(&data));
+            let value = cookie.split(';').next().unwrap().split_once('=').unwrap().1.to_owned();
+            prop_assert_eq!(context.verify(&value), Some(data.clone()));
+            let mut bytes = value.into_bytes();
+            let i = flip.index(bytes.len());
+            bytes[i] = if bytes[i] == b'x' { b'y' } else { b'x' };
+            let tampered = String::from_utf8(bytes).unwrap();
+            prop_assert_eq!(context.verify(&tampered), None);
+        }
+
+        #[test]
+        fn cookie_store_decodes_arbitrary_values_without_panicking(value in any::<String>()) {
+            let loaded = futures_util::FutureExt::now_or_never(CookieSessionStore.load(&value));
+            prop_assert!(loaded.is_some());
+        }
+    }
+}
