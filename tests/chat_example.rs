@@ -88,6 +88,9 @@ async fn chat_example_logs_in_chats_and_logs_out() {
 
     let out = post_form(addr, "/logout/", "", Some(&alice)).await;
     assert!(out.starts_with("HTTP/1.1 302") && out.to_ascii_lowercase().contains("max-age=0"), "{out}");
+    assert_eq!(close_code(&mut alice_ws).await, 4001, "logout closes the user's open sockets");
+    send_text(&mut bob_ws, r#"{"message": "still here"}"#).await;
+    assert_eq!(json(next_message(&mut bob_ws).await)["message"], "still here", "other users stay");
     assert_eq!(open_room(addr, "lobby", Some(&alice), &origin).await.err(), Some(403), "logged out");
     let _ = std::fs::remove_file(&db);
 }

@@ -9,7 +9,8 @@
 //! Stable interface (other clients and tools drive it):
 //! - `GET /login/`: the form; `POST /login/` (form fields `username`, `password`): 302 to the
 //!   lobby with the session cookie, or 200 with the form and an error.
-//! - `POST /logout/`: ends the session, 302 to `/login/`.
+//! - `POST /logout/`: ends the session and closes the user's chat sockets (code 4001), 302 to
+//!   `/login/`.
 //! - `GET /chat/<room>/`: the chat page (302 to `/login/?next=...` when logged out).
 //! - WebSocket `/ws/chat/<room>/`: send `{"message": "..."}`; every member of the room, the
 //!   sender too, receives `{"user": "<username>", "message": "..."}`. Anonymous connections and
@@ -19,7 +20,7 @@ mod db;
 mod pages;
 
 use bytes::Bytes;
-use channels::layers::{InMemoryChannelLayer, Layer, RedisChannelLayer};
+use channels::layers::{InMemoryChannelLayer, Layer, RedisChannelLayer, close_message, user_group};
 use channels::middleware::{
     AllowedHostsOriginValidator, AuthConfig, AuthMiddlewareStack, InMemorySessionStore, RedisSessionStore, login,
     logout,
@@ -82,6 +83,12 @@ struct LogoutPage;
 #[consumer]
 impl LogoutPage {
     async fn handle(&mut self, _body: Bytes, response: &mut HttpResponse) -> Result<(), ConsumerError> {
+        // Close the user's open chat sockets too (every tab, every process).
+        if let Some(group) = self.scope.user.id().and_then(|id| user_group(id).ok())
+            && let Err(err) = self.scope.layer()?.group_send(&group, close_message(4001)).await
+        {
+            tracing::warn!(%err, "could not close the user's sockets");
+        }
         logout(&mut self.scope).await?;
         redirect(response, "/login/").await
     }
@@ -136,8 +143,10 @@ struct ChatConsumer {
 
 #[consumer]
 impl ChatConsumer {
-    fn groups(&self) -> [String; 1] {
-        [format!("chat.{}", self.room)]
+    /// The room, and the user's own group (logout closes every socket in it).
+    fn groups(&self) -> Vec<String> {
+        let user = self.scope.user.id().and_then(|id| user_group(id).ok());
+        std::iter::once(format!("chat.{}", self.room)).chain(user).collect()
     }
 
     async fn receive_json(&mut self, _ws: &mut Websocket, incoming: Incoming) -> Result<(), ConsumerError> {

@@ -260,17 +260,19 @@ pub async fn make_layer(
 pub struct Example(pub std::process::Child);
 
 impl Example {
-    /// Starts `target/<profile>/examples/<name>` with `args` (building it first when a filtered
-    /// test run did not).
+    /// Builds (if needed) and starts `target/<profile>/examples/<name>` with `args`.
     pub async fn start(name: &str, args: &[&str]) -> Example {
         // target/<profile>/deps/<this test> → target/<profile>/examples/<name>
         let exe = std::env::current_exe().expect("current exe");
         let binary = exe.parent().and_then(|deps| deps.parent()).expect("target dir").join("examples").join(name);
-        if !binary.exists() {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-            let built = std::process::Command::new(cargo).args(["build", "--example", name]).status().expect("cargo");
-            assert!(built.success() && binary.exists(), "could not build {}", binary.display());
-        }
+        // Always (re)build: a filtered `cargo test --test x` does not rebuild examples, and a
+        // stale binary would test old code. A no-op when it is up to date.
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let built = std::process::Command::new(cargo)
+            .args(["build", "--quiet", "--example", name])
+            .status()
+            .expect("run cargo");
+        assert!(built.success() && binary.exists(), "could not build {}", binary.display());
         let child = std::process::Command::new(&binary)
             .args(args)
             .stdout(std::process::Stdio::null())
