@@ -1,6 +1,8 @@
 //! Authentication: login / logout through HTTP consumers, `scope.user` in WebSocket consumers,
 //! and every way a session stops authenticating.
 
+mod support;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -343,4 +345,56 @@ async fn auth_attribute_puts_the_consumer_behind_the_stack() {
     assert_eq!(redirected.status, StatusCode::FOUND);
     assert_eq!(redirected.headers.get("location").unwrap(), "/login/?next=/account/");
     assert_eq!(post(&app, "/account/", "", Some(&cookie)).await.text(), "account 1");
+}
+
+mod over_real_sockets {
+    use super::*;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::http::HeaderValue as WsHeaderValue;
+
+    use super::support;
+
+    async fn login_over_tcp(addr: std::net::SocketAddr, credentials: &str) -> Option<String> {
+        let request = format!(
+            "POST /login/ HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{credentials}",
+            credentials.len()
+        );
+        let response = support::raw_http(addr, request.as_bytes()).await;
+        let line = response.lines().find(|line| line.to_ascii_lowercase().starts_with("set-cookie: sessionid="))?;
+        line.split_once('=')?.1.split(';').next().map(str::to_owned)
+    }
+
+    /// The first message the WebSocket gets, or the HTTP status that refused it.
+    async fn whoami_over_tcp(server: &support::TestServer, path: &str, cookie: Option<&str>) -> Result<String, u16> {
+        let mut request = format!("ws://{}{path}", server.addr).into_client_request().unwrap();
+        if let Some(cookie) = cookie {
+            request.headers_mut().insert("cookie", WsHeaderValue::from_str(&format!("sessionid={cookie}")).unwrap());
+        }
+        match server.try_connect(request).await {
+            Ok((mut client, _)) => {
+                Ok(support::next_message(&mut client).await.into_text().unwrap().as_str().to_owned())
+            }
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => Err(response.status().as_u16()),
+            Err(other) => panic!("{other}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_same_rules_hold_over_tcp() {
+        let accounts = accounts();
+        let server = support::TestServer::start(app(&accounts)).await;
+        assert_eq!(login_over_tcp(server.addr, "alice:nope").await, None);
+        let cookie = login_over_tcp(server.addr, "alice:wonderland").await.expect("a session cookie");
+        assert_eq!(whoami_over_tcp(&server, "/ws/whoami/", Some(&cookie)).await, Ok("alice 1".to_owned()));
+        assert_eq!(whoami_over_tcp(&server, "/ws/private/", None).await, Err(403));
+        let tampered = format!("{}x", &cookie[..cookie.len() - 1]);
+        assert_eq!(whoami_over_tcp(&server, "/ws/whoami/", Some(&tampered)).await, Ok("anonymous -".to_owned()));
+        assert_eq!(whoami_over_tcp(&server, "/ws/private/", Some(&tampered)).await, Err(403));
+        accounts.add(1, "alice", "new password");
+        assert_eq!(whoami_over_tcp(&server, "/ws/private/", Some(&cookie)).await, Err(403), "password changed");
+        let bob = login_over_tcp(server.addr, "bob:builder").await.expect("a session cookie");
+        accounts.0.lock().unwrap().remove(&2);
+        assert_eq!(whoami_over_tcp(&server, "/ws/whoami/", Some(&bob)).await, Ok("anonymous -".to_owned()), "deleted");
+        server.shutdown().await;
+    }
 }

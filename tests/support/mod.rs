@@ -265,14 +265,16 @@ impl Example {
         // target/<profile>/deps/<this test> → target/<profile>/examples/<name>
         let exe = std::env::current_exe().expect("current exe");
         let binary = exe.parent().and_then(|deps| deps.parent()).expect("target dir").join("examples").join(name);
-        // Always (re)build: a filtered `cargo test --test x` does not rebuild examples, and a
-        // stale binary would test old code. A no-op when it is up to date.
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let built = std::process::Command::new(cargo)
-            .args(["build", "--quiet", "--example", name])
-            .status()
-            .expect("run cargo");
-        assert!(built.success() && binary.exists(), "could not build {}", binary.display());
+        // `cargo test` builds the examples with the tests; a filtered run (`--test x`) does not,
+        // so rebuild when an example source is newer than the binary (never test stale code).
+        if example_is_stale(name, &binary) {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+            let built = std::process::Command::new(cargo)
+                .args(["build", "--quiet", "--example", name])
+                .status()
+                .expect("run cargo");
+            assert!(built.success() && binary.exists(), "could not build {}", binary.display());
+        }
         let child = std::process::Command::new(&binary)
             .args(args)
             .stdout(std::process::Stdio::null())
@@ -280,6 +282,24 @@ impl Example {
             .spawn()
             .expect("start the example");
         Example(child)
+    }
+}
+
+/// True when the example's binary is missing or older than one of its source files.
+fn example_is_stale(name: &str, binary: &std::path::Path) -> bool {
+    fn newest(path: &std::path::Path) -> Option<std::time::SystemTime> {
+        let meta = std::fs::metadata(path).ok()?;
+        if meta.is_file() {
+            return meta.modified().ok();
+        }
+        std::fs::read_dir(path).ok()?.filter_map(|entry| newest(&entry.ok()?.path())).max()
+    }
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let source = [examples.join(format!("{name}.rs")), examples.join(name)].iter().filter_map(|p| newest(p)).max();
+    let built = std::fs::metadata(binary).and_then(|meta| meta.modified()).ok();
+    match (built, source) {
+        (Some(built), Some(source)) => source > built,
+        _ => true,
     }
 }
 
