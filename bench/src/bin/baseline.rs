@@ -24,6 +24,8 @@ enum Endpoint {
     Broadcast,
 }
 
+// The callback's signature is tungstenite's.
+#[allow(clippy::result_large_err)]
 async fn serve(tcp: TcpStream, hub: broadcast::Sender<String>) {
     let _ = tcp.set_nodelay(true);
     let mut endpoint = None;
@@ -47,10 +49,8 @@ async fn serve(tcp: TcpStream, hub: broadcast::Sender<String>) {
     match endpoint {
         Some(Endpoint::Echo) => {
             while let Some(Ok(message)) = ws.next().await {
-                if message.is_text() || message.is_binary() {
-                    if ws.send(message).await.is_err() {
-                        return;
-                    }
+                if (message.is_text() || message.is_binary()) && ws.send(message).await.is_err() {
+                    return;
                 }
             }
         }
