@@ -125,6 +125,17 @@ fn percentile(sorted: &[u32], p: f64) -> u32 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
+/// Total count and all latency samples of the per-connection tasks.
+async fn gather(tasks: Vec<tokio::task::JoinHandle<(u64, Vec<u32>)>>) -> Result<(u64, Vec<u32>), Error> {
+    let (mut total, mut latencies) = (0, Vec::new());
+    for task in tasks {
+        let (count, samples) = task.await?;
+        total += count;
+        latencies.extend(samples);
+    }
+    Ok((total, latencies))
+}
+
 struct Report {
     messages: u64,
     elapsed: f64,
@@ -172,13 +183,7 @@ async fn echo(args: &Args) -> Result<Report, Error> {
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
     stop.store(true, Ordering::Relaxed);
     let elapsed = start.elapsed().as_secs_f64();
-    let mut messages = 0;
-    let mut latencies = Vec::new();
-    for task in tasks {
-        let (count, samples) = task.await?;
-        messages += count;
-        latencies.extend(samples);
-    }
+    let (messages, latencies) = gather(tasks).await?;
     Ok(Report { messages, elapsed, latencies, extra: serde_json::json!({}) })
 }
 
@@ -217,12 +222,7 @@ async fn handshake(args: &Args) -> Result<Report, Error> {
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
     stop.store(true, Ordering::Relaxed);
     let elapsed = start.elapsed().as_secs_f64();
-    let (mut messages, mut latencies) = (0, Vec::new());
-    for task in tasks {
-        let (count, samples) = task.await?;
-        messages += count;
-        latencies.extend(samples);
-    }
+    let (messages, latencies) = gather(tasks).await?;
     Ok(Report {
         messages,
         elapsed,
@@ -328,12 +328,7 @@ async fn broadcast(args: &Args) -> Result<Report, Error> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
     let elapsed = start.elapsed().as_secs_f64();
-    let (mut messages, mut latencies) = (0, Vec::new());
-    for task in tasks {
-        let (count, samples) = task.await?;
-        messages += count;
-        latencies.extend(samples);
-    }
+    let (messages, latencies) = gather(tasks).await?;
     drain.abort();
     let _ = sink.close().await;
     Ok(Report { messages, elapsed, latencies, extra: serde_json::json!({ "sent": sent }) })

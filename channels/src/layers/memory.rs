@@ -1,6 +1,6 @@
 //! [`InMemoryChannelLayer`]: channels and groups inside one process.
 
-use std::collections::hash_map::{Entry, RandomState};
+use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;
 use std::hash::BuildHasher;
@@ -38,7 +38,9 @@ struct Inner {
     config: LayerConfig,
     shards: Box<[Mutex<ChannelMap>]>,
     hasher: RandomState,
-    groups: Mutex<HashMap<String, HashMap<String, Instant>>>,
+    /// Group → member channel → membership expiry. Names are shared (`Arc<str>`), so a group
+    /// send copies the member list without allocating a string per member.
+    groups: Mutex<HashMap<String, HashMap<Arc<str>, Instant>>>,
     counters: Counters,
     /// Distinguishes this layer's channel names from another layer's.
     id: u64,
@@ -222,7 +224,7 @@ impl Inner {
     }
 
     /// The members of `group`, dropping lapsed memberships.
-    fn members(&self, group: &str) -> Vec<String> {
+    fn members(&self, group: &str) -> Vec<Arc<str>> {
         let mut groups = lock(&self.groups);
         let Some(members) = groups.get_mut(group) else { return Vec::new() };
         let now = Instant::now();
@@ -263,7 +265,7 @@ impl ChannelLayer for InMemoryChannelLayer {
             self.inner.maybe_sweep();
             let expires = Instant::now() + self.inner.config.group_expiry;
             let mut groups = lock(&self.inner.groups);
-            groups.entry(group.to_owned()).or_default().insert(channel.to_owned(), expires);
+            groups.entry(group.to_owned()).or_default().insert(Arc::from(channel), expires);
         });
         Box::pin(std::future::ready(result))
     }
@@ -271,10 +273,10 @@ impl ChannelLayer for InMemoryChannelLayer {
     fn group_discard<'a>(&'a self, group: &'a str, channel: &'a str) -> BoxFuture<'a, Result<(), LayerError>> {
         let result = validate_group_name(group).and_then(|()| validate_channel_name(channel)).map(|()| {
             let mut groups = lock(&self.inner.groups);
-            if let Entry::Occupied(mut members) = groups.entry(group.to_owned()) {
-                members.get_mut().remove(channel);
-                if members.get().is_empty() {
-                    members.remove();
+            if let Some(members) = groups.get_mut(group) {
+                members.remove(channel);
+                if members.is_empty() {
+                    groups.remove(group);
                 }
             }
         });

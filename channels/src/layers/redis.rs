@@ -404,10 +404,15 @@ async fn watch(layer: Weak<Inner>, shard: usize, connection: MultiplexedConnecti
     let mut connection = Some(connection);
     let mut backoff = Duration::from_millis(100);
     let mut down_since: Option<std::time::Instant> = None;
-    loop {
-        let Some(inner) = layer.upgrade() else { return };
+    let Some((own_key, pops)) = layer.upgrade().map(|inner| {
         let own_key = inner.key(&format!("specific.{}!", inner.id));
         let pops = inner.shard_of(&own_key) == shard;
+        (own_key, pops)
+    }) else {
+        return;
+    };
+    loop {
+        let Some(inner) = layer.upgrade() else { return };
         let result: Result<Vec<String>, redis::RedisError> = async {
             if connection.is_none() {
                 connection = Some(watch_connection(&inner.shards[shard].client).await?);
