@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::consumer::ConsumerError;
 use crate::event::{Close, Inbound, Outbound, close_code};
 use crate::layers::Subscription;
+use crate::queue::{Queue, TryPushError};
 use crate::scope::Scope;
 
 /// A boxed, `Send` future: what [`Application::call`] returns.
@@ -179,16 +180,20 @@ pub(crate) struct ConnState {
     /// Why the connection ends, when something other than the application decided it.
     close: OnceLock<Close>,
     shutdown: CancellationToken,
+    /// What the application sends, until the server writes it.
+    queue: Queue<Outbound>,
 }
 
 impl ConnState {
-    pub(crate) fn new(shutdown: &CancellationToken, write_timeout: Option<Duration>) -> Self {
+    /// The state of a new connection whose outgoing queue holds `capacity` events.
+    pub(crate) fn new(shutdown: &CancellationToken, write_timeout: Option<Duration>, capacity: usize) -> Self {
         ConnState {
             token: shutdown.child_token(),
             seen: AtomicBool::new(false),
             write_timeout,
             close: OnceLock::new(),
             shutdown: shutdown.clone(),
+            queue: Queue::new(capacity),
         }
     }
 
@@ -281,22 +286,51 @@ impl Inbox {
 /// Backed by a bounded queue drained by the connection's writer task. When the queue is full,
 /// `send` waits; if the client reads nothing for the server's write timeout, the connection is
 /// closed and `send` returns [`SendError::SlowClient`].
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Outbox {
-    tx: mpsc::Sender<Outbound>,
-    conn: Option<Arc<ConnState>>,
+    tx: Tx,
+}
+
+#[derive(Debug)]
+enum Tx {
+    /// [`Outbox::channel`]: a tokio queue read by a test or a custom protocol server.
+    Channel(mpsc::Sender<Outbound>),
+    /// A server connection's own queue (see [`Events`]).
+    Connection(Arc<ConnState>),
+}
+
+impl Clone for Outbox {
+    fn clone(&self) -> Self {
+        let tx = match &self.tx {
+            Tx::Channel(tx) => Tx::Channel(tx.clone()),
+            Tx::Connection(conn) => {
+                conn.queue.add_sender();
+                Tx::Connection(conn.clone())
+            }
+        };
+        Outbox { tx }
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        if let Tx::Connection(conn) = &self.tx {
+            conn.queue.drop_sender();
+        }
+    }
 }
 
 impl Outbox {
     /// An outbox and the receiver its events arrive at (for custom protocol servers and tests).
     pub fn channel(capacity: usize) -> (Outbox, mpsc::Receiver<Outbound>) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        (Outbox { tx, conn: None }, rx)
+        (Outbox { tx: Tx::Channel(tx) }, rx)
     }
 
-    pub(crate) fn for_connection(capacity: usize, conn: Arc<ConnState>) -> (Outbox, mpsc::Receiver<Outbound>) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
-        (Outbox { tx, conn: Some(conn) }, rx)
+    /// The outbox of a server connection and the server's end of it. `conn` must be new: its
+    /// queue counts this outbox as its one sender.
+    pub(crate) fn for_connection(conn: Arc<ConnState>) -> (Outbox, Events) {
+        (Outbox { tx: Tx::Connection(conn.clone()) }, Events { conn })
     }
 
     /// Sends one event, waiting for queue space if needed.
@@ -305,30 +339,75 @@ impl Outbox {
     /// [`SendError::Closed`] when the connection is gone; [`SendError::SlowClient`] when the
     /// queue stayed full for the write timeout (the connection is then closed).
     pub async fn send(&self, event: Outbound) -> Result<(), SendError> {
-        let event = match self.tx.try_send(event) {
-            Ok(()) => return Ok(()),
-            Err(mpsc::error::TrySendError::Closed(_)) => return Err(SendError::Closed),
-            Err(mpsc::error::TrySendError::Full(event)) => event,
-        };
-        let Some(conn) = &self.conn else {
-            return self.tx.send(event).await.map_err(|_| SendError::Closed);
-        };
-        let Some(limit) = conn.write_timeout else {
-            return self.tx.send(event).await.map_err(|_| SendError::Closed);
-        };
-        tokio::select! {
-            sent = self.tx.send(event) => sent.map_err(|_| SendError::Closed),
-            () = conn.token.cancelled() => Err(SendError::Closed),
-            () = tokio::time::sleep(limit) => {
-                tracing::warn!(timeout = ?limit, "client too slow to read; closing the connection");
-                conn.abort(close_code::POLICY, "client too slow to read");
-                Err(SendError::SlowClient(limit))
-            }
+        // The waiting paths are boxed: they are rare (the queue is full), and their timer and
+        // cancellation futures would otherwise be part of every send's future, and so of every
+        // consumer's future for as long as its connection lives.
+        match &self.tx {
+            Tx::Connection(conn) => match conn.queue.try_push(event) {
+                Ok(()) => Ok(()),
+                Err(TryPushError::Closed(_)) => Err(SendError::Closed),
+                Err(TryPushError::Full(event)) => Box::pin(send_when_room(conn, event)).await,
+            },
+            Tx::Channel(tx) => match tx.try_send(event) {
+                Ok(()) => Ok(()),
+                Err(mpsc::error::TrySendError::Closed(_)) => Err(SendError::Closed),
+                Err(mpsc::error::TrySendError::Full(event)) => {
+                    Box::pin(tx.send(event)).await.map_err(|_| SendError::Closed)
+                }
+            },
         }
     }
 
     /// True once the connection's receiving side is gone.
     pub fn is_closed(&self) -> bool {
-        self.tx.is_closed() || self.conn.as_ref().is_some_and(|conn| conn.token.is_cancelled())
+        match &self.tx {
+            Tx::Channel(tx) => tx.is_closed(),
+            Tx::Connection(conn) => conn.queue.is_closed() || conn.token.is_cancelled(),
+        }
+    }
+}
+
+/// Waits for room in a full connection queue, up to the write timeout (the slow-client policy).
+async fn send_when_room(conn: &ConnState, event: Outbound) -> Result<(), SendError> {
+    let Some(limit) = conn.write_timeout else {
+        return conn.queue.push(event).await.map_err(|_| SendError::Closed);
+    };
+    tokio::select! {
+        sent = conn.queue.push(event) => sent.map_err(|_| SendError::Closed),
+        () = conn.token.cancelled() => Err(SendError::Closed),
+        () = tokio::time::sleep(limit) => {
+            tracing::warn!(timeout = ?limit, "client too slow to read; closing the connection");
+            conn.abort(close_code::POLICY, "client too slow to read");
+            Err(SendError::SlowClient(limit))
+        }
+    }
+}
+
+/// The server's end of a connection's outgoing queue. Dropping it closes the queue: sends fail
+/// with [`SendError::Closed`].
+#[derive(Debug)]
+pub(crate) struct Events {
+    conn: Arc<ConnState>,
+}
+
+impl Events {
+    /// The next event; `None` once every [`Outbox`] is gone and the queue is empty.
+    pub(crate) async fn recv(&mut self) -> Option<Outbound> {
+        poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Outbound>> {
+        self.conn.queue.poll_pop(cx)
+    }
+
+    /// The next event if one is queued.
+    pub(crate) fn try_recv(&mut self) -> Option<Outbound> {
+        self.conn.queue.try_pop()
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        self.conn.queue.close();
     }
 }

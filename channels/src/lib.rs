@@ -80,6 +80,7 @@ pub mod consumer;
 pub mod event;
 pub mod layers;
 pub mod middleware;
+mod queue;
 pub mod routing;
 pub mod scope;
 pub mod server;

@@ -56,7 +56,7 @@ pub trait GenericConsumer: Send + 'static {
 }
 
 pub(super) async fn drive<C: GenericConsumer>(
-    mut consumer: C,
+    mut consumer: Box<C>,
     mut inbox: Inbox,
     outbox: Outbox,
 ) -> Result<(), AppError> {

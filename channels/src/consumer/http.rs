@@ -178,7 +178,11 @@ pub trait HttpConsumer: Send + 'static {
     }
 }
 
-pub(super) async fn drive<C: HttpConsumer>(mut consumer: C, mut inbox: Inbox, outbox: Outbox) -> Result<(), AppError> {
+pub(super) async fn drive<C: HttpConsumer>(
+    mut consumer: Box<C>,
+    mut inbox: Inbox,
+    outbox: Outbox,
+) -> Result<(), AppError> {
     let mut response = HttpResponse::new(outbox);
     let mut body = BytesMut::new();
     // Layer messages that arrive while the body is read are handled after `handle`.

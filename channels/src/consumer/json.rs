@@ -110,7 +110,7 @@ pub trait JsonWebsocketConsumer: Send + 'static {
 }
 
 pub(super) async fn drive<C: JsonWebsocketConsumer>(
-    mut consumer: C,
+    mut consumer: Box<C>,
     mut inbox: Inbox,
     outbox: Outbox,
 ) -> Result<(), AppError> {

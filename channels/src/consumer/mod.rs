@@ -125,7 +125,10 @@ pub trait FromScope: Sized {
 }
 
 type Build<C> = dyn Fn(Scope) -> Result<C, ConsumerError> + Send + Sync;
-type Drive<C> = fn(C, Inbox, Outbox) -> BoxFuture<'static, Result<(), AppError>>;
+/// Runs one consumer instance. The instance is boxed: an async fn keeps room for its arguments
+/// beside its own locals, so a consumer passed by value (its `Scope` alone is ~600 bytes)
+/// would be paid for twice for the whole connection.
+type Drive<C> = fn(Box<C>, Inbox, Outbox) -> BoxFuture<'static, Result<(), AppError>>;
 
 /// How a consumer kind uses the channel layer, from its trait.
 struct LayerUse<C> {
@@ -216,7 +219,7 @@ impl<C: Send + 'static> Application for ConsumerApp<C> {
             // No layer use: nothing to set up (the common, fast path).
             _ => {
                 return match (self.build)(scope) {
-                    Ok(consumer) => (self.drive)(consumer, inbox, outbox),
+                    Ok(consumer) => (self.drive)(Box::new(consumer), inbox, outbox),
                     // The server logs the refusal with the connection's path.
                     Err(err) => Box::pin(ready(Err(AppError::Refused(err.to_string())))),
                 };
@@ -231,7 +234,7 @@ impl<C: Send + 'static> Application for ConsumerApp<C> {
             Err(err) => return Box::pin(ready(Err(AppError::Other(Box::new(err))))),
         };
         let consumer = match (self.build)(scope) {
-            Ok(consumer) => consumer,
+            Ok(consumer) => Box::new(consumer),
             Err(err) => return Box::pin(ready(Err(AppError::Refused(err.to_string())))),
         };
         let groups = (self.layer.groups)(&consumer);

@@ -265,7 +265,7 @@ pub trait WebsocketConsumer: Send + 'static {
 }
 
 pub(super) async fn drive<C: WebsocketConsumer>(
-    mut consumer: C,
+    mut consumer: Box<C>,
     mut inbox: Inbox,
     outbox: Outbox,
 ) -> Result<(), AppError> {

@@ -3,11 +3,12 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use super::cookie::CookieMiddleware;
 use super::session::{InMemorySessionStore, Session, SessionConfig, SessionError, SessionMiddleware, SessionStore};
 use super::signing::SecretKeys;
+use super::{Prepared, then_inner};
 use crate::application::{AppError, Application, BoxError, BoxFuture, Inbox, Outbox};
 use crate::scope::{Protocol, Scope, User};
 
@@ -189,7 +190,7 @@ impl<A: Application> AuthMiddleware<A> {
                     .to_owned(),
             );
         };
-        Box::pin(async move {
+        let prepare = async move {
             scope.user = match resolve(&session, config.backend.as_ref()).await {
                 Ok(user) => user,
                 Err(err) => {
@@ -198,10 +199,11 @@ impl<A: Application> AuthMiddleware<A> {
                 }
             };
             match required {
-                Some(refusal) if scope.user.is_anonymous() => refuse(scope, outbox, refusal).await,
-                _ => self.inner.call(scope, inbox, outbox).await,
+                Some(refusal) if scope.user.is_anonymous() => Prepared::Done(refuse(scope, outbox, refusal).await),
+                _ => Prepared::Call(scope, inbox, outbox),
             }
-        })
+        };
+        then_inner(Box::pin(prepare), &self.inner)
     }
 }
 
@@ -221,7 +223,12 @@ impl<A: Application> Application for AuthMiddleware<A> {
 pub struct AuthMiddlewareStack<A> {
     inner: Arc<AuthMiddleware<A>>,
     required: Option<Refusal>,
+    /// The cookie ► session ► auth chain, built on the first connection for the configuration
+    /// it carried (one `Arc<AuthConfig>` per app, so normally built once).
+    chain: OnceLock<(Arc<AuthConfig>, Chain<A>)>,
 }
+
+type Chain<A> = CookieMiddleware<SessionMiddleware<Gate<A>>>;
 
 /// How a stack with `required` refuses anonymous HTTP requests.
 #[derive(Debug, Clone)]
@@ -239,7 +246,7 @@ impl<A> fmt::Debug for AuthMiddlewareStack<A> {
 impl<A: Application> AuthMiddlewareStack<A> {
     /// The stack around `inner`.
     pub fn new(inner: A) -> Self {
-        AuthMiddlewareStack { inner: Arc::new(AuthMiddleware::new(inner)), required: None }
+        AuthMiddlewareStack { inner: Arc::new(AuthMiddleware::new(inner)), required: None, chain: OnceLock::new() }
     }
 
     /// Refuses anonymous users: WebSocket 403, HTTP 401.
@@ -253,6 +260,15 @@ impl<A: Application> AuthMiddlewareStack<A> {
     pub fn required_redirect(mut self, location: impl Into<String>) -> Self {
         self.required = Some(Refusal::Redirect(location.into()));
         self
+    }
+}
+
+impl<A: Application> AuthMiddlewareStack<A> {
+    fn chain_for(&self, config: &AuthConfig) -> Chain<A> {
+        // `ProtocolTypeRouter::auth` always fills the keys in (a random one for development).
+        let keys = config.keys.clone().unwrap_or_else(SecretKeys::random);
+        let gate = Gate { inner: self.inner.clone(), required: self.required.clone() };
+        CookieMiddleware::new(SessionMiddleware::with_config(gate, config.store.clone(), keys, config.session.clone()))
     }
 }
 
@@ -312,12 +328,14 @@ impl<A: Application> Application for AuthMiddlewareStack<A> {
                     .to_owned(),
             );
         };
-        // `ProtocolTypeRouter::auth` always fills the keys in (a random one for development).
-        let keys = config.keys.clone().unwrap_or_else(SecretKeys::random);
-        let gate = Gate { inner: self.inner.clone(), required: self.required.clone() };
-        let session = SessionMiddleware::with_config(gate, config.store.clone(), keys, config.session.clone());
-        let stack = CookieMiddleware::new(session);
-        Box::pin(async move { stack.call(scope, inbox, outbox).await })
+        let (built_for, chain) = self.chain.get_or_init(|| (config.clone(), self.chain_for(&config)));
+        if Arc::ptr_eq(built_for, &config) {
+            return chain.call(scope, inbox, outbox);
+        }
+        // One stack served under a second configuration (shared by two apps): a chain for
+        // this connection.
+        let chain = self.chain_for(&config);
+        Box::pin(async move { chain.call(scope, inbox, outbox).await })
     }
 
     fn route_match(&self, path: &str) -> Option<bool> {

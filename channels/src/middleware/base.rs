@@ -2,6 +2,7 @@
 
 use std::future::Future;
 
+use super::{Prepared, then_inner};
 use crate::application::{AppError, Application, BoxFuture, Inbox, Outbox};
 use crate::scope::Scope;
 
@@ -50,10 +51,13 @@ pub struct Wrapped<M, A> {
 
 impl<M: BaseMiddleware, A: Application> Application for Wrapped<M, A> {
     fn call(&self, mut scope: Scope, inbox: Inbox, outbox: Outbox) -> BoxFuture<'_, Result<(), AppError>> {
-        Box::pin(async move {
-            self.middleware.populate_scope(&mut scope).await?;
-            self.inner.call(scope, inbox, outbox).await
-        })
+        let prepare = async move {
+            match self.middleware.populate_scope(&mut scope).await {
+                Ok(()) => Prepared::Call(scope, inbox, outbox),
+                Err(err) => Prepared::Done(Err(err)),
+            }
+        };
+        then_inner(Box::pin(prepare), &self.inner)
     }
 
     fn route_match(&self, path: &str) -> Option<bool> {

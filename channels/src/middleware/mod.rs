@@ -10,6 +10,13 @@
 //! - [`AuthMiddlewareStack`](struct@AuthMiddlewareStack): the three, configured once by
 //!   [`ProtocolTypeRouter::auth`](crate::ProtocolTypeRouter::auth).
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use crate::application::{AppError, Application, BoxFuture, Inbox, Outbox};
+use crate::scope::Scope;
+
 pub mod auth;
 mod base;
 pub mod cookie;
@@ -30,3 +37,54 @@ pub use self::session::{
     SessionStore,
 };
 pub use self::signing::{SecretKeys, WeakKeyError};
+
+/// How a middleware's own async work ([`then_inner`]) ends.
+pub(crate) enum Prepared {
+    /// Call the inner application with these.
+    Call(Scope, Inbox, Outbox),
+    /// The middleware answered the connection itself (refused it, or failed).
+    Done(Result<(), AppError>),
+}
+
+/// A middleware's future: its own async work (`prepare`: load a session, a user...), then the
+/// inner application.
+///
+/// An `async` block doing both would stay as large as its largest step (the scope it captured,
+/// the loading futures) for the whole connection; here `prepare` is freed when it is done and
+/// only a pointer to the inner application's future stays, so a middleware costs a few words
+/// per open connection.
+pub(crate) fn then_inner<'a>(
+    prepare: BoxFuture<'a, Prepared>,
+    inner: &'a dyn Application,
+) -> BoxFuture<'a, Result<(), AppError>> {
+    Box::pin(ThenInner { state: Stage::Preparing(prepare), inner })
+}
+
+struct ThenInner<'a> {
+    state: Stage<'a>,
+    inner: &'a dyn Application,
+}
+
+enum Stage<'a> {
+    Preparing(BoxFuture<'a, Prepared>),
+    Running(BoxFuture<'a, Result<(), AppError>>),
+}
+
+impl Future for ThenInner<'_> {
+    type Output = Result<(), AppError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        loop {
+            match &mut this.state {
+                Stage::Preparing(prepare) => match ready!(prepare.as_mut().poll(cx)) {
+                    Prepared::Call(scope, inbox, outbox) => {
+                        this.state = Stage::Running(this.inner.call(scope, inbox, outbox));
+                    }
+                    Prepared::Done(result) => return Poll::Ready(result),
+                },
+                Stage::Running(running) => return running.as_mut().poll(cx),
+            }
+        }
+    }
+}

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Response, StatusCode};
 use http_body::{Frame, SizeHint};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::application::BoxError;
 use crate::event::Outbound;
@@ -29,7 +29,7 @@ impl Body {
 /// application's inbox through `_done`, which then yields `HttpDisconnect`.
 #[derive(Debug)]
 pub(crate) struct StreamBody {
-    pub(crate) events: mpsc::Receiver<Outbound>,
+    pub(crate) events: crate::application::Events,
     pub(crate) _done: oneshot::Sender<()>,
     pub(crate) finished: bool,
 }

@@ -384,6 +384,7 @@ pub(crate) fn build_scope(
     scope.root_path.clone_from(&config.root_path);
     scope.headers = parts.headers;
     if scope.protocol == Protocol::Websocket {
+        detach_header_values(&mut scope.headers);
         scope.subprotocols = scope
             .headers
             .get_all(::http::header::SEC_WEBSOCKET_PROTOCOL)
@@ -398,6 +399,30 @@ pub(crate) fn build_scope(
         apply_proxy_headers(&mut scope);
     }
     scope
+}
+
+/// Moves every header value into one allocation of its own.
+///
+/// hyper's header values are slices of its connection read buffer (8 KiB or more), so a
+/// WebSocket scope, which lives as long as the connection, would keep that whole buffer alive
+/// through `scope.headers`. Copying the values (a few hundred bytes, once per handshake) frees
+/// it when the handshake is done.
+fn detach_header_values(headers: &mut ::http::HeaderMap) {
+    let total = headers.values().map(::http::HeaderValue::len).sum();
+    let mut copy = bytes::BytesMut::with_capacity(total);
+    for value in headers.values() {
+        copy.extend_from_slice(value.as_bytes());
+    }
+    let mut copy = copy.freeze();
+    for value in headers.values_mut() {
+        let bytes = copy.split_to(value.len());
+        // The bytes were a valid header value a moment ago, so this cannot fail; if it did,
+        // keeping the original value is still correct.
+        if let Ok(mut detached) = ::http::HeaderValue::from_maybe_shared(bytes) {
+            detached.set_sensitive(value.is_sensitive());
+            *value = detached;
+        }
+    }
 }
 
 fn apply_proxy_headers(scope: &mut Scope) {
@@ -424,14 +449,31 @@ fn apply_proxy_headers(scope: &mut Scope) {
 }
 
 /// Runs an application, turning a panic into [`AppError::Panicked`].
-pub(crate) async fn run_app(
+///
+/// The scope, inbox and outbox wait in one box until the call: an async block keeps room for
+/// what it captured for as long as it lives, and this future lives as long as the connection.
+pub(crate) fn run_app(
     app: Arc<dyn Application>,
     scope: Scope,
     inbox: Inbox,
     outbox: Outbox,
-) -> Result<(), AppError> {
-    let path = scope.path.clone();
-    let result = match AssertUnwindSafe(async move { app.call(scope, inbox, outbox).await }).catch_unwind().await {
+) -> impl Future<Output = Result<(), AppError>> + Send + 'static {
+    run_boxed(app, Box::new((scope, inbox, outbox)))
+}
+
+async fn run_boxed(app: Arc<dyn Application>, call: Box<(Scope, Inbox, Outbox)>) -> Result<(), AppError> {
+    let path = call.0.path.clone();
+    let result = match AssertUnwindSafe(async move {
+        // Unboxed in a block of its own, so the box is freed before the call, not after it.
+        let (scope, inbox, outbox) = {
+            let call = call;
+            *call
+        };
+        app.call(scope, inbox, outbox).await
+    })
+    .catch_unwind()
+    .await
+    {
         Ok(result) => result,
         Err(panic) => Err(AppError::Panicked(panic_message(&*panic))),
     };

@@ -17,7 +17,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::{Error as WsError, ProtocolError};
@@ -29,7 +29,7 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::body::{Body, status_page};
 use super::{ServerConfig, ServerState, build_scope, error_status, run_app};
-use crate::application::{ConnState, Inbox, Outbox, Source};
+use crate::application::{ConnState, Events, Inbox, Outbox, Source};
 use crate::event::{Close, Inbound, Message, Outbound, close_code};
 use crate::scope::Protocol;
 
@@ -109,8 +109,8 @@ pub(super) async fn handshake(
     let config = &state.config;
     let (parts, _body) = request.into_parts();
     let scope = build_scope(Protocol::Websocket, parts, remote, local, config);
-    let conn = Arc::new(ConnState::new(&state.shutdown, config.write_timeout));
-    let (outbox, mut events) = Outbox::for_connection(config.write_queue, conn.clone());
+    let conn = Arc::new(ConnState::new(&state.shutdown, config.write_timeout, config.write_queue));
+    let (outbox, mut events) = Outbox::for_connection(conn.clone());
     let (opened_tx, opened_rx) = oneshot::channel();
     let source = WsSource {
         state: ReadState::Connecting(opened_rx),
@@ -119,9 +119,9 @@ pub(super) async fn handshake(
     };
     let inbox = Inbox::from_source(Source::Websocket(Box::new(source)));
     let app_conn = conn.clone();
-    let app = state.app.clone();
+    let run = run_app(state.app.clone(), scope, inbox, outbox);
     let mut task = state.tracker.spawn(async move {
-        let result = run_app(app, scope, inbox, outbox).await;
+        let result = run.await;
         if result.is_err() {
             app_conn.abort(close_code::ERROR, "internal error");
         }
@@ -365,7 +365,7 @@ fn close_frame(close: Close) -> WsMessage {
 
 /// The one task per connection that writes to the socket.
 struct Writer {
-    events: mpsc::Receiver<Outbound>,
+    events: Events,
     conn: Arc<ConnState>,
     close_sent: bool,
     config: Arc<ServerState>,
@@ -460,8 +460,8 @@ impl Writer {
                     }
                 }
                 match self.events.try_recv() {
-                    Ok(next) => event = next,
-                    Err(_) => break,
+                    Some(next) => event = next,
+                    None => break,
                 }
             }
             if sink.flush().await.is_err() {
@@ -478,7 +478,7 @@ impl Writer {
             return;
         }
         if close.code != close_code::POLICY {
-            while let Ok(event) = self.events.try_recv() {
+            while let Some(event) = self.events.try_recv() {
                 let Some(frame) = to_frame(event) else { continue };
                 let closing = matches!(frame, WsMessage::Close(_));
                 if sink.feed(frame).await.is_err() {
