@@ -93,7 +93,7 @@ impl Logout {
     }
 }
 
-/// Says who the connection's user is.
+/// Says who the connection's user is: name, id, and the user id stored in the session.
 #[consumer(websocket)]
 struct Whoami;
 
@@ -103,7 +103,11 @@ impl Whoami {
         ws.accept().await?;
         let name = self.scope.user.downcast_ref::<Account>().map_or("anonymous", |account| &account.name);
         let id = self.scope.user.id().unwrap_or("-");
-        ws.send_text(format!("{name} {id}")).await?;
+        // The session as the consumer reads it after the auth middleware (which lets go of its
+        // data on WebSockets): loaded again from the store.
+        let session = self.scope.session.as_ref().ok_or_else(|| ConsumerError::msg("no session"))?;
+        let stored: Option<String> = session.get("_auth_user_id").await?;
+        ws.send_text(format!("{name} {id} {}", stored.as_deref().unwrap_or("-"))).await?;
         Ok(())
     }
 }
@@ -229,9 +233,9 @@ async fn logged_in_user_reaches_connect_and_anonymous_does_not_pass_required() {
     let accounts = accounts();
     let app = app(&accounts);
     let cookie = log_in(&app, "alice:wonderland").await;
-    assert_eq!(whoami(&app, "/ws/whoami/", Some(&cookie)).await.as_deref(), Some("alice 1"));
-    assert_eq!(whoami(&app, "/ws/private/", Some(&cookie)).await.as_deref(), Some("alice 1"));
-    assert_eq!(whoami(&app, "/ws/whoami/", None).await.as_deref(), Some("anonymous -"));
+    assert_eq!(whoami(&app, "/ws/whoami/", Some(&cookie)).await.as_deref(), Some("alice 1 1"));
+    assert_eq!(whoami(&app, "/ws/private/", Some(&cookie)).await.as_deref(), Some("alice 1 1"));
+    assert_eq!(whoami(&app, "/ws/whoami/", None).await.as_deref(), Some("anonymous - -"));
     assert_eq!(whoami(&app, "/ws/private/", None).await, None, "refused before connect");
     let bad = post(&app, "/login/", "alice:wrong", None).await;
     assert_eq!(bad.status, StatusCode::UNAUTHORIZED);
@@ -246,18 +250,19 @@ async fn tampered_deleted_and_password_changed_sessions_are_anonymous() {
     let last = tampered.len() - 1;
     tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
     let tampered = String::from_utf8(tampered).unwrap();
-    assert_eq!(whoami(&app, "/ws/whoami/", Some(&tampered)).await.as_deref(), Some("anonymous -"));
+    assert_eq!(whoami(&app, "/ws/whoami/", Some(&tampered)).await.as_deref(), Some("anonymous - -"));
 
     // Password change: this session no longer authenticates, a new login does.
     accounts.add(1, "alice", "looking-glass");
-    assert_eq!(whoami(&app, "/ws/whoami/", Some(&cookie)).await.as_deref(), Some("anonymous -"));
+    assert_eq!(whoami(&app, "/ws/whoami/", Some(&cookie)).await.as_deref(), Some("anonymous - -"));
     let fresh = log_in(&app, "alice:looking-glass").await;
-    assert_eq!(whoami(&app, "/ws/whoami/", Some(&fresh)).await.as_deref(), Some("alice 1"));
+    assert_eq!(whoami(&app, "/ws/whoami/", Some(&fresh)).await.as_deref(), Some("alice 1 1"));
 
     // Deleted user.
     let bob = log_in(&app, "bob:builder").await;
     accounts.0.lock().unwrap().remove(&2);
-    assert_eq!(whoami(&app, "/ws/whoami/", Some(&bob)).await.as_deref(), Some("anonymous -"));
+    // Anonymous, though the session still names the user (as in Django: nothing to flush).
+    assert_eq!(whoami(&app, "/ws/whoami/", Some(&bob)).await.as_deref(), Some("anonymous - 2"));
 }
 
 #[tokio::test]
@@ -271,12 +276,12 @@ async fn login_cycles_the_key_and_logout_ends_the_session() {
     let again = post(&app, "/login/", "alice:wonderland", Some(&first)).await;
     let second = cookie_of(&again).unwrap();
     assert_ne!(first.split('.').next(), second.split('.').next(), "login gives a new key");
-    assert_eq!(whoami(&app, "/ws/whoami/", Some(&first)).await.as_deref(), Some("anonymous -"), "old key is dead");
-    assert_eq!(whoami(&app, "/ws/whoami/", Some(&second)).await.as_deref(), Some("alice 1"));
+    assert_eq!(whoami(&app, "/ws/whoami/", Some(&first)).await.as_deref(), Some("anonymous - -"), "old key is dead");
+    assert_eq!(whoami(&app, "/ws/whoami/", Some(&second)).await.as_deref(), Some("alice 1 1"));
 
     let out = post(&app, "/logout/", "", Some(&second)).await;
     assert!(out.headers.get("set-cookie").unwrap().to_str().unwrap().contains("Max-Age=0"));
-    assert_eq!(whoami(&app, "/ws/whoami/", Some(&second)).await.as_deref(), Some("anonymous -"));
+    assert_eq!(whoami(&app, "/ws/whoami/", Some(&second)).await.as_deref(), Some("anonymous - -"));
 }
 
 #[tokio::test]
@@ -303,9 +308,9 @@ async fn many_concurrent_handshakes_on_one_session_agree() {
         })
         .collect();
     for handshake in handshakes {
-        assert_eq!(handshake.await.unwrap().as_deref(), Some("alice 1"));
+        assert_eq!(handshake.await.unwrap().as_deref(), Some("alice 1 1"));
     }
-    assert_eq!(whoami(&app, "/ws/whoami/", Some(&cookie)).await.as_deref(), Some("alice 1"));
+    assert_eq!(whoami(&app, "/ws/whoami/", Some(&cookie)).await.as_deref(), Some("alice 1 1"));
 }
 
 #[tokio::test]
@@ -385,16 +390,20 @@ mod over_real_sockets {
         let server = support::TestServer::start(app(&accounts)).await;
         assert_eq!(login_over_tcp(server.addr, "alice:nope").await, None);
         let cookie = login_over_tcp(server.addr, "alice:wonderland").await.expect("a session cookie");
-        assert_eq!(whoami_over_tcp(&server, "/ws/whoami/", Some(&cookie)).await, Ok("alice 1".to_owned()));
+        assert_eq!(whoami_over_tcp(&server, "/ws/whoami/", Some(&cookie)).await, Ok("alice 1 1".to_owned()));
         assert_eq!(whoami_over_tcp(&server, "/ws/private/", None).await, Err(403));
         let tampered = format!("{}x", &cookie[..cookie.len() - 1]);
-        assert_eq!(whoami_over_tcp(&server, "/ws/whoami/", Some(&tampered)).await, Ok("anonymous -".to_owned()));
+        assert_eq!(whoami_over_tcp(&server, "/ws/whoami/", Some(&tampered)).await, Ok("anonymous - -".to_owned()));
         assert_eq!(whoami_over_tcp(&server, "/ws/private/", Some(&tampered)).await, Err(403));
         accounts.add(1, "alice", "new password");
         assert_eq!(whoami_over_tcp(&server, "/ws/private/", Some(&cookie)).await, Err(403), "password changed");
         let bob = login_over_tcp(server.addr, "bob:builder").await.expect("a session cookie");
         accounts.0.lock().unwrap().remove(&2);
-        assert_eq!(whoami_over_tcp(&server, "/ws/whoami/", Some(&bob)).await, Ok("anonymous -".to_owned()), "deleted");
+        assert_eq!(
+            whoami_over_tcp(&server, "/ws/whoami/", Some(&bob)).await,
+            Ok("anonymous - 2".to_owned()),
+            "deleted"
+        );
         server.shutdown().await;
     }
 }

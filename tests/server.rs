@@ -129,6 +129,18 @@ async fn echo_over_a_real_socket() {
     assert_eq!(next_message(&mut client).await, WsMessage::Binary(Bytes::from_static(&[1, 2, 3])));
     send_text(&mut client, "").await;
     assert_eq!(next_message(&mut client).await, WsMessage::Text("".into()));
+    // Far larger than the read chunk (read in chunks, not in codec-buffer steps), then many
+    // small messages sent in one write.
+    let big: String = (0..300_000u32).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    send_text(&mut client, &big).await;
+    assert_eq!(next_message(&mut client).await, WsMessage::Text(big.into()));
+    for i in 0..50 {
+        within(client.feed(WsMessage::Text(format!("burst {i}").into()))).await.unwrap();
+    }
+    within(client.flush()).await.unwrap();
+    for i in 0..50 {
+        assert_eq!(next_message(&mut client).await, WsMessage::Text(format!("burst {i}").into()));
+    }
     within(client.close(None)).await.unwrap();
     expect_log(&mut log, "disconnect 1005").await;
     server.shutdown().await;

@@ -3,7 +3,7 @@
 //! tokio's `mpsc` allocates a block of 32 slots (about 1.8 KB for [`Outbound`](crate::event::Outbound))
 //! plus its channel (0.5 KB) up front, for every connection, used or not. This queue lives
 //! inside the connection's shared state and holds its items in a `VecDeque` that grows with use
-//! and is given back when a burst has drained, so an idle connection's queue costs a few words.
+//! and is given back whenever it drains, so an idle connection's queue costs a few words.
 //! The capacity is enforced by a semaphore (fair: waiting senders go in arrival order).
 
 use std::collections::VecDeque;
@@ -11,9 +11,6 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
 use tokio::sync::{Semaphore, TryAcquireError};
-
-/// Storage kept after draining; a larger buffer is freed when the queue empties.
-const KEEP: usize = 8;
 
 #[derive(Debug)]
 pub(crate) struct Queue<T> {
@@ -92,7 +89,9 @@ impl<T> Queue<T> {
 
     fn taken(&self, state: &mut State<T>) -> Option<T> {
         let item = state.items.pop_front()?;
-        if state.items.is_empty() && state.items.capacity() > KEEP {
+        if state.items.is_empty() {
+            // An idle connection keeps no storage. (Reallocating on the next send costs one
+            // small allocation; an idle connection is the common case.)
             state.items = VecDeque::new();
         }
         self.space.add_permits(1);
@@ -216,7 +215,7 @@ mod tests {
     }
 
     #[test]
-    fn a_drained_burst_gives_its_storage_back() {
+    fn a_drained_queue_gives_its_storage_back() {
         let queue = Queue::new(100);
         for i in 0..100 {
             queue.try_push(i).unwrap();

@@ -198,6 +198,9 @@ impl<A: Application> AuthMiddleware<A> {
                     User::anonymous()
                 }
             };
+            if scope.protocol == Protocol::Websocket {
+                session.release();
+            }
             match required {
                 Some(refusal) if scope.user.is_anonymous() => Prepared::Done(refuse(scope, outbox, refusal).await),
                 _ => Prepared::Call(scope, inbox, outbox),

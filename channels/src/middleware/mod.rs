@@ -39,6 +39,10 @@ pub use self::session::{
 pub use self::signing::{SecretKeys, WeakKeyError};
 
 /// How a middleware's own async work ([`then_inner`]) ends.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "returned once per connection and moved straight on; boxing would only add an allocation"
+)]
 pub(crate) enum Prepared {
     /// Call the inner application with these.
     Call(Scope, Inbox, Outbox),

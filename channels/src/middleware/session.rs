@@ -401,6 +401,18 @@ impl Session {
         self.save_locked(&mut state).await
     }
 
+    /// Lets go of the loaded data of an unchanged session; the next read loads it again from
+    /// the store. For WebSockets after the auth middleware has read the user: the data would
+    /// otherwise stay in memory for as long as the connection is open, read or not.
+    pub(crate) fn release(&self) {
+        let Ok(mut state) = self.state.try_lock() else { return };
+        if state.loaded && !state.modified && state.set_cookie.is_none() {
+            state.incoming = state.current.take();
+            state.data = SessionData::new();
+            state.loaded = false;
+        }
+    }
+
     /// Before an HTTP response starts: saves a modified session and returns the `Set-Cookie`
     /// header to send, if any.
     async fn commit(&self) -> Result<Option<String>, SessionError> {

@@ -33,6 +33,7 @@
 //! [`shutdown_timeout`](ServerConfig::shutdown_timeout) for connections to finish.
 
 mod body;
+mod chunked;
 pub(crate) mod http;
 pub(crate) mod websocket;
 
@@ -95,8 +96,9 @@ pub struct ServerConfig {
     pub close_timeout: Duration,
     /// How long a shutdown waits for connections to finish. Default 10 s.
     pub shutdown_timeout: Duration,
-    /// Bytes read from the socket at once per WebSocket; the buffer grows for bigger messages.
-    /// Small keeps idle connections cheap. Default 4 KiB (tokio-tungstenite's is 128 KiB).
+    /// Bytes read from the socket at once per WebSocket while data flows. The chunk is
+    /// allocated only while it holds unread data: an idle connection keeps a 512-byte frame
+    /// buffer, not this. Default 4 KiB (tokio-tungstenite's is 128 KiB, allocated up front).
     pub read_buffer_size: usize,
     /// Outgoing bytes buffered before they are written, within one batch. Default 64 KiB.
     pub write_buffer_size: usize,

@@ -28,12 +28,13 @@ use tokio_tungstenite::tungstenite::{Bytes, Message as WsMessage};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::body::{Body, status_page};
+use super::chunked::{CODEC_BUFFER, ChunkedRead};
 use super::{ServerConfig, ServerState, build_scope, error_status, run_app};
 use crate::application::{ConnState, Events, Inbox, Outbox, Source};
 use crate::event::{Close, Inbound, Message, Outbound, close_code};
 use crate::scope::Protocol;
 
-type Stream = WebSocketStream<TokioIo<Upgraded>>;
+type Stream = WebSocketStream<ChunkedRead<TokioIo<Upgraded>>>;
 /// What the writer hands the inbox: the read half, or the close code the handshake ended with.
 type Opened = Result<SplitStream<Stream>, u16>;
 
@@ -88,7 +89,8 @@ fn bad_request(reason: &'static str) -> Response<Body> {
 
 fn ws_config(config: &ServerConfig) -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(config.read_buffer_size)
+        // The socket is read in chunks of `config.read_buffer_size` by `ChunkedRead`.
+        .read_buffer_size(CODEC_BUFFER)
         .write_buffer_size(config.write_buffer_size)
         .max_message_size(Some(config.max_message_size))
         .max_frame_size(Some(config.max_frame_size))
@@ -385,9 +387,12 @@ impl Writer {
                 return;
             }
         };
+        // This task lives as long as the connection, and its future is as large as its largest
+        // step: the one-off steps (setting the stream up, closing) are boxed so that only the
+        // write loop's state is kept while the connection is open.
         let config = &self.config.config;
-        let stream =
-            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config(config))).await;
+        let socket = ChunkedRead::new(TokioIo::new(upgraded), config.read_buffer_size);
+        let stream = Box::pin(WebSocketStream::from_raw_socket(socket, Role::Server, Some(ws_config(config)))).await;
         let (mut sink, read_half) = stream.split();
         if opened.send(Ok(read_half)).is_err() {
             return;
@@ -398,6 +403,12 @@ impl Writer {
             () = conn.token.cancelled() => Stop::Finished,
             stop = self.write_loop(&mut sink) => stop,
         };
+        Box::pin(self.close(stop, sink)).await;
+    }
+
+    /// After the write loop: the close handshake, or the last frames and the close frame.
+    async fn close(mut self, stop: Stop, mut sink: SplitSink<Stream, WsMessage>) {
+        let conn = self.conn.clone();
         let close_timeout = self.config.config.close_timeout;
         match stop {
             Stop::Broken => self.conn.abort(close_code::ABNORMAL, "connection lost"),
