@@ -6,6 +6,7 @@
 //! load --mode echo      --addr 127.0.0.1:8000 --path /ws/echo/ --connections 100 --seconds 10
 //! load --mode handshake --addr ... --path /ws/auth-echo/ --cookie 'sessionid=...' --connections 8
 //! load --mode idle      --addr ... --path /ws/auth-echo/ --cookie ... --connections 10000 --server-pid PID
+//!      [--sources 127.0.0.2,127.0.0.3]   # bind these source addresses in turn (for many connections)
 //! load --mode broadcast --addr ... --path /ws/broadcast/ --connections 100 --seconds 10
 //! ```
 
@@ -16,10 +17,12 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::watch;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 type Ws = WebSocketStream<TcpStream>;
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -40,7 +43,8 @@ struct Args {
     seconds: u64,
     size: usize,
     server_pid: Option<u32>,
-    sources: Vec<IpAddr>,
+    /// Source addresses to bind (`--sources`); the kernel's choice otherwise.
+    sources: Option<Vec<IpAddr>>,
     label: String,
 }
 
@@ -55,7 +59,7 @@ fn parse_args() -> Result<Args, String> {
         seconds: 10,
         size: 32,
         server_pid: None,
-        sources: vec!["127.0.0.1".parse().map_err(|e| format!("{e}"))?],
+        sources: None,
         label: String::new(),
     };
     while let Some(flag) = args.next() {
@@ -70,16 +74,18 @@ fn parse_args() -> Result<Args, String> {
             "--size" => parsed.size = value.parse().map_err(|e| format!("--size: {e}"))?,
             "--server-pid" => parsed.server_pid = Some(value.parse().map_err(|e| format!("--server-pid: {e}"))?),
             "--sources" => {
-                parsed.sources = value
-                    .split(',')
-                    .map(|s| s.parse().map_err(|e| format!("--sources: {e}")))
-                    .collect::<Result<_, _>>()?
+                parsed.sources = Some(
+                    value
+                        .split(',')
+                        .map(|s| s.parse().map_err(|e| format!("--sources: {e}")))
+                        .collect::<Result<_, _>>()?,
+                )
             }
             "--label" => parsed.label = value,
             other => return Err(format!("unknown flag {other}")),
         }
     }
-    if !parsed.addr.ip().is_loopback() || parsed.sources.iter().any(|ip| !ip.is_loopback()) {
+    if !parsed.addr.ip().is_loopback() || parsed.sources.iter().flatten().any(|ip| !ip.is_loopback()) {
         return Err("the load client only talks to loopback addresses".into());
     }
     parsed.seconds = parsed.seconds.clamp(1, MAX_SECONDS);
@@ -103,19 +109,53 @@ fn rss_kb(pid: Option<u32>) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
 }
 
+/// A socket bound to source address `index % sources` when `--sources` was given. The port is
+/// chosen here (bind-before-connect with port 0 makes the kernel search for a port unused by
+/// any socket, which gets slow with tens of thousands open); a taken one is skipped.
+fn source_socket(args: &Args, index: usize) -> Result<TcpSocket, Error> {
+    let Some(sources) = &args.sources else {
+        return Ok(if args.addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? });
+    };
+    let source = sources[index % sources.len()];
+    let slot = index / sources.len();
+    let mut last = None;
+    for attempt in 0..16 {
+        let socket = if source.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+        let port = FIRST_PORT + ((slot + attempt * 7_919) % PORTS) as u16;
+        match socket.bind(SocketAddr::new(source, port)) {
+            Ok(()) => return Ok(socket),
+            Err(err) => last = Some(err),
+        }
+    }
+    Err(format!("no free source port on {source}: {last:?}").into())
+}
+
+/// Source ports the client picks itself: 10,000..=64,999.
+const FIRST_PORT: u16 = 10_000;
+const PORTS: usize = 55_000;
+/// Handshakes in flight at once while opening idle connections.
+const OPEN_BATCH: usize = 64;
+
 async fn connect(args: &Args, index: usize) -> Result<Ws, Error> {
-    let source = args.sources[index % args.sources.len()];
-    let socket = if source.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
-    socket.bind(SocketAddr::new(source, 0))?;
-    let tcp = socket.connect(args.addr).await?;
+    let tcp = source_socket(args, index)?.connect(args.addr).await?;
     tcp.set_nodelay(true)?;
     let mut request = format!("ws://{}{}", args.addr, args.path).into_client_request()?;
     if let Some(cookie) = &args.cookie {
         request.headers_mut().insert("cookie", HeaderValue::from_str(cookie)?);
     }
-    let (ws, _) =
-        tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::client_async(request, tcp)).await??;
+    // The library's default 128 KiB read buffer per connection would make the client, not the
+    // server, the limit on how many connections one machine holds.
+    let config = WebSocketConfig::default().read_buffer_size(4 << 10);
+    let (ws, _) = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::client_async_with_config(request, tcp, Some(config)),
+    )
+    .await??;
     Ok(ws)
+}
+
+fn unix_seconds() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |t| t.as_secs_f64())
 }
 
 fn percentile(sorted: &[u32], p: f64) -> u32 {
@@ -231,15 +271,40 @@ async fn handshake(args: &Args) -> Result<Report, Error> {
     })
 }
 
+/// Holds one idle connection, reading so that the server's keepalive pings are answered, until
+/// `stop`; then checks that it is still open with a ping of its own.
+async fn hold(mut ws: Ws, mut stop: watch::Receiver<bool>) -> bool {
+    loop {
+        tokio::select! {
+            message = ws.next() => if !matches!(message, Some(Ok(_))) { return false },
+            _ = stop.changed() => break,
+        }
+    }
+    if ws.send(Message::Ping(Vec::new().into())).await.is_err() {
+        return false;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let alive = loop {
+        match tokio::time::timeout_at(deadline.into(), ws.next()).await {
+            Ok(Some(Ok(Message::Pong(_)))) => break true,
+            Ok(Some(Ok(_))) => {}
+            _ => break false,
+        }
+    };
+    let _ = ws.close(None).await;
+    alive
+}
+
 async fn idle(args: &Args) -> Result<Report, Error> {
     let before = rss_kb(args.server_pid);
     let start = Instant::now();
-    let mut sockets = Vec::with_capacity(args.connections);
+    let (stop, stopped) = watch::channel(false);
+    let mut held = Vec::with_capacity(args.connections);
     let mut failures = 0u64;
-    // Open in batches of 500 concurrent handshakes.
+    // Open in batches of concurrent handshakes.
     let mut next = 0;
     while next < args.connections && start.elapsed() < Duration::from_secs(MAX_SECONDS) {
-        let batch: Vec<_> = (next..(next + 500).min(args.connections))
+        let batch: Vec<_> = (next..(next + OPEN_BATCH).min(args.connections))
             .map(|i| {
                 let args = args.clone();
                 tokio::spawn(async move { connect(&args, i).await })
@@ -248,36 +313,31 @@ async fn idle(args: &Args) -> Result<Report, Error> {
         next += batch.len();
         for task in batch {
             match task.await? {
-                Ok(ws) => sockets.push(ws),
+                Ok(ws) => held.push(tokio::spawn(hold(ws, stopped.clone()))),
                 Err(_) => failures += 1,
             }
         }
     }
-    let opened = start.elapsed().as_secs_f64();
+    let opened = held.len();
+    let open_seconds = start.elapsed().as_secs_f64();
+    let all_open_at = unix_seconds();
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
     let after = rss_kb(args.server_pid);
-    // Still open? A ping each, answered with a pong.
+    let checked_at = unix_seconds();
+    let _ = stop.send(true);
     let mut alive = 0u64;
-    for ws in &mut sockets {
-        if ws.send(Message::Ping(Vec::new().into())).await.is_ok()
-            && matches!(tokio::time::timeout(Duration::from_secs(5), ws.next()).await, Ok(Some(Ok(Message::Pong(_)))))
-        {
-            alive += 1;
-        }
+    for task in held {
+        alive += u64::from(task.await?);
     }
     let per_connection = match (before, after) {
-        (Some(before), Some(after)) if !sockets.is_empty() => {
-            Some((after.saturating_sub(before) * 1024) as f64 / sockets.len() as f64)
-        }
+        (Some(before), Some(after)) if opened > 0 => Some((after.saturating_sub(before) * 1024) as f64 / opened as f64),
         _ => None,
     };
     let extra = serde_json::json!({
-        "opened": sockets.len(), "failures": failures, "alive_after_hold": alive, "open_seconds": opened,
+        "opened": opened, "failures": failures, "alive_after_hold": alive, "open_seconds": open_seconds,
+        "all_open_at": all_open_at, "checked_at": checked_at,
         "rss_kb_before": before, "rss_kb_after": after, "bytes_per_connection": per_connection,
     });
-    for mut ws in sockets {
-        let _ = ws.close(None).await;
-    }
     Ok(Report { messages: 0, elapsed: args.seconds as f64, latencies: Vec::new(), extra })
 }
 
