@@ -1,5 +1,5 @@
 //! The benchmark server: this framework doing Channels' work, for `bench/run.sh`.
-//! Run with `cargo run --release --example bench -- [--addr 127.0.0.1:8000] [--print-cookie]`.
+//! Run with `cargo run --release --example bench -- [--addr 127.0.0.1:8000] [--print-cookie] [--multi-thread]`.
 //!
 //! - `/ws/echo/`: every message comes back.
 //! - `/ws/auth-echo/`: the same behind the full auth stack (cookie ► session ► user lookup);
@@ -117,22 +117,35 @@ fn app() -> ProtocolTypeRouter {
     .auth(AuthConfig::new(BenchUsers).keys(keys))
 }
 
-#[tokio::main]
-async fn main() -> Result<(), BoxError> {
+/// The harness pins each server to one core, where a one-thread runtime is the fitting choice
+/// (the baseline server runs the same way); `--multi-thread` runs tokio's default runtime.
+fn main() -> Result<(), BoxError> {
     let mut addr = "127.0.0.1:8000".to_owned();
     let mut print_cookie = false;
+    let mut multi_thread = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--addr" => addr = args.next().ok_or("--addr needs HOST:PORT")?,
             "--print-cookie" => print_cookie = true,
+            "--multi-thread" => multi_thread = true,
             other => {
-                return Err(
-                    format!("unknown argument {other:?}; usage: bench [--addr HOST:PORT] [--print-cookie]").into()
-                );
+                return Err(format!(
+                    "unknown argument {other:?}; usage: bench [--addr HOST:PORT] [--print-cookie] [--multi-thread]"
+                )
+                .into());
             }
         }
     }
+    let runtime = if multi_thread {
+        tokio::runtime::Builder::new_multi_thread().enable_all().build()?
+    } else {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()?
+    };
+    runtime.block_on(serve(addr, print_cookie))
+}
+
+async fn serve(addr: String, print_cookie: bool) -> Result<(), BoxError> {
     let app = std::sync::Arc::new(app());
     if print_cookie {
         let response = HttpCommunicator::new(app.clone(), Method::POST, "/login/").get_response().await?;

@@ -283,7 +283,7 @@ impl Inbox {
 /// Where an application sends its [`Outbound`] events. Cheap to clone: a background task can
 /// hold a clone and send to the same connection.
 ///
-/// Backed by a bounded queue drained by the connection's writer task. When the queue is full,
+/// Backed by a bounded queue drained by the connection's writer. When the queue is full,
 /// `send` waits; if the client reads nothing for the server's write timeout, the connection is
 /// closed and `send` returns [`SendError::SlowClient`].
 #[derive(Debug)]
@@ -343,11 +343,19 @@ impl Outbox {
         // cancellation futures would otherwise be part of every send's future, and so of every
         // consumer's future for as long as its connection lives.
         match &self.tx {
-            Tx::Connection(conn) => match conn.queue.try_push(event) {
-                Ok(()) => Ok(()),
-                Err(TryPushError::Closed(_)) => Err(SendError::Closed),
-                Err(TryPushError::Full(event)) => Box::pin(send_when_room(conn, event)).await,
-            },
+            Tx::Connection(conn) => {
+                // Pushed with this task's waker: the server's writer runs in the connection's
+                // task after the application, so a send from the consumer needs no wake.
+                let mut event = Some(event);
+                let pushed =
+                    poll_fn(|cx| Poll::Ready(event.take().map(|event| conn.queue.try_push(event, Some(cx.waker())))))
+                        .await;
+                match pushed {
+                    Some(Ok(())) => Ok(()),
+                    Some(Err(TryPushError::Full(event))) => Box::pin(send_when_room(conn, event)).await,
+                    Some(Err(TryPushError::Closed(_))) | None => Err(SendError::Closed),
+                }
+            }
             Tx::Channel(tx) => match tx.try_send(event) {
                 Ok(()) => Ok(()),
                 Err(mpsc::error::TrySendError::Closed(_)) => Err(SendError::Closed),

@@ -48,23 +48,31 @@ impl<T> Queue<T> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn push_unchecked(&self, item: T) {
+    /// Queues `item` and wakes the receiver, unless the receiver waits in the task that is
+    /// pushing (`current`): that task polls it after this push, and a wake would only poll the
+    /// whole task once more for nothing (and queue it behind every other busy connection).
+    fn push_unchecked(&self, item: T, current: Option<&Waker>) {
         let waker = {
             let mut state = self.lock();
             state.items.push_back(item);
-            state.waker.take()
+            match (&state.waker, current) {
+                (Some(waiting), Some(current)) if waiting.will_wake(current) => None,
+                _ => state.waker.take(),
+            }
         };
         if let Some(waker) = waker {
             waker.wake();
         }
     }
 
-    /// Queues `item` if there is room now.
-    pub(crate) fn try_push(&self, item: T) -> Result<(), TryPushError<T>> {
+    /// Queues `item` if there is room now. `current` is the pushing task's waker; pass it only
+    /// where the receiver, when it runs in that same task, is polled after the pusher in every
+    /// poll of the task (see [`push_unchecked`](Self::push_unchecked)).
+    pub(crate) fn try_push(&self, item: T, current: Option<&Waker>) -> Result<(), TryPushError<T>> {
         match self.space.try_acquire() {
             Ok(permit) => {
                 permit.forget();
-                self.push_unchecked(item);
+                self.push_unchecked(item, current);
                 Ok(())
             }
             Err(TryAcquireError::NoPermits) => Err(TryPushError::Full(item)),
@@ -80,7 +88,7 @@ impl<T> Queue<T> {
         match self.space.acquire().await {
             Ok(permit) => {
                 permit.forget();
-                self.push_unchecked(item);
+                self.push_unchecked(item, None);
                 Ok(())
             }
             Err(_) => Err(item),
@@ -159,9 +167,9 @@ mod tests {
     #[tokio::test]
     async fn items_come_out_in_order_and_capacity_makes_senders_wait() {
         let queue = Arc::new(Queue::new(2));
-        queue.try_push(1).unwrap();
+        queue.try_push(1, None).unwrap();
         queue.push(2).await.unwrap();
-        assert!(matches!(queue.try_push(3), Err(TryPushError::Full(3))));
+        assert!(matches!(queue.try_push(3, None), Err(TryPushError::Full(3))));
         let waiting = tokio::spawn({
             let queue = queue.clone();
             async move { queue.push(3).await }
@@ -179,7 +187,7 @@ mod tests {
     async fn the_receiver_sees_the_end_when_the_last_sender_goes() {
         let queue = Arc::new(Queue::new(4));
         queue.add_sender();
-        queue.try_push("queued").unwrap();
+        queue.try_push("queued", None).unwrap();
         let receiver = tokio::spawn({
             let queue = queue.clone();
             async move {
@@ -193,7 +201,7 @@ mod tests {
         queue.drop_sender();
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!receiver.is_finished(), "one sender is left");
-        queue.try_push("last").unwrap();
+        queue.try_push("last", None).unwrap();
         queue.drop_sender();
         assert_eq!(receiver.await.unwrap(), ["queued", "last"]);
     }
@@ -201,7 +209,7 @@ mod tests {
     #[tokio::test]
     async fn closing_fails_waiting_and_later_senders() {
         let queue = Arc::new(Queue::new(1));
-        queue.try_push(1).unwrap();
+        queue.try_push(1, None).unwrap();
         let waiting = tokio::spawn({
             let queue = queue.clone();
             async move { queue.push(2).await }
@@ -209,7 +217,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(20)).await;
         queue.close();
         assert_eq!(waiting.await.unwrap(), Err(2));
-        assert!(matches!(queue.try_push(3), Err(TryPushError::Closed(3))));
+        assert!(matches!(queue.try_push(3, None), Err(TryPushError::Closed(3))));
         assert!(queue.is_closed());
         assert_eq!(queue.try_pop(), None, "closing drops what was queued");
     }
@@ -218,7 +226,7 @@ mod tests {
     fn a_drained_queue_gives_its_storage_back() {
         let queue = Queue::new(100);
         for i in 0..100 {
-            queue.try_push(i).unwrap();
+            queue.try_push(i, None).unwrap();
         }
         assert!(queue.lock().items.capacity() >= 100);
         while queue.try_pop().is_some() {}

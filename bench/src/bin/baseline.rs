@@ -75,16 +75,31 @@ async fn serve(tcp: TcpStream, hub: broadcast::Sender<String>) {
     }
 }
 
-#[tokio::main]
-async fn main() -> std::io::Result<()> {
+/// One-thread runtime, as the bench server (both are pinned to one core); `--multi-thread` for
+/// tokio's default runtime.
+fn main() -> std::io::Result<()> {
     let mut addr: SocketAddr = "127.0.0.1:8001".parse().map_err(std::io::Error::other)?;
+    let mut multi_thread = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        match (arg.as_str(), args.next()) {
-            ("--addr", Some(value)) => addr = value.parse().map_err(std::io::Error::other)?,
-            _ => return Err(std::io::Error::other("usage: baseline [--addr HOST:PORT]")),
+        match arg.as_str() {
+            "--addr" => {
+                let value = args.next().ok_or_else(|| std::io::Error::other("--addr needs HOST:PORT"))?;
+                addr = value.parse().map_err(std::io::Error::other)?;
+            }
+            "--multi-thread" => multi_thread = true,
+            _ => return Err(std::io::Error::other("usage: baseline [--addr HOST:PORT] [--multi-thread]")),
         }
     }
+    let runtime = if multi_thread {
+        tokio::runtime::Builder::new_multi_thread().enable_all().build()?
+    } else {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()?
+    };
+    runtime.block_on(run(addr))
+}
+
+async fn run(addr: SocketAddr) -> std::io::Result<()> {
     let listener = TcpListener::bind(addr).await?;
     eprintln!("baseline server on ws://{}", listener.local_addr()?);
     let (hub, _) = broadcast::channel(1024);

@@ -394,7 +394,7 @@ async fn broadcast(args: &Args) -> Result<Report, Error> {
     Ok(Report { messages, elapsed, latencies, extra: serde_json::json!({ "sent": sent }) })
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     let args = match parse_args() {
         Ok(args) => args,

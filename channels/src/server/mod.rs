@@ -16,8 +16,9 @@
 //! handshake waits for the application: accept answers `101` (with the chosen subprotocol and
 //! any extra headers), a close answers `403`, no decision within
 //! [`connect_timeout`](ServerConfig::connect_timeout) answers `403`, no route answers `404`.
-//! After the `101`, one writer task per connection drains the bounded outgoing queue, batching
-//! frames into few writes, and sends keepalive pings; the application's task reads frames itself.
+//! After the `101`, the connection's one task runs the application, which reads frames itself,
+//! and beside it the writer, which drains the bounded outgoing queue (batching frames into few
+//! writes) and sends keepalive pings.
 //!
 //! # Slow clients
 //! Each connection's outgoing queue holds [`write_queue`](ServerConfig::write_queue) messages.

@@ -1,5 +1,6 @@
-//! WebSocket connections: the handshake that waits for the application, the inbox that reads
-//! frames in the application's task, and the writer task that drains the outgoing queue.
+//! WebSocket connections: the handshake that waits for the application, then one task per
+//! connection running the application (whose inbox reads the frames) and the writer that drains
+//! the outgoing queue.
 
 use std::future::{Future, pending};
 use std::net::SocketAddr;
@@ -30,7 +31,7 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 use super::body::{Body, status_page};
 use super::chunked::{CODEC_BUFFER, ChunkedRead};
 use super::{ServerConfig, ServerState, build_scope, error_status, run_app};
-use crate::application::{ConnState, Events, Inbox, Outbox, Source};
+use crate::application::{AppError, ConnState, Events, Inbox, Outbox, Source};
 use crate::event::{Close, Inbound, Message, Outbound, close_code};
 use crate::scope::Protocol;
 
@@ -122,27 +123,31 @@ pub(super) async fn handshake(
     let inbox = Inbox::from_source(Source::Websocket(Box::new(source)));
     let app_conn = conn.clone();
     let run = run_app(state.app.clone(), scope, inbox, outbox);
-    let mut task = state.tracker.spawn(async move {
+    let (finished_tx, mut finished) = oneshot::channel();
+    let app = async move {
         let result = run.await;
         if result.is_err() {
             app_conn.abort(close_code::ERROR, "internal error");
         }
         // The application is done: the writer sends what is queued, then the close frame.
         app_conn.token.cancel();
-        result
-    });
+        let _ = finished_tx.send(result);
+    };
+    // The writer arrives when the handshake is accepted (dropped unsent when it is refused).
+    let (writer_tx, writer_rx) = oneshot::channel::<(Writer, OnUpgrade, oneshot::Sender<Opened>)>();
+    let writer = async move {
+        if let Ok((writer, on_upgrade, opened)) = writer_rx.await {
+            writer.run(on_upgrade, opened).await;
+        }
+    };
+    // One task per connection, polling the application, then the writer: what the application
+    // queues while handling a frame is written in the same poll, with no second task to wake.
+    state.tracker.spawn(futures_util::future::join(app, writer));
 
     let decision = tokio::select! {
         biased;
         event = events.recv() => event,
-        finished = &mut task => {
-            let status = match finished {
-                Ok(Ok(())) => StatusCode::FORBIDDEN,
-                Ok(Err(err)) => error_status(&err, &Protocol::Websocket),
-                Err(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            };
-            return status_page(status);
-        }
+        result = &mut finished => return status_page(unserved(result)),
         () = tokio::time::sleep(config.connect_timeout) => {
             tracing::warn!(timeout = ?config.connect_timeout, "consumer neither accepted nor refused the WebSocket in time; refused");
             conn.abort(close_code::ABNORMAL, "handshake timed out");
@@ -171,7 +176,8 @@ pub(super) async fn handshake(
                 }
             }
             let writer = Writer { events, conn, close_sent: false, config: state.clone() };
-            state.tracker.spawn(writer.run(on_upgrade, opened_tx));
+            // Fails only when the connection's task is gone, and then there is nothing to write.
+            let _ = writer_tx.send((writer, on_upgrade, opened_tx));
             response
         }
         Some(Outbound::WebsocketClose(close)) => {
@@ -184,14 +190,17 @@ pub(super) async fn handshake(
             status_page(StatusCode::INTERNAL_SERVER_ERROR)
         }
         // Every outbox is gone: the application ended without deciding.
-        None => {
-            let status = match task.await {
-                Ok(Ok(())) => StatusCode::FORBIDDEN,
-                Ok(Err(err)) => error_status(&err, &Protocol::Websocket),
-                Err(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            };
-            status_page(status)
-        }
+        None => status_page(unserved(finished.await)),
+    }
+}
+
+/// The status for a handshake whose application ended without accepting.
+fn unserved(finished: Result<Result<(), AppError>, oneshot::error::RecvError>) -> StatusCode {
+    match finished {
+        Ok(Ok(())) => StatusCode::FORBIDDEN,
+        Ok(Err(err)) => error_status(&err, &Protocol::Websocket),
+        // The task ended without a result: the runtime is shutting down.
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
@@ -365,7 +374,8 @@ fn close_frame(close: Close) -> WsMessage {
     WsMessage::Close(Some(CloseFrame { code: close.code.into(), reason: close.reason }))
 }
 
-/// The one task per connection that writes to the socket.
+/// Writes to the socket: queued events in batches, keepalive pings, the close handshake. Runs in
+/// the connection's task, beside the application.
 struct Writer {
     events: Events,
     conn: Arc<ConnState>,
