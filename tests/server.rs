@@ -147,6 +147,32 @@ async fn echo_over_a_real_socket() {
 }
 
 #[tokio::test]
+async fn client_close_is_answered_with_a_close_frame_and_reaches_disconnect() {
+    let (server, mut log) = start(ServerConfig::default()).await;
+    for code in [1000u16, 1001, 3000, 4999] {
+        let mut raw = RawClient::connect(server.addr, "/ws/probe/").await;
+        let mut payload = code.to_be_bytes().to_vec();
+        payload.extend_from_slice(b"done");
+        raw.send_frame(0x8, &payload).await;
+        let frames = raw.read_until_eof().await;
+        let close = frames.iter().find(|(opcode, _)| *opcode == 0x8);
+        assert_eq!(close.and_then(|(_, payload)| close_payload_code(payload)), Some(code), "{frames:?}");
+        expect_log(&mut log, &format!("disconnect {code}")).await;
+    }
+    // A real client sees a clean close handshake.
+    let mut client = server.connect("/ws/probe/").await;
+    let frame = tokio_tungstenite::tungstenite::protocol::CloseFrame { code: 1000.into(), reason: "bye".into() };
+    within(client.close(Some(frame))).await.unwrap();
+    match within(futures_util::StreamExt::next(&mut client)).await {
+        Some(Ok(WsMessage::Close(Some(reply)))) => assert_eq!(u16::from(reply.code), 1000),
+        other => panic!("expected the server's close frame, got {other:?}"),
+    }
+    assert!(within(futures_util::StreamExt::next(&mut client)).await.is_none());
+    expect_log(&mut log, "disconnect 1000").await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn subprotocol_is_returned_in_the_handshake() {
     let (server, _log) = start(ServerConfig::default()).await;
     let mut request = server.request("/ws/probe/");

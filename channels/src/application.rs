@@ -175,6 +175,9 @@ pub(crate) struct ConnState {
     pub(crate) token: CancellationToken,
     /// Set by the reader on every frame; the writer's ping timer clears it.
     pub(crate) seen: AtomicBool,
+    /// Set by the reader when the client's close frame arrived: the writer then only sends the
+    /// reply that the WebSocket protocol queued for it (RFC 6455 section 5.5.1).
+    pub(crate) peer_closed: AtomicBool,
     /// How long a send may wait for queue space before the client counts as too slow.
     pub(crate) write_timeout: Option<Duration>,
     /// Why the connection ends, when something other than the application decided it.
@@ -190,6 +193,7 @@ impl ConnState {
         ConnState {
             token: shutdown.child_token(),
             seen: AtomicBool::new(false),
+            peer_closed: AtomicBool::new(false),
             write_timeout,
             close: OnceLock::new(),
             shutdown: shutdown.clone(),

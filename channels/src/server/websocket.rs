@@ -278,7 +278,12 @@ impl WsSource {
                                 return Poll::Ready(Some(Inbound::WebsocketReceive(Message::Binary(bytes))));
                             }
                             WsMessage::Close(frame) => {
-                                return self.disconnect(frame.map_or(close_code::STATUS, |frame| frame.code.into()));
+                                // The protocol queued the reply; the writer sends it now, even
+                                // while the consumer's `disconnect` still runs.
+                                let code = frame.map_or(close_code::STATUS, |frame| frame.code.into());
+                                self.conn.peer_closed.store(true, Ordering::Relaxed);
+                                self.conn.abort(code, "");
+                                return self.disconnect(code);
                             }
                             WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_) => {}
                         }
@@ -494,6 +499,12 @@ impl Writer {
     /// After cancellation: write what is queued (unless the client is dead or too slow), then
     /// the close frame with the connection's close reason.
     async fn finish(&mut self, sink: &mut SplitSink<Stream, WsMessage>) {
+        if self.conn.peer_closed.load(Ordering::Relaxed) {
+            // Writes the close reply queued when the client's close frame was read; nothing may
+            // follow it. (It then reports the connection closed: that is the expected end.)
+            let _ = sink.flush().await;
+            return;
+        }
         let close = self.conn.close_reason();
         if close.code == close_code::ABNORMAL {
             return;
