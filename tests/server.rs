@@ -61,7 +61,9 @@ impl WebsocketConsumer for Probe {
     }
 }
 
-struct Health;
+struct Health {
+    log: Log,
+}
 
 impl HttpConsumer for Health {
     async fn handle(&mut self, body: Bytes, response: &mut HttpResponse) -> Result<(), ConsumerError> {
@@ -70,6 +72,11 @@ impl HttpConsumer for Health {
         } else {
             response.text(StatusCode::OK, format!("got {} bytes", body.len())).await?;
         }
+        Ok(())
+    }
+
+    async fn disconnect(&mut self) -> Result<(), ConsumerError> {
+        let _ = self.log.send("http disconnect".to_owned());
         Ok(())
     }
 }
@@ -96,13 +103,14 @@ impl HttpConsumer for Broken {
 }
 
 fn app(log: Log) -> ProtocolTypeRouter {
+    let http_log = log.clone();
     ProtocolTypeRouter::new()
         .websocket(URLRouter::new(vec![path(
             "ws/probe/",
             ConsumerApp::websocket(move |scope| Ok(Probe { scope, log: log.clone() })),
         )]))
         .http(URLRouter::new(vec![
-            path("health/", ConsumerApp::http(|_| Ok(Health))),
+            path("health/", ConsumerApp::http(move |_| Ok(Health { log: http_log.clone() }))),
             path("chunks/", ConsumerApp::http(|_| Ok(Chunks))),
             path("broken/", ConsumerApp::http(|_| Ok(Broken))),
         ]))
@@ -385,6 +393,85 @@ async fn oversized_request_body_gets_413() {
     chunked.extend_from_slice(b"0\r\n\r\n");
     let response = raw_http(server.addr, &chunked).await;
     assert!(response.starts_with("HTTP/1.1 413"), "{response}");
+    server.shutdown().await;
+}
+
+/// The open file descriptors of this process (the test and its in-process server).
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map(|dir| dir.count()).unwrap_or(0)
+}
+
+#[tokio::test]
+async fn cut_short_bodies_are_answered_and_their_sockets_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (server, mut log) = start(ServerConfig::default()).await;
+    // A body cut short by the client: the consumer hears the disconnect and the socket closes.
+    let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    tcp.write_all(b"POST /health/ HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\nx").await.unwrap();
+    tcp.shutdown().await.unwrap();
+    let mut answer = Vec::new();
+    within(tcp.read_to_end(&mut answer)).await.unwrap();
+    expect_log(&mut log, "http disconnect").await;
+    // A malformed chunked body: 400, then the server closes the connection.
+    let response = raw_http(
+        server.addr,
+        b"POST /health/ HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nnot hex\r\n",
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 400"), "{response}");
+    assert!(response.to_ascii_lowercase().contains("connection: close"), "{response}");
+    expect_log(&mut log, "http disconnect").await;
+
+    let baseline = open_fds();
+    let mut clients = Vec::new();
+    for _ in 0..1000 {
+        let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        tcp.write_all(b"POST /health/ HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\nx").await.unwrap();
+        clients.push(tcp);
+    }
+    drop(clients);
+    for _ in 0..1000 {
+        expect_log(&mut log, "http disconnect").await;
+    }
+    // Every server-side socket is closed once its connection task ends.
+    within(async {
+        while open_fds() > baseline {
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let response = raw_http(server.addr, b"GET /health/ HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn slow_request_body_gets_408_and_is_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut config = ServerConfig::default();
+    config.body_timeout = Some(Duration::from_millis(300));
+    let (server, mut log) = start(config).await;
+    let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    tcp.write_all(b"POST /health/ HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\n").await.unwrap();
+    // One byte every 100 ms would take 10 s.
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    within(async {
+        loop {
+            tokio::select! {
+                read = tcp.read(&mut buf) => match read {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => answer.extend_from_slice(&buf[..n]),
+                },
+                () = tokio::time::sleep(Duration::from_millis(100)) => { let _ = tcp.write_all(b"x").await; }
+            }
+        }
+    })
+    .await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    expect_log(&mut log, "http disconnect").await;
     server.shutdown().await;
 }
 

@@ -12,6 +12,7 @@ use http_body::Body as _;
 use hyper::body::Incoming;
 use tokio::sync::oneshot;
 use tokio::task::JoinError;
+use tokio::time::Sleep;
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::body::{Body, StreamBody, status_page};
@@ -23,12 +24,27 @@ use crate::scope::Protocol;
 /// Outgoing body chunks queued per request.
 const BODY_QUEUE: usize = 16;
 
+/// Why reading a request body stopped early, recorded as the connection's close code (an HTTP
+/// connection has no close frame: the code only picks the status of the server's answer).
+mod body_error {
+    use crate::event::close_code;
+    /// Larger than `max_request_body`: 413.
+    pub(super) const TOO_LARGE: u16 = close_code::SIZE;
+    /// Malformed (bad chunked encoding) or cut short (the client left mid-body): 400.
+    pub(super) const MALFORMED: u16 = close_code::PROTOCOL;
+    /// Not complete within `body_timeout`: 408.
+    pub(super) const TIMED_OUT: u16 = 4408;
+}
+
 /// The inbox of an HTTP application: request body chunks, then `HttpDisconnect` once the
 /// response is done or the client left.
 pub(crate) struct HttpSource {
     body: Option<Incoming>,
     received: usize,
     limit: usize,
+    /// When the whole body must have arrived; made when the first body read waits.
+    deadline: Option<Pin<Box<Sleep>>>,
+    body_timeout: Option<std::time::Duration>,
     done: oneshot::Receiver<()>,
     cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
     conn: Arc<ConnState>,
@@ -43,33 +59,14 @@ impl std::fmt::Debug for HttpSource {
 
 impl HttpSource {
     pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Inbound>> {
-        while let Some(body) = self.body.as_mut() {
-            if body.is_end_stream() {
-                self.body = None;
-                return Poll::Ready(Some(Inbound::HttpRequest(RequestChunk { body: Bytes::new(), more_body: false })));
-            }
-            match Pin::new(body).poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) => {
-                    let Ok(data) = frame.into_data() else { continue };
-                    self.received += data.len();
-                    if self.received > self.limit {
-                        self.body = None;
-                        self.conn.abort(close_code::SIZE, "request body too large");
-                        break;
-                    }
-                    return Poll::Ready(Some(Inbound::HttpRequest(RequestChunk { body: data, more_body: true })));
-                }
-                Poll::Ready(None) => {
+        if self.body.is_some() {
+            match self.poll_body(cx) {
+                Poll::Ready(Ok(chunk)) => return Poll::Ready(Some(Inbound::HttpRequest(chunk))),
+                Poll::Ready(Err((code, reason))) => {
+                    // The application hears `HttpDisconnect`; the server answers with the status
+                    // for `code` and closes the connection.
                     self.body = None;
-                    return Poll::Ready(Some(Inbound::HttpRequest(RequestChunk {
-                        body: Bytes::new(),
-                        more_body: false,
-                    })));
-                }
-                Poll::Ready(Some(Err(err))) => {
-                    tracing::debug!(error = %err, "reading the request body failed");
-                    self.body = None;
-                    break;
+                    self.conn.abort(code, reason);
                 }
                 Poll::Pending => return Poll::Pending,
             }
@@ -83,6 +80,45 @@ impl HttpSource {
             return Poll::Ready(Some(Inbound::HttpDisconnect));
         }
         Poll::Pending
+    }
+
+    /// The next body chunk (`more_body: false` for the last), or why the body failed.
+    fn poll_body(&mut self, cx: &mut Context<'_>) -> Poll<Result<RequestChunk, (u16, &'static str)>> {
+        let last = || RequestChunk { body: Bytes::new(), more_body: false };
+        let Some(body) = self.body.as_mut() else { return Poll::Ready(Ok(last())) };
+        loop {
+            if body.is_end_stream() {
+                self.body = None;
+                return Poll::Ready(Ok(last()));
+            }
+            match Pin::new(&mut *body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    let Ok(data) = frame.into_data() else { continue };
+                    self.received += data.len();
+                    if self.received > self.limit {
+                        return Poll::Ready(Err((body_error::TOO_LARGE, "request body too large")));
+                    }
+                    return Poll::Ready(Ok(RequestChunk { body: data, more_body: true }));
+                }
+                Poll::Ready(None) => {
+                    self.body = None;
+                    return Poll::Ready(Ok(last()));
+                }
+                Poll::Ready(Some(Err(err))) => {
+                    tracing::debug!(error = %err, "reading the request body failed");
+                    return Poll::Ready(Err((body_error::MALFORMED, "malformed or incomplete request body")));
+                }
+                Poll::Pending => {
+                    let Some(timeout) = self.body_timeout else { return Poll::Pending };
+                    let deadline = self.deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                    if deadline.as_mut().poll(cx).is_ready() {
+                        tracing::debug!(?timeout, received = self.received, "request body not complete in time");
+                        return Poll::Ready(Err((body_error::TIMED_OUT, "request body timed out")));
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
     }
 }
 
@@ -111,6 +147,8 @@ pub(super) async fn handle(
         body: Some(body),
         received: 0,
         limit: config.max_request_body,
+        deadline: None,
+        body_timeout: config.body_timeout,
         done: done_rx,
         cancelled: Box::pin(conn.token.clone().cancelled_owned()),
         conn: conn.clone(),
@@ -145,13 +183,22 @@ pub(super) async fn handle(
 /// The response for an application that ended without starting one.
 fn unanswered(finished: Result<Result<(), AppError>, JoinError>, conn: &ConnState) -> Response<Body> {
     let status = match finished {
-        Ok(Ok(())) if conn.close_reason().code == close_code::SIZE => StatusCode::PAYLOAD_TOO_LARGE,
-        Ok(Ok(())) => {
-            tracing::error!("HTTP application finished without sending a response");
-            StatusCode::INTERNAL_SERVER_ERROR
-        }
+        Ok(Ok(())) => match conn.close_reason().code {
+            body_error::TOO_LARGE => StatusCode::PAYLOAD_TOO_LARGE,
+            body_error::MALFORMED => StatusCode::BAD_REQUEST,
+            body_error::TIMED_OUT => StatusCode::REQUEST_TIMEOUT,
+            _ => {
+                tracing::error!("HTTP application finished without sending a response");
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        },
         Ok(Err(err)) => error_status(&err, &Protocol::Http),
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };
-    status_page(status)
+    let mut response = status_page(status);
+    if matches!(status, StatusCode::BAD_REQUEST | StatusCode::REQUEST_TIMEOUT | StatusCode::PAYLOAD_TOO_LARGE) {
+        // The rest of the request is unread or unreadable: the connection cannot be reused.
+        response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+    }
+    response
 }

@@ -76,6 +76,12 @@ pub struct ServerConfig {
     pub max_header_size: usize,
     /// Largest HTTP request body; a bigger one gets 413. Default 2 MiB.
     pub max_request_body: usize,
+    /// Time a client has to send a whole request body, counted from the first read that has to
+    /// wait for it; a body not complete by then gets 408 and the connection is closed. A body
+    /// that is malformed (bad chunked encoding) or cut short gets 400 and the connection is
+    /// closed; the application hears `HttpDisconnect` either way. `None` waits forever.
+    /// Default 30 s (a 2 MiB body then needs about 70 KB/s).
+    pub body_timeout: Option<Duration>,
     /// Time a client has to send its request head. Default 10 s.
     pub handshake_timeout: Duration,
     /// Time the application has to accept or refuse a WebSocket before it is refused with 403.
@@ -117,6 +123,7 @@ impl Default for ServerConfig {
             max_frame_size: 1 << 20,
             max_header_size: 64 << 10,
             max_request_body: 2 << 20,
+            body_timeout: Some(Duration::from_secs(30)),
             handshake_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
             ping_interval: Some(Duration::from_secs(20)),
