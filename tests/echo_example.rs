@@ -29,9 +29,9 @@ async fn echo_example_serves_its_stable_endpoints() {
         serde_json::json!({"echo": {"a": [1, 2]}})
     );
 
-    let health = raw_http(addr, b"GET /health/ HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let health = raw_http(addr, b"GET /health/ HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
     assert!(health.starts_with("HTTP/1.1 200") && health.ends_with("ok"), "{health}");
-    let index = raw_http(addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let index = raw_http(addr, b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
     assert!(index.contains("<h1>channels echo</h1>"), "{index}");
 
     // SIGTERM: the open socket gets 1001 and the process exits cleanly.

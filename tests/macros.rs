@@ -340,10 +340,11 @@ async fn macro_built_app_over_a_real_socket() {
     assert_eq!(next_message(&mut client).await.into_text().unwrap().as_str(), "> #1 over tcp");
     assert_eq!(server.handshake_status("/ws/rooms/hall/99999999999/").await, 403);
     assert_eq!(server.handshake_status("/ws/nowhere/").await, 404);
-    let response = raw_http(server.addr, b"GET /shops/corner/items/7/ HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    let response = raw_http(server.addr, b"GET /shops/corner/items/7/ HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.ends_with("shop=corner item=7 body=0 tag=v1"), "{response}");
-    let response = raw_http(server.addr, b"GET /plain/corner/184467440737095516150/ HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    let response =
+        raw_http(server.addr, b"GET /plain/corner/184467440737095516150/ HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
     assert!(response.starts_with("HTTP/1.1 404"), "{response}");
     server.shutdown().await;
 }

@@ -212,7 +212,7 @@ async fn undecided_handshake_is_refused_after_the_connect_timeout() {
 async fn unknown_path_returns_404_for_websocket_and_http() {
     let (server, _log) = start(ServerConfig::default()).await;
     assert_eq!(server.handshake_status("/ws/nope/").await, 404);
-    let response = raw_http(server.addr, b"GET /nope/ HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let response = raw_http(server.addr, b"GET /nope/ HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
     assert!(response.starts_with("HTTP/1.1 404"), "{response}");
     server.shutdown().await;
 }
@@ -361,20 +361,21 @@ async fn client_too_slow_to_read_is_disconnected() {
 #[tokio::test]
 async fn http_consumers_answer_over_a_real_socket() {
     let (server, _log) = start(ServerConfig::default()).await;
-    let response = raw_http(server.addr, b"GET /health/ HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let response = raw_http(server.addr, b"GET /health/ HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.ends_with("\r\n\r\nok"), "{response}");
-    let response = raw_http(server.addr, b"POST /health/ HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello").await;
+    let response =
+        raw_http(server.addr, b"POST /health/ HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n\r\nhello").await;
     assert!(response.ends_with("got 5 bytes"), "{response}");
-    let response = raw_http(server.addr, b"GET /chunks/ HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let response = raw_http(server.addr, b"GET /chunks/ HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
     assert!(response.to_ascii_lowercase().contains("transfer-encoding: chunked"), "{response}");
     for part in ["alpha-", "beta-", "gamma"] {
         assert!(response.contains(part), "{response}");
     }
-    let response = raw_http(server.addr, b"GET /broken/ HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let response = raw_http(server.addr, b"GET /broken/ HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
     assert!(response.starts_with("HTTP/1.1 500"), "{response}");
     // Still healthy after the panic.
-    let response = raw_http(server.addr, b"GET /health/ HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let response = raw_http(server.addr, b"GET /health/ HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     server.shutdown().await;
 }
@@ -384,9 +385,10 @@ async fn oversized_request_body_gets_413() {
     let mut config = ServerConfig::default();
     config.max_request_body = 16;
     let (server, _log) = start(config).await;
-    let response = raw_http(server.addr, b"POST /health/ HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n").await;
+    let response =
+        raw_http(server.addr, b"POST /health/ HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\n").await;
     assert!(response.starts_with("HTTP/1.1 413"), "{response}");
-    let mut chunked = b"POST /health/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    let mut chunked = b"POST /health/ HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
     for _ in 0..4 {
         chunked.extend_from_slice(b"a\r\n0123456789\r\n");
     }
@@ -475,6 +477,93 @@ async fn slow_request_body_gets_408_and_is_closed() {
     server.shutdown().await;
 }
 
+const UPGRADE: &str = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+
+#[tokio::test]
+async fn requests_are_checked_as_django_and_daphne_check_them() {
+    let (server, _log) = start(ServerConfig::default()).await;
+    let addr = server.addr;
+    let status = |response: String| response.get(9..12).unwrap_or("").to_owned();
+    let get = |head: String| async move { status(raw_http(addr, head.as_bytes()).await) };
+    // Host: allowed names (with any port) pass; others, none or two are 400.
+    assert_eq!(get("GET /health/ HTTP/1.1\r\nHost: localhost:8000\r\n\r\n".into()).await, "200");
+    assert_eq!(get("GET /health/ HTTP/1.1\r\nHost: [::1]\r\n\r\n".into()).await, "200");
+    assert_eq!(get("GET /health/ HTTP/1.1\r\nHost: evil.example\r\n\r\n".into()).await, "400");
+    assert_eq!(get("GET /health/ HTTP/1.1\r\n\r\n".into()).await, "400");
+    assert_eq!(get("GET /health/ HTTP/1.1\r\nHost: localhost\r\nHost: evil.example\r\n\r\n".into()).await, "400");
+    assert_eq!(
+        get(format!("GET /ws/probe/ HTTP/1.1\r\nHost: evil.example\r\n{UPGRADE}Sec-WebSocket-Version: 13\r\n\r\n"))
+            .await,
+        "400"
+    );
+    // Raw non-ASCII bytes in the request target.
+    let mut raw = b"GET /health/\xc3\xa9/ HTTP/1.1\r\nHost: localhost\r\n\r\n".to_vec();
+    assert_eq!(status(raw_http(addr, &raw).await), "400");
+    raw = b"GET /health/?q=\xff HTTP/1.1\r\nHost: localhost\r\n\r\n".to_vec();
+    assert_eq!(status(raw_http(addr, &raw).await), "400");
+    // WebSocket version other than 13: 426 naming 13.
+    let response = raw_http(
+        addr,
+        format!("GET /ws/probe/ HTTP/1.1\r\nHost: localhost\r\n{UPGRADE}Sec-WebSocket-Version: 8\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert_eq!(status(response.clone()), "426", "{response}");
+    assert!(response.to_ascii_lowercase().contains("sec-websocket-version: 13"), "{response}");
+    // Two keys, or an upgrade over HTTP/1.0.
+    let two_keys = format!(
+        "GET /ws/probe/ HTTP/1.1\r\nHost: localhost\r\n{UPGRADE}Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAA==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    assert_eq!(get(two_keys).await, "400");
+    assert_eq!(
+        get(format!("GET /ws/probe/ HTTP/1.0\r\nHost: localhost\r\n{UPGRADE}Sec-WebSocket-Version: 13\r\n\r\n")).await,
+        "400"
+    );
+    server.shutdown().await;
+
+    let mut config = ServerConfig::default();
+    config.allowed_hosts = vec!["*".into()];
+    let (server, _log) = start(config).await;
+    let response = raw_http(server.addr, b"GET /health/ HTTP/1.1\r\nHost: anything.example\r\n\r\n").await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn head_size_limit_holds_however_the_head_is_sent() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (server, _log) = start(ServerConfig::default()).await;
+    let head = |size: usize| {
+        let mut head = b"GET /health/ HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nX-Big: ".to_vec();
+        head.extend(std::iter::repeat_n(b'a', size));
+        head.extend_from_slice(b"\r\n\r\n");
+        head
+    };
+    for (size, expected) in [(60 << 10, "200"), (112 << 10, "431")] {
+        let response = raw_http(server.addr, &head(size)).await;
+        assert_eq!(response.get(9..12), Some(expected), "one write of {size} bytes");
+        // The same head in 1 KiB writes.
+        let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        let mut response = Vec::new();
+        within(async {
+            for piece in head(size).chunks(1024) {
+                if tcp.write_all(piece).await.is_err() {
+                    break;
+                }
+                tcp.flush().await.unwrap();
+                tokio::task::yield_now().await;
+            }
+            let _ = tcp.read_to_end(&mut response).await;
+        })
+        .await;
+        let response = String::from_utf8_lossy(&response);
+        assert!(response.is_empty() || response.get(9..12) == Some(expected), "trickled {size} bytes: {response}");
+        if expected == "200" {
+            assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        }
+    }
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn bad_input_never_takes_the_server_down() {
     let (server, _log) = start(ServerConfig::default()).await;
@@ -485,26 +574,26 @@ async fn bad_input_never_takes_the_server_down() {
     // A bad Sec-WebSocket-Key.
     let response = raw_http(
         addr,
-        b"GET /ws/probe/ HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: nope\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        b"GET /ws/probe/ HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: nope\r\nSec-WebSocket-Version: 13\r\n\r\n",
     )
     .await;
     assert!(response.starts_with("HTTP/1.1 400"), "{response}");
     // Upgrade asked for without `Connection: upgrade`.
     let response = raw_http(
         addr,
-        b"GET /ws/probe/ HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        b"GET /ws/probe/ HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
     )
     .await;
     assert!(response.starts_with("HTTP/1.1 400"), "{response}");
     // A WebSocket request without any Upgrade header is plain HTTP: no such HTTP route.
     let response = raw_http(
         addr,
-        b"GET /ws/probe/ HTTP/1.1\r\nHost: x\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        b"GET /ws/probe/ HTTP/1.1\r\nHost: localhost\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
     )
     .await;
     assert!(response.starts_with("HTTP/1.1 404"), "{response}");
     // A huge header.
-    let mut huge = b"GET /health/ HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
+    let mut huge = b"GET /health/ HTTP/1.1\r\nHost: localhost\r\nX-Big: ".to_vec();
     huge.extend(std::iter::repeat_n(b'a', 200 << 10));
     huge.extend_from_slice(b"\r\n\r\n");
     let response = raw_http(addr, &huge).await;

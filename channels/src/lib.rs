@@ -81,8 +81,10 @@ pub mod event;
 pub mod layers;
 pub mod middleware;
 mod queue;
+mod ratelog;
 pub mod routing;
 pub mod scope;
+pub mod security;
 pub mod server;
 pub mod testing;
 

@@ -14,7 +14,7 @@ use futures_util::{SinkExt, StreamExt};
 use http::header::{
     CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION, UPGRADE,
 };
-use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
@@ -51,10 +51,13 @@ pub(super) fn is_upgrade_request<B>(request: &Request<B>) -> bool {
         .is_some_and(|value| value.trim().eq_ignore_ascii_case("websocket"))
 }
 
-/// Checks the handshake headers (RFC 6455 section 4.2.1); returns the key.
-fn validate(request: &Request<Incoming>) -> Result<HeaderValue, &'static str> {
+/// Checks the handshake headers (RFC 6455 section 4.2.1); returns the key, or the answer.
+fn validate(request: &Request<Incoming>) -> Result<HeaderValue, Response<Body>> {
     if request.method() != Method::GET {
-        return Err("a WebSocket handshake must be a GET request");
+        return Err(bad_request("a WebSocket handshake must be a GET request"));
+    }
+    if request.version() < Version::HTTP_11 {
+        return Err(bad_request("a WebSocket handshake needs HTTP/1.1"));
     }
     let has_upgrade_token = request
         .headers()
@@ -64,14 +67,22 @@ fn validate(request: &Request<Incoming>) -> Result<HeaderValue, &'static str> {
         .flat_map(|value| value.split(','))
         .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
     if !has_upgrade_token {
-        return Err("missing `Connection: upgrade`");
+        return Err(bad_request("missing `Connection: upgrade`"));
     }
     if request.headers().get(SEC_WEBSOCKET_VERSION).map(HeaderValue::as_bytes) != Some(b"13") {
-        return Err("unsupported or missing Sec-WebSocket-Version (13 is required)");
+        // RFC 6455 section 4.4: say which version this server speaks.
+        let mut response = super::refuse(StatusCode::UPGRADE_REQUIRED, "unsupported or missing Sec-WebSocket-Version");
+        response.headers_mut().insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        return Err(response);
     }
-    let key = request.headers().get(SEC_WEBSOCKET_KEY).ok_or("missing Sec-WebSocket-Key")?;
+    let mut keys = request.headers().get_all(SEC_WEBSOCKET_KEY).iter();
+    let key = match (keys.next(), keys.next()) {
+        (Some(key), None) => key,
+        (None, _) => return Err(bad_request("missing Sec-WebSocket-Key")),
+        (Some(_), Some(_)) => return Err(bad_request("more than one Sec-WebSocket-Key")),
+    };
     if !is_valid_key(key.as_bytes()) {
-        return Err("Sec-WebSocket-Key must be 16 bytes in base64");
+        return Err(bad_request("Sec-WebSocket-Key must be 16 bytes in base64"));
     }
     Ok(key.clone())
 }
@@ -84,8 +95,7 @@ fn is_valid_key(key: &[u8]) -> bool {
 }
 
 fn bad_request(reason: &'static str) -> Response<Body> {
-    tracing::debug!(reason, "bad WebSocket handshake");
-    super::body::plain(StatusCode::BAD_REQUEST, reason)
+    super::refuse(StatusCode::BAD_REQUEST, reason)
 }
 
 fn ws_config(config: &ServerConfig) -> WebSocketConfig {
@@ -106,7 +116,7 @@ pub(super) async fn handshake(
 ) -> Response<Body> {
     let key = match validate(&request) {
         Ok(key) => key,
-        Err(reason) => return bad_request(reason),
+        Err(refusal) => return refusal,
     };
     let on_upgrade = hyper::upgrade::on(&mut request);
     let config = &state.config;
