@@ -188,8 +188,14 @@ pub(crate) struct ConnState {
 }
 
 impl ConnState {
-    /// The state of a new connection whose outgoing queue holds `capacity` events.
-    pub(crate) fn new(shutdown: &CancellationToken, write_timeout: Option<Duration>, capacity: usize) -> Self {
+    /// The state of a new connection whose outgoing queue holds `capacity` events and about
+    /// `bytes` of payload.
+    pub(crate) fn new(
+        shutdown: &CancellationToken,
+        write_timeout: Option<Duration>,
+        capacity: usize,
+        bytes: usize,
+    ) -> Self {
         ConnState {
             token: shutdown.child_token(),
             seen: AtomicBool::new(false),
@@ -197,7 +203,7 @@ impl ConnState {
             write_timeout,
             close: OnceLock::new(),
             shutdown: shutdown.clone(),
-            queue: Queue::new(capacity),
+            queue: Queue::new(capacity, bytes),
         }
     }
 

@@ -4,7 +4,10 @@
 //! plus its channel (0.5 KB) up front, for every connection, used or not. This queue lives
 //! inside the connection's shared state and holds its items in a `VecDeque` that grows with use
 //! and is given back whenever it drains, so an idle connection's queue costs a few words.
-//! The capacity is enforced by a semaphore (fair: waiting senders go in arrival order).
+//! The capacity is enforced by a semaphore (fair: waiting senders go in arrival order) whose
+//! permits are bytes: an item costs its size in bytes, but at least `bytes / capacity` (so at
+//! most `capacity` items are queued) and at most `bytes` (so an item larger than the whole
+//! budget still goes through, alone).
 
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -12,16 +15,27 @@ use std::task::{Context, Poll, Waker};
 
 use tokio::sync::{Semaphore, TryAcquireError};
 
+/// What an item weighs in the byte budget.
+pub(crate) trait Weigh {
+    /// The bytes this item keeps alive while queued (its payload).
+    fn weight(&self) -> usize;
+}
+
 #[derive(Debug)]
 pub(crate) struct Queue<T> {
     state: Mutex<State<T>>,
-    /// One permit per free slot; closed when the receiver is gone.
+    /// One permit per free byte of the budget; closed when the receiver is gone.
     space: Semaphore,
+    /// The least an item costs: `budget / capacity`.
+    min_cost: u32,
+    /// The whole budget: the most an item costs.
+    budget: u32,
 }
 
 #[derive(Debug)]
 struct State<T> {
-    items: VecDeque<T>,
+    /// Each item with the permits it holds.
+    items: VecDeque<(T, u32)>,
     /// The receiver's waker while it waits for an item.
     waker: Option<Waker>,
     senders: usize,
@@ -34,13 +48,22 @@ pub(crate) enum TryPushError<T> {
     Closed(T),
 }
 
-impl<T> Queue<T> {
-    /// A queue for `capacity` items (at least 1) with one sender.
-    pub(crate) fn new(capacity: usize) -> Self {
+impl<T: Weigh> Queue<T> {
+    /// A queue for at most `capacity` items (at least 1) and about `bytes` of payload, with one
+    /// sender.
+    pub(crate) fn new(capacity: usize, bytes: usize) -> Self {
+        let capacity = u32::try_from(capacity.max(1)).unwrap_or(u32::MAX);
+        let budget = u32::try_from(bytes).unwrap_or(u32::MAX).max(capacity);
         Queue {
             state: Mutex::new(State { items: VecDeque::new(), waker: None, senders: 1 }),
-            space: Semaphore::new(capacity.max(1)),
+            space: Semaphore::new(budget as usize),
+            min_cost: budget / capacity,
+            budget,
         }
+    }
+
+    fn cost(&self, item: &T) -> u32 {
+        u32::try_from(item.weight()).unwrap_or(u32::MAX).clamp(self.min_cost, self.budget)
     }
 
     fn lock(&self) -> MutexGuard<'_, State<T>> {
@@ -51,10 +74,10 @@ impl<T> Queue<T> {
     /// Queues `item` and wakes the receiver, unless the receiver waits in the task that is
     /// pushing (`current`): that task polls it after this push, and a wake would only poll the
     /// whole task once more for nothing (and queue it behind every other busy connection).
-    fn push_unchecked(&self, item: T, current: Option<&Waker>) {
+    fn push_unchecked(&self, item: T, cost: u32, current: Option<&Waker>) {
         let waker = {
             let mut state = self.lock();
-            state.items.push_back(item);
+            state.items.push_back((item, cost));
             match (&state.waker, current) {
                 (Some(waiting), Some(current)) if waiting.will_wake(current) => None,
                 _ => state.waker.take(),
@@ -69,10 +92,11 @@ impl<T> Queue<T> {
     /// where the receiver, when it runs in that same task, is polled after the pusher in every
     /// poll of the task (see [`push_unchecked`](Self::push_unchecked)).
     pub(crate) fn try_push(&self, item: T, current: Option<&Waker>) -> Result<(), TryPushError<T>> {
-        match self.space.try_acquire() {
+        let cost = self.cost(&item);
+        match self.space.try_acquire_many(cost) {
             Ok(permit) => {
                 permit.forget();
-                self.push_unchecked(item, current);
+                self.push_unchecked(item, cost, current);
                 Ok(())
             }
             Err(TryAcquireError::NoPermits) => Err(TryPushError::Full(item)),
@@ -85,10 +109,11 @@ impl<T> Queue<T> {
     /// # Errors
     /// The item, when the receiver is gone.
     pub(crate) async fn push(&self, item: T) -> Result<(), T> {
-        match self.space.acquire().await {
+        let cost = self.cost(&item);
+        match self.space.acquire_many(cost).await {
             Ok(permit) => {
                 permit.forget();
-                self.push_unchecked(item, None);
+                self.push_unchecked(item, cost, None);
                 Ok(())
             }
             Err(_) => Err(item),
@@ -96,13 +121,13 @@ impl<T> Queue<T> {
     }
 
     fn taken(&self, state: &mut State<T>) -> Option<T> {
-        let item = state.items.pop_front()?;
+        let (item, cost) = state.items.pop_front()?;
         if state.items.is_empty() {
             // An idle connection keeps no storage. (Reallocating on the next send costs one
             // small allocation; an idle connection is the common case.)
             state.items = VecDeque::new();
         }
-        self.space.add_permits(1);
+        self.space.add_permits(cost as usize);
         Some(item)
     }
 
@@ -164,9 +189,27 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
+    impl Weigh for i32 {
+        fn weight(&self) -> usize {
+            0
+        }
+    }
+
+    impl Weigh for &str {
+        fn weight(&self) -> usize {
+            self.len()
+        }
+    }
+
+    impl Weigh for Vec<u8> {
+        fn weight(&self) -> usize {
+            self.len()
+        }
+    }
+
     #[tokio::test]
     async fn items_come_out_in_order_and_capacity_makes_senders_wait() {
-        let queue = Arc::new(Queue::new(2));
+        let queue = Arc::new(Queue::new(2, 0));
         queue.try_push(1, None).unwrap();
         queue.push(2).await.unwrap();
         assert!(matches!(queue.try_push(3, None), Err(TryPushError::Full(3))));
@@ -185,7 +228,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_receiver_sees_the_end_when_the_last_sender_goes() {
-        let queue = Arc::new(Queue::new(4));
+        let queue = Arc::new(Queue::new(4, 0));
         queue.add_sender();
         queue.try_push("queued", None).unwrap();
         let receiver = tokio::spawn({
@@ -208,7 +251,7 @@ mod tests {
 
     #[tokio::test]
     async fn closing_fails_waiting_and_later_senders() {
-        let queue = Arc::new(Queue::new(1));
+        let queue = Arc::new(Queue::new(1, 0));
         queue.try_push(1, None).unwrap();
         let waiting = tokio::spawn({
             let queue = queue.clone();
@@ -224,12 +267,33 @@ mod tests {
 
     #[test]
     fn a_drained_queue_gives_its_storage_back() {
-        let queue = Queue::new(100);
+        let queue = Queue::new(100, 0);
         for i in 0..100 {
             queue.try_push(i, None).unwrap();
         }
         assert!(queue.lock().items.capacity() >= 100);
         while queue.try_pop().is_some() {}
         assert_eq!(queue.lock().items.capacity(), 0);
+    }
+
+    #[test]
+    fn bytes_are_bounded_as_well_as_items() {
+        // 1,000 bytes for at most 10 items: small items cost 100 each.
+        let queue = Queue::new(10, 1000);
+        for _ in 0..10 {
+            queue.try_push(vec![0u8; 10], None).unwrap();
+        }
+        assert!(matches!(queue.try_push(vec![], None), Err(TryPushError::Full(_))), "10 items at most");
+        while queue.try_pop().is_some() {}
+        queue.try_push(vec![0u8; 600], None).unwrap();
+        assert!(matches!(queue.try_push(vec![0u8; 600], None), Err(TryPushError::Full(_))), "1,000 bytes at most");
+        queue.try_push(vec![0u8; 400], None).unwrap();
+        assert_eq!(queue.try_pop().map(|item| item.len()), Some(600));
+        assert_eq!(queue.try_pop().map(|item| item.len()), Some(400));
+        // Larger than the whole budget: goes through when the queue is empty, alone.
+        queue.try_push(vec![0u8; 5000], None).unwrap();
+        assert!(matches!(queue.try_push(vec![], None), Err(TryPushError::Full(_))));
+        assert_eq!(queue.try_pop().map(|item| item.len()), Some(5000));
+        queue.try_push(vec![], None).unwrap();
     }
 }

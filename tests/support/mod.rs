@@ -158,22 +158,7 @@ impl RawClient {
 
     /// Writes one masked frame with `opcode` (0x1 text, 0x2 binary...).
     pub async fn send_frame(&mut self, opcode: u8, payload: &[u8]) {
-        let mask = [0x11u8, 0x22, 0x33, 0x44];
-        let mut frame = vec![0x80 | opcode];
-        match payload.len() {
-            len @ 0..=125 => frame.push(0x80 | len as u8),
-            len @ 126..=65535 => {
-                frame.push(0x80 | 126);
-                frame.extend_from_slice(&(len as u16).to_be_bytes());
-            }
-            len => {
-                frame.push(0x80 | 127);
-                frame.extend_from_slice(&(len as u64).to_be_bytes());
-            }
-        }
-        frame.extend_from_slice(&mask);
-        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        self.tcp.write_all(&frame).await.expect("write frame");
+        self.tcp.write_all(&client_frame(opcode, payload)).await.expect("write frame");
     }
 
     /// Reads server frames until the connection ends; returns (opcode, payload) of each.
@@ -188,6 +173,26 @@ impl RawClient {
         }
         parse_frames(&data)
     }
+}
+
+/// One masked client frame with `opcode` (0x1 text, 0x2 binary...).
+pub fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x11u8, 0x22, 0x33, 0x44];
+    let mut frame = vec![0x80 | opcode];
+    match payload.len() {
+        len @ 0..=125 => frame.push(0x80 | len as u8),
+        len @ 126..=65535 => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        len => {
+            frame.push(0x80 | 127);
+            frame.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
 }
 
 fn parse_frames(mut data: &[u8]) -> Vec<(u8, Vec<u8>)> {
@@ -294,8 +299,18 @@ fn example_is_stale(name: &str, binary: &std::path::Path) -> bool {
         }
         std::fs::read_dir(path).ok()?.filter_map(|entry| newest(&entry.ok()?.path())).max()
     }
-    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
-    let source = [examples.join(format!("{name}.rs")), examples.join(name)].iter().filter_map(|p| newest(p)).max();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let examples = root.join("examples");
+    // The example's own sources, and the crates it is built from.
+    let source = [
+        examples.join(format!("{name}.rs")),
+        examples.join(name),
+        root.join("channels/src"),
+        root.join("channels-macros/src"),
+    ]
+    .iter()
+    .filter_map(|p| newest(p))
+    .max();
     let built = std::fs::metadata(binary).and_then(|meta| meta.modified()).ok();
     match (built, source) {
         (Some(built), Some(source)) => source > built,

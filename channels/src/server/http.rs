@@ -140,7 +140,7 @@ pub(super) async fn handle(
     }
     let (parts, body) = request.into_parts();
     let scope = build_scope(Protocol::Http, parts, remote, local, config);
-    let conn = Arc::new(ConnState::new(&state.shutdown, config.write_timeout, BODY_QUEUE));
+    let conn = Arc::new(ConnState::new(&state.shutdown, config.write_timeout, BODY_QUEUE, config.write_queue_bytes));
     let (outbox, mut events) = Outbox::for_connection(conn.clone());
     let (done_tx, done_rx) = oneshot::channel();
     let source = HttpSource {

@@ -21,8 +21,8 @@
 //! writes) and sends keepalive pings.
 //!
 //! # Slow clients
-//! Each connection's outgoing queue holds [`write_queue`](ServerConfig::write_queue) messages.
-//! When it is full, the consumer's send waits (backpressure on that consumer alone). If the
+//! Each connection's outgoing queue holds [`write_queue`](ServerConfig::write_queue) messages
+//! and [`write_queue_bytes`](ServerConfig::write_queue_bytes) of payload. When it is full, the consumer's send waits (backpressure on that consumer alone). If the
 //! client reads nothing for [`write_timeout`](ServerConfig::write_timeout) while the queue is
 //! full, the connection is closed (close code 1008 when it can still be written), the send
 //! returns [`SendError::SlowClient`](crate::SendError::SlowClient) and `disconnect` runs.
@@ -95,6 +95,11 @@ pub struct ServerConfig {
     pub ping_timeout: Duration,
     /// Outgoing messages queued per connection before sends wait. Default 64.
     pub write_queue: usize,
+    /// Outgoing payload bytes queued per connection before sends wait, so that a client that
+    /// does not read holds at most this much (plus one write buffer) until the
+    /// [`write_timeout`](Self::write_timeout) closes it. A message larger than this is still
+    /// sent, once the queue is empty. Default 1 MiB.
+    pub write_queue_bytes: usize,
     /// How long a send may wait on a full queue before the client counts as too slow and the
     /// connection is closed; `None` waits forever. Default 10 s.
     pub write_timeout: Option<Duration>,
@@ -136,6 +141,7 @@ impl Default for ServerConfig {
             ping_interval: Some(Duration::from_secs(20)),
             ping_timeout: Duration::from_secs(30),
             write_queue: 64,
+            write_queue_bytes: 1 << 20,
             write_timeout: Some(Duration::from_secs(10)),
             close_timeout: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(10),

@@ -122,7 +122,8 @@ pub(super) async fn handshake(
     let config = &state.config;
     let (parts, _body) = request.into_parts();
     let scope = build_scope(Protocol::Websocket, parts, remote, local, config);
-    let conn = Arc::new(ConnState::new(&state.shutdown, config.write_timeout, config.write_queue));
+    let conn =
+        Arc::new(ConnState::new(&state.shutdown, config.write_timeout, config.write_queue, config.write_queue_bytes));
     let (outbox, mut events) = Outbox::for_connection(conn.clone());
     let (opened_tx, opened_rx) = oneshot::channel();
     let source = WsSource {
