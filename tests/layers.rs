@@ -34,8 +34,46 @@ fn small(capacity: usize, expiry_ms: u64, group_expiry_ms: u64) -> LayerConfig {
     }
 }
 
+/// The log lines written while `f` runs on this thread.
+async fn logged<F: std::future::Future>(f: F) -> (F::Output, String) {
+    use std::sync::{Arc, Mutex};
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let lines = Lines::default();
+    let writer = lines.clone();
+    let subscriber = tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).finish();
+    let guard = tracing::subscriber::set_default(subscriber);
+    let output = f.await;
+    drop(guard);
+    let text = String::from_utf8_lossy(&lines.0.lock().unwrap()).into_owned();
+    (output, text)
+}
+
 mod cases {
     use super::*;
+
+    pub async fn a_flood_of_drops_logs_a_few_summary_lines(layer: Layer) {
+        layer.group_add("test.flooded", "test.full").await.unwrap();
+        let ((), log) = logged(async {
+            for n in 0..2_000 {
+                layer.group_send("test.flooded", message(n)).await.unwrap();
+            }
+        })
+        .await;
+        assert_eq!(layer.stats().dropped, 2_000 - 3, "all but the capacity are dropped, and counted");
+        let lines = log.lines().filter(|line| line.contains("dropped")).count();
+        assert!((1..=2).contains(&lines), "{lines} lines for 1,997 drops:\n{log}");
+        assert!(log.contains("test.flooded"), "the summary names the group: {log}");
+    }
 
     pub async fn send_then_receive(layer: Layer) {
         layer.send("test.channel", message(1)).await.unwrap();
@@ -234,4 +272,5 @@ layer_tests! {
     process_local_channels: LayerConfig::default();
     several_receivers_share_one_channel: LayerConfig::default();
     large_messages_pass: LayerConfig::default();
+    a_flood_of_drops_logs_a_few_summary_lines: small(3, 60_000, 60_000);
 }

@@ -181,6 +181,29 @@ async fn client_close_is_answered_with_a_close_frame_and_reaches_disconnect() {
 }
 
 #[tokio::test]
+async fn inbound_rate_limit_slows_a_flooding_client_without_dropping_anything() {
+    let mut config = ServerConfig::default();
+    config.inbound_rate = Some(channels::RateLimit { per_second: 50, burst: 10 });
+    let (server, _log) = start(config).await;
+    let mut flooder = server.connect("/ws/probe/").await;
+    let started = std::time::Instant::now();
+    for i in 0..60 {
+        within(flooder.feed(WsMessage::Text(format!("m{i}").into()))).await.unwrap();
+    }
+    within(flooder.flush()).await.unwrap();
+    // Another client meanwhile is served at once.
+    let mut other = server.connect("/ws/probe/").await;
+    send_text(&mut other, "quick").await;
+    assert_eq!(next_message(&mut other).await, WsMessage::Text("quick".into()));
+    for i in 0..60 {
+        assert_eq!(next_message(&mut flooder).await, WsMessage::Text(format!("m{i}").into()), "in order, none lost");
+    }
+    // 60 messages at 50/s after a burst of 10: at least a second (a lower bound only).
+    assert!(started.elapsed() >= Duration::from_millis(900), "{:?}", started.elapsed());
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn subprotocol_is_returned_in_the_handshake() {
     let (server, _log) = start(ServerConfig::default()).await;
     let mut request = server.request("/ws/probe/");

@@ -102,7 +102,7 @@ pub use channels_macros::routing;
 pub use application::{AppError, Application, ApplicationFn, BoxFuture, Inbox, Outbox, SendError, application_fn};
 pub use routing::{ProtocolTypeRouter, URLRouter};
 pub use scope::{Protocol, Scope, UrlRoute, User};
-pub use server::{Listening, Server, ServerConfig, ShutdownHandle, serve};
+pub use server::{Listening, RateLimit, Server, ServerConfig, ShutdownHandle, serve};
 
 /// The names most applications need, in one import.
 pub mod prelude {

@@ -286,9 +286,8 @@ impl ChannelLayer for InMemoryChannelLayer {
     fn group_send<'a>(&'a self, group: &'a str, message: ChannelMessage) -> BoxFuture<'a, Result<(), LayerError>> {
         let result = validate_group_name(group).and_then(|()| check_message(&message)).map(|()| {
             for channel in self.inner.members(group) {
-                if let Err(err) = self.inner.deliver(&channel, message.clone()) {
-                    self.inner.counters.dropped(1);
-                    tracing::warn!(group, %err, "group message dropped for one member");
+                if self.inner.deliver(&channel, message.clone()).is_err() {
+                    self.inner.counters.dropped_for(group, 1);
                 }
             }
         });

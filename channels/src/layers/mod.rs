@@ -171,12 +171,26 @@ pub struct LayerStats {
     pub expired: u64,
 }
 
-/// Atomic counters behind [`LayerStats`].
+/// Atomic counters behind [`LayerStats`], and the log of drops.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     sent: AtomicU64,
     dropped: AtomicU64,
     expired: AtomicU64,
+    drops: std::sync::Mutex<DropSummary>,
+}
+
+/// How often dropped messages are logged, as counts per group (or channel).
+const DROP_SUMMARY_EVERY: Duration = Duration::from_secs(10);
+/// Groups named in one summary; the rest are counted together.
+const DROP_SUMMARY_NAMES: usize = 32;
+
+/// Drops counted since the last summary line.
+#[derive(Debug, Default)]
+struct DropSummary {
+    since: Option<std::time::Instant>,
+    by_name: std::collections::HashMap<Box<str>, u64>,
+    others: u64,
 }
 
 impl Counters {
@@ -186,6 +200,42 @@ impl Counters {
 
     pub(crate) fn dropped(&self, n: u64) {
         self.dropped.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// `n` messages for `name` (a group, or a channel) were dropped because their receivers
+    /// were full. A flooding client can cause this for every message it sends, so it is not
+    /// logged per message: the first drop after a quiet spell is logged at once, later ones as
+    /// one line per group every [`DROP_SUMMARY_EVERY`], with counts.
+    pub(crate) fn dropped_for(&self, name: &str, n: u64) {
+        self.dropped(n);
+        let now = std::time::Instant::now();
+        let mut summary = self.drops.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(since) = summary.since else {
+            summary.since = Some(now);
+            tracing::warn!(
+                group = name,
+                dropped = n,
+                "messages dropped: receivers full (further drops are summarised every {DROP_SUMMARY_EVERY:?})"
+            );
+            return;
+        };
+        if let Some(count) = summary.by_name.get_mut(name) {
+            *count += n;
+        } else if summary.by_name.len() < DROP_SUMMARY_NAMES {
+            summary.by_name.insert(name.into(), n);
+        } else {
+            summary.others += n;
+        }
+        if now.duration_since(since) >= DROP_SUMMARY_EVERY {
+            let summary = std::mem::replace(&mut *summary, DropSummary { since: Some(now), ..DropSummary::default() });
+            let seconds = now.duration_since(since).as_secs();
+            for (group, dropped) in &summary.by_name {
+                tracing::warn!(group = &**group, dropped, seconds, "messages dropped: receivers full");
+            }
+            if summary.others > 0 {
+                tracing::warn!(dropped = summary.others, seconds, "messages dropped for other groups: receivers full");
+            }
+        }
     }
 
     pub(crate) fn expired(&self, n: u64) {

@@ -332,8 +332,7 @@ impl Inner {
         self.counters.sent(delivered);
         self.counters.expired(expired);
         if delivered < members {
-            self.counters.dropped(members - delivered);
-            tracing::warn!(group, dropped = members - delivered, "group message dropped for full members");
+            self.counters.dropped_for(group, members - delivered);
         }
         Ok(())
     }
@@ -352,9 +351,8 @@ impl Inner {
                 return;
             }
         };
-        if let Err(err) = self.local.deliver_local(channel, message) {
-            self.counters.dropped(1);
-            tracing::warn!(channel, %err, "message dropped for a full consumer");
+        if self.local.deliver_local(channel, message).is_err() {
+            self.counters.dropped_for(channel, 1);
         }
     }
 

@@ -126,6 +126,21 @@ pub struct ServerConfig {
     /// `[".localhost", "127.0.0.1", "[::1]"]` (Django's development default): add your public
     /// names when you deploy. See [`security::host_is_allowed`](crate::security::host_is_allowed).
     pub allowed_hosts: Vec<String>,
+    /// How fast one WebSocket client may send messages; `None` (the default) for no limit.
+    /// Past the rate, the server stops reading that connection until it is back under it: the
+    /// client's messages wait in its own socket buffers and then its TCP window, nothing is
+    /// dropped and the connection stays open, and one flooding client cannot fill its groups'
+    /// channels for everybody else. Control frames wait too.
+    pub inbound_rate: Option<RateLimit>,
+}
+
+/// A message rate: `per_second` on average, `burst` messages at once (at least 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Messages per second on average.
+    pub per_second: u32,
+    /// Messages accepted at once after a quiet spell.
+    pub burst: u32,
 }
 
 impl Default for ServerConfig {
@@ -150,6 +165,7 @@ impl Default for ServerConfig {
             proxy_headers: false,
             root_path: String::new(),
             allowed_hosts: [".localhost", "127.0.0.1", "[::1]"].map(str::to_owned).to_vec(),
+            inbound_rate: None,
         }
     }
 }

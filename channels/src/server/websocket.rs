@@ -127,6 +127,7 @@ pub(super) async fn handshake(
     let (outbox, mut events) = Outbox::for_connection(conn.clone());
     let (opened_tx, opened_rx) = oneshot::channel();
     let source = WsSource {
+        throttle: config.inbound_rate.map(|rate| Box::new(Throttle::new(rate))),
         state: ReadState::Connecting(opened_rx),
         cancelled: Box::pin(conn.token.clone().cancelled_owned()),
         conn: conn.clone(),
@@ -229,6 +230,8 @@ enum ReadState {
 /// message from the client reaches the consumer without a hop through another task.
 pub(crate) struct WsSource {
     state: ReadState,
+    /// [`ServerConfig::inbound_rate`](super::ServerConfig::inbound_rate), when set.
+    throttle: Option<Box<Throttle>>,
     cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
     conn: Arc<ConnState>,
 }
@@ -278,42 +281,91 @@ impl WsSource {
                     Poll::Ready(Err(_)) => return self.disconnect(close_code::ABNORMAL),
                     Poll::Pending => return Poll::Pending,
                 },
-                ReadState::Open(stream) => match stream.poll_next_unpin(cx) {
-                    Poll::Ready(Some(Ok(frame))) => {
-                        self.conn.seen.store(true, Ordering::Relaxed);
-                        match frame {
-                            WsMessage::Text(text) => {
-                                return Poll::Ready(Some(Inbound::WebsocketReceive(Message::Text(text))));
-                            }
-                            WsMessage::Binary(bytes) => {
-                                return Poll::Ready(Some(Inbound::WebsocketReceive(Message::Binary(bytes))));
-                            }
-                            WsMessage::Close(frame) => {
-                                // The protocol queued the reply; the writer sends it now, even
-                                // while the consumer's `disconnect` still runs.
-                                let code = frame.map_or(close_code::STATUS, |frame| frame.code.into());
-                                self.conn.peer_closed.store(true, Ordering::Relaxed);
-                                self.conn.abort(code, "");
-                                return self.disconnect(code);
-                            }
-                            WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_) => {}
-                        }
-                    }
-                    Poll::Ready(Some(Err(err))) => {
-                        let (code, reason) = classify(&err);
-                        tracing::debug!(error = %err, code, "WebSocket read failed");
-                        self.conn.abort(code, reason);
-                        return self.disconnect(code);
-                    }
-                    Poll::Ready(None) => {
-                        self.conn.abort(close_code::ABNORMAL, "connection lost");
-                        return self.disconnect(close_code::ABNORMAL);
-                    }
+                ReadState::Open(stream) => match self.throttle.as_mut().map_or(Poll::Ready(()), |t| t.poll_ready(cx)) {
                     Poll::Pending => return Poll::Pending,
+                    Poll::Ready(()) => match stream.poll_next_unpin(cx) {
+                        Poll::Ready(Some(Ok(frame))) => {
+                            self.conn.seen.store(true, Ordering::Relaxed);
+                            match frame {
+                                WsMessage::Text(text) => {
+                                    if let Some(throttle) = &mut self.throttle {
+                                        throttle.consume();
+                                    }
+                                    return Poll::Ready(Some(Inbound::WebsocketReceive(Message::Text(text))));
+                                }
+                                WsMessage::Binary(bytes) => {
+                                    if let Some(throttle) = &mut self.throttle {
+                                        throttle.consume();
+                                    }
+                                    return Poll::Ready(Some(Inbound::WebsocketReceive(Message::Binary(bytes))));
+                                }
+                                WsMessage::Close(frame) => {
+                                    // The protocol queued the reply; the writer sends it now, even
+                                    // while the consumer's `disconnect` still runs.
+                                    let code = frame.map_or(close_code::STATUS, |frame| frame.code.into());
+                                    self.conn.peer_closed.store(true, Ordering::Relaxed);
+                                    self.conn.abort(code, "");
+                                    return self.disconnect(code);
+                                }
+                                WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_) => {}
+                            }
+                        }
+                        Poll::Ready(Some(Err(err))) => {
+                            let (code, reason) = classify(&err);
+                            tracing::debug!(error = %err, code, "WebSocket read failed");
+                            self.conn.abort(code, reason);
+                            return self.disconnect(code);
+                        }
+                        Poll::Ready(None) => {
+                            self.conn.abort(close_code::ABNORMAL, "connection lost");
+                            return self.disconnect(close_code::ABNORMAL);
+                        }
+                        Poll::Pending => return Poll::Pending,
+                    },
                 },
                 ReadState::Done => return Poll::Ready(None),
             }
         }
+    }
+}
+
+/// The inbound rate limit of one connection (GCRA: one instant per connection, no refill task).
+struct Throttle {
+    /// Time one message "costs".
+    interval: std::time::Duration,
+    /// How far ahead of now the budget may run: the burst.
+    tolerance: std::time::Duration,
+    /// When the budget is spent up to (the theoretical arrival time).
+    spent_until: Instant,
+    /// The wait while over the rate.
+    wait: Option<Pin<Box<Sleep>>>,
+}
+
+impl Throttle {
+    fn new(rate: super::RateLimit) -> Self {
+        let interval = std::time::Duration::from_secs(1) / rate.per_second.max(1);
+        Throttle { interval, tolerance: interval * rate.burst.max(1), spent_until: Instant::now(), wait: None }
+    }
+
+    /// Ready when the next message may be read.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let now = Instant::now();
+        let Some(allowed_at) = self.spent_until.checked_sub(self.tolerance).filter(|at| *at > now) else {
+            self.wait = None;
+            return Poll::Ready(());
+        };
+        let wait = self.wait.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(allowed_at)));
+        if wait.deadline() != allowed_at {
+            wait.as_mut().reset(allowed_at);
+        }
+        std::task::ready!(wait.as_mut().poll(cx));
+        self.wait = None;
+        Poll::Ready(())
+    }
+
+    /// A message was read.
+    fn consume(&mut self) {
+        self.spent_until = self.spent_until.max(Instant::now()) + self.interval;
     }
 }
 
