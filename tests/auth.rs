@@ -93,6 +93,23 @@ impl Logout {
     }
 }
 
+/// `POST /remember/` keeps the body in the session as `note`; `GET /note/` reads it back.
+#[consumer(http)]
+struct Note;
+
+#[consumer]
+impl Note {
+    async fn handle(&mut self, body: Bytes, response: &mut HttpResponse) -> Result<(), ConsumerError> {
+        let session = self.scope.session.clone().ok_or_else(|| ConsumerError::msg("no session"))?;
+        if !body.is_empty() {
+            session.insert("note", &String::from_utf8_lossy(&body)).await?;
+        }
+        let note: Option<String> = session.get("note").await?;
+        response.text(StatusCode::OK, note.unwrap_or_default()).await?;
+        Ok(())
+    }
+}
+
 /// Says who the connection's user is: name, id, and the user id stored in the session.
 #[consumer(websocket)]
 struct Whoami;
@@ -175,6 +192,7 @@ fn app(accounts: &Accounts) -> Arc<dyn Application> {
             "" => AuthMiddlewareStack([
                 "login/" => Login,
                 "logout/" => Logout,
+                "note/" => Note,
                 "private/" => { AuthMiddlewareStack::new(Logout::as_app()).required_redirect("/login/") },
             ]),
         ],
@@ -263,6 +281,21 @@ async fn tampered_deleted_and_password_changed_sessions_are_anonymous() {
     accounts.0.lock().unwrap().remove(&2);
     // Anonymous, though the session still names the user (as in Django: nothing to flush).
     assert_eq!(whoami(&app, "/ws/whoami/", Some(&bob)).await.as_deref(), Some("anonymous - 2"));
+}
+
+#[tokio::test]
+async fn login_over_another_users_session_starts_an_empty_one() {
+    let app = app(&accounts());
+    let alice = log_in(&app, "alice:wonderland").await;
+    assert_eq!(post(&app, "/note/", "alice's secret", Some(&alice)).await.text(), "alice's secret");
+    // The same user logging in again keeps the session's data (the key still changes).
+    let again = cookie_of(&post(&app, "/login/", "alice:wonderland", Some(&alice)).await).unwrap();
+    assert_ne!(again, alice);
+    assert_eq!(post(&app, "/note/", "", Some(&again)).await.text(), "alice's secret");
+    // Another user logging in over it gets nothing of alice's.
+    let bob = cookie_of(&post(&app, "/login/", "bob:builder", Some(&again)).await).unwrap();
+    assert_eq!(post(&app, "/note/", "", Some(&bob)).await.text(), "", "alice's data must not reach bob");
+    assert_eq!(whoami(&app, "/ws/whoami/", Some(&bob)).await.as_deref().map(|w| w.starts_with("bob")), Some(true));
 }
 
 #[tokio::test]

@@ -93,7 +93,7 @@ async fn http_session_is_saved_with_a_secure_by_default_cookie() {
     let first = visit(&app, "", None).await;
     assert_eq!(first.text(), "1");
     let header = first.headers.get("set-cookie").unwrap().to_str().unwrap().to_owned();
-    for attribute in ["HttpOnly", "SameSite=Lax", "Path=/", "Max-Age=1209600"] {
+    for attribute in ["HttpOnly", "SameSite=Lax", "Path=/", "Max-Age=1209600", "Expires="] {
         assert!(header.contains(attribute), "{attribute} in {header}");
     }
     let cookie = session_cookie(&first).unwrap();
@@ -216,4 +216,130 @@ async fn redis_store_is_shared_by_two_app_instances() {
     let cycled = session_cookie(&visit(&second, "cycle", Some(&cookie)).await).unwrap();
     assert_eq!(visit(&first, "", Some(&cookie)).await.text(), "1", "the old key was deleted");
     assert_eq!(visit(&first, "", Some(&cycled)).await.text(), "1");
+}
+
+#[tokio::test]
+async fn a_non_ascii_cookie_beside_the_session_cookie_keeps_the_session() {
+    let store = InMemorySessionStore::new();
+    let app = app(&store);
+    let cookie = session_cookie(&visit(&app, "", None).await).unwrap();
+    // Another app on the same host set a raw UTF-8 cookie.
+    let response = HttpCommunicator::new(app.clone(), Method::GET, "/visits/")
+        .header("cookie", &format!("theme=caf\u{e9}; sessionid={cookie}; lang=\u{fc}ber"))
+        .get_response()
+        .await
+        .unwrap();
+    assert_eq!(response.text(), "2", "the session cookie is still read");
+}
+
+/// Stores a value in the session, while "another tab" logs out (deletes the session) before
+/// the response is saved.
+struct LoggedOutMeanwhile {
+    scope: Scope,
+    store: Arc<dyn SessionStore>,
+}
+
+impl HttpConsumer for LoggedOutMeanwhile {
+    async fn handle(&mut self, _body: Bytes, response: &mut HttpResponse) -> Result<(), ConsumerError> {
+        let session = self.scope.session.clone().ok_or_else(|| ConsumerError::msg("no session"))?;
+        session.insert("visits", &99).await?;
+        let key = session.session_key().await?.ok_or_else(|| ConsumerError::msg("no key"))?;
+        self.store.delete(&key).await?;
+        response.text(StatusCode::OK, "saved").await?;
+        Ok(())
+    }
+}
+
+async fn a_session_deleted_during_a_request_stays_deleted(store: Arc<dyn SessionStore>) {
+    let racing = {
+        let store = store.clone();
+        channels::routing::URLRouter::new(vec![
+            path("visits/", Visits::as_app()),
+            path("race/", ConsumerApp::http(move |scope| Ok(LoggedOutMeanwhile { scope, store: store.clone() }))),
+        ])
+    };
+    let app: Arc<dyn Application> = Arc::new(CookieMiddleware::new(SessionMiddleware::with_config(
+        racing,
+        store.clone(),
+        keys(),
+        SessionConfig::default(),
+    )));
+    let cookie = session_cookie(&visit(&app, "", None).await).unwrap();
+    let response = HttpCommunicator::new(app.clone(), Method::GET, "/race/")
+        .header("cookie", &format!("sessionid={cookie}"))
+        .get_response()
+        .await
+        .unwrap();
+    assert_eq!(response.status, StatusCode::BAD_REQUEST, "{}", response.text());
+    assert!(response.text().contains("deleted before the request completed"), "{}", response.text());
+    assert!(response.headers.get("set-cookie").is_none(), "no cookie brings the session back");
+    assert_eq!(visit(&app, "", Some(&cookie)).await.text(), "1", "the logout stands: a fresh session");
+}
+
+#[tokio::test]
+async fn a_session_deleted_during_a_request_stays_deleted_in_memory() {
+    a_session_deleted_during_a_request_stays_deleted(Arc::new(InMemorySessionStore::new())).await;
+}
+
+#[tokio::test]
+async fn a_session_deleted_during_a_request_stays_deleted_in_redis() {
+    let Some(url) = std::env::var("REDIS_URL").ok().filter(|url| !url.is_empty()) else {
+        assert!(std::env::var_os("CI").is_none(), "CI=true but REDIS_URL is not set");
+        eprintln!("SKIPPED a_session_deleted_during_a_request_stays_deleted_in_redis: REDIS_URL is not set");
+        return;
+    };
+    let prefix = format!("test-sessions-race-{}", std::process::id());
+    let store = channels::middleware::RedisSessionStore::connect(&url, &prefix).await.unwrap();
+    a_session_deleted_during_a_request_stays_deleted(Arc::new(store)).await;
+}
+
+#[tokio::test]
+async fn redis_store_answers_the_first_request_after_a_redis_restart() {
+    use std::process::{Command, Stdio};
+    if Command::new("redis-server").arg("--version").output().is_err() {
+        assert!(std::env::var_os("CI").is_none(), "CI=true but redis-server is not on the PATH");
+        eprintln!("SKIPPED redis_store_answers_the_first_request_after_a_redis_restart: no redis-server");
+        return;
+    }
+    struct Redis(std::process::Child);
+    impl Drop for Redis {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let start = |port: u16| {
+        Redis(
+            Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start redis-server"),
+        )
+    };
+    let port = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
+    let wait = || async {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("redis-server listening");
+    };
+    let redis = start(port);
+    wait().await;
+    let store = channels::middleware::RedisSessionStore::connect(&format!("redis://127.0.0.1:{port}"), "restart")
+        .await
+        .unwrap();
+    let app = app_with(Arc::new(store), SessionConfig::default());
+    assert_eq!(visit(&app, "", None).await.status, StatusCode::OK);
+    drop(redis);
+    let _redis = start(port);
+    wait().await;
+    // The data is gone (no persistence), but the first request is served, not a 500.
+    let response = visit(&app, "", None).await;
+    assert_eq!(response.status, StatusCode::OK, "{}", response.text());
+    assert_eq!(response.text(), "1");
 }

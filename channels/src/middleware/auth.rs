@@ -354,6 +354,16 @@ impl<A: Application> Application for AuthMiddlewareStack<A> {
 /// No session on the scope, or the store failed.
 pub async fn login<U: AuthUser>(scope: &mut Scope, user: U) -> Result<(), SessionError> {
     let session = scope.session.clone().ok_or_else(|| SessionError::Store(NO_SESSION.to_owned()))?;
+    // As Django: over another user's session (or one whose auth hash no longer matches), start
+    // from an empty session so nothing of the previous user's carries over; over the same
+    // user's or an anonymous one, keep the data and only change the key (session fixation).
+    let previous: Option<serde_json::Value> = session.get(USER_ID_KEY).await?;
+    let previous_hash: Option<String> = session.get(USER_HASH_KEY).await?;
+    let same_user = previous.as_ref() == Some(&serde_json::to_value(user.id())?)
+        && previous_hash.is_some_and(|hash| constant_time_eq(hash.as_bytes(), user.session_auth_hash().as_bytes()));
+    if previous.is_some() && !same_user {
+        session.flush().await?;
+    }
     session.insert(USER_ID_KEY, &user.id()).await?;
     session.insert(USER_HASH_KEY, &user.session_auth_hash()).await?;
     session.cycle_key().await?;

@@ -40,10 +40,13 @@ pub fn parse_cookies(header: &str) -> impl Iterator<Item = (String, String)> + '
 impl<A: Application> Application for CookieMiddleware<A> {
     fn call(&self, mut scope: Scope, inbox: Inbox, outbox: Outbox) -> BoxFuture<'_, Result<(), AppError>> {
         for header in scope.headers.get_all(COOKIE) {
-            // A header that is not visible ASCII holds no cookie we could read.
-            let Ok(header) = header.to_str() else { continue };
-            for (name, value) in parse_cookies(header) {
-                scope.cookies.entry(name).or_insert(value);
+            // Pair by pair: raw non-ASCII bytes in one pair (a UTF-8 cookie another app on the
+            // same host set) cost that pair only, not the session cookie beside it.
+            for pair in header.as_bytes().split(|byte| *byte == b';') {
+                let Ok(pair) = std::str::from_utf8(pair) else { continue };
+                for (name, value) in parse_cookies(pair) {
+                    scope.cookies.entry(name).or_insert(value);
+                }
             }
         }
         scope.extensions.insert(CookiesParsed);

@@ -25,6 +25,27 @@ fn store_error(err: redis::RedisError) -> SessionError {
     SessionError::Store(err.to_string())
 }
 
+/// Runs `command`, once more if the connection turned out to be broken: the first command
+/// after a Redis restart finds the old connection dead, and the connection manager has a new
+/// one ready for the second.
+async fn query<T: redis::FromRedisValue>(
+    commands: &mut ConnectionManager,
+    command: &redis::Cmd,
+) -> Result<T, SessionError> {
+    match command.query_async(commands).await {
+        Err(err) if is_broken_connection(&err) => {
+            tracing::debug!(%err, "Redis connection broken; retrying once");
+            command.query_async(commands).await.map_err(store_error)
+        }
+        result => result.map_err(store_error),
+    }
+}
+
+/// True for errors of a dropped or refused connection, where a retry may succeed.
+pub(crate) fn is_broken_connection(err: &redis::RedisError) -> bool {
+    err.is_io_error() || err.is_connection_dropped() || err.is_connection_refusal() || err.is_unrecoverable_error()
+}
+
 impl RedisSessionStore {
     /// Connects to `url`; keys start with `prefix` (e.g. `"asgi"`).
     ///
@@ -48,8 +69,7 @@ impl SessionStore for RedisSessionStore {
     fn load<'a>(&'a self, value: &'a str) -> BoxFuture<'a, Result<Option<SessionData>, SessionError>> {
         Box::pin(async move {
             let mut commands = self.commands.clone();
-            let json: Option<String> =
-                redis::cmd("GET").arg(self.key(value)).query_async(&mut commands).await.map_err(store_error)?;
+            let json: Option<String> = query(&mut commands, redis::cmd("GET").arg(self.key(value))).await?;
             // Data that does not decode is no session, not an error page.
             Ok(json.and_then(|json| serde_json::from_str(&json).ok()))
         })
@@ -66,27 +86,15 @@ impl SessionStore for RedisSessionStore {
             let ttl = u64::try_from(age.as_millis()).unwrap_or(u64::MAX).max(1);
             let mut commands = self.commands.clone();
             if let Some(value) = current {
-                redis::cmd("SET")
-                    .arg(self.key(value))
-                    .arg(&json)
-                    .arg("PX")
-                    .arg(ttl)
-                    .query_async::<()>(&mut commands)
-                    .await
-                    .map_err(store_error)?;
-                return Ok(value.to_owned());
+                // `XX`: a session deleted meanwhile (a logout elsewhere) is not brought back.
+                let set = redis::cmd("SET").arg(self.key(value)).arg(&json).arg("XX").arg("PX").arg(ttl).clone();
+                let updated: Option<String> = query(&mut commands, &set).await?;
+                return updated.map(|_| value.to_owned()).ok_or(SessionError::Deleted);
             }
             loop {
                 let value = new_key();
-                let created: Option<String> = redis::cmd("SET")
-                    .arg(self.key(&value))
-                    .arg(&json)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(ttl)
-                    .query_async(&mut commands)
-                    .await
-                    .map_err(store_error)?;
+                let set = redis::cmd("SET").arg(self.key(&value)).arg(&json).arg("NX").arg("PX").arg(ttl).clone();
+                let created: Option<String> = query(&mut commands, &set).await?;
                 if created.is_some() {
                     return Ok(value);
                 }
@@ -97,7 +105,7 @@ impl SessionStore for RedisSessionStore {
     fn delete<'a>(&'a self, value: &'a str) -> BoxFuture<'a, Result<(), SessionError>> {
         Box::pin(async move {
             let mut commands = self.commands.clone();
-            redis::cmd("DEL").arg(self.key(value)).query_async::<()>(&mut commands).await.map_err(store_error)
+            query::<()>(&mut commands, redis::cmd("DEL").arg(self.key(value))).await
         })
     }
 }

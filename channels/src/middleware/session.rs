@@ -44,6 +44,11 @@ pub enum SessionError {
     /// The session is too big for a cookie (`CookieSessionStore` keeps it under 4000 bytes).
     #[error("session data of {0} bytes is too big for a cookie; use a server-side store")]
     TooLarge(usize),
+    /// The session was deleted (a logout in another tab, an expiry) while this connection used
+    /// it, so it was not written back. An HTTP request then gets 400 and no cookie, as Django's
+    /// `SessionInterrupted`.
+    #[error("the session was deleted before the request completed")]
+    Deleted,
 }
 
 /// Where sessions live. Values are what the session cookie carries (signed by the middleware).
@@ -57,8 +62,11 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Stores `data` for `age` under `current`, or under a new value when `current` is `None`
     /// (a new key never overwrites an existing session). Returns the cookie's value.
     ///
+    /// With `current`, only a session that still exists is updated: one deleted meanwhile (a
+    /// logout elsewhere) stays deleted, and the call fails with [`SessionError::Deleted`].
+    ///
     /// # Errors
-    /// [`SessionError::Store`], [`SessionError::TooLarge`].
+    /// [`SessionError::Store`], [`SessionError::TooLarge`], [`SessionError::Deleted`].
     fn save<'a>(
         &'a self,
         current: Option<&'a str>,
@@ -123,7 +131,8 @@ impl SessionStore for InMemorySessionStore {
         let expires = now + age.as_secs();
         let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
         let key = match current {
-            Some(key) => key.to_owned(),
+            Some(key) if sessions.get(key).is_some_and(|(expires, _)| *expires > now) => key.to_owned(),
+            Some(_) => return Box::pin(std::future::ready(Err(SessionError::Deleted))),
             None => {
                 sessions.retain(|_, (expires, _)| *expires > now);
                 loop {
@@ -239,9 +248,12 @@ impl Context {
                 let signed = format!("{value}.{}", unix_now() + self.config.age.as_secs());
                 let signature = self.keys.sign(&signed);
                 let mut cookie = Cookie::new(self.config.cookie_name.clone(), format!("{signed}.{signature}"));
-                cookie.set_max_age(cookie::time::Duration::seconds(
-                    i64::try_from(self.config.age.as_secs()).unwrap_or(i64::MAX),
-                ));
+                let age = cookie::time::Duration::seconds(i64::try_from(self.config.age.as_secs()).unwrap_or(i64::MAX));
+                cookie.set_max_age(age);
+                // Django sends both; `Expires` for clients that ignore `Max-Age`.
+                if let Some(expires) = cookie::time::OffsetDateTime::now_utc().checked_add(age) {
+                    cookie.set_expires(expires);
+                }
                 cookie
             }
             None => {
@@ -488,6 +500,17 @@ impl<A: Application> Application for SessionMiddleware<A> {
                             Err(err) => tracing::error!(%err, "session cookie is not a valid header"),
                         },
                         Ok(None) => {}
+                        Err(SessionError::Deleted) => {
+                            // Django's SessionInterrupted: the response is replaced by a 400
+                            // and sets no cookie (the logout elsewhere stands).
+                            tracing::info!("session deleted while the request ran; answering 400");
+                            let _ = outbox.send(session_interrupted()).await;
+                            let _ = outbox
+                                .send(Outbound::HttpResponseBody { body: SESSION_INTERRUPTED.into(), more_body: false })
+                                .await;
+                            while events.recv().await.is_some() {}
+                            return;
+                        }
                         Err(err) => tracing::error!(%err, "could not save the session"),
                     }
                 }
@@ -506,6 +529,19 @@ impl<A: Application> Application for SessionMiddleware<A> {
     fn route_match(&self, path: &str) -> Option<bool> {
         self.inner.route_match(path)
     }
+}
+
+const SESSION_INTERRUPTED: &str = "The request's session was deleted before the request completed. The user may have logged out in a concurrent request, for example.";
+
+/// The response start for a request whose session was deleted under it.
+fn session_interrupted() -> Outbound {
+    let mut headers = http::HeaderMap::new();
+    headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
+    headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(SESSION_INTERRUPTED.len()));
+    Outbound::HttpResponseStart(Box::new(crate::event::ResponseStart {
+        status: http::StatusCode::BAD_REQUEST,
+        headers,
+    }))
 }
 
 #[cfg(test)]
