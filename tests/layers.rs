@@ -274,3 +274,29 @@ layer_tests! {
     large_messages_pass: LayerConfig::default();
     a_flood_of_drops_logs_a_few_summary_lines: small(3, 60_000, 60_000);
 }
+
+/// Receiving on another instance's process-specific channel fails at once, on both backends.
+async fn another_instances_process_channel_is_refused(first: Layer, second: Layer, shared: bool) {
+    let mine = first.new_channel("specific").unwrap();
+    let err = within(second.receive(&mine)).await.unwrap_err();
+    assert!(matches!(&err, LayerError::NotLocal { channel } if *channel == mine), "{err:?}");
+    // Sending to it from another process sharing the layer (Redis) still works; its owner
+    // receives.
+    let sender = if shared { &second } else { &first };
+    sender.send(&mine, message(5)).await.unwrap();
+    assert_eq!(n_of(&within(first.receive(&mine)).await.unwrap()), 5);
+}
+
+#[tokio::test]
+async fn memory_refuses_receive_on_another_instances_process_channel() {
+    let first = make_layer(Backend::Memory, LayerConfig::default(), "memory-not-local").await.unwrap();
+    let second = make_layer(Backend::Memory, LayerConfig::default(), "memory-not-local").await.unwrap();
+    another_instances_process_channel_is_refused(first, second, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_refuses_receive_on_another_processs_channel() {
+    let Some(first) = make_layer(Backend::Redis, LayerConfig::default(), "redis-not-local").await else { return };
+    let Some(second) = make_layer(Backend::Redis, LayerConfig::default(), "redis-not-local").await else { return };
+    another_instances_process_channel_is_refused(first, second, true).await;
+}

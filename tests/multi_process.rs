@@ -164,6 +164,27 @@ async fn layer_survives_a_redis_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layer_answers_the_first_call_after_a_quick_redis_restart() {
+    if redis_url("layer_answers_the_first_call_after_a_quick_redis_restart").is_none() {
+        return;
+    }
+    let addr: SocketAddr = free_addr().await;
+    let redis = KillOnDrop(start_redis(addr.port()));
+    wait_until_listening(addr).await;
+    let layer = redis_layer(&format!("redis://{addr}"), "quick-restart").await;
+    let message = |n: u64| json!({ "type": "test.message", "n": n });
+    layer.send("plain.before", message(1).into()).await.unwrap();
+    drop(redis);
+    let _redis = KillOnDrop(start_redis(addr.port()));
+    wait_until_listening(addr).await;
+    // The layer's connection is the dead one from before the restart: the first call finds it
+    // broken and is retried once on a new one, instead of failing a user's request.
+    layer.send("plain.after", message(2).into()).await.expect("the first send after the restart");
+    let got = within(layer.receive("plain.after")).await.unwrap();
+    assert_eq!(got.value()["n"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sharded_layer_spreads_keys_over_two_hosts_and_still_delivers() {
     if redis_url("sharded_layer_spreads_keys_over_two_hosts_and_still_delivers").is_none() {
         return;

@@ -342,4 +342,5 @@ async fn redis_store_answers_the_first_request_after_a_redis_restart() {
     let response = visit(&app, "", None).await;
     assert_eq!(response.status, StatusCode::OK, "{}", response.text());
     assert_eq!(response.text(), "1");
+    assert!(session_cookie(&response).is_some(), "the session was saved: {:?}", response.headers);
 }

@@ -82,6 +82,8 @@ pub mod layers;
 pub mod middleware;
 mod queue;
 mod ratelog;
+#[cfg(feature = "redis")]
+mod redis_retry;
 pub mod routing;
 pub mod scope;
 pub mod security;

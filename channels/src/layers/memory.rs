@@ -160,6 +160,12 @@ impl InMemoryChannelLayer {
             .map_err(|capacity| LayerError::ChannelFull { channel: channel.to_owned(), capacity })
     }
 
+    /// The next message on `channel`, whoever named it (for the Redis layer's local channels).
+    pub(crate) async fn receive_local(&self, channel: &str) -> ChannelMessage {
+        let mailbox = self.inner.mailbox(channel);
+        poll_fn(|cx| mailbox.poll_pop(cx, &self.inner.counters)).await
+    }
+
     /// How many channels currently have a queue (tests check that nothing leaks).
     pub fn channel_count(&self) -> usize {
         self.inner.shards.iter().map(|shard| lock(shard).len()).sum()
@@ -248,8 +254,12 @@ impl ChannelLayer for InMemoryChannelLayer {
     fn receive<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<ChannelMessage, LayerError>> {
         Box::pin(async move {
             validate_channel_name(channel)?;
-            let mailbox = self.inner.mailbox(channel);
-            Ok(poll_fn(|cx| mailbox.poll_pop(cx, &self.inner.counters)).await)
+            if let Some((head, _)) = channel.split_once('!')
+                && head.rsplit('.').next() != Some(&format!("inmemory{}", self.inner.id))
+            {
+                return Err(LayerError::NotLocal { channel: channel.to_owned() });
+            }
+            Ok(self.receive_local(channel).await)
         })
     }
 

@@ -91,6 +91,17 @@ pub enum LayerError {
          in-memory layer by default or the one given to `.channel_layer(...)`"
     )]
     NoLayer,
+    /// `receive` on a process-specific channel (one with `!`, from
+    /// [`new_channel`](ChannelLayer::new_channel)) that another layer instance created: only
+    /// that instance receives its messages (channels_redis: "Wrong client prefix").
+    #[error(
+        "channel {channel:?} is process-specific and belongs to another layer instance: only the \
+         instance whose new_channel() made it can receive from it"
+    )]
+    NotLocal {
+        /// The channel.
+        channel: String,
+    },
     /// The backend failed (e.g. Redis is unreachable); the message says how.
     #[error("channel layer backend error: {0}")]
     Backend(String),
@@ -110,7 +121,8 @@ pub trait ChannelLayer: Send + Sync + 'static {
     /// each message goes to one of them. Cancel safe: a dropped `receive` loses nothing.
     ///
     /// # Errors
-    /// [`LayerError::InvalidName`], or a backend error.
+    /// [`LayerError::InvalidName`], [`LayerError::NotLocal`] at once for another instance's
+    /// process-specific channel, or a backend error.
     fn receive<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<ChannelMessage, LayerError>>;
 
     /// A new, unique, process-local channel name starting with `prefix` (Channels uses

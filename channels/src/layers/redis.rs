@@ -16,6 +16,7 @@ use super::{
 };
 use crate::application::BoxFuture;
 use crate::event::ChannelMessage;
+use crate::redis_retry::retry_once;
 
 /// Settings of a [`RedisChannelLayer`] (channels_redis' names and defaults).
 #[derive(Debug, Clone)]
@@ -303,18 +304,12 @@ impl Inner {
         if self.shards.len() == 1 {
             let mut invocation = self.scripts.group_send.key(&group_key);
             self.deliver_args(&mut invocation).arg(self.group_expiry_ms()).arg(self.message_id()).arg(payload);
-            let mut commands = self.shards[0].commands.clone();
-            totals = invocation.invoke_async(&mut commands).await.map_err(backend)?;
+            totals = retry_script(&self.shards[0].commands, &invocation).await?;
         } else {
-            let mut commands = self.commands(&group_key);
-            let members: Vec<String> = self
-                .scripts
-                .group_members
-                .key(&group_key)
-                .arg(self.group_expiry_ms())
-                .invoke_async(&mut commands)
-                .await
-                .map_err(backend)?;
+            let commands = self.commands(&group_key);
+            let mut invocation = self.scripts.group_members.key(&group_key);
+            invocation.arg(self.group_expiry_ms());
+            let members: Vec<String> = retry_script(&commands, &invocation).await?;
             let mut by_shard: HashMap<usize, Vec<String>> = HashMap::new();
             for member in members {
                 by_shard.entry(self.shard_of(&self.key(&member))).or_default().push(member);
@@ -322,9 +317,8 @@ impl Inner {
             for (shard, channels) in by_shard {
                 let mut invocation = self.scripts.deliver_many.prepare_invoke();
                 self.deliver_args(&mut invocation).arg(self.message_id()).arg(payload).arg(channels);
-                let mut commands = self.shards[shard].commands.clone();
                 let (members, delivered, expired): (u64, u64, u64) =
-                    invocation.invoke_async(&mut commands).await.map_err(backend)?;
+                    retry_script(&self.shards[shard].commands, &invocation).await?;
                 totals = (totals.0 + members, totals.1 + delivered, totals.2 + expired);
             }
         }
@@ -466,6 +460,19 @@ async fn watch(layer: Weak<Inner>, shard: usize, connection: MultiplexedConnecti
     }
 }
 
+/// Runs a script (once more on a broken connection: see [`crate::redis_retry`]).
+async fn retry_script<T: redis::FromRedisValue>(
+    commands: &ConnectionManager,
+    invocation: &redis::ScriptInvocation<'_>,
+) -> Result<T, LayerError> {
+    retry_once(|| {
+        let mut commands = commands.clone();
+        async move { invocation.invoke_async(&mut commands).await }
+    })
+    .await
+    .map_err(backend)
+}
+
 impl ChannelLayer for RedisChannelLayer {
     fn send<'a>(&'a self, channel: &'a str, message: ChannelMessage) -> BoxFuture<'a, Result<(), LayerError>> {
         Box::pin(async move {
@@ -476,8 +483,7 @@ impl ChannelLayer for RedisChannelLayer {
             let member = format!("{}\n{channel}\n{payload}", inner.message_id());
             let mut invocation = inner.scripts.send.prepare_invoke();
             inner.deliver_args(&mut invocation).arg(channel).arg(member);
-            let mut commands = inner.commands(&inner.key(channel));
-            let (sent, expired): (u64, u64) = invocation.invoke_async(&mut commands).await.map_err(backend)?;
+            let (sent, expired): (u64, u64) = retry_script(&inner.commands(&inner.key(channel)), &invocation).await?;
             inner.counters.expired(expired);
             if sent == 0 {
                 return Err(LayerError::ChannelFull {
@@ -495,7 +501,12 @@ impl ChannelLayer for RedisChannelLayer {
             validate_channel_name(channel)?;
             let inner = &self.inner;
             if inner.is_own(channel) {
-                return inner.local.receive(channel).await;
+                return Ok(inner.local.receive_local(channel).await);
+            }
+            if channel.contains('!') {
+                // Its messages are in another process's key, mixed with that process's other
+                // channels: popping them here would steal (and misdeliver) them.
+                return Err(LayerError::NotLocal { channel: channel.to_owned() });
             }
             // Another channel: pop it directly, on a connection of its own (BZPOPMIN blocks).
             let key = inner.key(channel);
@@ -535,9 +546,9 @@ impl ChannelLayer for RedisChannelLayer {
             validate_channel_name(channel)?;
             let inner = &self.inner;
             let key = inner.group_key(group);
-            let mut commands = inner.commands(&key);
-            redis::pipe()
-                .cmd("ZADD")
+            let commands = inner.commands(&key);
+            let mut pipe = redis::pipe();
+            pipe.cmd("ZADD")
                 .arg(&key)
                 .arg(now_ms())
                 .arg(channel)
@@ -545,10 +556,14 @@ impl ChannelLayer for RedisChannelLayer {
                 .cmd("PEXPIRE")
                 .arg(&key)
                 .arg(inner.group_expiry_ms())
-                .ignore()
-                .query_async::<()>(&mut commands)
-                .await
-                .map_err(backend)?;
+                .ignore();
+            retry_once(|| {
+                let mut commands = commands.clone();
+                let pipe = &pipe;
+                async move { pipe.query_async::<()>(&mut commands).await }
+            })
+            .await
+            .map_err(backend)?;
             if inner.is_own(channel) {
                 lock(&inner.memberships).entry(group.to_owned()).or_default().insert(channel.to_owned());
             }
@@ -571,8 +586,15 @@ impl ChannelLayer for RedisChannelLayer {
                 }
             }
             let key = inner.group_key(group);
-            let mut commands = inner.commands(&key);
-            redis::cmd("ZREM").arg(&key).arg(channel).query_async::<()>(&mut commands).await.map_err(backend)
+            let commands = inner.commands(&key);
+            let zrem = redis::cmd("ZREM").arg(&key).arg(channel).clone();
+            retry_once(|| {
+                let mut commands = commands.clone();
+                let zrem = &zrem;
+                async move { zrem.query_async::<()>(&mut commands).await }
+            })
+            .await
+            .map_err(backend)
         })
     }
 

@@ -6,6 +6,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::session::{SessionData, SessionError, SessionStore, new_key};
 use crate::application::BoxFuture;
+use crate::redis_retry::retry_once;
 
 /// Sessions in Redis (`<prefix>:session:<key>`, JSON, TTL = session age): any number of server
 /// processes share them. A new key is created with `SET NX`, so ids never collide.
@@ -25,25 +26,17 @@ fn store_error(err: redis::RedisError) -> SessionError {
     SessionError::Store(err.to_string())
 }
 
-/// Runs `command`, once more if the connection turned out to be broken: the first command
-/// after a Redis restart finds the old connection dead, and the connection manager has a new
-/// one ready for the second.
+/// Runs `command` (once more on a broken connection: see [`crate::redis_retry`]).
 async fn query<T: redis::FromRedisValue>(
-    commands: &mut ConnectionManager,
+    commands: &ConnectionManager,
     command: &redis::Cmd,
 ) -> Result<T, SessionError> {
-    match command.query_async(commands).await {
-        Err(err) if is_broken_connection(&err) => {
-            tracing::debug!(%err, "Redis connection broken; retrying once");
-            command.query_async(commands).await.map_err(store_error)
-        }
-        result => result.map_err(store_error),
-    }
-}
-
-/// True for errors of a dropped or refused connection, where a retry may succeed.
-pub(crate) fn is_broken_connection(err: &redis::RedisError) -> bool {
-    err.is_io_error() || err.is_connection_dropped() || err.is_connection_refusal() || err.is_unrecoverable_error()
+    retry_once(|| {
+        let mut commands = commands.clone();
+        async move { command.query_async(&mut commands).await }
+    })
+    .await
+    .map_err(store_error)
 }
 
 impl RedisSessionStore {
@@ -68,8 +61,8 @@ impl RedisSessionStore {
 impl SessionStore for RedisSessionStore {
     fn load<'a>(&'a self, value: &'a str) -> BoxFuture<'a, Result<Option<SessionData>, SessionError>> {
         Box::pin(async move {
-            let mut commands = self.commands.clone();
-            let json: Option<String> = query(&mut commands, redis::cmd("GET").arg(self.key(value))).await?;
+            let commands = &self.commands;
+            let json: Option<String> = query(commands, redis::cmd("GET").arg(self.key(value))).await?;
             // Data that does not decode is no session, not an error page.
             Ok(json.and_then(|json| serde_json::from_str(&json).ok()))
         })
@@ -84,17 +77,17 @@ impl SessionStore for RedisSessionStore {
         Box::pin(async move {
             let json = serde_json::to_string(data)?;
             let ttl = u64::try_from(age.as_millis()).unwrap_or(u64::MAX).max(1);
-            let mut commands = self.commands.clone();
+            let commands = &self.commands;
             if let Some(value) = current {
                 // `XX`: a session deleted meanwhile (a logout elsewhere) is not brought back.
                 let set = redis::cmd("SET").arg(self.key(value)).arg(&json).arg("XX").arg("PX").arg(ttl).clone();
-                let updated: Option<String> = query(&mut commands, &set).await?;
+                let updated: Option<String> = query(commands, &set).await?;
                 return updated.map(|_| value.to_owned()).ok_or(SessionError::Deleted);
             }
             loop {
                 let value = new_key();
                 let set = redis::cmd("SET").arg(self.key(&value)).arg(&json).arg("NX").arg("PX").arg(ttl).clone();
-                let created: Option<String> = query(&mut commands, &set).await?;
+                let created: Option<String> = query(commands, &set).await?;
                 if created.is_some() {
                     return Ok(value);
                 }
@@ -104,8 +97,8 @@ impl SessionStore for RedisSessionStore {
 
     fn delete<'a>(&'a self, value: &'a str) -> BoxFuture<'a, Result<(), SessionError>> {
         Box::pin(async move {
-            let mut commands = self.commands.clone();
-            query::<()>(&mut commands, redis::cmd("DEL").arg(self.key(value))).await
+            let commands = &self.commands;
+            query::<()>(commands, redis::cmd("DEL").arg(self.key(value))).await
         })
     }
 }
