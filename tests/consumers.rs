@@ -364,3 +364,68 @@ async fn communicator_waits_fail_instead_of_hanging() {
     ws.connect().await.unwrap();
     assert!(matches!(ws.receive_from().await, Err(TestError::Timeout { .. })));
 }
+
+/// Reports the scope it was opened with.
+struct ScopeReport {
+    scope: Scope,
+}
+
+impl WebsocketConsumer for ScopeReport {
+    async fn connect(&mut self, ws: &mut Websocket) -> Result<(), ConsumerError> {
+        ws.accept().await?;
+        let scope = &self.scope;
+        ws.send_json(&json!({
+            "path": scope.path, "raw_path": scope.raw_path, "query": scope.query_string,
+            "scheme": scope.scheme, "host": scope.header("host"),
+        }))
+        .await
+    }
+}
+
+impl HttpConsumer for ScopeReport {
+    async fn handle(&mut self, _body: Bytes, response: &mut HttpResponse) -> Result<(), ConsumerError> {
+        let scope = &self.scope;
+        response
+            .json(StatusCode::OK, &json!({ "path": scope.path, "query": scope.query_string, "scheme": scope.scheme }))
+            .await
+    }
+}
+
+#[tokio::test]
+async fn communicators_take_full_urls_as_channels_does() {
+    let ws_app = || ConsumerApp::websocket(|scope| Ok(ScopeReport { scope }));
+    let mut ws = WebsocketCommunicator::new(
+        ws_app(),
+        "wss://ann:secret@chat.example.com:8443/caf%C3%A9/room/?x=1%202&y=%C3%A9#frag",
+    );
+    assert!(ws.connect().await.unwrap().accepted);
+    let seen: serde_json::Value = ws.receive_json_from().await.unwrap();
+    assert_eq!(seen["path"], "/café/room/");
+    assert_eq!(seen["raw_path"], "/caf%C3%A9/room/");
+    assert_eq!(seen["query"], "x=1%202&y=%C3%A9", "no fragment in the query string");
+    assert_eq!(seen["scheme"], "wss");
+    assert_eq!(seen["host"], "chat.example.com:8443", "no user or password in Host");
+
+    // A plain path still works; a fragment is dropped there too.
+    let mut ws = WebsocketCommunicator::new(ws_app(), "/plain/?q=1#ignored");
+    assert!(ws.connect().await.unwrap().accepted);
+    let seen: serde_json::Value = ws.receive_json_from().await.unwrap();
+    assert_eq!(
+        (seen["path"].as_str(), seen["query"].as_str(), seen["scheme"].as_str()),
+        (Some("/plain/"), Some("q=1"), Some("ws"))
+    );
+
+    let response = HttpCommunicator::new(
+        ConsumerApp::http(|scope| Ok(ScopeReport { scope })),
+        Method::GET,
+        "https://example.com?z=%E2%9C%93#x",
+    )
+    .get_response()
+    .await
+    .unwrap();
+    let seen: serde_json::Value = response.json().unwrap();
+    assert_eq!(
+        (seen["path"].as_str(), seen["query"].as_str(), seen["scheme"].as_str()),
+        (Some("/"), Some("z=%E2%9C%93"), Some("https"))
+    );
+}

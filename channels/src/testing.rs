@@ -209,6 +209,48 @@ pub struct Handshake {
     pub close_code: Option<u16>,
 }
 
+/// The scope a communicator starts from for `url`, as Channels' communicators read theirs: a
+/// path (`/chat/lobby/?x=1`) or a full URL (`wss://user:pw@example.com:8443/caf%C3%A9/?x=1#top`).
+/// `scope.path` is the percent-decoded path (`/café/`), `raw_path` the path as written,
+/// `query_string` the query without the fragment; a URL's scheme sets `scope.scheme` and its
+/// host and port the `Host` header (the user and password are dropped, as browsers do).
+pub fn scope_for_url(protocol: Protocol, url: &str) -> Scope {
+    let url = url.split_once('#').map_or(url, |(before, _)| before);
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) if !scheme.contains(['/', '?']) => (Some(scheme.to_ascii_lowercase()), Some(rest)),
+        _ => (None, None),
+    };
+    let (authority, path_and_query) = match rest {
+        Some(rest) => {
+            let end = rest.find(['/', '?']).unwrap_or(rest.len());
+            (Some(&rest[..end]), &rest[end..])
+        }
+        None => (None, url),
+    };
+    let path_and_query = match path_and_query {
+        "" => "/".to_owned(),
+        query if query.starts_with('?') => format!("/{query}"),
+        other => other.to_owned(),
+    };
+    let mut scope = Scope::new(protocol, &path_and_query);
+    if let Some(scheme) = scheme {
+        scope.scheme = match scheme.as_str() {
+            "http" => "http".into(),
+            "https" => "https".into(),
+            "ws" => "ws".into(),
+            "wss" => "wss".into(),
+            _ => scheme.into(),
+        };
+    }
+    if let Some(host) = authority.map(|authority| authority.rsplit('@').next().unwrap_or(authority))
+        && let Ok(value) = HeaderValue::from_str(host)
+        && !host.is_empty()
+    {
+        scope.headers.insert(http::header::HOST, value);
+    }
+    scope
+}
+
 /// Tests a WebSocket application in-process (Channels' `WebsocketCommunicator`).
 pub struct WebsocketCommunicator {
     app: Option<Arc<dyn Application>>,
@@ -218,11 +260,12 @@ pub struct WebsocketCommunicator {
 }
 
 impl WebsocketCommunicator {
-    /// A communicator for `app` at `path` (a query string after `?` is kept).
+    /// A communicator for `app` at `path`: a path with an optional query string, or a full URL
+    /// (see [`scope_for_url`]).
     pub fn new(app: impl Application, path: &str) -> Self {
         WebsocketCommunicator {
             app: Some(Arc::new(app)),
-            scope: Scope::new(Protocol::Websocket, path),
+            scope: scope_for_url(Protocol::Websocket, path),
             inner: None,
             timeout: DEFAULT_TIMEOUT,
         }
@@ -450,9 +493,10 @@ pub struct HttpCommunicator {
 }
 
 impl HttpCommunicator {
-    /// A request with `method` to `path` (a query string after `?` is kept).
+    /// A request with `method` to `path`: a path with an optional query string, or a full URL
+    /// (see [`scope_for_url`]).
     pub fn new(app: impl Application, method: Method, path: &str) -> Self {
-        let mut scope = Scope::new(Protocol::Http, path);
+        let mut scope = scope_for_url(Protocol::Http, path);
         scope.method = method;
         HttpCommunicator { app: Arc::new(app), scope, body: Bytes::new(), timeout: DEFAULT_TIMEOUT }
     }
