@@ -200,6 +200,10 @@ fn app(accounts: &Accounts) -> Arc<dyn Application> {
             "ws/whoami/" => AuthMiddlewareStack(Whoami),
             "ws/private/" => { AuthMiddlewareStack::new(Whoami::as_app()).required() },
             "ws/members/" => Members,
+            // Built by hand (as the README shows for handing a consumer some state): no stack.
+            "ws/members-by-hand/" => { ConsumerApp::websocket(Members::from_scope) },
+            // Behind a stack that does not itself require a user.
+            "ws/members-stacked/" => { AuthMiddlewareStack::new(ConsumerApp::websocket(Members::from_scope)) },
             "ws/greeter/" => Greeter,
         ],
     };
@@ -385,6 +389,35 @@ async fn auth_attribute_puts_the_consumer_behind_the_stack() {
     assert_eq!(post(&app, "/account/", "", Some(&cookie)).await.text(), "account 1");
 }
 
+#[tokio::test]
+async fn required_fails_closed_however_the_consumer_is_routed() {
+    let accounts = accounts();
+    let app = app(&accounts);
+    let cookie = log_in(&app, "alice:wonderland").await;
+    let refusal = |path: &'static str, cookie: Option<String>| {
+        let app = app.clone();
+        async move {
+            let mut ws = WebsocketCommunicator::new(app, path);
+            if let Some(cookie) = cookie {
+                ws = ws.cookie("sessionid", &cookie);
+            }
+            match ws.connect().await {
+                Err(TestError::App(AppError::LoginRequired(message))) => message,
+                other => panic!("{path}: expected a login-required refusal, got {other:?}"),
+            }
+        }
+    };
+    // Without the stack nobody is ever logged in: refused, and the message names the fix.
+    let message = refusal("/ws/members-by-hand/", Some(cookie.clone())).await;
+    assert!(message.contains("no AuthMiddleware ran") && message.contains("AuthMiddlewareStack"), "{message}");
+    let message = refusal("/ws/members-by-hand/", None).await;
+    assert!(message.contains("no AuthMiddleware ran"), "{message}");
+    // Behind a stack without `required`: anonymous refused, logged-in served.
+    let message = refusal("/ws/members-stacked/", None).await;
+    assert!(message.contains("requires a logged-in user"), "{message}");
+    assert_eq!(whoami(&app, "/ws/members-stacked/", Some(&cookie)).await.as_deref(), Some("member alice"));
+}
+
 mod over_real_sockets {
     use super::*;
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -425,6 +458,8 @@ mod over_real_sockets {
         let cookie = login_over_tcp(server.addr, "alice:wonderland").await.expect("a session cookie");
         assert_eq!(whoami_over_tcp(&server, "/ws/whoami/", Some(&cookie)).await, Ok("alice 1 1".to_owned()));
         assert_eq!(whoami_over_tcp(&server, "/ws/private/", None).await, Err(403));
+        assert_eq!(whoami_over_tcp(&server, "/ws/members-by-hand/", Some(&cookie)).await, Err(403), "no stack");
+        assert_eq!(whoami_over_tcp(&server, "/ws/members-stacked/", None).await, Err(403));
         let tampered = format!("{}x", &cookie[..cookie.len() - 1]);
         assert_eq!(whoami_over_tcp(&server, "/ws/whoami/", Some(&tampered)).await, Ok("anonymous - -".to_owned()));
         assert_eq!(whoami_over_tcp(&server, "/ws/private/", Some(&tampered)).await, Err(403));

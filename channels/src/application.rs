@@ -136,6 +136,11 @@ pub enum AppError {
     /// parse (WebSocket: handshake refused with 403; HTTP: 404).
     #[error("connection refused: {0}")]
     Refused(String),
+    /// The consumer needs a logged-in user and the connection has none: a
+    /// `#[auth(stack, required)]` consumer reached without the auth stack, or by an anonymous
+    /// user (WebSocket: handshake refused with 403; HTTP: 403). The message says which.
+    #[error("login required: {0}")]
+    LoginRequired(String),
     /// A consumer method returned an error (HTTP 500 / close 1011).
     #[error("consumer failed: {0}")]
     Consumer(ConsumerError),

@@ -42,6 +42,32 @@ pub trait Consumer: Sized + Send + 'static {
     fn app() -> Self::App;
 }
 
+/// A `#[auth(stack, required)]` consumer met a connection without a logged-in user.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct LoginRequired(String);
+
+/// Fails closed for a `#[auth(stack, required)]` consumer however it was built and routed: its
+/// `from_scope` refuses a connection whose user is anonymous, saying whether the auth stack ran.
+///
+/// # Errors
+/// [`LoginRequired`] (the server answers 403 and logs the message).
+pub fn require_user(scope: &Scope, consumer: &'static str) -> Result<(), ConsumerError> {
+    if scope.user.is_authenticated() {
+        return Ok(());
+    }
+    let message = if scope.extensions.get::<crate::middleware::UserResolved>().is_none() {
+        format!(
+            "`{consumer}` is `#[auth(stack, required)]` but no AuthMiddleware ran for this connection, so nobody is \
+             logged in: route it by its name in routing! (or `{consumer}::app()`, which brings the stack), or wrap \
+             the hand-built app in AuthMiddlewareStack; anonymous connections are refused"
+        )
+    } else {
+        format!("`{consumer}` requires a logged-in user; anonymous connection refused")
+    };
+    Err(ConsumerError::from_box(Box::new(LoginRequired(message))))
+}
+
 /// Reads the required `#[url]` field `name` from the route's kwargs.
 ///
 /// # Errors

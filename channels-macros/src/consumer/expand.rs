@@ -50,6 +50,14 @@ pub(crate) fn consumer_struct(model: &ConsumerStruct) -> TokenStream {
             )
         }
     };
+    // `required` fails closed however the consumer is built: the check is in `from_scope`.
+    let require_user = match &model.auth {
+        Some((auth, _)) if auth.required => {
+            let consumer = name.to_string();
+            quote!(#p::require_user(&scope, #consumer)?;)
+        }
+        _ => quote!(),
+    };
     quote! {
         #item
 
@@ -59,6 +67,7 @@ pub(crate) fn consumer_struct(model: &ConsumerStruct) -> TokenStream {
             #[automatically_derived]
             impl #impl_generics #p::FromScope for #name #ty_generics #where_clause {
                 fn from_scope(scope: #p::Scope) -> ::core::result::Result<Self, #p::ConsumerError> {
+                    #require_user
                     ::core::result::Result::Ok(Self {
                         #(#inits,)*
                         scope,

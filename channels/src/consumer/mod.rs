@@ -212,6 +212,14 @@ impl<C: GenericConsumer> ConsumerApp<C> {
     }
 }
 
+/// Why a consumer could not be built for a connection.
+fn refusal(err: ConsumerError) -> AppError {
+    match err.downcast_ref::<crate::__private::LoginRequired>() {
+        Some(login) => AppError::LoginRequired(login.to_string()),
+        None => AppError::Refused(err.to_string()),
+    }
+}
+
 impl<C: Send + 'static> Application for ConsumerApp<C> {
     fn call(&self, mut scope: Scope, mut inbox: Inbox, outbox: Outbox) -> BoxFuture<'_, Result<(), AppError>> {
         let layer = match &scope.channel_layer {
@@ -221,7 +229,7 @@ impl<C: Send + 'static> Application for ConsumerApp<C> {
                 return match (self.build)(scope) {
                     Ok(consumer) => (self.drive)(Box::new(consumer), inbox, outbox),
                     // The server logs the refusal with the connection's path.
-                    Err(err) => Box::pin(ready(Err(AppError::Refused(err.to_string())))),
+                    Err(err) => Box::pin(ready(Err(refusal(err)))),
                 };
             }
         };
@@ -235,7 +243,7 @@ impl<C: Send + 'static> Application for ConsumerApp<C> {
         };
         let consumer = match (self.build)(scope) {
             Ok(consumer) => Box::new(consumer),
-            Err(err) => return Box::pin(ready(Err(AppError::Refused(err.to_string())))),
+            Err(err) => return Box::pin(ready(Err(refusal(err)))),
         };
         let groups = (self.layer.groups)(&consumer);
         let drive = self.drive;

@@ -140,6 +140,11 @@ impl<A: Application> AuthMiddleware<A> {
     }
 }
 
+/// Marks a scope whose user an [`AuthMiddleware`] resolved (anonymous or not), so that a
+/// `#[auth(stack, required)]` consumer can tell "anonymous" from "no auth stack".
+#[derive(Debug, Clone, Copy)]
+pub struct UserResolved;
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -198,6 +203,7 @@ impl<A: Application> AuthMiddleware<A> {
                     User::anonymous()
                 }
             };
+            scope.extensions.insert(UserResolved);
             if scope.protocol == Protocol::Websocket {
                 session.release();
             }

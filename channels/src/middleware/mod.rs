@@ -26,7 +26,9 @@ mod redis_store;
 pub mod session;
 mod signing;
 
-pub use self::auth::{AuthConfig, AuthMiddleware, AuthMiddlewareStack, AuthUser, UserBackend, get_user, login, logout};
+pub use self::auth::{
+    AuthConfig, AuthMiddleware, AuthMiddlewareStack, AuthUser, UserBackend, UserResolved, get_user, login, logout,
+};
 pub use self::base::{BaseMiddleware, Wrapped};
 pub use self::cookie::CookieMiddleware;
 pub use self::origin::{AllowedHostsOriginValidator, OriginValidator};

@@ -571,7 +571,12 @@ async fn run_boxed(app: Arc<dyn Application>, call: Box<(Scope, Inbox, Outbox)>)
     };
     match &result {
         Ok(()) => {}
-        Err(err @ (AppError::NoRoute { .. } | AppError::NoProtocol { .. } | AppError::Refused(_))) => {
+        Err(
+            err @ (AppError::NoRoute { .. }
+            | AppError::NoProtocol { .. }
+            | AppError::Refused(_)
+            | AppError::LoginRequired(_)),
+        ) => {
             tracing::info!(%path, error = %err, "connection not served");
         }
         Err(err) => tracing::error!(%path, error = %err, "application failed"),
@@ -594,6 +599,7 @@ pub(crate) fn error_status(error: &AppError, protocol: &Protocol) -> ::http::Sta
     use ::http::StatusCode;
     match error {
         AppError::NoRoute { .. } | AppError::NoProtocol { .. } => StatusCode::NOT_FOUND,
+        AppError::LoginRequired(_) => StatusCode::FORBIDDEN,
         AppError::Refused(_) if *protocol == Protocol::Websocket => StatusCode::FORBIDDEN,
         AppError::Refused(_) => StatusCode::NOT_FOUND,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
