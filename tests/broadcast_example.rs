@@ -15,13 +15,16 @@ fn memory(pid: u32, field: &str) -> u64 {
 }
 
 /// Members that never read, sent 1 MiB messages: each holds at most its byte-bounded outgoing
-/// queue (plus one message being written) until the write timeout, not 64 messages.
+/// queue (plus one message being written) until the write timeout, not 64 messages; and the
+/// memory is all given back once they are gone.
 #[tokio::test]
 async fn never_reading_members_hold_bounded_memory() {
     const MEMBERS: usize = 30;
     const MESSAGES: usize = 16;
     let addr = free_addr().await;
-    let example = Example::start("broadcast", &["--addr", &addr.to_string()]).await;
+    let example =
+        Example::start_with_env("broadcast", &["--addr", &addr.to_string()], &[("MALLOC_MMAP_THRESHOLD_", "131072")])
+            .await;
     wait_until_listening(addr).await;
     let pid = example.0.id();
     let baseline = memory(pid, "VmRSS");
@@ -62,9 +65,11 @@ async fn never_reading_members_hold_bounded_memory() {
     drop(members);
     drop(write);
     drain.abort();
+    // Everything is freed once they are gone. (glibc keeps freed buffers of 1 MiB for reuse
+    // unless its mmap threshold is fixed, as it is here; see the README's "Memory" notes.)
     within(async {
-        while memory(pid, "VmRSS") > baseline + (64 << 20) {
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        while memory(pid, "VmRSS") > baseline + (16 << 20) {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     })
     .await;

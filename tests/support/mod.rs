@@ -267,6 +267,11 @@ pub struct Example(pub std::process::Child);
 impl Example {
     /// Builds (if needed) and starts `target/<profile>/examples/<name>` with `args`.
     pub async fn start(name: &str, args: &[&str]) -> Example {
+        Example::start_with_env(name, args, &[]).await
+    }
+
+    /// As [`start`](Self::start), with extra environment variables.
+    pub async fn start_with_env(name: &str, args: &[&str], env: &[(&str, &str)]) -> Example {
         // target/<profile>/deps/<this test> → target/<profile>/examples/<name>
         let exe = std::env::current_exe().expect("current exe");
         let binary = exe.parent().and_then(|deps| deps.parent()).expect("target dir").join("examples").join(name);
@@ -282,6 +287,7 @@ impl Example {
         }
         let child = std::process::Command::new(&binary)
             .args(args)
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
