@@ -45,6 +45,8 @@
 //!   [`GenericConsumer`](consumer::GenericConsumer) for custom protocols.
 //! - [`server`]: [`serve`] and the [`Server`] builder (limits, timeouts, graceful shutdown).
 //! - [`testing`]: in-process communicators for tests.
+//! - [`worker`]: background workers for named channels (Channels' `runworker`).
+//! - [`security`]: Django's host and redirect checks.
 //!
 //! ## The same server, written by hand
 //!
@@ -89,6 +91,7 @@ pub mod scope;
 pub mod security;
 pub mod server;
 pub mod testing;
+pub mod worker;
 
 #[doc(hidden)]
 #[path = "private.rs"]

@@ -369,6 +369,12 @@ impl ProtocolTypeRouter {
         self.protocol(Protocol::Websocket, app)
     }
 
+    /// The application for a [`Worker`](crate::worker::Worker)'s channels (scopes of
+    /// [`Protocol::channel`]), usually a [`ChannelNameRouter`].
+    pub fn channel(self, app: impl Application) -> Self {
+        self.protocol(Protocol::channel(), app)
+    }
+
     /// The application for `protocol` (a custom protocol is named with
     /// [`Protocol::from_name`]). A later call for the same protocol replaces the earlier one.
     pub fn protocol(mut self, protocol: Protocol, app: impl Application) -> Self {
@@ -397,6 +403,53 @@ impl Application for ProtocolTypeRouter {
             None => {
                 let protocol = scope.protocol.as_str().to_owned();
                 Box::pin(async move { Err(AppError::NoProtocol { protocol }) })
+            }
+        }
+    }
+}
+
+/// Routes a [`Worker`](crate::worker::Worker)'s scopes by their channel name (Channels'
+/// `ChannelNameRouter`): `ChannelNameRouter::new().route("thumbnails", Thumbnails::as_app())`.
+/// A channel it has no route for is [`AppError::NoRoute`] (logged by the worker).
+#[derive(Default)]
+pub struct ChannelNameRouter {
+    routes: Vec<(String, Arc<dyn Application>)>,
+}
+
+impl ChannelNameRouter {
+    /// An empty router.
+    pub fn new() -> Self {
+        ChannelNameRouter::default()
+    }
+
+    /// Routes `channel` to `app` (a later route for the same channel replaces it).
+    pub fn route(mut self, channel: impl Into<String>, app: impl Application) -> Self {
+        let channel = channel.into();
+        self.routes.retain(|(known, _)| *known != channel);
+        self.routes.push((channel, Arc::new(app)));
+        self
+    }
+
+    /// The channels it routes, for [`Worker::new`](crate::worker::Worker::new).
+    pub fn channels(&self) -> impl Iterator<Item = &str> {
+        self.routes.iter().map(|(channel, _)| channel.as_str())
+    }
+}
+
+impl fmt::Debug for ChannelNameRouter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.channels()).finish()
+    }
+}
+
+impl Application for ChannelNameRouter {
+    fn call(&self, scope: Scope, inbox: Inbox, outbox: Outbox) -> BoxFuture<'_, Result<(), AppError>> {
+        let channel = scope.channel_name.as_deref().unwrap_or("");
+        match self.routes.iter().find(|(known, _)| known == channel) {
+            Some((_, app)) => app.call(scope, inbox, outbox),
+            None => {
+                let path = channel.to_owned();
+                Box::pin(async move { Err(AppError::NoRoute { path }) })
             }
         }
     }

@@ -31,6 +31,17 @@ impl Protocol {
         }
     }
 
+    /// The protocol of a [`Worker`](crate::worker::Worker)'s scopes: `"channel"` (Channels'
+    /// scope type for `ChannelNameRouter`).
+    pub fn channel() -> Self {
+        Protocol::Custom(Cow::Borrowed("channel"))
+    }
+
+    /// True for [`Protocol::channel`].
+    pub fn is_channel(&self) -> bool {
+        self.as_str() == "channel"
+    }
+
     /// Parses a protocol name; anything but `http` and `websocket` is a custom protocol.
     pub fn from_name(name: impl Into<Cow<'static, str>>) -> Self {
         let name = name.into();

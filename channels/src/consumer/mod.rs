@@ -223,7 +223,9 @@ fn refusal(err: ConsumerError) -> AppError {
 impl<C: Send + 'static> Application for ConsumerApp<C> {
     fn call(&self, mut scope: Scope, mut inbox: Inbox, outbox: Outbox) -> BoxFuture<'_, Result<(), AppError>> {
         let layer = match &scope.channel_layer {
-            Some(layer) if self.layer.receives => layer.clone(),
+            // A worker's consumer gets its named channel's messages from the worker, and no
+            // channel of its own.
+            Some(layer) if self.layer.receives && !scope.protocol.is_channel() => layer.clone(),
             // No layer use: nothing to set up (the common, fast path).
             _ => {
                 return match (self.build)(scope) {

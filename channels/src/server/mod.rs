@@ -177,6 +177,10 @@ pub struct ShutdownHandle {
 }
 
 impl ShutdownHandle {
+    pub(crate) fn from_token(token: CancellationToken) -> Self {
+        ShutdownHandle { token }
+    }
+
     /// Starts the graceful shutdown (see the [module docs](self)).
     pub fn shutdown(&self) {
         self.token.cancel();
@@ -401,7 +405,7 @@ async fn route_request(
     local: SocketAddr,
 ) -> Response<Body> {
     if let Err(refusal) = check_request(&state.config, &request) {
-        return refusal;
+        return *refusal;
     }
     if websocket::is_upgrade_request(&request) {
         websocket::handshake(state, request, remote, local).await
@@ -411,7 +415,7 @@ async fn route_request(
 }
 
 /// What the server refuses before any application sees a request (as Django and daphne do).
-fn check_request<B>(config: &ServerConfig, request: &Request<B>) -> Result<(), Response<Body>> {
+fn check_request<B>(config: &ServerConfig, request: &Request<B>) -> Result<(), Box<Response<Body>>> {
     use ::http::StatusCode;
     // hyper refuses a head larger than its read buffer only when the head arrives in pieces: a
     // head that comes in one read is parsed whatever its size. Measured here, the limit holds
@@ -424,16 +428,16 @@ fn check_request<B>(config: &ServerConfig, request: &Request<B>) -> Result<(), R
         + 12
         + request.headers().iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum::<usize>();
     if head > config.max_header_size {
-        return Err(refuse(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "request header fields too large"));
+        return Err(Box::new(refuse(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "request header fields too large")));
     }
-    if !request.uri().path_and_query().map_or(true, |target| target.as_str().is_ascii()) {
-        return Err(refuse(StatusCode::BAD_REQUEST, "non-ASCII bytes in the request target"));
+    if !request.uri().path_and_query().is_none_or(|target| target.as_str().is_ascii()) {
+        return Err(Box::new(refuse(StatusCode::BAD_REQUEST, "non-ASCII bytes in the request target")));
     }
     let mut hosts = request.headers().get_all(::http::header::HOST).iter();
     let host = match (hosts.next(), hosts.next()) {
         (Some(host), None) => host,
-        (None, _) => return Err(refuse(StatusCode::BAD_REQUEST, "missing Host header")),
-        (Some(_), Some(_)) => return Err(refuse(StatusCode::BAD_REQUEST, "more than one Host header")),
+        (None, _) => return Err(Box::new(refuse(StatusCode::BAD_REQUEST, "missing Host header"))),
+        (Some(_), Some(_)) => return Err(Box::new(refuse(StatusCode::BAD_REQUEST, "more than one Host header"))),
     };
     let host = host.to_str().unwrap_or("");
     if !crate::security::host_is_allowed(host, &config.allowed_hosts) {
@@ -443,7 +447,7 @@ fn check_request<B>(config: &ServerConfig, request: &Request<B>) -> Result<(), R
                 "invalid Host header: add it to ServerConfig::allowed_hosts (Django's ALLOWED_HOSTS) if it is yours"
             );
         }
-        return Err(refuse(StatusCode::BAD_REQUEST, "invalid Host header"));
+        return Err(Box::new(refuse(StatusCode::BAD_REQUEST, "invalid Host header")));
     }
     Ok(())
 }

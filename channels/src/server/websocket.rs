@@ -52,12 +52,12 @@ pub(super) fn is_upgrade_request<B>(request: &Request<B>) -> bool {
 }
 
 /// Checks the handshake headers (RFC 6455 section 4.2.1); returns the key, or the answer.
-fn validate(request: &Request<Incoming>) -> Result<HeaderValue, Response<Body>> {
+fn validate(request: &Request<Incoming>) -> Result<HeaderValue, Box<Response<Body>>> {
     if request.method() != Method::GET {
-        return Err(bad_request("a WebSocket handshake must be a GET request"));
+        return Err(Box::new(bad_request("a WebSocket handshake must be a GET request")));
     }
     if request.version() < Version::HTTP_11 {
-        return Err(bad_request("a WebSocket handshake needs HTTP/1.1"));
+        return Err(Box::new(bad_request("a WebSocket handshake needs HTTP/1.1")));
     }
     let has_upgrade_token = request
         .headers()
@@ -67,22 +67,22 @@ fn validate(request: &Request<Incoming>) -> Result<HeaderValue, Response<Body>> 
         .flat_map(|value| value.split(','))
         .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
     if !has_upgrade_token {
-        return Err(bad_request("missing `Connection: upgrade`"));
+        return Err(Box::new(bad_request("missing `Connection: upgrade`")));
     }
     if request.headers().get(SEC_WEBSOCKET_VERSION).map(HeaderValue::as_bytes) != Some(b"13") {
         // RFC 6455 section 4.4: say which version this server speaks.
         let mut response = super::refuse(StatusCode::UPGRADE_REQUIRED, "unsupported or missing Sec-WebSocket-Version");
         response.headers_mut().insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
-        return Err(response);
+        return Err(Box::new(response));
     }
     let mut keys = request.headers().get_all(SEC_WEBSOCKET_KEY).iter();
     let key = match (keys.next(), keys.next()) {
         (Some(key), None) => key,
-        (None, _) => return Err(bad_request("missing Sec-WebSocket-Key")),
-        (Some(_), Some(_)) => return Err(bad_request("more than one Sec-WebSocket-Key")),
+        (None, _) => return Err(Box::new(bad_request("missing Sec-WebSocket-Key"))),
+        (Some(_), Some(_)) => return Err(Box::new(bad_request("more than one Sec-WebSocket-Key"))),
     };
     if !is_valid_key(key.as_bytes()) {
-        return Err(bad_request("Sec-WebSocket-Key must be 16 bytes in base64"));
+        return Err(Box::new(bad_request("Sec-WebSocket-Key must be 16 bytes in base64")));
     }
     Ok(key.clone())
 }
@@ -116,7 +116,7 @@ pub(super) async fn handshake(
 ) -> Response<Body> {
     let key = match validate(&request) {
         Ok(key) => key,
-        Err(refusal) => return refusal,
+        Err(refusal) => return *refusal,
     };
     let on_upgrade = hyper::upgrade::on(&mut request);
     let config = &state.config;
