@@ -94,3 +94,130 @@ async fn chat_example_logs_in_chats_and_logs_out() {
     assert_eq!(open_room(addr, "lobby", Some(&alice), &origin).await.err(), Some(403), "logged out");
     let _ = std::fs::remove_file(&db);
 }
+
+/// A line of `/proc/<pid>/status` in bytes (`VmRSS`, `VmHWM`).
+fn memory(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|value| value.trim().trim_end_matches(" kB").parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+async fn start_chat(extra: &[&str]) -> (Example, SocketAddr, std::path::PathBuf) {
+    static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let db = std::env::temp_dir().join(format!("channels-chat-sec-{}-{n}.sqlite3", std::process::id()));
+    let _ = std::fs::remove_file(&db);
+    let addr = free_addr().await;
+    let mut args = vec!["--addr".to_owned(), addr.to_string(), "--db".to_owned(), db.to_string_lossy().into_owned()];
+    args.extend(["--demo-password".to_owned(), "demo-pw".to_owned()]);
+    args.extend(extra.iter().map(|arg| (*arg).to_owned()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let chat = Example::start("chat", &args).await;
+    wait_until_listening(addr).await;
+    (chat, addr, db)
+}
+
+async fn post_with(addr: SocketAddr, path: &str, form: &str, headers: &str) -> String {
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Content-Length: {}\r\n{headers}Connection: close\r\n\r\n{form}",
+        form.len()
+    );
+    raw_http(addr, request.as_bytes()).await
+}
+
+fn location(response: &str) -> Option<String> {
+    let line = response.lines().find(|line| line.to_ascii_lowercase().starts_with("location:"))?;
+    Some(line.split_once(':')?.1.trim().to_owned())
+}
+
+#[tokio::test]
+async fn chat_example_refuses_forged_requests_and_open_redirects() {
+    let (_chat, addr, db) = start_chat(&[]).await;
+    let form = "username=alice&password=demo-pw";
+    // Login CSRF: a cross-site auto-submitted form.
+    let forged =
+        post_with(addr, "/login/", form, "Origin: https://evil.example\r\nSec-Fetch-Site: cross-site\r\n").await;
+    assert!(forged.starts_with("HTTP/1.1 403"), "{forged}");
+    assert_eq!(session_cookie(&forged), None);
+    let forged = post_with(addr, "/login/", form, "Origin: https://evil.example\r\n").await;
+    assert!(forged.starts_with("HTTP/1.1 403"), "older browsers (no Sec-Fetch-Site): {forged}");
+    // The site's own form.
+    let own =
+        post_with(addr, "/login/", form, &format!("Origin: http://{addr}\r\nSec-Fetch-Site: same-origin\r\n")).await;
+    assert!(own.starts_with("HTTP/1.1 302"), "{own}");
+    let alice = session_cookie(&own).unwrap();
+    // Security headers on every page.
+    let lower = own.to_ascii_lowercase();
+    for header in ["x-frame-options: deny", "x-content-type-options: nosniff", "referrer-policy: same-origin"] {
+        assert!(lower.contains(header), "{header} in {own}");
+    }
+    // Logout is POST-only, and a cross-site POST does not log anyone out.
+    let cookie = format!("Cookie: sessionid={alice}\r\n");
+    let get = raw_http(addr, format!("GET /logout/ HTTP/1.1\r\nHost: {addr}\r\n{cookie}\r\n").as_bytes()).await;
+    assert!(get.starts_with("HTTP/1.1 405"), "{get}");
+    let forged = post_with(addr, "/logout/", "", &format!("{cookie}Sec-Fetch-Site: cross-site\r\n")).await;
+    assert!(forged.starts_with("HTTP/1.1 403"), "{forged}");
+    let origin = format!("http://{addr}");
+    let mut still = open_room(addr, "lobby", Some(&alice), &origin).await.expect("still logged in");
+    send_text(&mut still, r#"{"message": "still here"}"#).await;
+    assert_eq!(json(next_message(&mut still).await)["message"], "still here");
+
+    // `next=` stays on the site, however it is spelled.
+    for (next, expected) in [
+        ("/chat/kitchen/", "/chat/kitchen/"),
+        ("/%5Cevil.example", "/chat/lobby/"),
+        ("/%09/evil.example", "/chat/lobby/"),
+        ("//evil.example", "/chat/lobby/"),
+        ("https://evil.example/", "/chat/lobby/"),
+        ("javascript:alert(1)", "/chat/lobby/"),
+    ] {
+        let response = post_with(addr, &format!("/login/?next={next}"), form, "").await;
+        assert_eq!(location(&response).as_deref(), Some(expected), "next={next}: {response}");
+    }
+
+    // A page on another port of the same host is another site: no chat socket for it.
+    let other_port = format!("http://{}:{}", addr.ip(), addr.port() + 1);
+    assert_eq!(open_room(addr, "lobby", Some(&alice), &other_port).await.err(), Some(403));
+    assert!(open_room(addr, "lobby", Some(&alice), &format!("http://localhost:{}", addr.port())).await.is_ok());
+    // A Host the site does not answer to.
+    let evil_host = raw_http(addr, b"GET /login/ HTTP/1.1\r\nHost: evil.example\r\n\r\n").await;
+    assert!(evil_host.starts_with("HTTP/1.1 400"), "{evil_host}");
+    let _ = std::fs::remove_file(&db);
+}
+
+#[tokio::test]
+async fn chat_example_login_floods_are_bounded() {
+    // A generous attempts limit, so that the hashing bound is what the flood meets.
+    let (chat, addr, db) = start_chat(&["--login-attempts", "100000"]).await;
+    let pid = chat.0.id();
+    let baseline = memory(pid, "VmRSS");
+    let attempts: Vec<_> =
+        (0..128).map(|_| tokio::spawn(post_with(addr, "/login/", "username=alice&password=wrong", ""))).collect();
+    let mut statuses = std::collections::BTreeMap::new();
+    for attempt in attempts {
+        let response = tokio::time::timeout(std::time::Duration::from_secs(60), attempt).await.unwrap().unwrap();
+        *statuses.entry(response.get(9..12).unwrap_or("").to_owned()).or_insert(0) += 1;
+    }
+    let grown = memory(pid, "VmHWM").saturating_sub(baseline);
+    println!("statuses {statuses:?}; peak RSS grew {} MB", grown >> 20);
+    assert!(statuses.keys().all(|status| status == "200" || status == "503"), "{statuses:?}");
+    assert!(statuses.get("200").copied().unwrap_or(0) >= 2, "some attempts were checked: {statuses:?}");
+    // One argon2 hash (19 MiB) per core at a time, not 128.
+    assert!(grown < 100 << 20, "peak RSS grew {} MB", grown >> 20);
+    drop(chat);
+
+    // The per-address limit: past it, 429 without a password check.
+    let (_chat, addr, db2) = start_chat(&["--login-attempts", "3"]).await;
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let response = post_with(addr, "/login/", "username=alice&password=wrong", "").await;
+        statuses.push(response.get(9..12).unwrap_or("").to_owned());
+    }
+    assert_eq!(statuses, ["200", "200", "200", "429", "429"]);
+    let _ = std::fs::remove_file(&db);
+    let _ = std::fs::remove_file(&db2);
+}

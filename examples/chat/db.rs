@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
 use channels::application::BoxError;
 use channels::middleware::{AuthUser, SecretKeys, UserBackend};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -40,8 +40,38 @@ fn hash_password(password: &str) -> Result<String, BoxError> {
     Ok(Argon2::default().hash_password(password.as_bytes(), &salt).map_err(|err| err.to_string())?.to_string())
 }
 
+thread_local! {
+    /// argon2's working memory (19 MiB with the default parameters), kept by each hashing
+    /// thread for the next check. Allocating it per check lets the allocator keep a fresh
+    /// 19 MiB for nearly every check (RSS grew by that much per login); reused, the chat holds
+    /// one per hashing thread, whatever the load.
+    static BLOCKS: std::cell::RefCell<Vec<argon2::Block>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 fn verify_password(password: &str, hash: &str) -> bool {
-    PasswordHash::new(hash).is_ok_and(|hash| Argon2::default().verify_password(password.as_bytes(), &hash).is_ok())
+    let Ok(parsed) = PasswordHash::new(hash) else { return false };
+    let (Some(expected), Some(salt)) = (parsed.hash, parsed.salt) else { return false };
+    let (Ok(algorithm), Ok(params)) =
+        (argon2::Algorithm::try_from(parsed.algorithm), argon2::Params::try_from(&parsed))
+    else {
+        return false;
+    };
+    let version = parsed.version.and_then(|version| argon2::Version::try_from(version).ok()).unwrap_or_default();
+    let mut salt_bytes = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_bytes) else { return false };
+    let mut out = vec![0u8; expected.len()];
+    let hashed = BLOCKS.with(|blocks| {
+        let mut blocks = blocks.borrow_mut();
+        blocks.resize(params.block_count(), argon2::Block::default());
+        Argon2::new(algorithm, version, params).hash_password_into_with_memory(
+            password.as_bytes(),
+            salt,
+            &mut out,
+            &mut blocks[..],
+        )
+    });
+    // Constant time: the comparison must not tell how much of a guess was right.
+    hashed.is_ok() && out.iter().zip(expected.as_bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
 }
 
 impl Db {
@@ -112,6 +142,64 @@ impl Db {
     }
 }
 
+/// Password checks are expensive on purpose (argon2: 19 MiB and tens of milliseconds each), so
+/// a flood of logins must not run them all at once: they run on a fixed set of threads, one per
+/// core, fed by a short queue. At most that many hashes are in memory at a time; an attempt
+/// that finds the queue full is turned away at once as [`Busy`].
+#[derive(Clone)]
+struct Hashers {
+    jobs: std::sync::mpsc::SyncSender<Box<dyn FnOnce() + Send>>,
+}
+
+/// Attempts waiting for a hashing thread, beyond those running.
+const HASH_QUEUE: usize = 16;
+
+impl Hashers {
+    fn start() -> Self {
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        let (jobs, queue) = std::sync::mpsc::sync_channel::<Box<dyn FnOnce() + Send>>(HASH_QUEUE);
+        let queue = Arc::new(Mutex::new(queue));
+        for n in 0..threads {
+            let queue = queue.clone();
+            let spawned = std::thread::Builder::new().name(format!("password-hash-{n}")).spawn(move || {
+                loop {
+                    let job = queue.lock().unwrap_or_else(PoisonError::into_inner).recv();
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => return,
+                    }
+                }
+            });
+            if let Err(err) = spawned {
+                tracing::error!(%err, "could not start a password hashing thread");
+            }
+        }
+        Hashers { jobs }
+    }
+
+    /// Runs `check` on a hashing thread; [`Busy`] when too many wait already.
+    async fn run<T: Send + 'static>(&self, check: impl FnOnce() -> T + Send + 'static) -> Result<T, BoxError> {
+        let (done, result) = tokio::sync::oneshot::channel();
+        let job = Box::new(move || {
+            let _ = done.send(check());
+        });
+        self.jobs.try_send(job).map_err(|_| Box::new(Busy) as BoxError)?;
+        Ok(result.await?)
+    }
+}
+
+/// Too many password checks are waiting: try again in a moment.
+#[derive(Debug)]
+pub struct Busy;
+
+impl std::fmt::Display for Busy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("too many login attempts are being checked; try again in a moment")
+    }
+}
+
+impl std::error::Error for Busy {}
+
 /// The chat's [`UserBackend`]: users from the database, shared by every connection.
 #[derive(Clone)]
 pub struct Users {
@@ -119,6 +207,7 @@ pub struct Users {
     keys: SecretKeys,
     /// Verified against for unknown usernames, so timing does not reveal which names exist.
     dummy_hash: Arc<str>,
+    hashers: Hashers,
 }
 
 impl Users {
@@ -126,7 +215,7 @@ impl Users {
         let mut password = [0u8; 16];
         getrandom::fill(&mut password)?;
         let dummy_hash = hash_password(&format!("{password:?}"))?.into();
-        Ok(Users { db: Arc::new(db), keys, dummy_hash })
+        Ok(Users { db: Arc::new(db), keys, dummy_hash, hashers: Hashers::start() })
     }
 
     fn finish(&self, (mut user, password_hash): (User, String)) -> User {
@@ -134,16 +223,18 @@ impl Users {
         user
     }
 
-    /// The user with these credentials (argon2 runs off the async threads).
+    /// The user with these credentials (argon2 runs on the hashing threads; [`Busy`] when too
+    /// many attempts wait for them).
     pub async fn authenticate(&self, username: &str, password: &str) -> Result<Option<User>, BoxError> {
         let (this, username, password) = (self.clone(), username.to_owned(), password.to_owned());
-        tokio::task::spawn_blocking(move || {
-            let found = this.db.user_where("username", &username)?;
-            let hash = found.as_ref().map_or(&*this.dummy_hash, |(_, hash)| hash.as_str());
-            let valid = verify_password(&password, hash);
-            Ok(found.filter(|_| valid).map(|found| this.finish(found)))
-        })
-        .await?
+        self.hashers
+            .run(move || {
+                let found = this.db.user_where("username", &username)?;
+                let hash = found.as_ref().map_or(&*this.dummy_hash, |(_, hash)| hash.as_str());
+                let valid = verify_password(&password, hash);
+                Ok(found.filter(|_| valid).map(|found| this.finish(found)))
+            })
+            .await?
     }
 }
 
@@ -155,5 +246,44 @@ impl UserBackend for Users {
         let this = self.clone();
         let found = tokio::task::spawn_blocking(move || this.db.user_where("id", &id)).await??;
         Ok(found.map(|found| self.finish(found)))
+    }
+}
+
+/// Login attempts per client address: at most `per_minute` in any minute, so that nobody can
+/// try passwords (or keep the hashing threads busy) faster than that. Remembers at most
+/// [`LIMITER_ADDRESSES`] addresses (the oldest are forgotten first).
+pub struct LoginLimiter {
+    per_minute: u32,
+    attempts: Mutex<std::collections::HashMap<std::net::IpAddr, (std::time::Instant, u32)>>,
+}
+
+/// Client addresses the limiter remembers.
+const LIMITER_ADDRESSES: usize = 10_000;
+
+impl LoginLimiter {
+    pub fn new(per_minute: u32) -> Self {
+        LoginLimiter { per_minute, attempts: Mutex::new(std::collections::HashMap::new()) }
+    }
+
+    /// Counts an attempt from `client`; false when it is one too many.
+    pub fn allow(&self, client: Option<std::net::IpAddr>) -> bool {
+        let Some(client) = client else { return true };
+        let now = std::time::Instant::now();
+        let minute = std::time::Duration::from_secs(60);
+        let mut attempts = self.attempts.lock().unwrap_or_else(PoisonError::into_inner);
+        if attempts.len() >= LIMITER_ADDRESSES && !attempts.contains_key(&client) {
+            attempts.retain(|_, (since, _)| now.duration_since(*since) < minute);
+            if attempts.len() >= LIMITER_ADDRESSES
+                && let Some(oldest) = attempts.iter().min_by_key(|(_, (since, _))| *since).map(|(ip, _)| *ip)
+            {
+                attempts.remove(&oldest);
+            }
+        }
+        let (since, count) = attempts.entry(client).or_insert((now, 0));
+        if now.duration_since(*since) >= minute {
+            (*since, *count) = (now, 0);
+        }
+        *count += 1;
+        *count <= self.per_minute
     }
 }

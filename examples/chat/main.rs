@@ -3,14 +3,24 @@
 //! Options: `--addr HOST:PORT` (default 127.0.0.1:8000), `--db PATH` (SQLite file, default
 //! `chat.sqlite3`, created on first run with the demo users `alice` and `bob`),
 //! `--demo-password PW` (their password on first run, default `channels-demo`),
-//! `--allowed-host HOST` (repeatable; default: the host it serves on, localhost, 127.0.0.1),
+//! `--allowed-host HOST` (repeatable; the names the site is reached by, as Django's
+//! `ALLOWED_HOSTS`; default: the address it serves on and `localhost`, on its port only),
+//! `--login-attempts N` (per client address and minute, default 20),
 //! `--create-user NAME:PASSWORD`, `--redis URL` (channel layer and sessions in Redis).
+//!
+//! Security defaults: cross-site form posts are refused (`CsrfMiddleware`), responses carry
+//! Django's security headers, `?next=` only redirects within the site, password checks run on
+//! one thread per core behind a short queue (503 when it is full) and are limited per client
+//! address (429), the chat socket accepts only pages of the site's own origin (port included),
+//! and each socket may send 20 messages a second (bursts of 40).
 //!
 //! Stable interface (other clients and tools drive it):
 //! - `GET /login/`: the form; `POST /login/` (form fields `username`, `password`): 302 to the
-//!   lobby with the session cookie, or 200 with the form and an error.
+//!   lobby (or to a local `?next=`) with the session cookie, or 200 with the form and an error;
+//!   429 past the attempts limit, 503 when the password checks are saturated.
 //! - `POST /logout/`: ends the session and closes the user's chat sockets (code 4001), 302 to
-//!   `/login/`.
+//!   `/login/`; other methods get 405.
+//! - A cross-site `POST` (by `Sec-Fetch-Site` or `Origin`) gets 403.
 //! - `GET /chat/<room>/`: the chat page (302 to `/login/?next=...` when logged out).
 //! - WebSocket `/ws/chat/<room>/`: send `{"message": "..."}`; every member of the room, the
 //!   sender too, receives `{"user": "<username>", "message": "..."}`. Anonymous connections and
@@ -22,12 +32,13 @@ mod pages;
 use bytes::Bytes;
 use channels::layers::{InMemoryChannelLayer, Layer, RedisChannelLayer, close_message, user_group};
 use channels::middleware::{
-    AllowedHostsOriginValidator, AuthConfig, AuthMiddlewareStack, InMemorySessionStore, RedisSessionStore, login,
-    logout,
+    AllowedHostsOriginValidator, AuthConfig, AuthMiddlewareStack, CsrfMiddleware, InMemorySessionStore,
+    RedisSessionStore, SecurityHeaders, login, logout,
 };
 use channels::prelude::*;
+use channels::security::url_has_allowed_host_and_scheme;
 use channels::{auth, consumer, routing};
-use db::{Db, Users};
+use db::{Busy, Db, LoginLimiter, Users};
 use http::header::LOCATION;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use serde::Deserialize;
@@ -41,9 +52,29 @@ async fn redirect(response: &mut HttpResponse, location: &str) -> Result<(), Con
     Ok(())
 }
 
-/// The users database, put in every scope by the app.
-fn users(scope: &Scope) -> Result<Users, ConsumerError> {
-    scope.extensions.get::<Users>().cloned().ok_or_else(|| ConsumerError::msg("no user database in the scope"))
+/// What the login page needs, put in every scope by the app.
+#[derive(Clone)]
+struct Logins {
+    users: Users,
+    limiter: std::sync::Arc<LoginLimiter>,
+}
+
+fn logins(scope: &Scope) -> Result<Logins, ConsumerError> {
+    scope.extensions.get::<Logins>().cloned().ok_or_else(|| ConsumerError::msg("no user database in the scope"))
+}
+
+/// A page with a status and `Retry-After`.
+async fn try_later(
+    response: &mut HttpResponse,
+    status: StatusCode,
+    seconds: u32,
+    error: &str,
+) -> Result<(), ConsumerError> {
+    let mut headers = HeaderMap::new();
+    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    headers.insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
+    response.send_response(status, headers, pages::login(Some(error))).await?;
+    Ok(())
 }
 
 /// `GET /login/` and `POST /login/`.
@@ -57,21 +88,31 @@ impl LoginPage {
             response.html(StatusCode::OK, pages::login(None)).await?;
             return Ok(());
         }
+        let logins = logins(&self.scope)?;
+        if !logins.limiter.allow(self.scope.client.map(|client| client.ip())) {
+            return try_later(response, StatusCode::TOO_MANY_REQUESTS, 60, "Too many login attempts; wait a minute.")
+                .await;
+        }
         let form: std::collections::HashMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
         let (username, password) =
             (form.get("username").cloned().unwrap_or_default(), form.get("password").cloned().unwrap_or_default());
-        match users(&self.scope)?.authenticate(&username, &password).await.map_err(ConsumerError::from_box)? {
-            Some(user) => {
+        match logins.users.authenticate(&username, &password).await {
+            Ok(Some(user)) => {
                 login(&mut self.scope, user).await?;
                 let next = self.scope.query_pairs().find(|(key, _)| key == "next").map(|(_, next)| next);
-                // Only local paths: never an open redirect.
-                let next = next.filter(|next| next.starts_with('/') && !next.starts_with("//"));
+                // Only this site: never an open redirect (Django's check, on the decoded value).
+                let host = self.scope.header("host").unwrap_or("");
+                let next = next.filter(|next| url_has_allowed_host_and_scheme(next, &[host], false));
                 redirect(response, next.as_deref().unwrap_or("/chat/lobby/")).await
             }
-            None => {
+            Ok(None) => {
                 response.html(StatusCode::OK, pages::login(Some("Wrong username or password."))).await?;
                 Ok(())
             }
+            Err(err) if err.is::<Busy>() => {
+                try_later(response, StatusCode::SERVICE_UNAVAILABLE, 1, "Busy checking passwords; try again.").await
+            }
+            Err(err) => Err(ConsumerError::from_box(err)),
         }
     }
 }
@@ -83,6 +124,13 @@ struct LogoutPage;
 #[consumer]
 impl LogoutPage {
     async fn handle(&mut self, _body: Bytes, response: &mut HttpResponse) -> Result<(), ConsumerError> {
+        // Never on a GET: a link (or an image) on another site must not log anyone out.
+        if self.scope.method != http::Method::POST {
+            let mut headers = HeaderMap::new();
+            headers.insert(http::header::ALLOW, HeaderValue::from_static("POST"));
+            response.send_response(StatusCode::METHOD_NOT_ALLOWED, headers, "log out with POST").await?;
+            return Ok(());
+        }
         // Close the user's open chat sockets too (every tab, every process).
         if let Some(group) = self.scope.user.id().and_then(|id| user_group(id).ok())
             && let Err(err) = self.scope.layer()?.group_send(&group, close_message(4001)).await
@@ -165,10 +213,10 @@ impl ChatConsumer {
     }
 }
 
-/// Puts the user database into every scope (for the login page).
-struct WithUsers<A>(A, Users);
+/// Puts the user database and the login limiter into every scope (for the login page).
+struct WithLogins<A>(A, Logins);
 
-impl<A: Application> Application for WithUsers<A> {
+impl<A: Application> Application for WithLogins<A> {
     fn call(&self, mut scope: Scope, inbox: Inbox, outbox: Outbox) -> channels::BoxFuture<'_, Result<(), AppError>> {
         scope.extensions.insert(self.1.clone());
         self.0.call(scope, inbox, outbox)
@@ -184,12 +232,13 @@ struct Args {
     db: String,
     demo_password: String,
     allowed_hosts: Vec<String>,
+    login_attempts: u32,
     create_user: Option<(String, String)>,
     redis: Option<String>,
 }
 
 const USAGE: &str = "usage: chat [--addr HOST:PORT] [--db PATH] [--demo-password PW] [--allowed-host HOST]... \
-                     [--create-user NAME:PASSWORD] [--redis URL]";
+                     [--login-attempts PER_MINUTE] [--create-user NAME:PASSWORD] [--redis URL]";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = std::env::args().skip(1);
@@ -198,6 +247,7 @@ fn parse_args() -> Result<Args, String> {
         db: "chat.sqlite3".to_owned(),
         demo_password: "channels-demo".to_owned(),
         allowed_hosts: Vec::new(),
+        login_attempts: 20,
         create_user: None,
         redis: None,
     };
@@ -208,6 +258,10 @@ fn parse_args() -> Result<Args, String> {
             "--db" => parsed.db = value("--db")?,
             "--demo-password" => parsed.demo_password = value("--demo-password")?,
             "--allowed-host" => parsed.allowed_hosts.push(value("--allowed-host")?),
+            "--login-attempts" => {
+                parsed.login_attempts =
+                    value("--login-attempts")?.parse().map_err(|_| "--login-attempts takes a whole number")?;
+            }
             "--redis" => parsed.redis = Some(value("--redis")?),
             "--create-user" => {
                 let spec = value("--create-user")?;
@@ -221,22 +275,27 @@ fn parse_args() -> Result<Args, String> {
     Ok(parsed)
 }
 
-/// The application: pages behind the session stack, the chat socket behind the origin check.
-fn app(users: Users, allowed_hosts: Vec<String>, auth: AuthConfig, layer: Layer) -> impl Application {
+/// The application: pages behind the security headers, the CSRF check and the session stack;
+/// the chat socket behind the origin check.
+fn app(logins: Logins, allowed_origins: Vec<String>, auth: AuthConfig, layer: Layer) -> impl Application {
     let router = routing! {
         http: [
-            "chat/<slug:room>/" => ChatPage,
-            "" => AuthMiddlewareStack([
-                "login/" => LoginPage,
-                "logout/" => LogoutPage,
-                "" => Home,
+            "" => SecurityHeaders([
+                "" => CsrfMiddleware([
+                    "chat/<slug:room>/" => ChatPage,
+                    "" => AuthMiddlewareStack([
+                        "login/" => LoginPage,
+                        "logout/" => LogoutPage,
+                        "" => Home,
+                    ]),
+                ]),
             ]),
         ],
         websocket: AllowedHostsOriginValidator([
             "ws/chat/<slug:room>/" => ChatConsumer,
-        ], allowed_hosts),
+        ], allowed_origins),
     };
-    WithUsers(router.auth(auth).channel_layer(layer), users)
+    WithLogins(router.auth(auth).channel_layer(layer), logins)
 }
 
 #[tokio::main]
@@ -258,11 +317,20 @@ async fn main() -> Result<(), channels::application::BoxError> {
     }
     let keys = db.secret_keys()?;
     let users = Users::new(db, keys.clone())?;
-    let mut allowed_hosts = args.allowed_hosts.clone();
-    if allowed_hosts.is_empty() {
-        let host = args.addr.rsplit_once(':').map_or(args.addr.as_str(), |(host, _)| host);
-        allowed_hosts = vec![host.to_owned(), "localhost".to_owned(), "127.0.0.1".to_owned()];
-    }
+    // The names the site answers to (the server refuses other `Host`s), and the origins whose
+    // pages may open the chat socket: by default only this address and port (a page served on
+    // another port of the same host is another site).
+    let (allowed_hosts, allowed_origins) = if args.allowed_hosts.is_empty() {
+        let (host, port) = args.addr.rsplit_once(':').unwrap_or((args.addr.as_str(), "80"));
+        let origins = [host, "localhost"].map(|name| format!("{name}:{port}")).to_vec();
+        (vec![host.to_owned(), "localhost".to_owned()], origins)
+    } else {
+        let names = args
+            .allowed_hosts
+            .iter()
+            .map(|host| host.rsplit_once(':').map_or(host.as_str(), |(name, _)| name).to_owned());
+        (names.collect(), args.allowed_hosts.clone())
+    };
     let (auth, layer): (AuthConfig, Layer) = match &args.redis {
         Some(url) => (
             AuthConfig::new(users.clone()).keys(keys).store(RedisSessionStore::connect(url, "chat").await?),
@@ -273,12 +341,20 @@ async fn main() -> Result<(), channels::application::BoxError> {
             InMemoryChannelLayer::new().into_layer(),
         ),
     };
-    let app = app(users, allowed_hosts.clone(), auth, layer);
-    let server = channels::Server::new(app).shutdown_on_signals().bind(&args.addr).await?;
+    let logins = Logins { users, limiter: std::sync::Arc::new(LoginLimiter::new(args.login_attempts)) };
+    let app = app(logins, allowed_origins.clone(), auth, layer);
+    let server = channels::Server::new(app)
+        .configure(|config| {
+            config.allowed_hosts.clone_from(&allowed_hosts);
+            config.inbound_rate = Some(channels::RateLimit { per_second: 20, burst: 40 });
+        })
+        .shutdown_on_signals()
+        .bind(&args.addr)
+        .await?;
     println!(
-        "chat on http://{}/login/ (demo users alice and bob; allowed hosts: {})",
+        "chat on http://{}/login/ (demo users alice and bob; origins allowed: {})",
         server.local_addr(),
-        allowed_hosts.join(", ")
+        allowed_origins.join(", ")
     );
     server.run().await?;
     Ok(())

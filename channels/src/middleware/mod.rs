@@ -9,6 +9,9 @@
 //!   refuse WebSocket handshakes from other sites' pages.
 //! - [`AuthMiddlewareStack`](struct@AuthMiddlewareStack): the three, configured once by
 //!   [`ProtocolTypeRouter::auth`](crate::ProtocolTypeRouter::auth).
+//! - [`CsrfMiddleware`](struct@CsrfMiddleware): refuses cross-site form posts and other unsafe
+//!   HTTP requests; [`SecurityHeaders`](struct@SecurityHeaders): Django's security response
+//!   headers.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -20,6 +23,7 @@ use crate::scope::Scope;
 pub mod auth;
 mod base;
 pub mod cookie;
+pub mod csrf;
 pub mod origin;
 #[cfg(feature = "redis")]
 mod redis_store;
@@ -31,6 +35,7 @@ pub use self::auth::{
 };
 pub use self::base::{BaseMiddleware, Wrapped};
 pub use self::cookie::CookieMiddleware;
+pub use self::csrf::{CsrfMiddleware, SecurityHeaders};
 pub use self::origin::{AllowedHostsOriginValidator, OriginValidator};
 #[cfg(feature = "redis")]
 pub use self::redis_store::RedisSessionStore;
