@@ -159,6 +159,18 @@ async fn chat_in_a_real_browser() {
     page.wait_for("[...document.querySelectorAll('.line')].some(l => l.textContent === 'alice: hello from chromium')")
         .await;
 
+    // A page that closes its socket gets the server's close frame back: a clean close.
+    let closed = page
+        .eval(&format!(
+            "new Promise(done => {{\
+               const socket = new WebSocket('ws://{addr}/ws/chat/lobby/');\
+               socket.onopen = () => socket.close(1000, 'leaving');\
+               socket.onclose = (event) => done(event.wasClean + ' ' + event.code);\
+             }})"
+        ))
+        .await;
+    assert_eq!(closed, json!("true 1000"), "RFC 6455 5.5.1: the server answers the close");
+
     let shot = page.call("Page.captureScreenshot", json!({ "format": "png" })).await;
     let png = {
         use base64::Engine;
@@ -168,6 +180,9 @@ async fn chat_in_a_real_browser() {
     std::fs::create_dir_all(&target).unwrap();
     std::fs::write(target.join("chat-browser.png"), png).unwrap();
 
+    // The page's own logout form passes the CSRF check (same-origin POST) and ends the session.
+    page.eval("document.querySelector('form[action=\"/logout/\"]').submit(); true").await;
+    page.wait_for("location.pathname === '/login/' && !!document.getElementById('login')").await;
     // Logged out (cookies gone), a page's WebSocket to the room is refused.
     page.call("Network.clearBrowserCookies", json!({})).await;
     page.call("Page.navigate", json!({ "url": format!("http://{addr}/login/") })).await;
