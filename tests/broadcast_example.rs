@@ -4,16 +4,6 @@ mod support;
 
 use support::*;
 
-/// A line of `/proc/<pid>/status` in bytes (`VmRSS`, `VmHWM`).
-fn memory(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|value| value.trim().trim_end_matches(" kB").parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
-
 /// Members that never read, sent 1 MiB messages: each holds at most its byte-bounded outgoing
 /// queue (plus one message being written) until the write timeout, not 64 messages; and the
 /// memory is all given back once they are gone.

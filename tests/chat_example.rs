@@ -11,9 +11,14 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 
 async fn post_form(addr: SocketAddr, path: &str, form: &str, cookie: Option<&str>) -> String {
     let cookie = cookie.map(|c| format!("Cookie: sessionid={c}\r\n")).unwrap_or_default();
+    post_with(addr, path, form, &cookie).await
+}
+
+/// `POST` of a form with extra header lines (each ending in `\r\n`).
+async fn post_with(addr: SocketAddr, path: &str, form: &str, headers: &str) -> String {
     let request = format!(
         "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
-         Content-Length: {}\r\n{cookie}Connection: close\r\n\r\n{form}",
+         Content-Length: {}\r\n{headers}Connection: close\r\n\r\n{form}",
         form.len()
     );
     raw_http(addr, request.as_bytes()).await
@@ -95,16 +100,6 @@ async fn chat_example_logs_in_chats_and_logs_out() {
     let _ = std::fs::remove_file(&db);
 }
 
-/// A line of `/proc/<pid>/status` in bytes (`VmRSS`, `VmHWM`).
-fn memory(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|value| value.trim().trim_end_matches(" kB").parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
-
 async fn start_chat(extra: &[&str]) -> (Example, SocketAddr, std::path::PathBuf) {
     static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -118,15 +113,6 @@ async fn start_chat(extra: &[&str]) -> (Example, SocketAddr, std::path::PathBuf)
     let chat = Example::start("chat", &args).await;
     wait_until_listening(addr).await;
     (chat, addr, db)
-}
-
-async fn post_with(addr: SocketAddr, path: &str, form: &str, headers: &str) -> String {
-    let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
-         Content-Length: {}\r\n{headers}Connection: close\r\n\r\n{form}",
-        form.len()
-    );
-    raw_http(addr, request.as_bytes()).await
 }
 
 fn location(response: &str) -> Option<String> {

@@ -10,12 +10,18 @@ use support::*;
 fn python() -> Option<String> {
     let python = std::env::var("CHANNELS_TEST_PYTHON").ok().filter(|python| !python.is_empty());
     let usable = python.as_ref().is_some_and(|python| {
-        std::process::Command::new(python).args(["-c", "import websockets"]).output().is_ok_and(|out| out.status.success())
+        std::process::Command::new(python)
+            .args(["-c", "import websockets"])
+            .output()
+            .is_ok_and(|out| out.status.success())
     });
     if usable {
         return python;
     }
-    assert!(std::env::var_os("CI").is_none(), "CI=true but CHANNELS_TEST_PYTHON has no `websockets` (.ci/run sets it up)");
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI=true but CHANNELS_TEST_PYTHON has no `websockets` (.ci/run sets it up)"
+    );
     eprintln!("SKIPPED python websockets interop: set CHANNELS_TEST_PYTHON to a Python with `websockets`");
     None
 }
@@ -30,7 +36,11 @@ async fn python_websockets_client_gets_a_clean_close() {
     for code in [1000, 1001, 3000, 4999] {
         let (python, script) = (python.clone(), script.clone());
         let run = tokio::task::spawn_blocking(move || {
-            std::process::Command::new(python).arg(script).arg(format!("ws://{addr}/ws/echo/")).arg(code.to_string()).output()
+            std::process::Command::new(python)
+                .arg(script)
+                .arg(format!("ws://{addr}/ws/echo/"))
+                .arg(code.to_string())
+                .output()
         });
         let output = tokio::time::timeout(std::time::Duration::from_secs(20), run).await.unwrap().unwrap().unwrap();
         let stdout = String::from_utf8_lossy(&output.stdout);

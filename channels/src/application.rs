@@ -245,6 +245,8 @@ pub(crate) enum Source {
     Queue(mpsc::Receiver<Inbound>),
     Websocket(Box<crate::server::websocket::WsSource>),
     Http(Box<crate::server::http::HttpSource>),
+    /// A worker's hand-off slot: one channel message at a time.
+    Worker(std::sync::Arc<crate::worker::Slot>),
 }
 
 impl Inbox {
@@ -283,6 +285,7 @@ impl Inbox {
             Source::Queue(rx) => rx.poll_recv(cx),
             Source::Websocket(ws) => ws.poll_recv(cx),
             Source::Http(http) => http.poll_recv(cx),
+            Source::Worker(slot) => slot.poll_take(cx),
         };
         if connection.is_ready() {
             self.channel_turn = true;

@@ -16,58 +16,51 @@
 //! assert!(!url_has_allowed_host_and_scheme("https://evil.example/", &hosts, false));
 //! ```
 
-/// Splits a `Host` header value into a lowercase domain (trailing dot removed) and port, as
-/// Django's `split_domain_port`. `None` for a value that is not a valid host.
-fn split_domain_port(host: &str) -> Option<(String, &str)> {
-    let lower = host.to_ascii_lowercase();
-    let (domain, port) = if lower.starts_with('[') {
-        let end = lower.find(']')?;
-        let port = &host[end + 1..];
-        let port = match port.strip_prefix(':') {
-            Some(port) => port,
-            None if port.is_empty() => "",
-            None => return None,
-        };
-        let inner = &lower[1..end];
+/// The domain of a `Host` header value (`name`, `name:port`, `[v6]:port`), as Django's
+/// `split_domain_port` finds it (trailing dot removed; compare it case-insensitively). `None`
+/// for a value that is not a valid host. Allocates nothing: it runs on every request.
+fn domain_of(host: &str) -> Option<&str> {
+    let (domain, port) = if host.starts_with('[') {
+        let end = host.find(']')?;
+        let inner = &host[1..end];
         let valid = inner.contains(':') && inner.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
-        if !valid {
-            return None;
-        }
-        (lower[..=end].to_owned(), port)
-    } else {
-        let (domain, port) = match lower.rsplit_once(':') {
-            Some((domain, _)) => (domain.to_owned(), &host[domain.len() + 1..]),
-            None => (lower.clone(), ""),
+        let port = match &host[end + 1..] {
+            "" => "",
+            rest => rest.strip_prefix(':')?,
         };
+        (valid.then_some(&host[..=end])?, port)
+    } else {
+        let (domain, port) = host.rsplit_once(':').unwrap_or((host, ""));
         let valid = !domain.is_empty() && domain.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
-        if !valid {
-            return None;
-        }
-        (domain.trim_end_matches('.').to_owned(), port)
+        (valid.then_some(domain.trim_end_matches('.'))?, port)
     };
-    port.bytes().all(|b| b.is_ascii_digit()).then_some((domain, port))
+    port.bytes().all(|b| b.is_ascii_digit()).then_some(domain)
 }
 
 /// True when `pattern` (an `ALLOWED_HOSTS` entry) matches `domain`: `*` matches anything,
 /// `.example.com` the domain and its subdomains, anything else itself (case-insensitive).
 fn pattern_matches(pattern: &str, domain: &str) -> bool {
-    let pattern = pattern.to_ascii_lowercase();
     if pattern == "*" {
         return true;
     }
     match pattern.strip_prefix('.') {
-        Some(parent) => domain == parent || domain.ends_with(&pattern),
-        None => domain == pattern,
+        Some(parent) => {
+            domain.eq_ignore_ascii_case(parent)
+                || (domain.len() > pattern.len()
+                    && domain.is_char_boundary(domain.len() - pattern.len())
+                    && domain[domain.len() - pattern.len()..].eq_ignore_ascii_case(pattern))
+        }
+        None => domain.eq_ignore_ascii_case(pattern),
     }
 }
 
 /// True when a `Host` header value (`name`, `name:port`, `[v6]:port`) is valid and its name
 /// matches one of `allowed` (Django's `ALLOWED_HOSTS` rules: `"*"` allows any valid host,
 /// `".example.com"` the domain and its subdomains, anything else exactly that name; ports are
-/// not compared).
+/// not compared; names compare case-insensitively).
 pub fn host_is_allowed<S: AsRef<str>>(host: &str, allowed: &[S]) -> bool {
-    let Some((domain, _port)) = split_domain_port(host) else { return false };
-    allowed.iter().any(|pattern| pattern_matches(pattern.as_ref(), &domain))
+    let Some(domain) = domain_of(host) else { return false };
+    allowed.iter().any(|pattern| pattern_matches(pattern.as_ref(), domain))
 }
 
 /// True when `url` is safe to redirect to: a relative URL on this site, or an absolute one whose

@@ -56,14 +56,16 @@
 //! message. Several workers (processes) on one Redis layer share a channel's messages: each
 //! message goes to one of them.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use tokio::task::JoinSet;
+use tokio::sync::Notify;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use crate::application::{Application, Inbox, Outbox};
-use crate::event::Inbound;
+use crate::application::{Application, Inbox, Outbox, Source};
+use crate::event::{ChannelMessage, Inbound};
 use crate::layers::Layer;
 use crate::routing::ProtocolTypeRouter;
 use crate::scope::{Protocol, Scope};
@@ -127,90 +129,159 @@ impl Worker {
 
 /// One channel: receive, hand to the instance, replace the instance when it ends.
 async fn serve_channel(app: Arc<dyn Application>, layer: Layer, channel: String, shutdown: CancellationToken) {
-    let mut instance: Option<Instance> = None;
+    let slot = Arc::new(Slot::default());
+    let mut instance: Option<JoinHandle<()>> = None;
     loop {
-        let received = tokio::select! {
-            () = shutdown.cancelled() => break,
-            received = layer.receive(&channel) => received,
-        };
-        let message = match received {
-            Ok(message) => message,
-            Err(err) => {
-                // A layer outage: wait a little instead of spinning on the error.
-                tracing::warn!(channel, %err, "worker could not receive; retrying");
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                }
+        // The previous message must have been taken before the next is received: a message the
+        // instance never took (it ended first) is still in the slot, for the next instance.
+        if slot.is_full() {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = slot.taken() => {}
+                () = ended(&mut instance) => {}
             }
-        };
-        let mut event = Inbound::Channel(message);
-        // Delivered to the running instance, or to a new one if it has ended.
-        for _ in 0..3 {
-            let current = match &mut instance {
-                Some(current) if !current.task.is_finished() => current,
-                _ => instance.insert(Instance::start(&app, &layer, &channel)),
+        } else {
+            let received = tokio::select! {
+                () = shutdown.cancelled() => break,
+                received = layer.receive(&channel) => received,
             };
-            match current.events.send(event).await {
-                Ok(()) => break,
-                Err(tokio::sync::mpsc::error::SendError(returned)) => {
-                    event = returned;
-                    if let Some(ended) = instance.take() {
-                        ended.finish(&channel).await;
+            match received {
+                Ok(message) => slot.put(message),
+                Err(err) => {
+                    // A layer outage: wait a little instead of spinning on the error.
+                    tracing::warn!(channel, %err, "worker could not receive; retrying");
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
                     }
                 }
             }
         }
+        if slot.is_full() && instance.as_ref().is_none_or(JoinHandle::is_finished) {
+            instance = Some(start_instance(&app, &layer, &channel, &slot));
+        }
     }
-    if let Some(current) = instance {
-        // No more events: the instance ends when it has handled what it has.
-        drop(current.events);
-        match tokio::time::timeout(SHUTDOWN_TIMEOUT, current.task).await {
-            Ok(_) => {}
-            Err(_) => tracing::warn!(channel, "worker instance did not finish in time; dropped"),
+    slot.close();
+    if let Some(task) = instance {
+        // No more messages: the instance ends once it has handled the one it has.
+        if tokio::time::timeout(SHUTDOWN_TIMEOUT, task).await.is_err() {
+            tracing::warn!(channel, "worker instance did not finish in time; dropped");
         }
     }
 }
 
-/// One application instance serving a channel.
-struct Instance {
-    events: tokio::sync::mpsc::Sender<Inbound>,
-    task: tokio::task::JoinHandle<()>,
+/// Waits until the instance's task ends (forever when there is none).
+async fn ended(instance: &mut Option<JoinHandle<()>>) {
+    match instance {
+        Some(task) if !task.is_finished() => {
+            let _ = task.await;
+        }
+        _ => std::future::pending().await,
+    }
 }
 
-impl Instance {
-    fn start(app: &Arc<dyn Application>, layer: &Layer, channel: &str) -> Instance {
-        let mut scope = Scope::new(Protocol::channel(), "");
-        scope.channel_name = Some(channel.to_owned());
-        scope.channel_layer = Some(layer.clone());
-        // One message at a time: the next one waits in the layer.
-        let (events, inbox): (_, Inbox) = Inbox::channel(1);
-        let (outbox, mut sent) = Outbox::channel(16);
-        let run = run_app(app.clone(), scope, inbox, outbox);
-        let channel = channel.to_owned();
-        let task = tokio::spawn(async move {
-            // A worker has no client: what its consumer sends is dropped (and said once).
-            let drain = async move {
-                let mut said = false;
-                while let Some(event) = sent.recv().await {
-                    if !said {
-                        tracing::debug!(?event, "a worker consumer sent an event; workers have no client to send to");
-                        said = true;
-                    }
+/// Starts an application instance serving `channel` from `slot`.
+fn start_instance(app: &Arc<dyn Application>, layer: &Layer, channel: &str, slot: &Arc<Slot>) -> JoinHandle<()> {
+    let mut scope = Scope::new(Protocol::channel(), "");
+    scope.channel_name = Some(channel.to_owned());
+    scope.channel_layer = Some(layer.clone());
+    let inbox = Inbox::from_source(Source::Worker(slot.clone()));
+    let (outbox, mut sent) = Outbox::channel(16);
+    let run = run_app(app.clone(), scope, inbox, outbox);
+    let channel = channel.to_owned();
+    tokio::spawn(async move {
+        // A worker has no client: what its consumer sends is dropped (and said once).
+        let drain = async move {
+            let mut said = false;
+            while let Some(event) = sent.recv().await {
+                if !said {
+                    tracing::debug!(?event, "a worker consumer sent an event; workers have no client to send to");
+                    said = true;
                 }
-            };
-            let (result, ()) = tokio::join!(run, drain);
-            // `run_app` has logged the error; the next message starts a new instance.
-            if result.is_err() {
-                tracing::debug!(channel, "worker instance ended with an error; a new one takes the next message");
             }
-        });
-        Instance { events, task }
+        };
+        let (result, ()) = tokio::join!(run, drain);
+        // `run_app` has logged the error; the next message starts a new instance.
+        if result.is_err() {
+            tracing::debug!(channel, "worker instance ended with an error; a new one takes the next message");
+        }
+    })
+}
+
+/// Where a worker hands its channel's messages to the instance, one at a time: the message
+/// stays here until the instance takes it, so an instance that ends loses only the message it
+/// was handling, never the next one.
+#[derive(Debug, Default)]
+pub(crate) struct Slot {
+    state: Mutex<SlotState>,
+    taken: Notify,
+}
+
+#[derive(Debug, Default)]
+struct SlotState {
+    message: Option<ChannelMessage>,
+    waker: Option<Waker>,
+    closed: bool,
+}
+
+impl Slot {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    async fn finish(self, channel: &str) {
-        if let Err(err) = self.task.await {
-            tracing::error!(channel, %err, "worker instance task failed");
+    fn is_full(&self) -> bool {
+        self.lock().message.is_some()
+    }
+
+    fn put(&self, message: ChannelMessage) {
+        let waker = {
+            let mut state = self.lock();
+            state.message = Some(message);
+            state.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
         }
+    }
+
+    /// No more messages: the instance's inbox ends once the slot is empty.
+    fn close(&self) {
+        let waker = {
+            let mut state = self.lock();
+            state.closed = true;
+            state.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Resolves once the instance took the message (or right away when the slot is empty).
+    async fn taken(&self) {
+        loop {
+            let notified = self.taken.notified();
+            if !self.is_full() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// The instance's side (its [`Inbox`]).
+    pub(crate) fn poll_take(&self, cx: &mut Context<'_>) -> Poll<Option<Inbound>> {
+        let mut state = self.lock();
+        if let Some(message) = state.message.take() {
+            drop(state);
+            self.taken.notify_waiters();
+            return Poll::Ready(Some(Inbound::Channel(message)));
+        }
+        if state.closed {
+            return Poll::Ready(None);
+        }
+        match &mut state.waker {
+            Some(waker) => waker.clone_from(cx.waker()),
+            None => state.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
     }
 }

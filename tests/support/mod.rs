@@ -331,6 +331,16 @@ impl Drop for Example {
     }
 }
 
+/// A memory figure of process `pid` in bytes, from `/proc/<pid>/status` (`VmRSS`, `VmHWM`).
+pub fn memory(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|value| value.trim().trim_end_matches(" kB").parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
 /// A loopback address with a free port.
 pub async fn free_addr() -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -37,16 +37,18 @@ pub fn parse_cookies(header: &str) -> impl Iterator<Item = (String, String)> + '
         .map(|cookie| (cookie.name().to_owned(), cookie.value().to_owned()))
 }
 
+/// The `name=value` pairs of one raw `Cookie` header value, pair by pair: a pair that is not
+/// UTF-8 (a raw non-ASCII cookie another app on the host set) is skipped alone, so it cannot
+/// hide the session cookie beside it. What [`CookieMiddleware`] reads.
+pub fn parse_cookie_header(header: &[u8]) -> impl Iterator<Item = (String, String)> + '_ {
+    header.split(|byte| *byte == b';').filter_map(|pair| std::str::from_utf8(pair).ok()).flat_map(parse_cookies)
+}
+
 impl<A: Application> Application for CookieMiddleware<A> {
     fn call(&self, mut scope: Scope, inbox: Inbox, outbox: Outbox) -> BoxFuture<'_, Result<(), AppError>> {
         for header in scope.headers.get_all(COOKIE) {
-            // Pair by pair: raw non-ASCII bytes in one pair (a UTF-8 cookie another app on the
-            // same host set) cost that pair only, not the session cookie beside it.
-            for pair in header.as_bytes().split(|byte| *byte == b';') {
-                let Ok(pair) = std::str::from_utf8(pair) else { continue };
-                for (name, value) in parse_cookies(pair) {
-                    scope.cookies.entry(name).or_insert(value);
-                }
+            for (name, value) in parse_cookie_header(header.as_bytes()) {
+                scope.cookies.entry(name).or_insert(value);
             }
         }
         scope.extensions.insert(CookiesParsed);
