@@ -1,29 +1,26 @@
 //! The [`Application`] trait and the two ends every application talks through: the
 //! [`Inbox`] it receives events from and the [`Outbox`] it sends events to.
 
+use std::any::Any;
 use std::fmt;
 use std::future::{Future, poll_fn};
-use std::pin::Pin;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::OnceLock;
 use std::sync::atomic::AtomicBool;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::consumer::ConsumerError;
+pub use crate::error::{AppError, SendError};
 use crate::event::{Close, Inbound, Outbound, close_code};
 use crate::layers::Subscription;
 use crate::queue::{Queue, TryPushError};
 use crate::scope::Scope;
-
-/// A boxed, `Send` future: what [`Application::call`] returns.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// A boxed error for [`AppError::Other`].
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub use crate::{BoxError, BoxFuture};
 
 /// Anything that can serve a connection: a router, a middleware, a consumer.
 ///
@@ -113,64 +110,6 @@ impl<F> fmt::Debug for ApplicationFn<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("ApplicationFn")
     }
-}
-
-/// Why an application ended with an error. The server maps each to an HTTP status or a
-/// WebSocket close code; the test communicators return it to the test.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum AppError {
-    /// No URL route matched the path (HTTP 404; a WebSocket handshake is refused with 404).
-    #[error("no route found for path {path:?}")]
-    NoRoute {
-        /// The path that was matched (after `root_path` and leading slashes were stripped).
-        path: String,
-    },
-    /// The `ProtocolTypeRouter` has no application for this protocol (HTTP 404).
-    #[error("no application configured for protocol {protocol:?}")]
-    NoProtocol {
-        /// The protocol name.
-        protocol: String,
-    },
-    /// The consumer could not be built for this connection, e.g. a URL parameter did not
-    /// parse (WebSocket: handshake refused with 403; HTTP: 404).
-    #[error("connection refused: {0}")]
-    Refused(String),
-    /// The consumer needs a logged-in user and the connection has none: a
-    /// `#[auth(stack, required)]` consumer reached without the auth stack, or by an anonymous
-    /// user (WebSocket: handshake refused with 403; HTTP: 403). The message says which.
-    #[error("login required: {0}")]
-    LoginRequired(String),
-    /// A consumer method returned an error (HTTP 500 / close 1011).
-    #[error("consumer failed: {0}")]
-    Consumer(ConsumerError),
-    /// The application panicked (HTTP 500 / close 1011); the server and other connections go on.
-    #[error("application panicked: {0}")]
-    Panicked(String),
-    /// The application was wired wrongly, e.g. middleware in the wrong order. The message names
-    /// the fix.
-    #[error("application misconfigured: {0}")]
-    Misconfigured(String),
-    /// Any other failure.
-    #[error(transparent)]
-    Other(BoxError),
-}
-
-/// Sending to the client failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum SendError {
-    /// The connection is closed (the client left, or the connection was closed before).
-    #[error("the connection is closed")]
-    Closed,
-    /// The client read nothing for the write timeout while the outgoing queue was full, so the
-    /// connection was closed (see the slow-client policy in [`ServerConfig`](crate::ServerConfig)).
-    #[error("the client did not read for {0:?} with a full send queue; the connection was closed")]
-    SlowClient(Duration),
-    /// The message is not valid in the connection's current state (e.g. a WebSocket send before
-    /// accept, or a second HTTP response start).
-    #[error("{0}")]
-    InvalidState(&'static str),
 }
 
 /// Per-connection state shared by the application's inbox and outbox and the server's writer.
@@ -435,5 +374,59 @@ impl Events {
 impl Drop for Events {
     fn drop(&mut self) {
         self.conn.queue.close();
+    }
+}
+
+/// Runs an application, turning a panic into [`AppError::Panicked`].
+///
+/// The scope, inbox and outbox wait in one box until the call: an async block keeps room for
+/// what it captured for as long as it lives, and this future lives as long as the connection.
+pub(crate) fn run_app(
+    app: Arc<dyn Application>,
+    scope: Scope,
+    inbox: Inbox,
+    outbox: Outbox,
+) -> impl Future<Output = Result<(), AppError>> + Send + 'static {
+    run_boxed(app, Box::new((scope, inbox, outbox)))
+}
+
+async fn run_boxed(app: Arc<dyn Application>, call: Box<(Scope, Inbox, Outbox)>) -> Result<(), AppError> {
+    let path = call.0.path.clone();
+    let result = match AssertUnwindSafe(async move {
+        // Unboxed in a block of its own, so the box is freed before the call, not after it.
+        let (scope, inbox, outbox) = {
+            let call = call;
+            *call
+        };
+        app.call(scope, inbox, outbox).await
+    })
+    .catch_unwind()
+    .await
+    {
+        Ok(result) => result,
+        Err(panic) => Err(AppError::Panicked(panic_message(&*panic))),
+    };
+    match &result {
+        Ok(()) => {}
+        Err(
+            err @ (AppError::NoRoute { .. }
+            | AppError::NoProtocol { .. }
+            | AppError::Refused(_)
+            | AppError::LoginRequired(_)),
+        ) => {
+            tracing::info!(%path, error = %err, "connection not served");
+        }
+        Err(err) => tracing::error!(%path, error = %err, "application failed"),
+    }
+    result
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> String {
+    if let Some(text) = panic.downcast_ref::<&str>() {
+        (*text).to_owned()
+    } else if let Some(text) = panic.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "non-string panic payload".to_owned()
     }
 }

@@ -79,6 +79,7 @@
 
 pub mod application;
 pub mod consumer;
+pub mod error;
 pub mod event;
 pub mod layers;
 pub mod middleware;
@@ -90,8 +91,15 @@ pub mod routing;
 pub mod scope;
 pub mod security;
 pub mod server;
+pub mod session;
 pub mod testing;
 pub mod worker;
+
+/// A boxed, `Send` future: what [`Application::call`] returns.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// A boxed error: [`AppError::Other`], a backend's failure.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 #[doc(hidden)]
 #[path = "private.rs"]
@@ -104,7 +112,8 @@ pub use channels_macros::consumer;
 #[doc = include_str!("docs/routing.md")]
 pub use channels_macros::routing;
 
-pub use application::{AppError, Application, ApplicationFn, BoxFuture, Inbox, Outbox, SendError, application_fn};
+pub use application::{Application, ApplicationFn, Inbox, Outbox, application_fn};
+pub use error::{AppError, SendError};
 pub use routing::{ProtocolTypeRouter, URLRouter};
 pub use scope::{Protocol, Scope, UrlRoute, User};
 pub use server::{Listening, RateLimit, Server, ServerConfig, ShutdownHandle, serve};

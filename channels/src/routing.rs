@@ -27,7 +27,9 @@ use std::sync::Arc;
 
 use regex::Regex;
 
-use crate::application::{AppError, Application, BoxFuture, Inbox, Outbox};
+use crate::BoxFuture;
+use crate::application::{Application, Inbox, Outbox};
+use crate::error::AppError;
 use crate::layers::{InMemoryChannelLayer, Layer};
 use crate::middleware::AuthConfig;
 use crate::scope::{Protocol, Scope};

@@ -217,7 +217,7 @@ pub struct Scope {
     /// Cookies sent by the client, filled by `CookieMiddleware`.
     pub cookies: HashMap<String, String>,
     /// The connection's session, filled by `SessionMiddleware` (`None` without it).
-    pub session: Option<crate::middleware::Session>,
+    pub session: Option<crate::session::Session>,
     /// The connection's user, filled by `AuthMiddleware`; anonymous until then.
     pub user: User,
     /// What the URL routers captured.

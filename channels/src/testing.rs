@@ -39,7 +39,8 @@ use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::application::{AppError, Application, Inbox, Outbox};
+use crate::application::{Application, Inbox, Outbox};
+use crate::error::AppError;
 use crate::event::{ChannelMessage, Close, Inbound, Message, Outbound, RequestChunk};
 use crate::scope::{Protocol, Scope};
 
@@ -92,7 +93,7 @@ impl ApplicationCommunicator {
         let app: Arc<dyn Application> = Arc::new(app);
         let (input, inbox) = Inbox::channel(64);
         let (outbox, output) = Outbox::channel(64);
-        let task = tokio::spawn(crate::server::run_app(app, scope, inbox, outbox));
+        let task = tokio::spawn(crate::application::run_app(app, scope, inbox, outbox));
         ApplicationCommunicator {
             input: Some(input),
             output,

@@ -64,12 +64,13 @@ use tokio::sync::Notify;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
+use crate::application::run_app;
 use crate::application::{Application, Inbox, Outbox, Source};
 use crate::event::{ChannelMessage, Inbound};
 use crate::layers::Layer;
 use crate::routing::ProtocolTypeRouter;
 use crate::scope::{Protocol, Scope};
-use crate::server::{ShutdownHandle, run_app};
+use crate::server::ShutdownHandle;
 
 /// How long a shutdown waits for the instances to finish the message they have.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);

@@ -3,7 +3,8 @@
 use std::future::Future;
 
 use super::{ConsumerApp, ConsumerError, FromScope, settle};
-use crate::application::{AppError, Inbox, Outbox};
+use crate::application::{Inbox, Outbox};
+use crate::error::AppError;
 use crate::event::{ChannelMessage, Inbound};
 
 /// What a [`GenericConsumer`] wants after an event.

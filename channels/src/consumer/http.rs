@@ -8,7 +8,8 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use serde::Serialize;
 
 use super::{ConsumerApp, ConsumerError, FromScope, settle, unhandled_message};
-use crate::application::{AppError, Inbox, Outbox, SendError};
+use crate::application::{Inbox, Outbox};
+use crate::error::{AppError, SendError};
 use crate::event::{ChannelMessage, Inbound, Outbound, ResponseStart};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,7 +6,8 @@ use serde::de::DeserializeOwned;
 
 use super::websocket::close_from_layer;
 use super::{ConsumerApp, ConsumerError, FromScope, Websocket, settle, unexpected, unhandled_message};
-use crate::application::{AppError, Inbox, Outbox};
+use crate::application::{Inbox, Outbox};
+use crate::error::AppError;
 use crate::event::{ChannelMessage, Inbound, Message, close_code};
 use crate::layers::CLOSE_TYPE;
 

@@ -46,70 +46,13 @@ pub use self::http::{HttpConsumer, HttpResponse};
 pub use self::json::{JsonDecodeError, JsonWebsocketConsumer};
 pub use self::websocket::{Websocket, WebsocketConsumer, WebsocketSender};
 
-use crate::application::{AppError, Application, BoxError, BoxFuture, Inbox, Outbox, SendError};
+use crate::BoxFuture;
+use crate::application::{Application, Inbox, Outbox};
+use crate::error::AppError;
+pub use crate::error::ConsumerError;
 use crate::event::{ChannelMessage, Inbound};
 use crate::layers::Membership;
 use crate::scope::Scope;
-
-/// An error from a consumer method. Any `std::error::Error + Send + Sync` converts into it with
-/// `?`; [`ConsumerError::msg`] makes one from text.
-pub struct ConsumerError(BoxError);
-
-#[derive(Debug)]
-struct MessageError(String);
-
-impl fmt::Display for MessageError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for MessageError {}
-
-impl ConsumerError {
-    /// An error with a message.
-    pub fn msg(message: impl fmt::Display) -> Self {
-        ConsumerError(Box::new(MessageError(message.to_string())))
-    }
-
-    /// True when the error only says that the connection is already closed.
-    pub fn is_closed(&self) -> bool {
-        self.0.downcast_ref::<SendError>() == Some(&SendError::Closed)
-    }
-
-    /// An error from a boxed one (what `?` cannot convert by itself).
-    pub fn from_box(error: BoxError) -> Self {
-        ConsumerError(error)
-    }
-
-    /// The underlying error.
-    pub fn into_inner(self) -> BoxError {
-        self.0
-    }
-
-    /// The underlying error, if it is of type `E`.
-    pub fn downcast_ref<E: std::error::Error + 'static>(&self) -> Option<&E> {
-        self.0.downcast_ref()
-    }
-}
-
-impl<E: std::error::Error + Send + Sync + 'static> From<E> for ConsumerError {
-    fn from(err: E) -> Self {
-        ConsumerError(Box::new(err))
-    }
-}
-
-impl fmt::Display for ConsumerError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.0, f)
-    }
-}
-
-impl fmt::Debug for ConsumerError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&self.0, f)
-    }
-}
 
 /// Builds a consumer for one connection from its scope. `#[consumer]` implements it (keeping
 /// the scope in the `scope` field and parsing URL parameters); hand-written consumers implement

@@ -7,7 +7,8 @@ use serde::Serialize;
 use tokio::task::JoinSet;
 
 use super::{ConsumerApp, ConsumerError, FromScope, settle, unexpected, unhandled_message};
-use crate::application::{AppError, Inbox, Outbox, SendError};
+use crate::application::{Inbox, Outbox};
+use crate::error::{AppError, SendError};
 use crate::event::{Accept, ChannelMessage, Close, Inbound, Message, Outbound, Utf8Bytes, close_code};
 use crate::layers::CLOSE_TYPE;
 

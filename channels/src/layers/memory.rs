@@ -14,7 +14,7 @@ use super::{
     ChannelLayer, Counters, LayerConfig, LayerError, LayerStats, Subscription, SubscriptionSource, check_message,
     validate_channel_name, validate_group_name,
 };
-use crate::application::BoxFuture;
+use crate::BoxFuture;
 use crate::event::ChannelMessage;
 
 /// Channel map shards: senders to different channels rarely contend.

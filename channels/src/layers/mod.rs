@@ -54,7 +54,7 @@ pub use self::names::{validate_channel_name, validate_group_name};
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisChannelLayer, RedisLayerConfig};
 
-use crate::application::BoxFuture;
+use crate::BoxFuture;
 use crate::event::ChannelMessage;
 
 /// A channel layer shared by the application: `Arc<dyn ChannelLayer>`.

@@ -14,7 +14,7 @@ use super::{
     ChannelLayer, Counters, InMemoryChannelLayer, LayerConfig, LayerError, LayerStats, Subscription, check_message,
     validate_channel_name, validate_group_name,
 };
-use crate::application::BoxFuture;
+use crate::BoxFuture;
 use crate::event::ChannelMessage;
 use crate::redis_retry::retry_once;
 

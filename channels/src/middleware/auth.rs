@@ -6,11 +6,13 @@ use std::future::Future;
 use std::sync::{Arc, OnceLock};
 
 use super::cookie::CookieMiddleware;
-use super::session::{InMemorySessionStore, Session, SessionConfig, SessionError, SessionMiddleware, SessionStore};
-use super::signing::SecretKeys;
+use super::session::SessionMiddleware;
 use super::{Prepared, then_inner};
-use crate::application::{AppError, Application, BoxError, BoxFuture, Inbox, Outbox};
+use crate::application::{Application, Inbox, Outbox};
+use crate::error::AppError;
 use crate::scope::{Protocol, Scope, User};
+use crate::session::{InMemorySessionStore, SecretKeys, Session, SessionConfig, SessionError, SessionStore};
+use crate::{BoxError, BoxFuture};
 
 /// Session keys (Django's names).
 const USER_ID_KEY: &str = "_auth_user_id";

@@ -3,7 +3,9 @@
 use std::future::Future;
 
 use super::{Prepared, then_inner};
-use crate::application::{AppError, Application, BoxFuture, Inbox, Outbox};
+use crate::BoxFuture;
+use crate::application::{Application, Inbox, Outbox};
+use crate::error::AppError;
 use crate::scope::Scope;
 
 /// A middleware that prepares the scope before the inner application runs: implement

@@ -6,7 +6,9 @@ use http::header::{COOKIE, InvalidHeaderValue, SET_COOKIE};
 
 pub use cookie::{Cookie, SameSite};
 
-use crate::application::{AppError, Application, BoxFuture, Inbox, Outbox};
+use crate::BoxFuture;
+use crate::application::{Application, Inbox, Outbox};
+use crate::error::AppError;
 use crate::scope::Scope;
 
 /// Marks a scope whose `Cookie` headers were parsed, so that `SessionMiddleware` can tell

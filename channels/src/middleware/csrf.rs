@@ -25,7 +25,9 @@ use std::fmt;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 
-use crate::application::{AppError, Application, BoxFuture, Inbox, Outbox};
+use crate::BoxFuture;
+use crate::application::{Application, Inbox, Outbox};
+use crate::error::AppError;
 use crate::event::{Outbound, ResponseStart};
 use crate::scope::{Protocol, Scope};
 

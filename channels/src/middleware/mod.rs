@@ -17,7 +17,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use crate::application::{AppError, Application, BoxFuture, Inbox, Outbox};
+use crate::BoxFuture;
+use crate::application::{Application, Inbox, Outbox};
+use crate::error::AppError;
 use crate::scope::Scope;
 
 pub mod auth;
@@ -25,10 +27,7 @@ mod base;
 pub mod cookie;
 pub mod csrf;
 pub mod origin;
-#[cfg(feature = "redis")]
-mod redis_store;
 pub mod session;
-mod signing;
 
 pub use self::auth::{
     AuthConfig, AuthMiddleware, AuthMiddlewareStack, AuthUser, UserBackend, UserResolved, get_user, login, logout,
@@ -37,13 +36,14 @@ pub use self::base::{BaseMiddleware, Wrapped};
 pub use self::cookie::CookieMiddleware;
 pub use self::csrf::{CsrfMiddleware, SecurityHeaders};
 pub use self::origin::{AllowedHostsOriginValidator, OriginValidator};
+pub use self::session::SessionMiddleware;
+// The sessions themselves live in `crate::session`; here too, where Channels users look for them.
 #[cfg(feature = "redis")]
-pub use self::redis_store::RedisSessionStore;
-pub use self::session::{
-    CookieSessionStore, InMemorySessionStore, Session, SessionConfig, SessionData, SessionError, SessionMiddleware,
-    SessionStore,
+pub use crate::session::RedisSessionStore;
+pub use crate::session::{
+    CookieSessionStore, InMemorySessionStore, SecretKeys, Session, SessionConfig, SessionData, SessionError,
+    SessionStore, WeakKeyError,
 };
-pub use self::signing::{SecretKeys, WeakKeyError};
 
 /// How a middleware's own async work ([`then_inner`]) ends.
 #[allow(

@@ -3,7 +3,9 @@
 
 use std::fmt;
 
-use crate::application::{AppError, Application, BoxFuture, Inbox, Outbox};
+use crate::BoxFuture;
+use crate::application::{Application, Inbox, Outbox};
+use crate::error::AppError;
 use crate::event::{Close, Outbound, close_code};
 use crate::scope::{Protocol, Scope};
 

@@ -9,7 +9,7 @@ use http::{HeaderValue, Response, StatusCode};
 use http_body::{Frame, SizeHint};
 use tokio::sync::oneshot;
 
-use crate::application::BoxError;
+use crate::BoxError;
 use crate::event::Outbound;
 
 /// A response body: fixed bytes, or streamed from an HTTP application's outbox.

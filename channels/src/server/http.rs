@@ -17,7 +17,8 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::body::{Body, StreamBody, status_page};
 use super::{ServerState, build_scope, error_status, run_app};
-use crate::application::{AppError, ConnState, Inbox, Outbox, Source};
+use crate::application::{ConnState, Inbox, Outbox, Source};
+use crate::error::AppError;
 use crate::event::{Inbound, Outbound, RequestChunk, close_code};
 use crate::scope::Protocol;
 

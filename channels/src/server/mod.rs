@@ -38,17 +38,14 @@ mod chunked;
 pub(crate) mod http;
 pub(crate) mod websocket;
 
-use std::any::Any;
 use std::borrow::Cow;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::FutureExt;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -58,7 +55,9 @@ use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::application::{AppError, Application, Inbox, Outbox};
+use crate::application::Application;
+pub(crate) use crate::application::run_app;
+use crate::error::AppError;
 use crate::scope::{Protocol, Scope};
 
 pub(crate) use self::body::Body;
@@ -542,60 +541,6 @@ fn apply_proxy_headers(scope: &mut Scope) {
         (_, true) => "https",
         (_, false) => "http",
     });
-}
-
-/// Runs an application, turning a panic into [`AppError::Panicked`].
-///
-/// The scope, inbox and outbox wait in one box until the call: an async block keeps room for
-/// what it captured for as long as it lives, and this future lives as long as the connection.
-pub(crate) fn run_app(
-    app: Arc<dyn Application>,
-    scope: Scope,
-    inbox: Inbox,
-    outbox: Outbox,
-) -> impl Future<Output = Result<(), AppError>> + Send + 'static {
-    run_boxed(app, Box::new((scope, inbox, outbox)))
-}
-
-async fn run_boxed(app: Arc<dyn Application>, call: Box<(Scope, Inbox, Outbox)>) -> Result<(), AppError> {
-    let path = call.0.path.clone();
-    let result = match AssertUnwindSafe(async move {
-        // Unboxed in a block of its own, so the box is freed before the call, not after it.
-        let (scope, inbox, outbox) = {
-            let call = call;
-            *call
-        };
-        app.call(scope, inbox, outbox).await
-    })
-    .catch_unwind()
-    .await
-    {
-        Ok(result) => result,
-        Err(panic) => Err(AppError::Panicked(panic_message(&*panic))),
-    };
-    match &result {
-        Ok(()) => {}
-        Err(
-            err @ (AppError::NoRoute { .. }
-            | AppError::NoProtocol { .. }
-            | AppError::Refused(_)
-            | AppError::LoginRequired(_)),
-        ) => {
-            tracing::info!(%path, error = %err, "connection not served");
-        }
-        Err(err) => tracing::error!(%path, error = %err, "application failed"),
-    }
-    result
-}
-
-fn panic_message(panic: &(dyn Any + Send)) -> String {
-    if let Some(text) = panic.downcast_ref::<&str>() {
-        (*text).to_owned()
-    } else if let Some(text) = panic.downcast_ref::<String>() {
-        text.clone()
-    } else {
-        "non-string panic payload".to_owned()
-    }
 }
 
 /// The HTTP status for an application that ended (or never started) without a response.

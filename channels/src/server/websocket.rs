@@ -31,7 +31,8 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 use super::body::{Body, status_page};
 use super::chunked::{CODEC_BUFFER, ChunkedRead};
 use super::{ServerConfig, ServerState, build_scope, error_status, run_app};
-use crate::application::{AppError, ConnState, Events, Inbox, Outbox, Source};
+use crate::application::{ConnState, Events, Inbox, Outbox, Source};
+use crate::error::AppError;
 use crate::event::{Close, Inbound, Message, Outbound, close_code};
 use crate::scope::Protocol;
 

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::session::{SessionData, SessionError, SessionStore, new_key};
-use crate::application::BoxFuture;
+use super::{SessionData, SessionError, SessionStore, new_key};
+use crate::BoxFuture;
 use crate::redis_retry::retry_once;
 
 /// Sessions in Redis (`<prefix>:session:<key>`, JSON, TTL = session age): any number of server
