@@ -287,16 +287,6 @@ pub enum Outbound {
     Custom(CustomEvent),
 }
 
-impl crate::queue::Weigh for Outbound {
-    fn weight(&self) -> usize {
-        match self {
-            Outbound::WebsocketSend(message) => message.len(),
-            Outbound::HttpResponseBody { body, .. } => body.len(),
-            _ => 0,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -78,12 +78,12 @@
 #![warn(missing_debug_implementations, rust_2018_idioms, unreachable_pub)]
 
 pub mod application;
+pub mod connection;
 pub mod consumer;
 pub mod error;
 pub mod event;
 pub mod layers;
 pub mod middleware;
-mod queue;
 mod ratelog;
 #[cfg(feature = "redis")]
 mod redis_retry;

@@ -64,8 +64,9 @@ use tokio::sync::Notify;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
+use crate::application::Application;
 use crate::application::run_app;
-use crate::application::{Application, Inbox, Outbox, Source};
+use crate::connection::{EventSource, Inbox, Outbox};
 use crate::event::{ChannelMessage, Inbound};
 use crate::layers::Layer;
 use crate::routing::ProtocolTypeRouter;
@@ -186,7 +187,7 @@ fn start_instance(app: &Arc<dyn Application>, layer: &Layer, channel: &str, slot
     let mut scope = Scope::new(Protocol::channel(), "");
     scope.channel_name = Some(channel.to_owned());
     scope.channel_layer = Some(layer.clone());
-    let inbox = Inbox::from_source(Source::Worker(slot.clone()));
+    let inbox = Inbox::from_source(SlotSource(slot.clone()));
     let (outbox, mut sent) = Outbox::channel(16);
     let run = run_app(app.clone(), scope, inbox, outbox);
     let channel = channel.to_owned();
@@ -213,7 +214,7 @@ fn start_instance(app: &Arc<dyn Application>, layer: &Layer, channel: &str, slot
 /// stays here until the instance takes it, so an instance that ends loses only the message it
 /// was handling, never the next one.
 #[derive(Debug, Default)]
-pub(crate) struct Slot {
+struct Slot {
     state: Mutex<SlotState>,
     taken: Notify,
 }
@@ -269,7 +270,7 @@ impl Slot {
     }
 
     /// The instance's side (its [`Inbox`]).
-    pub(crate) fn poll_take(&self, cx: &mut Context<'_>) -> Poll<Option<Inbound>> {
+    fn poll_take(&self, cx: &mut Context<'_>) -> Poll<Option<Inbound>> {
         let mut state = self.lock();
         if let Some(message) = state.message.take() {
             drop(state);
@@ -284,5 +285,14 @@ impl Slot {
             None => state.waker = Some(cx.waker().clone()),
         }
         Poll::Pending
+    }
+}
+
+/// The instance's inbox source: its worker's slot.
+struct SlotSource(Arc<Slot>);
+
+impl EventSource for SlotSource {
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Inbound>> {
+        self.0.poll_take(cx)
     }
 }

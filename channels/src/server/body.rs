@@ -29,7 +29,7 @@ impl Body {
 /// application's inbox through `_done`, which then yields `HttpDisconnect`.
 #[derive(Debug)]
 pub(crate) struct StreamBody {
-    pub(crate) events: crate::application::Events,
+    pub(crate) events: crate::connection::Events,
     pub(crate) _done: oneshot::Sender<()>,
     pub(crate) finished: bool,
 }

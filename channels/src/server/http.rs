@@ -17,7 +17,7 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::body::{Body, StreamBody, status_page};
 use super::{ServerState, build_scope, error_status, run_app};
-use crate::application::{ConnState, Inbox, Outbox, Source};
+use crate::connection::{ConnState, EventSource, Inbox, Outbox};
 use crate::error::AppError;
 use crate::event::{Inbound, Outbound, RequestChunk, close_code};
 use crate::scope::Protocol;
@@ -58,8 +58,8 @@ impl std::fmt::Debug for HttpSource {
     }
 }
 
-impl HttpSource {
-    pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Inbound>> {
+impl EventSource for HttpSource {
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Inbound>> {
         if self.body.is_some() {
             match self.poll_body(cx) {
                 Poll::Ready(Ok(chunk)) => return Poll::Ready(Some(Inbound::HttpRequest(chunk))),
@@ -82,7 +82,9 @@ impl HttpSource {
         }
         Poll::Pending
     }
+}
 
+impl HttpSource {
     /// The next body chunk (`more_body: false` for the last), or why the body failed.
     fn poll_body(&mut self, cx: &mut Context<'_>) -> Poll<Result<RequestChunk, (u16, &'static str)>> {
         let last = || RequestChunk { body: Bytes::new(), more_body: false };
@@ -155,7 +157,7 @@ pub(super) async fn handle(
         conn: conn.clone(),
         disconnected: false,
     };
-    let inbox = Inbox::from_source(Source::Http(Box::new(source)));
+    let inbox = Inbox::from_source(source);
     let mut task = state.tracker.spawn(run_app(state.app.clone(), scope, inbox, outbox));
 
     let first = tokio::select! {

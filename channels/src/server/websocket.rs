@@ -31,7 +31,7 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 use super::body::{Body, status_page};
 use super::chunked::{CODEC_BUFFER, ChunkedRead};
 use super::{ServerConfig, ServerState, build_scope, error_status, run_app};
-use crate::application::{ConnState, Events, Inbox, Outbox, Source};
+use crate::connection::{ConnState, EventSource, Events, Inbox, Outbox};
 use crate::error::AppError;
 use crate::event::{Close, Inbound, Message, Outbound, close_code};
 use crate::scope::Protocol;
@@ -133,7 +133,7 @@ pub(super) async fn handshake(
         cancelled: Box::pin(conn.token.clone().cancelled_owned()),
         conn: conn.clone(),
     };
-    let inbox = Inbox::from_source(Source::Websocket(Box::new(source)));
+    let inbox = Inbox::from_source(source);
     let app_conn = conn.clone();
     let run = run_app(state.app.clone(), scope, inbox, outbox);
     let (finished_tx, mut finished) = oneshot::channel();
@@ -261,7 +261,7 @@ impl WsSource {
         Poll::Ready(Some(Inbound::WebsocketDisconnect { code }))
     }
 
-    pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Inbound>> {
+    fn poll_recv_inner(&mut self, cx: &mut Context<'_>) -> Poll<Option<Inbound>> {
         loop {
             if !matches!(self.state, ReadState::Connecting(_) | ReadState::Done)
                 && self.cancelled.as_mut().poll(cx).is_ready()
@@ -367,6 +367,12 @@ impl Throttle {
     /// A message was read.
     fn consume(&mut self) {
         self.spent_until = self.spent_until.max(Instant::now()) + self.interval;
+    }
+}
+
+impl EventSource for WsSource {
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Inbound>> {
+        self.poll_recv_inner(cx)
     }
 }
 

@@ -21,6 +21,17 @@ pub(crate) trait Weigh {
     fn weight(&self) -> usize;
 }
 
+impl Weigh for crate::event::Outbound {
+    fn weight(&self) -> usize {
+        use crate::event::Outbound;
+        match self {
+            Outbound::WebsocketSend(message) => message.len(),
+            Outbound::HttpResponseBody { body, .. } => body.len(),
+            _ => 0,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Queue<T> {
     state: Mutex<State<T>>,

@@ -1,0 +1,294 @@
+//! One connection's plumbing: the [`Inbox`] an application receives from (fed by an
+//! [`EventSource`]: the server's reader, a test's queue, a worker's channel), the [`Outbox`] it
+//! sends through (a bounded queue drained by the server's writer), and the state they share
+//! (cancellation, the close reason, the slow-client policy).
+
+mod queue;
+
+use std::fmt;
+use std::future::poll_fn;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use self::queue::{Queue, TryPushError};
+use crate::error::SendError;
+use crate::event::{Close, Inbound, Outbound, close_code};
+use crate::layers::Subscription;
+
+/// Per-connection state shared by the application's inbox and outbox and the server's writer.
+#[derive(Debug)]
+pub(crate) struct ConnState {
+    /// Cancelled when the connection must end (child of the server's shutdown token).
+    pub(crate) token: CancellationToken,
+    /// Set by the reader on every frame; the writer's ping timer clears it.
+    pub(crate) seen: AtomicBool,
+    /// Set by the reader when the client's close frame arrived: the writer then only sends the
+    /// reply that the WebSocket protocol queued for it (RFC 6455 section 5.5.1).
+    pub(crate) peer_closed: AtomicBool,
+    /// How long a send may wait for queue space before the client counts as too slow.
+    pub(crate) write_timeout: Option<Duration>,
+    /// Why the connection ends, when something other than the application decided it.
+    close: OnceLock<Close>,
+    shutdown: CancellationToken,
+    /// What the application sends, until the server writes it.
+    queue: Queue<Outbound>,
+}
+
+impl ConnState {
+    /// The state of a new connection whose outgoing queue holds `capacity` events and about
+    /// `bytes` of payload.
+    pub(crate) fn new(
+        shutdown: &CancellationToken,
+        write_timeout: Option<Duration>,
+        capacity: usize,
+        bytes: usize,
+    ) -> Self {
+        ConnState {
+            token: shutdown.child_token(),
+            seen: AtomicBool::new(false),
+            peer_closed: AtomicBool::new(false),
+            write_timeout,
+            close: OnceLock::new(),
+            shutdown: shutdown.clone(),
+            queue: Queue::new(capacity, bytes),
+        }
+    }
+
+    /// Ends the connection with `code`; the first reason given wins.
+    pub(crate) fn abort(&self, code: u16, reason: &str) {
+        let _ = self.close.set(Close::with_reason(code, reason));
+        self.token.cancel();
+    }
+
+    /// Why the connection was cancelled: the recorded reason, else server shutdown, else normal.
+    pub(crate) fn close_reason(&self) -> Close {
+        match self.close.get() {
+            Some(close) => close.clone(),
+            None if self.shutdown.is_cancelled() => Close::with_reason(close_code::AWAY, "server shutting down"),
+            None => Close::new(close_code::NORMAL),
+        }
+    }
+}
+
+/// Where an application receives its [`Inbound`] events from.
+///
+/// `recv` is cancel safe, so it can sit in a `tokio::select!` next to other event sources.
+pub struct Inbox {
+    source: Box<dyn EventSource>,
+    /// The consumer's channel-layer subscription, polled alternately with the connection so
+    /// that neither a chatty client nor a busy group starves the other.
+    channel: Option<Subscription>,
+    channel_turn: bool,
+}
+
+impl fmt::Debug for Inbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Inbox").field("channel", &self.channel).finish_non_exhaustive()
+    }
+}
+
+/// Where a connection's events come from: the server's WebSocket reader and HTTP body reader,
+/// a test communicator's queue, a worker's channel. Implement it to feed applications from a
+/// protocol server of your own, and make an [`Inbox`] with [`Inbox::from_source`].
+pub trait EventSource: Send + 'static {
+    /// Polls for the next event; `Ready(None)` once the connection is gone and nothing is left.
+    /// Called again after `Pending` only when `cx`'s waker was woken; it must be cancel safe
+    /// (an event is returned once, or stays for the next poll).
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Inbound>>;
+}
+
+impl EventSource for mpsc::Receiver<Inbound> {
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Inbound>> {
+        mpsc::Receiver::poll_recv(self, cx)
+    }
+}
+
+impl Inbox {
+    /// An inbox fed by a queue; the sender side is how a custom protocol server (or a test)
+    /// delivers events. The inbox ends when every sender is dropped.
+    pub fn channel(capacity: usize) -> (mpsc::Sender<Inbound>, Inbox) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        (tx, Inbox::from_source(rx))
+    }
+
+    /// An inbox fed by `source`.
+    pub fn from_source(source: impl EventSource) -> Self {
+        Inbox { source: Box::new(source), channel: None, channel_turn: false }
+    }
+
+    /// Also delivers the messages of a channel-layer subscription, as [`Inbound::Channel`].
+    pub(crate) fn attach(&mut self, subscription: Subscription) {
+        self.channel = Some(subscription);
+    }
+
+    /// The next event, or `None` once the connection is gone and no events remain.
+    pub async fn recv(&mut self) -> Option<Inbound> {
+        poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// Polls for the next event; see [`recv`](Self::recv).
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Inbound>> {
+        if self.channel_turn
+            && let Some(channel) = &mut self.channel
+        {
+            self.channel_turn = false;
+            if let Poll::Ready(message) = channel.poll_recv(cx) {
+                return Poll::Ready(Some(Inbound::Channel(message)));
+            }
+        }
+        let connection = self.source.poll_recv(cx);
+        if connection.is_ready() {
+            self.channel_turn = true;
+            return connection;
+        }
+        match &mut self.channel {
+            Some(channel) => channel.poll_recv(cx).map(|message| Some(Inbound::Channel(message))),
+            None => Poll::Pending,
+        }
+    }
+}
+
+/// Where an application sends its [`Outbound`] events. Cheap to clone: a background task can
+/// hold a clone and send to the same connection.
+///
+/// Backed by a bounded queue drained by the connection's writer. When the queue is full,
+/// `send` waits; if the client reads nothing for the server's write timeout, the connection is
+/// closed and `send` returns [`SendError::SlowClient`].
+#[derive(Debug)]
+pub struct Outbox {
+    tx: Tx,
+}
+
+#[derive(Debug)]
+enum Tx {
+    /// [`Outbox::channel`]: a tokio queue read by a test or a custom protocol server.
+    Channel(mpsc::Sender<Outbound>),
+    /// A server connection's own queue (see [`Events`]).
+    Connection(Arc<ConnState>),
+}
+
+impl Clone for Outbox {
+    fn clone(&self) -> Self {
+        let tx = match &self.tx {
+            Tx::Channel(tx) => Tx::Channel(tx.clone()),
+            Tx::Connection(conn) => {
+                conn.queue.add_sender();
+                Tx::Connection(conn.clone())
+            }
+        };
+        Outbox { tx }
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        if let Tx::Connection(conn) = &self.tx {
+            conn.queue.drop_sender();
+        }
+    }
+}
+
+impl Outbox {
+    /// An outbox and the receiver its events arrive at (for custom protocol servers and tests).
+    pub fn channel(capacity: usize) -> (Outbox, mpsc::Receiver<Outbound>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        (Outbox { tx: Tx::Channel(tx) }, rx)
+    }
+
+    /// The outbox of a server connection and the server's end of it. `conn` must be new: its
+    /// queue counts this outbox as its one sender.
+    pub(crate) fn for_connection(conn: Arc<ConnState>) -> (Outbox, Events) {
+        (Outbox { tx: Tx::Connection(conn.clone()) }, Events { conn })
+    }
+
+    /// Sends one event, waiting for queue space if needed.
+    ///
+    /// # Errors
+    /// [`SendError::Closed`] when the connection is gone; [`SendError::SlowClient`] when the
+    /// queue stayed full for the write timeout (the connection is then closed).
+    pub async fn send(&self, event: Outbound) -> Result<(), SendError> {
+        // The waiting paths are boxed: they are rare (the queue is full), and their timer and
+        // cancellation futures would otherwise be part of every send's future, and so of every
+        // consumer's future for as long as its connection lives.
+        match &self.tx {
+            Tx::Connection(conn) => {
+                // Pushed with this task's waker: the server's writer runs in the connection's
+                // task after the application, so a send from the consumer needs no wake.
+                let mut event = Some(event);
+                let pushed =
+                    poll_fn(|cx| Poll::Ready(event.take().map(|event| conn.queue.try_push(event, Some(cx.waker())))))
+                        .await;
+                match pushed {
+                    Some(Ok(())) => Ok(()),
+                    Some(Err(TryPushError::Full(event))) => Box::pin(send_when_room(conn, event)).await,
+                    Some(Err(TryPushError::Closed(_))) | None => Err(SendError::Closed),
+                }
+            }
+            Tx::Channel(tx) => match tx.try_send(event) {
+                Ok(()) => Ok(()),
+                Err(mpsc::error::TrySendError::Closed(_)) => Err(SendError::Closed),
+                Err(mpsc::error::TrySendError::Full(event)) => {
+                    Box::pin(tx.send(event)).await.map_err(|_| SendError::Closed)
+                }
+            },
+        }
+    }
+
+    /// True once the connection's receiving side is gone.
+    pub fn is_closed(&self) -> bool {
+        match &self.tx {
+            Tx::Channel(tx) => tx.is_closed(),
+            Tx::Connection(conn) => conn.queue.is_closed() || conn.token.is_cancelled(),
+        }
+    }
+}
+
+/// Waits for room in a full connection queue, up to the write timeout (the slow-client policy).
+async fn send_when_room(conn: &ConnState, event: Outbound) -> Result<(), SendError> {
+    let Some(limit) = conn.write_timeout else {
+        return conn.queue.push(event).await.map_err(|_| SendError::Closed);
+    };
+    tokio::select! {
+        sent = conn.queue.push(event) => sent.map_err(|_| SendError::Closed),
+        () = conn.token.cancelled() => Err(SendError::Closed),
+        () = tokio::time::sleep(limit) => {
+            tracing::warn!(timeout = ?limit, "client too slow to read; closing the connection");
+            conn.abort(close_code::POLICY, "client too slow to read");
+            Err(SendError::SlowClient(limit))
+        }
+    }
+}
+
+/// The server's end of a connection's outgoing queue. Dropping it closes the queue: sends fail
+/// with [`SendError::Closed`].
+#[derive(Debug)]
+pub(crate) struct Events {
+    conn: Arc<ConnState>,
+}
+
+impl Events {
+    /// The next event; `None` once every [`Outbox`] is gone and the queue is empty.
+    pub(crate) async fn recv(&mut self) -> Option<Outbound> {
+        poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Outbound>> {
+        self.conn.queue.poll_pop(cx)
+    }
+
+    /// The next event if one is queued.
+    pub(crate) fn try_recv(&mut self) -> Option<Outbound> {
+        self.conn.queue.try_pop()
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        self.conn.queue.close();
+    }
+}
