@@ -125,3 +125,9 @@ impl fmt::Debug for ConsumerError {
         fmt::Debug::fmt(&self.0, f)
     }
 }
+
+/// What a `#[auth(stack, required)]` consumer's `from_scope` fails with for a connection without
+/// a logged-in user; the consumer app turns it into [`AppError::LoginRequired`] (403).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct LoginRequired(pub String);

@@ -42,16 +42,11 @@ pub trait Consumer: Sized + Send + 'static {
     fn app() -> Self::App;
 }
 
-/// A `#[auth(stack, required)]` consumer met a connection without a logged-in user.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct LoginRequired(String);
-
 /// Fails closed for a `#[auth(stack, required)]` consumer however it was built and routed: its
 /// `from_scope` refuses a connection whose user is anonymous, saying whether the auth stack ran.
 ///
 /// # Errors
-/// [`LoginRequired`] (the server answers 403 and logs the message).
+/// [`LoginRequired`](crate::error::LoginRequired) (the server answers 403 and logs the message).
 pub fn require_user(scope: &Scope, consumer: &'static str) -> Result<(), ConsumerError> {
     if scope.user.is_authenticated() {
         return Ok(());
@@ -65,7 +60,7 @@ pub fn require_user(scope: &Scope, consumer: &'static str) -> Result<(), Consume
     } else {
         format!("`{consumer}` requires a logged-in user; anonymous connection refused")
     };
-    Err(ConsumerError::from_box(Box::new(LoginRequired(message))))
+    Err(ConsumerError::from_box(Box::new(crate::error::LoginRequired(message))))
 }
 
 /// Reads the required `#[url]` field `name` from the route's kwargs.

@@ -157,7 +157,7 @@ impl<C: GenericConsumer> ConsumerApp<C> {
 
 /// Why a consumer could not be built for a connection.
 fn refusal(err: ConsumerError) -> AppError {
-    match err.downcast_ref::<crate::__private::LoginRequired>() {
+    match err.downcast_ref::<crate::error::LoginRequired>() {
         Some(login) => AppError::LoginRequired(login.to_string()),
         None => AppError::Refused(err.to_string()),
     }
