@@ -174,15 +174,6 @@ impl AccountPage {
 }
 
 /// Puts the accounts where `Login` finds them (a test stand-in for app state).
-struct WithAccounts<A>(A, Accounts);
-
-impl<A: Application> Application for WithAccounts<A> {
-    fn call(&self, mut scope: Scope, inbox: Inbox, outbox: Outbox) -> channels::BoxFuture<'_, Result<(), AppError>> {
-        scope.extensions.insert(self.1.clone());
-        self.0.call(scope, inbox, outbox)
-    }
-}
-
 fn app(accounts: &Accounts) -> Arc<dyn Application> {
     let keys = SecretKeys::new([b"0123456789abcdef0123456789abcdef"]).unwrap();
     let router = routing! {
@@ -207,7 +198,7 @@ fn app(accounts: &Accounts) -> Arc<dyn Application> {
             "ws/greeter/" => Greeter,
         ],
     };
-    Arc::new(WithAccounts(router.auth(AuthConfig::new(accounts.clone()).keys(keys)), accounts.clone()))
+    Arc::new(router.auth(AuthConfig::new(accounts.clone()).keys(keys)).extension(accounts.clone()))
 }
 
 fn accounts() -> Accounts {

@@ -362,3 +362,52 @@ async fn spawned_handlers_do_not_block_the_connection() {
     assert_eq!(ws.receive_text().await.unwrap(), "job done");
     ws.disconnect(1000).await.unwrap();
 }
+
+/// App-wide state: a vote store every connection shares, given once with `.extension(..)`.
+#[derive(Clone, Default)]
+struct Votes(std::sync::Arc<std::sync::Mutex<Vec<u32>>>);
+
+#[consumer(json)]
+struct Ballot {
+    #[state]
+    votes: Votes,
+    /// A plain field: a fresh `Default` per connection, not shared.
+    cast_here: u32,
+}
+
+#[consumer]
+impl Ballot {
+    async fn receive_json(&mut self, ws: &mut Websocket, vote: u32) -> Result<(), ConsumerError> {
+        self.cast_here += 1;
+        let total = {
+            let mut votes = self.votes.0.lock().map_err(|_| ConsumerError::msg("poisoned"))?;
+            votes.push(vote);
+            votes.len()
+        };
+        ws.send_json(&json!({ "total": total, "here": self.cast_here })).await
+    }
+}
+
+#[tokio::test]
+async fn state_fields_share_the_apps_extension() {
+    let votes = Votes::default();
+    let app = std::sync::Arc::new(routing! { websocket: [ "ws/ballot/" => Ballot ] }.extension(votes.clone()));
+    let mut first = WebsocketCommunicator::new(app.clone(), "/ws/ballot/");
+    let mut second = WebsocketCommunicator::new(app.clone(), "/ws/ballot/");
+    assert!(first.connect().await.unwrap().accepted && second.connect().await.unwrap().accepted);
+    first.send_json_to(&1).await.unwrap();
+    assert_eq!(first.receive_json_from::<serde_json::Value>().await.unwrap(), json!({ "total": 1, "here": 1 }));
+    second.send_json_to(&2).await.unwrap();
+    assert_eq!(second.receive_json_from::<serde_json::Value>().await.unwrap(), json!({ "total": 2, "here": 1 }));
+    assert_eq!(*votes.0.lock().unwrap(), [1, 2], "one store for the app and every connection");
+
+    // Without the extension: a wiring error that names the fix, not a silent default.
+    let bare = routing! { websocket: [ "ws/ballot/" => Ballot ] };
+    let mut ws = WebsocketCommunicator::new(bare, "/ws/ballot/");
+    match ws.connect().await {
+        Err(TestError::App(AppError::Misconfigured(message))) => {
+            assert!(message.contains("`votes` of `Ballot`") && message.contains(".extension("), "{message}");
+        }
+        other => panic!("expected a misconfiguration, got {other:?}"),
+    }
+}

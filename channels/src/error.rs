@@ -131,3 +131,9 @@ impl fmt::Debug for ConsumerError {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct LoginRequired(pub String);
+
+/// What a `#[state]` field's `from_scope` fails with when no value of its type was given to
+/// the router; the consumer app turns it into [`AppError::Misconfigured`] (500).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct MissingState(pub String);

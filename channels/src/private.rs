@@ -63,6 +63,25 @@ pub fn require_user(scope: &Scope, consumer: &'static str) -> Result<(), Consume
     Err(ConsumerError::from_box(Box::new(crate::error::LoginRequired(message))))
 }
 
+/// The value of a `#[state]` field: a clone of the scope's extension of type `T`.
+///
+/// # Errors
+/// [`MissingState`](crate::error::MissingState), naming the `.extension(..)` to add.
+pub fn state<T: Clone + Send + Sync + 'static>(
+    scope: &Scope,
+    consumer: &'static str,
+    field: &'static str,
+) -> Result<T, ConsumerError> {
+    scope.extensions.get::<T>().cloned().ok_or_else(|| {
+        let message = format!(
+            "field `{field}` of `{consumer}` is `#[state]`, but the app has no `{ty}`: add \
+             `.extension(value)` with a `{ty}` to the ProtocolTypeRouter (or `routing! {{ .. }}`) that serves it",
+            ty = std::any::type_name::<T>()
+        );
+        ConsumerError::from_box(Box::new(crate::error::MissingState(message)))
+    })
+}
+
 /// Reads the required `#[url]` field `name` from the route's kwargs.
 ///
 /// # Errors

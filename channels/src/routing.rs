@@ -326,12 +326,16 @@ impl Application for URLRouter {
 pub struct ProtocolTypeRouter {
     apps: Vec<(Protocol, Arc<dyn Application>)>,
     layer: Layer,
-    auth: Option<Arc<AuthConfig>>,
+    /// What [`extension`](Self::extension) puts into every scope, one inserter per value type.
+    extensions: Vec<(std::any::TypeId, Inserter)>,
 }
+
+/// Puts one app-wide value into a scope's extensions.
+type Inserter = Box<dyn Fn(&mut http::Extensions) + Send + Sync>;
 
 impl Default for ProtocolTypeRouter {
     fn default() -> Self {
-        ProtocolTypeRouter { apps: Vec::new(), layer: InMemoryChannelLayer::new().into_layer(), auth: None }
+        ProtocolTypeRouter { apps: Vec::new(), layer: InMemoryChannelLayer::new().into_layer(), extensions: Vec::new() }
     }
 }
 
@@ -348,11 +352,37 @@ impl ProtocolTypeRouter {
         self
     }
 
+    /// Puts `value` into every connection's scope: app-wide state such as a database pool, a
+    /// store shared by all consumers, a client (axum's `Extension`, Channels'
+    /// `as_asgi(**kwargs)`). Consumers read it with `self.scope.extensions.get::<T>()`, or get it
+    /// in a field with `#[state]` (see [`consumer`](macro@crate::consumer)). Each connection
+    /// gets a clone, so share what must be shared through an `Arc` (or a type that is one
+    /// inside, like a pool). A second value of the same type replaces the first.
+    ///
+    /// ```
+    /// # use channels::ProtocolTypeRouter;
+    /// #[derive(Clone)]
+    /// struct Votes(std::sync::Arc<std::sync::Mutex<Vec<u32>>>);
+    ///
+    /// let app = ProtocolTypeRouter::new().extension(Votes(Default::default()));
+    /// ```
+    pub fn extension<T: Clone + Send + Sync + 'static>(mut self, value: T) -> Self {
+        let id = std::any::TypeId::of::<T>();
+        self.extensions.retain(|(known, _)| *known != id);
+        self.extensions.push((
+            id,
+            Box::new(move |extensions| {
+                extensions.insert(value.clone());
+            }),
+        ));
+        self
+    }
+
     /// The application's authentication: user backend, session store, keys. Every
     /// `AuthMiddlewareStack` (and `#[auth(stack)]` consumer) under this router uses it.
-    pub fn auth(mut self, config: AuthConfig) -> Self {
-        self.auth = Some(Arc::new(config.finish()));
-        self
+    /// Sugar for [`extension`](Self::extension) with the finished configuration.
+    pub fn auth(self, config: AuthConfig) -> Self {
+        self.extension(Arc::new(config.finish()))
     }
 
     /// The application's channel layer, for code outside consumers (background tasks, other
@@ -397,8 +427,8 @@ impl Application for ProtocolTypeRouter {
         if scope.channel_layer.is_none() {
             scope.channel_layer = Some(self.layer.clone());
         }
-        if let Some(auth) = &self.auth {
-            scope.extensions.insert(auth.clone());
+        for (_, insert) in &self.extensions {
+            insert(&mut scope.extensions);
         }
         match self.apps.iter().find(|(protocol, _)| *protocol == scope.protocol) {
             Some((_, app)) => app.call(scope, inbox, outbox),

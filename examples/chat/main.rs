@@ -52,15 +52,11 @@ async fn redirect(response: &mut HttpResponse, location: &str) -> Result<(), Con
     Ok(())
 }
 
-/// What the login page needs, put in every scope by the app.
+/// What the login page needs: app state, given to the router with `.extension(..)`.
 #[derive(Clone)]
 struct Logins {
     users: Users,
     limiter: std::sync::Arc<LoginLimiter>,
-}
-
-fn logins(scope: &Scope) -> Result<Logins, ConsumerError> {
-    scope.extensions.get::<Logins>().cloned().ok_or_else(|| ConsumerError::msg("no user database in the scope"))
 }
 
 /// A page with a status and `Retry-After`.
@@ -79,7 +75,10 @@ async fn try_later(
 
 /// `GET /login/` and `POST /login/`.
 #[consumer(http)]
-struct LoginPage;
+struct LoginPage {
+    #[state]
+    logins: Logins,
+}
 
 #[consumer]
 impl LoginPage {
@@ -88,7 +87,7 @@ impl LoginPage {
             response.html(StatusCode::OK, pages::login(None)).await?;
             return Ok(());
         }
-        let logins = logins(&self.scope)?;
+        let logins = &self.logins;
         if !logins.limiter.allow(self.scope.client.map(|client| client.ip())) {
             return try_later(response, StatusCode::TOO_MANY_REQUESTS, 60, "Too many login attempts; wait a minute.")
                 .await;
@@ -213,20 +212,6 @@ impl ChatConsumer {
     }
 }
 
-/// Puts the user database and the login limiter into every scope (for the login page).
-struct WithLogins<A>(A, Logins);
-
-impl<A: Application> Application for WithLogins<A> {
-    fn call(&self, mut scope: Scope, inbox: Inbox, outbox: Outbox) -> channels::BoxFuture<'_, Result<(), AppError>> {
-        scope.extensions.insert(self.1.clone());
-        self.0.call(scope, inbox, outbox)
-    }
-
-    fn route_match(&self, path: &str) -> Option<bool> {
-        self.0.route_match(path)
-    }
-}
-
 struct Args {
     addr: String,
     db: String,
@@ -295,7 +280,7 @@ fn app(logins: Logins, allowed_origins: Vec<String>, auth: AuthConfig, layer: La
             "ws/chat/<slug:room>/" => ChatConsumer,
         ], allowed_origins),
     };
-    WithLogins(router.auth(auth).channel_layer(layer), logins)
+    router.auth(auth).extension(logins).channel_layer(layer)
 }
 
 #[tokio::main]

@@ -12,13 +12,17 @@ pub(crate) fn consumer_struct(model: &ConsumerStruct) -> TokenStream {
     let p = model.krate.private();
     let name = &item.ident;
     let (impl_generics, ty_generics, where_clause) = item.generics.split_for_impl();
+    let consumer_name = name.to_string();
     let inits = model.fields.iter().filter(|field| !matches!(field.source, Source::Scope)).map(|field| {
         let ident = &field.ident;
         let ty = &field.ty;
+        let field_name = ident.to_string();
         match &field.source {
             Source::Url { name, optional: false } => quote!(#ident: #p::url_param(&scope, #name)?),
             Source::Url { name, optional: true } => quote!(#ident: #p::optional_url_param(&scope, #name)?),
             Source::Init(expr) => quote!(#ident: #expr),
+            // Spanned on the type, so "`T: Clone` is not satisfied" points at the field.
+            Source::State => quote_spanned!(ty.span()=> #ident: #p::state::<#ty>(&scope, #consumer_name, #field_name)?),
             // Spanned on the type, so "`T: Default` is not satisfied" points at the field.
             Source::Default => quote_spanned!(ty.span()=> #ident: <#ty as ::core::default::Default>::default()),
             Source::Scope => unreachable!("filtered out above"),

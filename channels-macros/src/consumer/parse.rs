@@ -175,6 +175,8 @@ pub(crate) enum Source {
     Url { name: String, optional: bool },
     /// `#[init(expr)]`.
     Init(Expr),
+    /// `#[state]`: a clone of the app's extension of the field's type.
+    State,
     /// `Default::default()`.
     Default,
 }
@@ -260,13 +262,22 @@ impl ConsumerStruct {
     }
 }
 
-/// Reads and removes the `#[url]` / `#[init]` attributes of one field.
+/// Reads and removes the `#[url]` / `#[state]` / `#[init]` attributes of one field.
 fn field_source(ident: &Ident, attrs: &mut Vec<Attribute>, ty: &Type, errors: &mut Errors) -> Source {
     let mut source: Option<(Source, Attribute)> = None;
     let mut kept = Vec::with_capacity(attrs.len());
     for attr in attrs.drain(..) {
         let parsed = if attr.path().is_ident("url") {
             url_attr(ident, &attr, ty)
+        } else if attr.path().is_ident("state") {
+            match &attr.meta {
+                Meta::Path(_) => Ok(Source::State),
+                _ => Err(syn::Error::new_spanned(
+                    &attr,
+                    "write `#[state]`: the field gets the app's value of its type, given with \
+                     `.extension(value)` on the router",
+                )),
+            }
         } else if attr.path().is_ident("init") {
             attr.parse_args::<Expr>().map(Source::Init).map_err(|err| {
                 syn::Error::new(err.span(), format!("write `#[init(expression)]`, e.g. `#[init(Vec::new())]`: {err}"))
@@ -277,7 +288,7 @@ fn field_source(ident: &Ident, attrs: &mut Vec<Attribute>, ty: &Type, errors: &m
         };
         match parsed {
             Ok(_) if source.is_some() => {
-                errors.on(&attr, "a field takes one of `#[url]` or `#[init(...)]`, once");
+                errors.on(&attr, "a field takes one of `#[url]`, `#[state]` or `#[init(...)]`, once");
             }
             Ok(parsed) => source = Some((parsed, attr)),
             Err(err) => errors.push(err),
@@ -287,7 +298,7 @@ fn field_source(ident: &Ident, attrs: &mut Vec<Attribute>, ty: &Type, errors: &m
     if ident == "scope" {
         if let Some((_, attr)) = source {
             errors
-                .on(attr, "the `scope` field is filled with the connection's scope; it takes no `#[url]` or `#[init]`");
+                .on(attr, "the `scope` field is filled with the connection's scope; it takes no `#[url]`, `#[state]` or `#[init]`");
         }
         return Source::Scope;
     }

@@ -157,10 +157,13 @@ impl<C: GenericConsumer> ConsumerApp<C> {
 
 /// Why a consumer could not be built for a connection.
 fn refusal(err: ConsumerError) -> AppError {
-    match err.downcast_ref::<crate::error::LoginRequired>() {
-        Some(login) => AppError::LoginRequired(login.to_string()),
-        None => AppError::Refused(err.to_string()),
+    if let Some(login) = err.downcast_ref::<crate::error::LoginRequired>() {
+        return AppError::LoginRequired(login.to_string());
     }
+    if let Some(missing) = err.downcast_ref::<crate::error::MissingState>() {
+        return AppError::Misconfigured(missing.to_string());
+    }
+    AppError::Refused(err.to_string())
 }
 
 impl<C: Send + 'static> Application for ConsumerApp<C> {
