@@ -188,9 +188,11 @@ impl<A: Application> Application for Tagged<A> {
         scope.extensions.insert(Tag(self.tag));
         self.inner.call(scope, inbox, outbox)
     }
+}
 
-    fn route_match(&self, path: &str) -> Option<bool> {
-        self.inner.route_match(path)
+impl<A: channels::routing::Router> channels::routing::Router for Tagged<A> {
+    fn routes(&self, path: &str) -> bool {
+        self.inner.routes(path)
     }
 }
 

@@ -29,26 +29,11 @@ pub trait Application: Send + Sync + 'static {
     /// [`AppError::NoRoute`] when no route matched (the server answers 404); other variants
     /// when the connection failed (the server answers 500 or closes the WebSocket with 1011).
     fn call(&self, scope: Scope, inbox: Inbox, outbox: Outbox) -> BoxFuture<'_, Result<(), AppError>>;
-
-    /// For routers: whether `path` (what is left of the URL path for this router) reaches an
-    /// application. `None` for endpoints, which take any path.
-    ///
-    /// `URLRouter` uses it to match a nested router's prefix and to fall through to the next
-    /// route when the nested router has no match. Middleware forwards it to its inner
-    /// application, so wrapping a nested router in middleware keeps nested routing working.
-    fn route_match(&self, path: &str) -> Option<bool> {
-        let _ = path;
-        None
-    }
 }
 
 impl<A: Application + ?Sized> Application for Arc<A> {
     fn call(&self, scope: Scope, inbox: Inbox, outbox: Outbox) -> BoxFuture<'_, Result<(), AppError>> {
         (**self).call(scope, inbox, outbox)
-    }
-
-    fn route_match(&self, path: &str) -> Option<bool> {
-        (**self).route_match(path)
     }
 }
 
@@ -56,9 +41,32 @@ impl<A: Application + ?Sized> Application for Box<A> {
     fn call(&self, scope: Scope, inbox: Inbox, outbox: Outbox) -> BoxFuture<'_, Result<(), AppError>> {
         (**self).call(scope, inbox, outbox)
     }
+}
 
-    fn route_match(&self, path: &str) -> Option<bool> {
-        (**self).route_match(path)
+/// An application that routes by URL: it knows which paths it has a route for, so that an
+/// outer router can nest it under a prefix ([`nest`]) and fall through to its next route when
+/// the nested one has no match. [`URLRouter`](crate::URLRouter) is one, and so is every
+/// middleware of this crate around one. See [`nest`](crate::routing::nest).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be nested under a URL prefix: it is not a `Router`",
+    note = "nest a `URLRouter`, or a middleware around one; a middleware of your own forwards \
+            `Router::routes` to its inner router (`impl<A: Router> Router for MyMiddleware<A>`)"
+)]
+pub trait Router: Application {
+    /// Whether `path` (what is left of the URL path after the prefix, leading `/` stripped)
+    /// reaches an application.
+    fn routes(&self, path: &str) -> bool;
+}
+
+impl<R: Router + ?Sized> Router for Arc<R> {
+    fn routes(&self, path: &str) -> bool {
+        (**self).routes(path)
+    }
+}
+
+impl<R: Router + ?Sized> Router for Box<R> {
+    fn routes(&self, path: &str) -> bool {
+        (**self).routes(path)
     }
 }
 

@@ -127,7 +127,7 @@ pub mod prelude {
     };
     pub use crate::event::{ChannelMessage, Inbound, Message, Outbound, close_code};
     pub use crate::layers::{ChannelLayer, Layer, LayerError};
-    pub use crate::routing::{ProtocolTypeRouter, URLRouter, path, re_path};
+    pub use crate::routing::{ProtocolTypeRouter, Router, URLRouter, nest, path, re_nest, re_path};
     pub use crate::scope::{Protocol, Scope, User};
 }
 

@@ -16,7 +16,7 @@ pub use crate::consumer::{
 };
 pub use crate::event::{ChannelMessage, Inbound, Message};
 pub use crate::middleware::AuthMiddlewareStack;
-pub use crate::routing::{ProtocolTypeRouter, URLRouter, path, re_path};
+pub use crate::routing::{ProtocolTypeRouter, URLRouter, nest, path, re_nest, re_path};
 pub use crate::scope::{Protocol, Scope};
 pub use crate::{Application, Outbox};
 pub use bytes::Bytes;

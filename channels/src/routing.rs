@@ -16,11 +16,16 @@
 //! ```
 //!
 //! Matching follows Channels: leading `/` are stripped before matching; `path()` patterns match
-//! the whole remaining path (a prefix when the route leads to a nested router); `re_path()`
-//! patterns are searched like Django's `re.search`, so anchor them with `^...$`. Named groups
-//! become `url_route.kwargs`; unnamed groups become `url_route.args` only when there are no
-//! named ones. A nested router that has no match lets the outer router try its next route.
-//! Patterns are compiled once, when the router is built.
+//! the whole remaining path; `re_path()` patterns are searched like Django's `re.search`, so
+//! anchor them with `^...$`. Named groups become `url_route.kwargs`; unnamed groups become
+//! `url_route.args` only when there are no named ones. Patterns are compiled once, when the
+//! router is built.
+//!
+//! **Nesting** is decided when the router is built, never probed at run time: [`nest`] (or
+//! [`re_nest`]) routes a prefix to a [`Router`] — a [`URLRouter`], or middleware around one —
+//! which matches the rest; if it has no match, the outer router tries its next route. A
+//! middleware type that cannot route is a compile error there, not a silent 404. `path()` with a
+//! bare `URLRouter` nests too, as in Channels; `routing!` writes `nest` for every `[ ... ]`.
 
 use std::fmt;
 use std::sync::Arc;
@@ -28,6 +33,7 @@ use std::sync::Arc;
 use regex::Regex;
 
 use crate::BoxFuture;
+pub use crate::application::Router;
 use crate::application::{Application, Inbox, Outbox};
 use crate::error::AppError;
 use crate::layers::{InMemoryChannelLayer, Layer};
@@ -172,20 +178,55 @@ fn compile_path(pattern: &str) -> Result<Pattern, RouteError> {
     Ok(Pattern::Path(compiled))
 }
 
+/// Where a route leads.
+enum Target {
+    /// An application that takes the whole remaining path.
+    Endpoint(Arc<dyn Application>),
+    /// A router for what follows the matched prefix.
+    Nested(Arc<dyn Router>),
+}
+
 /// One entry of a [`URLRouter`]: a pattern and the application it leads to.
 pub struct Route {
     pattern: Pattern,
     source: String,
-    app: Arc<dyn Application>,
-    /// The app is a router (or middleware around one): the pattern matches a prefix.
-    nested: bool,
+    target: Target,
     defaults: Vec<(String, String)>,
 }
 
 impl Route {
-    fn new(pattern: Pattern, source: &str, app: impl Application) -> Route {
-        let nested = app.route_match("").is_some();
-        Route { pattern, source: source.to_owned(), app: Arc::new(app), nested, defaults: Vec::new() }
+    fn new<A: Application>(pattern: Pattern, source: &str, app: A) -> Route {
+        // A bare `URLRouter` nests (Channels' `path("chat/", URLRouter([...]))`); anything else
+        // is an endpoint unless given to `nest`.
+        let mut app = Some(app);
+        let target = match (&mut app as &mut dyn std::any::Any).downcast_mut::<Option<URLRouter>>() {
+            Some(router) => router.take().map(|router| Target::Nested(Arc::new(router))),
+            None => app.take().map(|app| Target::Endpoint(Arc::new(app))),
+        };
+        let Some(target) = target else { unreachable!("the app was set just above") };
+        Route { pattern, source: source.to_owned(), target, defaults: Vec::new() }
+    }
+
+    fn nested(pattern: Pattern, source: &str, router: impl Router) -> Route {
+        Route { pattern, source: source.to_owned(), target: Target::Nested(Arc::new(router)), defaults: Vec::new() }
+    }
+
+    /// A prefix `path()` pattern leading to `router`, which matches the rest.
+    ///
+    /// # Errors
+    /// [`RouteError`] for an unknown converter or a malformed placeholder.
+    pub fn try_nest(pattern: &str, router: impl Router) -> Result<Route, RouteError> {
+        Ok(Route::nested(compile_path(pattern)?, pattern, router))
+    }
+
+    /// A prefix regex leading to `router`, which matches the rest.
+    ///
+    /// # Errors
+    /// [`RouteError::Regex`] with the regex engine's message.
+    pub fn try_re_nest(pattern: &str, router: impl Router) -> Result<Route, RouteError> {
+        let regex = Regex::new(pattern)
+            .map_err(|err| RouteError::Regex { pattern: pattern.to_owned(), reason: err.to_string() })?;
+        Ok(Route::nested(Pattern::Regex(regex), pattern, router))
     }
 
     /// A Django `path()` route, or an error naming what is wrong with the pattern.
@@ -218,11 +259,13 @@ impl Route {
     }
 
     fn matches(&self, path: &str) -> Option<Matched> {
-        let matched = self.pattern.matches(path, self.nested)?;
-        if self.nested && self.app.route_match(&path[matched.end..]) != Some(true) {
-            return None;
+        match &self.target {
+            Target::Endpoint(_) => self.pattern.matches(path, false),
+            Target::Nested(router) => {
+                let matched = self.pattern.matches(path, true)?;
+                router.routes(strip_slashes(&path[matched.end..])).then_some(matched)
+            }
         }
-        Some(matched)
     }
 }
 
@@ -240,6 +283,30 @@ impl fmt::Debug for Route {
 /// Use [`Route::try_path`] to handle the error, or the `routing!` macro to get it at compile time.
 pub fn path(pattern: &str, app: impl Application) -> Route {
     match Route::try_path(pattern, app) {
+        Ok(route) => route,
+        Err(err) => panic!("{err}"),
+    }
+}
+
+/// A nested route: the `path()` pattern matches a prefix and `router` the rest (Django's
+/// `path("api/", include(...))`). `router` is a [`URLRouter`] or middleware around one; anything
+/// else is a compile error.
+///
+/// # Panics
+/// On an invalid pattern, when the router is built. Use [`Route::try_nest`] to handle it.
+pub fn nest(pattern: &str, router: impl Router) -> Route {
+    match Route::try_nest(pattern, router) {
+        Ok(route) => route,
+        Err(err) => panic!("{err}"),
+    }
+}
+
+/// A nested route whose prefix is a regex (see [`nest`]).
+///
+/// # Panics
+/// On an invalid regex, when the router is built. Use [`Route::try_re_nest`] to handle it.
+pub fn re_nest(pattern: &str, router: impl Router) -> Route {
+    match Route::try_re_nest(pattern, router) {
         Ok(route) => route,
         Err(err) => panic!("{err}"),
     }
@@ -301,7 +368,7 @@ impl Application for URLRouter {
             return Box::pin(async move { Err(AppError::NoRoute { path }) });
         };
         let end = start + matched.end;
-        if route.nested {
+        if matches!(route.target, Target::Nested(_)) {
             // The prefix goes to root_path; the nested router matches the rest.
             scope.root_path = scope.path[..end].to_owned();
         }
@@ -313,11 +380,16 @@ impl Application for URLRouter {
             }
         }
         scope.url_route.kwargs.extend(matched.kwargs);
-        route.app.call(scope, inbox, outbox)
+        match &route.target {
+            Target::Endpoint(app) => app.call(scope, inbox, outbox),
+            Target::Nested(router) => router.call(scope, inbox, outbox),
+        }
     }
+}
 
-    fn route_match(&self, path: &str) -> Option<bool> {
-        Some(self.find(strip_slashes(path)).is_some())
+impl Router for URLRouter {
+    fn routes(&self, path: &str) -> bool {
+        self.find(strip_slashes(path)).is_some()
     }
 }
 

@@ -119,7 +119,7 @@ fn main() {
         ::channels::__private::ProtocolTypeRouter::new()
             .websocket(
                 ::channels::__private::URLRouter::new([
-                    ::channels::__private::path(
+                    ::channels::__private::nest(
                         "ws/",
                         ::channels::__private::URLRouter::new([
                             ::channels::__private::re_path(

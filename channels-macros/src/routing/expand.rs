@@ -36,6 +36,15 @@ pub(crate) fn table(table: &Table) -> TokenStream {
     }
 }
 
+/// A route table, or middleware around one.
+fn leads_to_routes(target: &Target) -> bool {
+    match target {
+        Target::Routes(_) => true,
+        Target::Wrapper { inner, .. } => leads_to_routes(inner),
+        Target::Consumer(_) | Target::Expr(_) => false,
+    }
+}
+
 impl Expander {
     /// `route` is the innermost pattern on the way here, `captured` every kwarg captured so far.
     fn target(&mut self, target: &Target, protocol: &str, route: Option<&str>, captured: &[String]) -> TokenStream {
@@ -47,11 +56,20 @@ impl Expander {
                     let mut inner = captured.to_vec();
                     inner.extend(captures(&route.pattern).unwrap_or_default());
                     let app = self.target(&route.target, protocol, Some(&lit.value()), &inner);
-                    let builder = match route.pattern.kind {
-                        PatternKind::Path => quote!(path),
-                        PatternKind::Regex => quote!(re_path),
+                    // A route table (bare or in middleware) nests: `nest` needs a `Router`, so
+                    // middleware that cannot route is a compile error on it, not a silent 404.
+                    let builder = match (&route.pattern.kind, leads_to_routes(&route.target)) {
+                        (PatternKind::Path, false) => quote!(path),
+                        (PatternKind::Regex, false) => quote!(re_path),
+                        (PatternKind::Path, true) => quote!(nest),
+                        (PatternKind::Regex, true) => quote!(re_nest),
                     };
-                    quote!(#p::#builder(#lit, #app))
+                    let span = match &route.target {
+                        Target::Wrapper { path, .. } => path.span(),
+                        _ => lit.span(),
+                    };
+                    let builder = quote_spanned!(span=> #p::#builder);
+                    quote!(#builder(#lit, #app))
                 });
                 let routes: Vec<_> = routes.collect();
                 quote!(#p::URLRouter::new([#(#routes),*]))

@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 use super::cookie::CookieMiddleware;
 use super::session::SessionMiddleware;
 use super::{Prepared, then_inner};
-use crate::application::{Application, Inbox, Outbox};
+use crate::application::{Application, Inbox, Outbox, Router};
 use crate::error::AppError;
 use crate::scope::{Protocol, Scope, User};
 use crate::session::{InMemorySessionStore, SecretKeys, Session, SessionConfig, SessionError, SessionStore};
@@ -222,9 +222,11 @@ impl<A: Application> Application for AuthMiddleware<A> {
     fn call(&self, scope: Scope, inbox: Inbox, outbox: Outbox) -> BoxFuture<'_, Result<(), AppError>> {
         self.run(scope, inbox, outbox, None)
     }
+}
 
-    fn route_match(&self, path: &str) -> Option<bool> {
-        self.inner.route_match(path)
+impl<A: Router> Router for AuthMiddleware<A> {
+    fn routes(&self, path: &str) -> bool {
+        self.inner.routes(path)
     }
 }
 
@@ -348,9 +350,11 @@ impl<A: Application> Application for AuthMiddlewareStack<A> {
         let chain = self.chain_for(&config);
         Box::pin(async move { chain.call(scope, inbox, outbox).await })
     }
+}
 
-    fn route_match(&self, path: &str) -> Option<bool> {
-        self.inner.route_match(path)
+impl<A: Router> Router for AuthMiddlewareStack<A> {
+    fn routes(&self, path: &str) -> bool {
+        self.inner.routes(path)
     }
 }
 

@@ -4,7 +4,7 @@ use std::future::Future;
 
 use super::{Prepared, then_inner};
 use crate::BoxFuture;
-use crate::application::{Application, Inbox, Outbox};
+use crate::application::{Application, Inbox, Outbox, Router};
 use crate::error::AppError;
 use crate::scope::Scope;
 
@@ -61,8 +61,10 @@ impl<M: BaseMiddleware, A: Application> Application for Wrapped<M, A> {
         };
         then_inner(Box::pin(prepare), &self.inner)
     }
+}
 
-    fn route_match(&self, path: &str) -> Option<bool> {
-        self.inner.route_match(path)
+impl<M: BaseMiddleware, A: Router> Router for Wrapped<M, A> {
+    fn routes(&self, path: &str) -> bool {
+        self.inner.routes(path)
     }
 }

@@ -7,7 +7,7 @@ use http::header::{COOKIE, InvalidHeaderValue, SET_COOKIE};
 pub use cookie::{Cookie, SameSite};
 
 use crate::BoxFuture;
-use crate::application::{Application, Inbox, Outbox};
+use crate::application::{Application, Inbox, Outbox, Router};
 use crate::error::AppError;
 use crate::scope::Scope;
 
@@ -56,9 +56,11 @@ impl<A: Application> Application for CookieMiddleware<A> {
         scope.extensions.insert(CookiesParsed);
         self.inner.call(scope, inbox, outbox)
     }
+}
 
-    fn route_match(&self, path: &str) -> Option<bool> {
-        self.inner.route_match(path)
+impl<A: Router> Router for CookieMiddleware<A> {
+    fn routes(&self, path: &str) -> bool {
+        self.inner.routes(path)
     }
 }
 

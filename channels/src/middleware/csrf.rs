@@ -26,7 +26,7 @@ use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 
 use crate::BoxFuture;
-use crate::application::{Application, Inbox, Outbox};
+use crate::application::{Application, Inbox, Outbox, Router};
 use crate::error::AppError;
 use crate::event::{Outbound, ResponseStart};
 use crate::scope::{Protocol, Scope};
@@ -121,9 +121,11 @@ impl<A: Application> Application for CsrfMiddleware<A> {
             Ok(())
         })
     }
+}
 
-    fn route_match(&self, path: &str) -> Option<bool> {
-        self.inner.route_match(path)
+impl<A: Router> Router for CsrfMiddleware<A> {
+    fn routes(&self, path: &str) -> bool {
+        self.inner.routes(path)
     }
 }
 
@@ -198,9 +200,11 @@ impl<A: Application> Application for SecurityHeaders<A> {
             result
         })
     }
+}
 
-    fn route_match(&self, path: &str) -> Option<bool> {
-        self.inner.route_match(path)
+impl<A: Router> Router for SecurityHeaders<A> {
+    fn routes(&self, path: &str) -> bool {
+        self.inner.routes(path)
     }
 }
 

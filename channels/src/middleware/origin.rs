@@ -4,7 +4,7 @@
 use std::fmt;
 
 use crate::BoxFuture;
-use crate::application::{Application, Inbox, Outbox};
+use crate::application::{Application, Inbox, Outbox, Router};
 use crate::error::AppError;
 use crate::event::{Close, Outbound, close_code};
 use crate::scope::{Protocol, Scope};
@@ -138,9 +138,11 @@ impl<A: Application> Application for OriginValidator<A> {
             Ok(())
         })
     }
+}
 
-    fn route_match(&self, path: &str) -> Option<bool> {
-        self.inner.route_match(path)
+impl<A: Router> Router for OriginValidator<A> {
+    fn routes(&self, path: &str) -> bool {
+        self.inner.routes(path)
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::cookie::CookiesParsed;
 use crate::BoxFuture;
-use crate::application::{Application, Inbox, Outbox};
+use crate::application::{Application, Inbox, Outbox, Router};
 use crate::error::AppError;
 use crate::event::Outbound;
 use crate::scope::{Protocol, Scope};
@@ -90,9 +90,11 @@ impl<A: Application> Application for SessionMiddleware<A> {
             result
         })
     }
+}
 
-    fn route_match(&self, path: &str) -> Option<bool> {
-        self.inner.route_match(path)
+impl<A: Router> Router for SessionMiddleware<A> {
+    fn routes(&self, path: &str) -> bool {
+        self.inner.routes(path)
     }
 }
 
