@@ -16,8 +16,8 @@ use tokio::time::Sleep;
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::body::{Body, StreamBody, status_page};
-use super::{ServerState, build_scope, error_status, run_app};
-use crate::connection::{ConnState, EventSource, Inbox, Outbox};
+use super::{Opening, ServerState, error_status, run_app};
+use crate::connection::{ConnState, EventSource, Inbox};
 use crate::error::AppError;
 use crate::event::{Inbound, Outbound, RequestChunk, close_code};
 use crate::scope::Protocol;
@@ -142,9 +142,8 @@ pub(super) async fn handle(
         return status_page(StatusCode::PAYLOAD_TOO_LARGE);
     }
     let (parts, body) = request.into_parts();
-    let scope = build_scope(Protocol::Http, parts, remote, local, config);
-    let conn = Arc::new(ConnState::new(&state.shutdown, config.write_timeout, BODY_QUEUE, config.write_queue_bytes));
-    let (outbox, mut events) = Outbox::for_connection(conn.clone());
+    let Opening { scope, conn, outbox, mut events } =
+        Opening::new(&state, Protocol::Http, parts, (remote, local), BODY_QUEUE);
     let (done_tx, done_rx) = oneshot::channel();
     let source = HttpSource {
         body: Some(body),

@@ -35,14 +35,15 @@
 
 mod body;
 mod chunked;
+mod config;
 pub(crate) mod http;
+mod scope;
 pub(crate) mod websocket;
 
-use std::borrow::Cow;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,116 +59,11 @@ use tokio_util::task::TaskTracker;
 use crate::application::Application;
 pub(crate) use crate::application::run_app;
 use crate::error::AppError;
-use crate::scope::{Protocol, Scope};
+use crate::scope::Protocol;
 
 pub(crate) use self::body::Body;
-
-/// Limits, timeouts and buffer sizes of a [`Server`]. `Default` gives the documented values.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct ServerConfig {
-    /// Largest WebSocket message (all frames of it) a client may send; a bigger one closes the
-    /// connection with 1009. Default 1 MiB (Daphne's).
-    pub max_message_size: usize,
-    /// Largest single WebSocket frame; a bigger one closes with 1009. Default 1 MiB.
-    pub max_frame_size: usize,
-    /// Largest request head (request line and headers); a bigger one gets 431. Default 64 KiB.
-    pub max_header_size: usize,
-    /// Largest HTTP request body; a bigger one gets 413. Default 2 MiB.
-    pub max_request_body: usize,
-    /// Time a client has to send a whole request body, counted from the first read that has to
-    /// wait for it; a body not complete by then gets 408 and the connection is closed. A body
-    /// that is malformed (bad chunked encoding) or cut short gets 400 and the connection is
-    /// closed; the application hears `HttpDisconnect` either way. `None` waits forever.
-    /// Default 30 s (a 2 MiB body then needs about 70 KB/s).
-    pub body_timeout: Option<Duration>,
-    /// Time a client has to send its request head. Default 10 s.
-    pub handshake_timeout: Duration,
-    /// Time the application has to accept or refuse a WebSocket before it is refused with 403.
-    /// Default 5 s (Daphne's).
-    pub connect_timeout: Duration,
-    /// Send a ping when the client has sent nothing for this long; `None` disables pings and
-    /// the idle timeout. Default 20 s (Daphne's).
-    pub ping_interval: Option<Duration>,
-    /// Close the connection (code 1001) when nothing, not even a pong, arrives this long after
-    /// a ping. Default 30 s (Daphne's).
-    pub ping_timeout: Duration,
-    /// Outgoing messages queued per connection before sends wait. Default 64.
-    pub write_queue: usize,
-    /// Outgoing payload bytes queued per connection before sends wait, so that a client that
-    /// does not read holds at most this much (plus one write buffer) until the
-    /// [`write_timeout`](Self::write_timeout) closes it. A message larger than this is still
-    /// sent, once the queue is empty. Default 1 MiB.
-    pub write_queue_bytes: usize,
-    /// How long a send may wait on a full queue before the client counts as too slow and the
-    /// connection is closed; `None` waits forever. Default 10 s.
-    pub write_timeout: Option<Duration>,
-    /// How long closing may take: writing the last frames and the close frame, and waiting for
-    /// the client's answer to our close. Default 5 s.
-    pub close_timeout: Duration,
-    /// How long a shutdown waits for connections to finish. Default 10 s.
-    pub shutdown_timeout: Duration,
-    /// Bytes read from the socket at once per WebSocket while data flows. The chunk is
-    /// allocated only while it holds unread data: an idle connection keeps a 512-byte frame
-    /// buffer, not this. Default 4 KiB (tokio-tungstenite's is 128 KiB, allocated up front).
-    pub read_buffer_size: usize,
-    /// Outgoing bytes buffered before they are written, within one batch. Default 64 KiB.
-    pub write_buffer_size: usize,
-    /// Trust `X-Forwarded-For` / `X-Forwarded-Port` / `X-Forwarded-Proto` for the client
-    /// address and scheme. Only behind a proxy that sets them. Default off.
-    pub proxy_headers: bool,
-    /// The path the application is mounted at (ASGI `root_path`). Default empty.
-    pub root_path: String,
-    /// The host names this server answers for (Django's `ALLOWED_HOSTS`): a request whose
-    /// `Host` header is missing, doubled, malformed or not matched gets 400 before any
-    /// application sees it. `"*"` allows any valid host, `".example.com"` the domain and its
-    /// subdomains, anything else exactly that name (ports are not compared). Default
-    /// `[".localhost", "127.0.0.1", "[::1]"]` (Django's development default): add your public
-    /// names when you deploy. See [`security::host_is_allowed`](crate::security::host_is_allowed).
-    pub allowed_hosts: Vec<String>,
-    /// How fast one WebSocket client may send messages; `None` (the default) for no limit.
-    /// Past the rate, the server stops reading that connection until it is back under it: the
-    /// client's messages wait in its own socket buffers and then its TCP window, nothing is
-    /// dropped and the connection stays open, and one flooding client cannot fill its groups'
-    /// channels for everybody else. Control frames wait too.
-    pub inbound_rate: Option<RateLimit>,
-}
-
-/// A message rate: `per_second` on average, `burst` messages at once (at least 1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateLimit {
-    /// Messages per second on average.
-    pub per_second: u32,
-    /// Messages accepted at once after a quiet spell.
-    pub burst: u32,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        ServerConfig {
-            max_message_size: 1 << 20,
-            max_frame_size: 1 << 20,
-            max_header_size: 64 << 10,
-            max_request_body: 2 << 20,
-            body_timeout: Some(Duration::from_secs(30)),
-            handshake_timeout: Duration::from_secs(10),
-            connect_timeout: Duration::from_secs(5),
-            ping_interval: Some(Duration::from_secs(20)),
-            ping_timeout: Duration::from_secs(30),
-            write_queue: 64,
-            write_queue_bytes: 1 << 20,
-            write_timeout: Some(Duration::from_secs(10)),
-            close_timeout: Duration::from_secs(5),
-            shutdown_timeout: Duration::from_secs(10),
-            read_buffer_size: 4 << 10,
-            write_buffer_size: 64 << 10,
-            proxy_headers: false,
-            root_path: String::new(),
-            allowed_hosts: [".localhost", "127.0.0.1", "[::1]"].map(str::to_owned).to_vec(),
-            inbound_rate: None,
-        }
-    }
-}
+pub use self::config::{RateLimit, ServerConfig};
+pub(crate) use self::scope::build_scope;
 
 /// Triggers a graceful shutdown of the server it came from. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -462,85 +358,34 @@ pub(crate) fn refuse(status: ::http::StatusCode, reason: &'static str) -> Respon
 /// Disallowed hosts come from clients (scanners send thousands): a few warnings a minute.
 static DISALLOWED_HOST_LOG: crate::ratelog::LogLimit = crate::ratelog::LogLimit::new("invalid Host header");
 
-/// Builds the scope of a request. Takes the headers out of `request` (they move into the scope).
-pub(crate) fn build_scope(
-    protocol: Protocol,
-    parts: ::http::request::Parts,
-    remote: SocketAddr,
-    local: SocketAddr,
-    config: &ServerConfig,
-) -> Scope {
-    let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let mut scope = Scope::new(protocol, path_and_query);
-    scope.method = parts.method;
-    scope.http_version = parts.version;
-    scope.client = Some(remote);
-    scope.server = Some(local);
-    scope.root_path.clone_from(&config.root_path);
-    scope.headers = parts.headers;
-    if scope.protocol == Protocol::Websocket {
-        detach_header_values(&mut scope.headers);
-        scope.subprotocols = scope
-            .headers
-            .get_all(::http::header::SEC_WEBSOCKET_PROTOCOL)
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(','))
-            .map(|item| crate::scope::percent_decode(item.trim()))
-            .filter(|item| !item.is_empty())
-            .collect();
-    }
-    if config.proxy_headers {
-        apply_proxy_headers(&mut scope);
-    }
-    scope
+/// What every connection starts with, HTTP or WebSocket: its scope, its state and the two ends
+/// of its outgoing queue (`queue` events deep, `write_queue_bytes` of payload).
+pub(crate) struct Opening {
+    pub(crate) scope: crate::scope::Scope,
+    pub(crate) conn: Arc<crate::connection::ConnState>,
+    pub(crate) outbox: crate::connection::Outbox,
+    pub(crate) events: crate::connection::Events,
 }
 
-/// Moves every header value into one allocation of its own.
-///
-/// hyper's header values are slices of its connection read buffer (8 KiB or more), so a
-/// WebSocket scope, which lives as long as the connection, would keep that whole buffer alive
-/// through `scope.headers`. Copying the values (a few hundred bytes, once per handshake) frees
-/// it when the handshake is done.
-fn detach_header_values(headers: &mut ::http::HeaderMap) {
-    let total = headers.values().map(::http::HeaderValue::len).sum();
-    let mut copy = bytes::BytesMut::with_capacity(total);
-    for value in headers.values() {
-        copy.extend_from_slice(value.as_bytes());
+impl Opening {
+    pub(crate) fn new(
+        state: &ServerState,
+        protocol: Protocol,
+        parts: ::http::request::Parts,
+        (remote, local): (SocketAddr, SocketAddr),
+        queue: usize,
+    ) -> Opening {
+        let config = &state.config;
+        let scope = build_scope(protocol, parts, remote, local, config);
+        let conn = Arc::new(crate::connection::ConnState::new(
+            &state.shutdown,
+            config.write_timeout,
+            queue,
+            config.write_queue_bytes,
+        ));
+        let (outbox, events) = crate::connection::Outbox::for_connection(conn.clone());
+        Opening { scope, conn, outbox, events }
     }
-    let mut copy = copy.freeze();
-    for value in headers.values_mut() {
-        let bytes = copy.split_to(value.len());
-        // The bytes were a valid header value a moment ago, so this cannot fail; if it did,
-        // keeping the original value is still correct.
-        if let Ok(mut detached) = ::http::HeaderValue::from_maybe_shared(bytes) {
-            detached.set_sensitive(value.is_sensitive());
-            *value = detached;
-        }
-    }
-}
-
-fn apply_proxy_headers(scope: &mut Scope) {
-    if let Some(ip) = scope
-        .header("x-forwarded-for")
-        .and_then(|value| value.split(',').next())
-        .and_then(|first| first.trim().parse::<IpAddr>().ok())
-    {
-        let port = scope.header("x-forwarded-port").and_then(|port| port.trim().parse().ok()).unwrap_or(0);
-        scope.client = Some(SocketAddr::new(ip, port));
-    }
-    let proto = scope.header("x-forwarded-proto").map(|value| value.trim().to_ascii_lowercase());
-    let secure = match proto.as_deref() {
-        Some("https" | "wss") => true,
-        Some("http" | "ws") => false,
-        _ => return,
-    };
-    scope.scheme = Cow::Borrowed(match (&scope.protocol, secure) {
-        (Protocol::Websocket, true) => "wss",
-        (Protocol::Websocket, false) => "ws",
-        (_, true) => "https",
-        (_, false) => "http",
-    });
 }
 
 /// The HTTP status for an application that ended (or never started) without a response.

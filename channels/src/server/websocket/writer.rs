@@ -1,0 +1,252 @@
+//! The writing side of an open WebSocket: the outgoing queue in batches, keepalive pings and
+//! the close handshake, polled in the connection's task right after the application.
+
+use std::future::pending;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use futures_util::SinkExt;
+use futures_util::stream::{SplitSink, StreamExt};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio::sync::oneshot;
+use tokio::time::{Instant, Sleep};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
+use tokio_tungstenite::tungstenite::{Bytes, Message as WsMessage};
+
+use super::{BATCH, Opened, Stream, ws_config};
+use crate::connection::{ConnState, Events};
+use crate::event::{Close, Message, Outbound, close_code};
+use crate::server::chunked::ChunkedRead;
+use crate::server::{ServerConfig, ServerState};
+
+/// Why the write loop stopped.
+enum Stop {
+    /// The application closed the connection.
+    CloseSent,
+    /// The connection was cancelled, or every outbox is gone.
+    Finished,
+    /// Writing failed: the client is gone.
+    Broken,
+}
+
+/// Keepalive: ping a client that has been silent for the interval, close it if it stays silent.
+struct Keepalive {
+    interval: std::time::Duration,
+    timeout: std::time::Duration,
+    timer: Pin<Box<Sleep>>,
+    awaiting_pong: bool,
+}
+
+enum Beat {
+    Quiet,
+    Ping,
+    Dead,
+}
+
+impl Keepalive {
+    fn new(config: &ServerConfig) -> Option<Self> {
+        let interval = config.ping_interval?;
+        Some(Keepalive {
+            interval,
+            timeout: config.ping_timeout,
+            timer: Box::pin(tokio::time::sleep(interval)),
+            awaiting_pong: false,
+        })
+    }
+
+    fn on_timer(&mut self, conn: &ConnState) -> Beat {
+        if conn.seen.swap(false, Ordering::Relaxed) {
+            self.awaiting_pong = false;
+            self.timer.as_mut().reset(Instant::now() + self.interval);
+            Beat::Quiet
+        } else if !self.awaiting_pong {
+            self.awaiting_pong = true;
+            self.timer.as_mut().reset(Instant::now() + self.timeout);
+            Beat::Ping
+        } else {
+            Beat::Dead
+        }
+    }
+}
+
+async fn timer(keepalive: &mut Option<Keepalive>) {
+    match keepalive {
+        Some(keepalive) => keepalive.timer.as_mut().await,
+        None => pending().await,
+    }
+}
+
+fn to_frame(event: Outbound) -> Option<WsMessage> {
+    match event {
+        Outbound::WebsocketSend(Message::Text(text)) => Some(WsMessage::Text(text)),
+        Outbound::WebsocketSend(Message::Binary(bytes)) => Some(WsMessage::Binary(bytes)),
+        Outbound::WebsocketClose(close) => Some(close_frame(close)),
+        other => {
+            tracing::warn!(event = ?other, "event not valid on an open WebSocket; ignored");
+            None
+        }
+    }
+}
+
+fn close_frame(close: Close) -> WsMessage {
+    WsMessage::Close(Some(CloseFrame { code: close.code.into(), reason: close.reason }))
+}
+
+/// Writes to the socket: queued events in batches, keepalive pings, the close handshake. Runs in
+/// the connection's task, beside the application.
+pub(super) struct Writer {
+    events: Events,
+    conn: Arc<ConnState>,
+    close_sent: bool,
+    config: Arc<ServerState>,
+}
+
+impl Writer {
+    pub(super) fn new(events: Events, conn: Arc<ConnState>, config: Arc<ServerState>) -> Self {
+        Writer { events, conn, close_sent: false, config }
+    }
+
+    /// Waits for the upgrade, hands the read half to the reader, writes until the end.
+    pub(super) async fn run(mut self, on_upgrade: OnUpgrade, opened: oneshot::Sender<Opened>) {
+        let upgraded = tokio::select! {
+            upgraded = on_upgrade => upgraded,
+            () = self.conn.token.cancelled() => return,
+        };
+        let upgraded = match upgraded {
+            Ok(upgraded) => upgraded,
+            Err(err) => {
+                tracing::debug!(error = %err, "WebSocket upgrade failed");
+                self.conn.abort(close_code::ABNORMAL, "upgrade failed");
+                return;
+            }
+        };
+        // This task lives as long as the connection, and its future is as large as its largest
+        // step: the one-off steps (setting the stream up, closing) are boxed so that only the
+        // write loop's state is kept while the connection is open.
+        let config = &self.config.config;
+        let socket = ChunkedRead::new(TokioIo::new(upgraded), config.read_buffer_size);
+        let stream = Box::pin(WebSocketStream::from_raw_socket(socket, Role::Server, Some(ws_config(config)))).await;
+        let (mut sink, read_half) = stream.split();
+        if opened.send(Ok(read_half)).is_err() {
+            return;
+        }
+        let conn = self.conn.clone();
+        let stop = tokio::select! {
+            biased;
+            () = conn.token.cancelled() => Stop::Finished,
+            stop = self.write_loop(&mut sink) => stop,
+        };
+        Box::pin(self.close(stop, sink)).await;
+    }
+
+    /// After the write loop: the close handshake, or the last frames and the close frame.
+    async fn close(mut self, stop: Stop, mut sink: SplitSink<Stream, WsMessage>) {
+        let conn = self.conn.clone();
+        let close_timeout = self.config.config.close_timeout;
+        match stop {
+            Stop::Broken => self.conn.abort(close_code::ABNORMAL, "connection lost"),
+            Stop::CloseSent => {
+                // Wait for the client's close frame (the inbox reads it and the application
+                // finishes), discarding anything still sent.
+                let waited = tokio::time::timeout(close_timeout, async {
+                    tokio::select! {
+                        () = conn.token.cancelled() => {}
+                        () = async { while self.events.recv().await.is_some() {} } => {}
+                    }
+                })
+                .await;
+                if waited.is_err() {
+                    self.conn.abort(close_code::ABNORMAL, "close handshake timed out");
+                }
+                let _ = tokio::time::timeout(close_timeout, sink.flush()).await;
+            }
+            Stop::Finished => {
+                let _ = tokio::time::timeout(close_timeout, self.finish(&mut sink)).await;
+            }
+        }
+    }
+
+    /// Sends events until the application closes, the queue ends or writing fails.
+    async fn write_loop(&mut self, sink: &mut SplitSink<Stream, WsMessage>) -> Stop {
+        let mut keepalive = Keepalive::new(&self.config.config);
+        loop {
+            let event = tokio::select! {
+                biased;
+                event = self.events.recv() => event,
+                () = timer(&mut keepalive) => {
+                    let Some(beat) = keepalive.as_mut().map(|k| k.on_timer(&self.conn)) else { continue };
+                    match beat {
+                        Beat::Quiet => continue,
+                        Beat::Ping => {
+                            if sink.send(WsMessage::Ping(Bytes::new())).await.is_err() {
+                                return Stop::Broken;
+                            }
+                            continue;
+                        }
+                        Beat::Dead => {
+                            tracing::debug!("client did not answer a ping in time; closing");
+                            self.conn.abort(close_code::AWAY, "ping timeout");
+                            return Stop::Finished;
+                        }
+                    }
+                }
+            };
+            let Some(mut event) = event else { return Stop::Finished };
+            for _ in 0..BATCH {
+                if let Some(frame) = to_frame(event) {
+                    let closing = matches!(frame, WsMessage::Close(_));
+                    if sink.feed(frame).await.is_err() {
+                        return Stop::Broken;
+                    }
+                    if closing {
+                        self.close_sent = true;
+                        return if sink.flush().await.is_ok() { Stop::CloseSent } else { Stop::Broken };
+                    }
+                }
+                match self.events.try_recv() {
+                    Some(next) => event = next,
+                    None => break,
+                }
+            }
+            if sink.flush().await.is_err() {
+                return Stop::Broken;
+            }
+        }
+    }
+
+    /// After cancellation: write what is queued (unless the client is dead or too slow), then
+    /// the close frame with the connection's close reason.
+    async fn finish(&mut self, sink: &mut SplitSink<Stream, WsMessage>) {
+        if self.conn.peer_closed.load(Ordering::Relaxed) {
+            // Writes the close reply queued when the client's close frame was read; nothing may
+            // follow it. (It then reports the connection closed: that is the expected end.)
+            let _ = sink.flush().await;
+            return;
+        }
+        let close = self.conn.close_reason();
+        if close.code == close_code::ABNORMAL {
+            return;
+        }
+        if close.code != close_code::POLICY {
+            while let Some(event) = self.events.try_recv() {
+                let Some(frame) = to_frame(event) else { continue };
+                let closing = matches!(frame, WsMessage::Close(_));
+                if sink.feed(frame).await.is_err() {
+                    return;
+                }
+                if closing {
+                    self.close_sent = true;
+                    break;
+                }
+            }
+        }
+        if !self.close_sent && sink.feed(close_frame(close)).await.is_err() {
+            return;
+        }
+        let _ = sink.flush().await;
+    }
+}
