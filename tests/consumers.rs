@@ -429,3 +429,75 @@ async fn communicators_take_full_urls_as_channels_does() {
         (Some("/"), Some("z=%E2%9C%93"), Some("https"))
     );
 }
+
+/// `GET /wait/`: a long poll answered by the next `poll.ready` message of its group;
+/// `POST /wait/` publishes one.
+#[derive(Default)]
+struct WaitForIt {
+    scope: Option<Scope>,
+}
+
+impl HttpConsumer for WaitForIt {
+    fn groups(&self) -> Vec<String> {
+        vec!["polls".to_owned()]
+    }
+
+    async fn handle(&mut self, body: Bytes, response: &mut HttpResponse) -> Result<(), ConsumerError> {
+        let scope = self.scope.as_ref().ok_or_else(|| ConsumerError::msg("no scope"))?;
+        if scope.method == Method::POST {
+            let message = json!({ "type": "poll.ready", "text": String::from_utf8_lossy(&body) });
+            scope.layer()?.group_send("polls", message.into()).await?;
+            response.text(StatusCode::OK, "published").await?;
+        } else {
+            response.send_headers(StatusCode::OK, HeaderMap::new()).await?;
+        }
+        Ok(())
+    }
+
+    async fn handle_message(
+        &mut self,
+        response: &mut HttpResponse,
+        message: ChannelMessage,
+    ) -> Result<(), ConsumerError> {
+        let text = message.value()["text"].as_str().unwrap_or_default().to_owned();
+        response.send_body(text, false).await?;
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn http_communicators_run_side_by_side() {
+    let app: std::sync::Arc<dyn Application> = std::sync::Arc::new(
+        ProtocolTypeRouter::new()
+            .http(URLRouter::new([path("wait/", ConsumerApp::http(|scope| Ok(WaitForIt { scope: Some(scope) })))])),
+    );
+    // The long poll is sent and waits; another request wakes it.
+    let waiting = HttpCommunicator::new(app.clone(), Method::GET, "/wait/").send().await.unwrap();
+    let published =
+        HttpCommunicator::new(app.clone(), Method::POST, "/wait/").body("fresh").get_response().await.unwrap();
+    assert_eq!(published.text(), "published");
+    let answered = waiting.response().await.unwrap();
+    assert_eq!(answered.text(), "fresh");
+}
+
+#[tokio::test]
+async fn a_live_server_in_one_line() {
+    use futures_util::{SinkExt, StreamExt};
+    let app = URLRouter::new([path("ws/echo/", ConsumerApp::websocket(|_| Ok(Echoing)))]);
+    let server = channels::testing::LiveServer::start(app).await;
+    let tcp = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+    let (mut client, _) = tokio_tungstenite::client_async(server.ws_url("/ws/echo/"), tcp).await.unwrap();
+    client.send(tokio_tungstenite::tungstenite::Message::Text("over TCP".into())).await.unwrap();
+    let echoed = tokio::time::timeout(Duration::from_secs(5), client.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(echoed.into_text().unwrap().as_str(), "over TCP");
+    server.shutdown().await.unwrap();
+}
+
+struct Echoing;
+
+impl WebsocketConsumer for Echoing {
+    async fn receive(&mut self, ws: &mut Websocket, message: Message) -> Result<(), ConsumerError> {
+        ws.send(message).await?;
+        Ok(())
+    }
+}

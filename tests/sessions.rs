@@ -344,3 +344,16 @@ async fn redis_store_answers_the_first_request_after_a_redis_restart() {
     assert_eq!(response.text(), "1");
     assert!(session_cookie(&response).is_some(), "the session was saved: {:?}", response.headers);
 }
+
+#[tokio::test]
+async fn session_middleware_stack_is_cookie_then_session() {
+    let store = InMemorySessionStore::new();
+    let app: Arc<dyn Application> = Arc::new(channels::middleware::SessionMiddlewareStack(
+        routing! { http: [ "visits/" => Visits ] },
+        store.clone(),
+        keys(),
+    ));
+    let cookie = session_cookie(&visit(&app, "", None).await).unwrap();
+    assert_eq!(visit(&app, "", Some(&cookie)).await.text(), "2");
+    assert_eq!(store.len(), 1);
+}

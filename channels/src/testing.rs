@@ -534,17 +534,43 @@ impl HttpCommunicator {
     /// [`TestError::App`] when the application failed before finishing the response (no route:
     /// [`AppError::NoRoute`]); timeouts.
     pub async fn get_response(self) -> Result<TestResponse, TestError> {
+        self.send().await?.response().await
+    }
+
+    /// Sends the request and returns at once: the response is read later from the
+    /// [`PendingResponse`], so a test can run several requests side by side (a long-poll that
+    /// waits for another request's message) without an `ApplicationCommunicator`.
+    ///
+    /// # Errors
+    /// Timeouts, or the application ended before reading the request.
+    pub async fn send(self) -> Result<PendingResponse, TestError> {
         let mut inner = ApplicationCommunicator::new(self.app, self.scope);
         inner.set_timeout(self.timeout);
         inner.send_input(Inbound::HttpRequest(RequestChunk { body: self.body, more_body: false })).await?;
-        let start = match inner.receive_output().await? {
+        Ok(PendingResponse { inner })
+    }
+}
+
+/// A request [`HttpCommunicator::send`] sent, whose response is still to be read.
+#[derive(Debug)]
+pub struct PendingResponse {
+    inner: ApplicationCommunicator,
+}
+
+impl PendingResponse {
+    /// Waits for the whole response.
+    ///
+    /// # Errors
+    /// [`TestError::App`] when the application failed before finishing the response; timeouts.
+    pub async fn response(mut self) -> Result<TestResponse, TestError> {
+        let start = match self.inner.receive_output().await? {
             Outbound::HttpResponseStart(start) => start,
             other => return Err(TestError::Unexpected(format!("expected a response start, got {other:?}"))),
         };
         let mut chunks = Vec::new();
         let mut body = BytesMut::new();
         loop {
-            match inner.receive_output().await? {
+            match self.inner.receive_output().await? {
                 Outbound::HttpResponseBody { body: chunk, more_body } => {
                     body.extend_from_slice(&chunk);
                     chunks.push(chunk);
@@ -556,7 +582,7 @@ impl HttpCommunicator {
             }
         }
         // As the server does once the response is sent.
-        let _ = inner.send_input(Inbound::HttpDisconnect).await;
+        let _ = self.inner.send_input(Inbound::HttpDisconnect).await;
         Ok(TestResponse { status: start.status, headers: start.headers, chunks, body: body.freeze() })
     }
 }
@@ -577,5 +603,73 @@ impl std::fmt::Debug for WebsocketCommunicator {
 impl std::fmt::Debug for HttpCommunicator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpCommunicator").field("path", &self.scope.path).finish_non_exhaustive()
+    }
+}
+
+/// The real server on a free port of 127.0.0.1, for tests over real sockets, in one line:
+/// `let server = LiveServer::start(app).await;` then `server.url("/health/")` or
+/// `server.ws_url("/ws/echo/")` for any HTTP or WebSocket client, and `server.shutdown().await`
+/// (dropping it stops the server too).
+#[derive(Debug)]
+pub struct LiveServer {
+    addr: std::net::SocketAddr,
+    handle: crate::server::ShutdownHandle,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl LiveServer {
+    /// Serves `app` with the default [`ServerConfig`](crate::ServerConfig).
+    ///
+    /// # Panics
+    /// When no port can be bound on 127.0.0.1 (the machine, not the test, is broken).
+    pub async fn start(app: impl Application) -> LiveServer {
+        LiveServer::start_with(app, crate::ServerConfig::default()).await
+    }
+
+    /// Serves `app` with `config`.
+    ///
+    /// # Panics
+    /// As [`start`](Self::start).
+    pub async fn start_with(app: impl Application, config: crate::ServerConfig) -> LiveServer {
+        let listening = match crate::Server::new(app).config(config).bind("127.0.0.1:0").await {
+            Ok(listening) => listening,
+            Err(err) => panic!("LiveServer could not bind 127.0.0.1:0: {err}"),
+        };
+        let addr = listening.local_addr();
+        let handle = listening.shutdown_handle();
+        LiveServer { addr, handle, task: Some(tokio::spawn(listening.run())) }
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT` followed by `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// `ws://127.0.0.1:PORT` followed by `path`.
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.addr)
+    }
+
+    /// Shuts down gracefully (WebSockets get 1001, `disconnect` runs) and waits for the end.
+    ///
+    /// # Errors
+    /// What the server's run returned (an I/O error), or a panic in it.
+    pub async fn shutdown(mut self) -> std::io::Result<()> {
+        self.handle.shutdown();
+        match self.task.take() {
+            Some(task) => task.await.map_err(std::io::Error::other)?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for LiveServer {
+    fn drop(&mut self) {
+        self.handle.shutdown();
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! - [`CookieMiddleware`]: `scope.cookies` from the `Cookie` headers.
 //! - [`SessionMiddleware`]: `scope.session`, from a signed session cookie and a
-//!   [`SessionStore`] (in memory, in the cookie, or in Redis).
+//!   [`SessionStore`] (in memory, in the cookie, or in Redis);
+//!   [`SessionMiddlewareStack`](fn@SessionMiddlewareStack) is Cookie ► Session.
 //! - [`AuthMiddleware`]: `scope.user`, loaded through the app's [`UserBackend`].
 //! - [`BaseMiddleware`]: write your own (token auth, auth for a custom protocol...).
 //! - [`OriginValidator`](struct@OriginValidator) / [`AllowedHostsOriginValidator`](fn@AllowedHostsOriginValidator):
@@ -36,7 +37,7 @@ pub use self::base::{BaseMiddleware, Wrapped};
 pub use self::cookie::CookieMiddleware;
 pub use self::csrf::{CsrfMiddleware, SecurityHeaders};
 pub use self::origin::{AllowedHostsOriginValidator, OriginValidator};
-pub use self::session::SessionMiddleware;
+pub use self::session::{SessionMiddleware, SessionMiddlewareStack};
 // The sessions themselves live in `crate::session`; here too, where Channels users look for them.
 #[cfg(feature = "redis")]
 pub use crate::session::RedisSessionStore;

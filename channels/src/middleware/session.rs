@@ -98,6 +98,22 @@ impl<A: Router> Router for SessionMiddleware<A> {
     }
 }
 
+/// Cookie ► Session around an application (Channels' `SessionMiddlewareStack`): sessions
+/// without authentication (a cart, a preference). With a logged-in user, use
+/// [`AuthMiddlewareStack`](super::AuthMiddlewareStack), which includes both.
+pub type SessionMiddlewareStack<A> = super::CookieMiddleware<SessionMiddleware<A>>;
+
+/// `SessionMiddlewareStack(inner, store, keys)`: [`CookieMiddleware`](super::CookieMiddleware)
+/// around [`SessionMiddleware`] with the default [`SessionConfig`].
+#[allow(non_snake_case)]
+pub fn SessionMiddlewareStack<A: Application>(
+    inner: A,
+    store: impl SessionStore,
+    keys: SecretKeys,
+) -> SessionMiddlewareStack<A> {
+    super::CookieMiddleware::new(SessionMiddleware::new(inner, store, keys))
+}
+
 const SESSION_INTERRUPTED: &str = "The request's session was deleted before the request completed. The user may have logged out in a concurrent request, for example.";
 
 /// The response start for a request whose session was deleted under it.
