@@ -18,7 +18,8 @@ pub use crate::{BoxError, BoxFuture};
 /// Anything that can serve a connection: a router, a middleware, a consumer.
 ///
 /// This is the ASGI idea in Rust: the application gets the connection's [`Scope`], an [`Inbox`]
-/// of [`Inbound`] events and an [`Outbox`] for [`Outbound`] events, and runs until the
+/// of [`Inbound`](crate::event::Inbound) events and an [`Outbox`] for
+/// [`Outbound`](crate::event::Outbound) events, and runs until the
 /// connection is done. Routers and middleware are applications that own an inner application.
 ///
 /// The trait is object safe; routers store `Arc<dyn Application>`.
@@ -44,7 +45,7 @@ impl<A: Application + ?Sized> Application for Box<A> {
 }
 
 /// An application that routes by URL: it knows which paths it has a route for, so that an
-/// outer router can nest it under a prefix ([`nest`]) and fall through to its next route when
+/// outer router can nest it under a prefix ([`nest`](crate::routing::nest)) and fall through to its next route when
 /// the nested one has no match. [`URLRouter`](crate::URLRouter) is one, and so is every
 /// middleware of this crate around one. See [`nest`](crate::routing::nest).
 #[diagnostic::on_unimplemented(

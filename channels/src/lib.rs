@@ -37,16 +37,27 @@
 //!   ([`event::Outbound`]).
 //! - [`Application`]: anything that serves a connection — routers, middleware and consumers are
 //!   all applications.
-//! - [`routing`](mod@routing): [`ProtocolTypeRouter`], [`URLRouter`], [`path`](routing::path) and
-//!   [`re_path`](routing::re_path).
+//! - [`routing`](mod@routing): [`ProtocolTypeRouter`] (with app-wide state:
+//!   [`extension`](ProtocolTypeRouter::extension)), [`URLRouter`], [`path`](routing::path),
+//!   [`re_path`](routing::re_path) and [`nest`](routing::nest).
 //! - [`consumer`](mod@consumer): [`WebsocketConsumer`](consumer::WebsocketConsumer),
 //!   [`JsonWebsocketConsumer`](consumer::JsonWebsocketConsumer),
 //!   [`HttpConsumer`](consumer::HttpConsumer) and
 //!   [`GenericConsumer`](consumer::GenericConsumer) for custom protocols.
+//! - [`middleware`]: cookies, sessions and authentication
+//!   ([`AuthMiddlewareStack`](struct@middleware::AuthMiddlewareStack), `login`, `logout`), origin checks,
+//!   CSRF, security headers, and [`BaseMiddleware`](middleware::BaseMiddleware) for your own.
+//! - [`session`]: [`Session`](session::Session) (`scope.session`), the session stores, the
+//!   signing keys.
+//! - [`layers`]: channel layers and groups ([`InMemoryChannelLayer`](layers::InMemoryChannelLayer),
+//!   `RedisChannelLayer` with the `redis` feature): how consumers talk to each other.
 //! - [`server`]: [`serve`] and the [`Server`] builder (limits, timeouts, graceful shutdown).
-//! - [`testing`]: in-process communicators for tests.
+//! - [`testing`]: in-process communicators for tests, and [`LiveServer`](testing::LiveServer).
 //! - [`worker`]: background workers for named channels (Channels' `runworker`).
 //! - [`security`]: Django's host and redirect checks.
+//! - [`connection`] and [`error`]: an application's two ends ([`Inbox`], [`Outbox`]) and the
+//!   errors; [`internals`]: how it all fits together (module order, a connection's life, a
+//!   group message's path).
 //!
 //! ## The same server, written by hand
 //!
@@ -100,6 +111,9 @@ pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T
 
 /// A boxed error: [`AppError::Other`], a backend's failure.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[doc = include_str!("docs/internals.md")]
+pub mod internals {}
 
 #[doc(hidden)]
 #[path = "private.rs"]

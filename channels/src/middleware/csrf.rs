@@ -18,7 +18,7 @@
 //! A refused request gets `403` and never reaches the application (nor its session). Trusted
 //! origins are Django's `CSRF_TRUSTED_ORIGINS`: `"https://app.example.com"`, or
 //! `"https://*.example.com"` for subdomains. WebSocket handshakes pass through; check their
-//! `Origin` with [`OriginValidator`](crate::middleware::OriginValidator).
+//! `Origin` with [`OriginValidator`](struct@crate::middleware::OriginValidator).
 
 use std::fmt;
 

@@ -100,7 +100,7 @@ impl<A: Router> Router for SessionMiddleware<A> {
 
 /// Cookie ► Session around an application (Channels' `SessionMiddlewareStack`): sessions
 /// without authentication (a cart, a preference). With a logged-in user, use
-/// [`AuthMiddlewareStack`](super::AuthMiddlewareStack), which includes both.
+/// [`AuthMiddlewareStack`](struct@super::AuthMiddlewareStack), which includes both.
 pub type SessionMiddlewareStack<A> = super::CookieMiddleware<SessionMiddleware<A>>;
 
 /// `SessionMiddlewareStack(inner, store, keys)`: [`CookieMiddleware`](super::CookieMiddleware)

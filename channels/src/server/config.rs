@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-/// Limits, timeouts and buffer sizes of a [`Server`]. `Default` gives the documented values.
+/// Limits, timeouts and buffer sizes of a [`Server`](crate::Server). `Default` gives the documented values.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ServerConfig {
