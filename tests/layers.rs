@@ -199,13 +199,13 @@ mod cases {
     }
 
     pub async fn several_receivers_share_one_channel(layer: Layer) {
+        // Both wait (or will: a message sent before a receiver waits is kept for it).
         let receivers: Vec<_> = (0..2)
             .map(|_| {
                 let layer = layer.clone();
                 tokio::spawn(async move { layer.receive("test.shared").await })
             })
             .collect();
-        tokio::time::sleep(Duration::from_millis(50)).await;
         layer.send("test.shared", message(1)).await.unwrap();
         layer.send("test.shared", message(2)).await.unwrap();
         let mut got = HashSet::new();

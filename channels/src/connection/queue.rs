@@ -218,20 +218,21 @@ mod tests {
         }
     }
 
+    /// Polls `future` once: whether it is done yet, without waiting for anything.
+    async fn poll_once<F: std::future::Future + Unpin>(future: &mut F) -> std::task::Poll<F::Output> {
+        poll_fn(|cx| std::task::Poll::Ready(std::pin::Pin::new(&mut *future).poll(cx))).await
+    }
+
     #[tokio::test]
     async fn items_come_out_in_order_and_capacity_makes_senders_wait() {
         let queue = Arc::new(Queue::new(2, 0));
         queue.try_push(1, None).unwrap();
         queue.push(2).await.unwrap();
         assert!(matches!(queue.try_push(3, None), Err(TryPushError::Full(3))));
-        let waiting = tokio::spawn({
-            let queue = queue.clone();
-            async move { queue.push(3).await }
-        });
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(!waiting.is_finished(), "a full queue makes the sender wait");
+        let mut waiting = Box::pin(queue.push(3));
+        assert!(poll_once(&mut waiting).await.is_pending(), "a full queue makes the sender wait");
         assert_eq!(poll_fn(|cx| queue.poll_pop(cx)).await, Some(1));
-        waiting.await.unwrap().unwrap();
+        waiting.await.unwrap();
         assert_eq!(queue.try_pop(), Some(2));
         assert_eq!(queue.try_pop(), Some(3));
         assert_eq!(queue.try_pop(), None);
@@ -242,35 +243,24 @@ mod tests {
         let queue = Arc::new(Queue::new(4, 0));
         queue.add_sender();
         queue.try_push("queued", None).unwrap();
-        let receiver = tokio::spawn({
-            let queue = queue.clone();
-            async move {
-                let mut got = Vec::new();
-                while let Some(item) = poll_fn(|cx| queue.poll_pop(cx)).await {
-                    got.push(item);
-                }
-                got
-            }
-        });
+        let mut pop = || Box::pin(poll_fn(|cx| queue.poll_pop(cx)));
+        assert_eq!(pop().await, Some("queued"));
         queue.drop_sender();
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(!receiver.is_finished(), "one sender is left");
+        assert!(poll_once(&mut pop()).await.is_pending(), "one sender is left");
         queue.try_push("last", None).unwrap();
         queue.drop_sender();
-        assert_eq!(receiver.await.unwrap(), ["queued", "last"]);
+        assert_eq!(pop().await, Some("last"));
+        assert_eq!(pop().await, None, "the last sender is gone and the queue is empty");
     }
 
     #[tokio::test]
     async fn closing_fails_waiting_and_later_senders() {
         let queue = Arc::new(Queue::new(1, 0));
         queue.try_push(1, None).unwrap();
-        let waiting = tokio::spawn({
-            let queue = queue.clone();
-            async move { queue.push(2).await }
-        });
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut waiting = Box::pin(queue.push(2));
+        assert!(poll_once(&mut waiting).await.is_pending());
         queue.close();
-        assert_eq!(waiting.await.unwrap(), Err(2));
+        assert_eq!(waiting.await, Err(2));
         assert!(matches!(queue.try_push(3, None), Err(TryPushError::Closed(3))));
         assert!(queue.is_closed());
         assert_eq!(queue.try_pop(), None, "closing drops what was queued");

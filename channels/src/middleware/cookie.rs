@@ -98,6 +98,8 @@ pub fn delete_cookie(
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     #[test]
@@ -127,5 +129,24 @@ mod tests {
             assert!(values[0].contains(part), "{part} in {}", values[0]);
         }
         assert!(values[1].starts_with("old=;") && values[1].contains("Max-Age=0"), "{}", values[1]);
+    }
+
+    proptest! {
+        #[test]
+        fn cookie_headers_never_panic(header in any::<String>()) {
+            let _ = parse_cookies(&header).count();
+        }
+
+        #[test]
+        fn raw_cookie_header_bytes_never_panic(header in any::<Vec<u8>>()) {
+            let _ = parse_cookie_header(&header).count();
+        }
+    }
+
+    #[test]
+    fn a_non_utf8_pair_costs_only_itself() {
+        let header = b"a=1; bad=\xff\xfe; sessionid=abc; c=3";
+        let names: Vec<String> = parse_cookie_header(header).map(|(name, _)| name).collect();
+        assert_eq!(names, ["a", "sessionid", "c"]);
     }
 }
