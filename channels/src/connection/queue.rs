@@ -198,7 +198,6 @@ mod tests {
     use super::*;
     use std::future::poll_fn;
     use std::sync::Arc;
-    use std::time::Duration;
 
     impl Weigh for i32 {
         fn weight(&self) -> usize {
@@ -243,7 +242,7 @@ mod tests {
         let queue = Arc::new(Queue::new(4, 0));
         queue.add_sender();
         queue.try_push("queued", None).unwrap();
-        let mut pop = || Box::pin(poll_fn(|cx| queue.poll_pop(cx)));
+        let pop = || Box::pin(poll_fn(|cx| queue.poll_pop(cx)));
         assert_eq!(pop().await, Some("queued"));
         queue.drop_sender();
         assert!(poll_once(&mut pop()).await.is_pending(), "one sender is left");
