@@ -40,6 +40,7 @@
 //!   [`new_channel`](ChannelLayer::new_channel)). A bad name is [`LayerError::InvalidName`].
 //! - Messages of 1 MiB and more are fine.
 
+mod local;
 mod memory;
 mod names;
 #[cfg(feature = "redis")]
@@ -49,6 +50,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+pub use self::local::LocalChannels;
 pub use self::memory::InMemoryChannelLayer;
 pub use self::names::{validate_channel_name, validate_group_name};
 #[cfg(feature = "redis")]
@@ -160,9 +162,15 @@ pub trait ChannelLayer: Send + Sync + 'static {
     /// Counters since the layer was created.
     fn stats(&self) -> LayerStats;
 
-    /// Starts receiving `channel` into `subscription` (one per consumer instance): the consumer
-    /// runtime uses this instead of a `receive` loop, so a connection costs no extra task.
-    #[doc(hidden)]
+    /// How a backend feeds consumers: a [`Subscription`] to `channel` (a name from
+    /// [`new_channel`](Self::new_channel)), one per consumer instance, which the runtime polls
+    /// beside the connection's events (no task per connection). A backend keeps its process's
+    /// channels in [`LocalChannels`], delivers what arrives for them with
+    /// [`LocalChannels::deliver`], and returns [`LocalChannels::subscribe`] here;
+    /// `tests/custom_layer.rs` is a complete third-party layer in 100 lines.
+    ///
+    /// # Errors
+    /// [`LayerError::InvalidName`], or a channel this process cannot receive.
     fn subscribe(&self, channel: &str) -> Result<Subscription, LayerError>;
 }
 
@@ -292,8 +300,9 @@ impl std::fmt::Debug for Subscription {
     }
 }
 
-/// What a backend implements to feed a [`Subscription`].
-#[doc(hidden)]
+/// What feeds a [`Subscription`]. [`LocalChannels::subscribe`] makes one for a channel of this
+/// process; a backend of its own kind implements this and returns it from
+/// [`ChannelLayer::subscribe`].
 pub trait SubscriptionSource: Send + Sync {
     /// The next message, when there is one.
     fn poll_recv(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<ChannelMessage>;
@@ -301,7 +310,6 @@ pub trait SubscriptionSource: Send + Sync {
 
 impl Subscription {
     /// A subscription fed by `source`.
-    #[doc(hidden)]
     pub fn new(source: impl SubscriptionSource + 'static) -> Self {
         Subscription { inner: Box::new(source) }
     }

@@ -11,7 +11,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnecti
 use redis::{AsyncConnectionConfig, Client, Script};
 
 use super::{
-    ChannelLayer, Counters, InMemoryChannelLayer, LayerConfig, LayerError, LayerStats, Subscription, check_message,
+    ChannelLayer, Counters, LayerConfig, LayerError, LayerStats, LocalChannels, Subscription, check_message,
     validate_channel_name, validate_group_name,
 };
 use crate::BoxFuture;
@@ -67,7 +67,7 @@ struct Inner {
     config: RedisLayerConfig,
     shards: Vec<Shard>,
     /// Consumers' channels of this process, demultiplexed from the shared key.
-    local: InMemoryChannelLayer,
+    local: LocalChannels,
     /// `specific.<id>!...` is this process's.
     id: String,
     next_channel: AtomicU64,
@@ -216,7 +216,7 @@ impl RedisChannelLayer {
         }
         let seed = RandomState::new().hash_one((std::process::id(), std::time::SystemTime::now()));
         let inner = Arc::new(Inner {
-            local: InMemoryChannelLayer::with_config(config.layer.clone()),
+            local: LocalChannels::new(config.layer.clone()),
             config,
             shards,
             id: format!("{seed:016x}"),
@@ -345,7 +345,7 @@ impl Inner {
                 return;
             }
         };
-        if self.local.deliver_local(channel, message).is_err() {
+        if self.local.deliver(channel, message).is_err() {
             self.counters.dropped_for(channel, 1);
         }
     }
@@ -501,7 +501,7 @@ impl ChannelLayer for RedisChannelLayer {
             validate_channel_name(channel)?;
             let inner = &self.inner;
             if inner.is_own(channel) {
-                return Ok(inner.local.receive_local(channel).await);
+                return Ok(inner.local.receive(channel).await);
             }
             if channel.contains('!') {
                 // Its messages are in another process's key, mixed with that process's other
@@ -619,14 +619,14 @@ impl ChannelLayer for RedisChannelLayer {
                 }
             }
             lock(&self.inner.memberships).clear();
-            self.inner.local.flush().await
+            self.inner.local.clear();
+            Ok(())
         })
     }
 
     fn stats(&self) -> LayerStats {
         let own = self.inner.counters.snapshot();
-        let local = self.inner.local.stats();
-        LayerStats { sent: own.sent, dropped: own.dropped, expired: own.expired + local.expired }
+        LayerStats { expired: own.expired + self.inner.local.expired(), ..own }
     }
 
     fn subscribe(&self, channel: &str) -> Result<Subscription, LayerError> {

@@ -1,0 +1,231 @@
+//! [`LocalChannels`]: the channels of this process — a mailbox per channel, bounded and
+//! expiring, and the subscriptions consumers receive through. The in-memory layer is these plus
+//! groups; the Redis layer feeds its process's channels into them; a backend of your own can do
+//! the same (see [`ChannelLayer::subscribe`](super::ChannelLayer::subscribe)).
+
+use std::collections::hash_map::RandomState;
+use std::collections::{HashMap, VecDeque};
+use std::future::poll_fn;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
+
+use tokio::time::Instant;
+
+use super::{Counters, LayerConfig, LayerError, Subscription, SubscriptionSource, validate_channel_name};
+use crate::event::ChannelMessage;
+
+/// Channel map shards: senders to different channels rarely contend.
+const SHARDS: usize = 16;
+
+/// The channels of this process: each a bounded queue (`capacity` messages, each living
+/// `expiry`) that `receive`s and [`Subscription`]s take from. Lock-light (16 shards, a lock per
+/// channel); a channel nobody holds is removed once empty. Cloning is cheap and shares them.
+#[derive(Clone, Debug)]
+pub struct LocalChannels {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: LayerConfig,
+    shards: Box<[Mutex<ChannelMap>]>,
+    hasher: RandomState,
+    counters: Counters,
+    /// Operations since the last sweep of unused channels.
+    ops: AtomicU64,
+}
+
+/// One shard's channels.
+type ChannelMap = HashMap<String, Arc<Mailbox>>;
+
+/// One channel's queue.
+#[derive(Debug, Default)]
+struct Mailbox {
+    state: Mutex<MailboxState>,
+}
+
+#[derive(Debug, Default)]
+struct MailboxState {
+    queue: VecDeque<(Instant, ChannelMessage)>,
+    /// Receivers waiting for a message; all are woken on a push (stale ones wake harmlessly).
+    waiters: Vec<Waker>,
+    /// A consumer's subscription holds the channel: it is not swept while subscribed.
+    subscribed: bool,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks cannot leave the data inconsistent (every
+    // critical section is a single push, pop or map update), so a poisoned lock is used as is.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Mailbox {
+    /// Queues `message` unless the channel is full.
+    fn push(&self, message: ChannelMessage, config: &LayerConfig, counters: &Counters) -> Result<(), usize> {
+        let mut state = lock(&self.state);
+        let now = Instant::now();
+        let expired = state.drop_expired(now);
+        counters.expired(expired);
+        if state.queue.len() >= config.capacity {
+            return Err(config.capacity);
+        }
+        state.queue.push_back((now + config.expiry, message));
+        for waker in state.waiters.drain(..) {
+            waker.wake();
+        }
+        Ok(())
+    }
+
+    fn poll_pop(&self, cx: &mut Context<'_>, counters: &Counters) -> Poll<ChannelMessage> {
+        let mut state = lock(&self.state);
+        let expired = state.drop_expired(Instant::now());
+        counters.expired(expired);
+        if let Some((_, message)) = state.queue.pop_front() {
+            return Poll::Ready(message);
+        }
+        if !state.waiters.iter().any(|waker| waker.will_wake(cx.waker())) {
+            state.waiters.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+}
+
+impl MailboxState {
+    /// Drops expired messages from the front (expiry times only grow along the queue).
+    fn drop_expired(&mut self, now: Instant) -> u64 {
+        let mut expired = 0;
+        while self.queue.front().is_some_and(|(expires, _)| *expires <= now) {
+            self.queue.pop_front();
+            expired += 1;
+        }
+        expired
+    }
+}
+
+impl LocalChannels {
+    /// Channels with `config`'s capacity and expiry (its group expiry is not used here).
+    pub fn new(config: LayerConfig) -> Self {
+        let shards = (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect();
+        LocalChannels {
+            inner: Arc::new(Inner {
+                config,
+                shards,
+                hasher: RandomState::new(),
+                counters: Counters::default(),
+                ops: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &LayerConfig {
+        &self.inner.config
+    }
+
+    /// Queues `message` for `channel` (whoever receives it: a `receive` or a subscription).
+    ///
+    /// # Errors
+    /// [`LayerError::ChannelFull`] when the channel holds `capacity` messages.
+    pub fn deliver(&self, channel: &str, message: ChannelMessage) -> Result<(), LayerError> {
+        self.inner
+            .mailbox(channel)
+            .push(message, &self.inner.config, &self.inner.counters)
+            .map_err(|capacity| LayerError::ChannelFull { channel: channel.to_owned(), capacity })
+    }
+
+    /// The next message on `channel` (cancel safe: a dropped call loses nothing).
+    pub async fn receive(&self, channel: &str) -> ChannelMessage {
+        let mailbox = self.inner.mailbox(channel);
+        poll_fn(|cx| mailbox.poll_pop(cx, &self.inner.counters)).await
+    }
+
+    /// A consumer's subscription to `channel`: the channel lives while it does, and dropping it
+    /// drops the channel and what is still queued for it.
+    ///
+    /// # Errors
+    /// [`LayerError::InvalidName`].
+    pub fn subscribe(&self, channel: &str) -> Result<Subscription, LayerError> {
+        validate_channel_name(channel)?;
+        let mailbox = self.inner.mailbox(channel);
+        lock(&mailbox.state).subscribed = true;
+        Ok(Subscription::new(LocalSubscription { inner: self.inner.clone(), channel: channel.to_owned(), mailbox }))
+    }
+
+    /// Drops every queued message.
+    pub fn clear(&self) {
+        for shard in &self.inner.shards {
+            for mailbox in lock(shard).values() {
+                lock(&mailbox.state).queue.clear();
+            }
+        }
+    }
+
+    /// How many channels currently have a queue (tests check that nothing leaks).
+    pub fn channel_count(&self) -> usize {
+        self.inner.shards.iter().map(|shard| lock(shard).len()).sum()
+    }
+
+    /// Messages that expired unreceived, since these channels were made.
+    pub fn expired(&self) -> u64 {
+        self.inner.counters.snapshot().expired
+    }
+}
+
+impl Inner {
+    fn shard(&self, channel: &str) -> &Mutex<ChannelMap> {
+        let index = (self.hasher.hash_one(channel) % SHARDS as u64) as usize;
+        &self.shards[index]
+    }
+
+    fn mailbox(&self, channel: &str) -> Arc<Mailbox> {
+        self.maybe_sweep();
+        let mut shard = lock(self.shard(channel));
+        match shard.get(channel) {
+            Some(mailbox) => mailbox.clone(),
+            None => shard.entry(channel.to_owned()).or_default().clone(),
+        }
+    }
+
+    /// Every 4096 operations, removes channels that hold nothing and that nobody holds.
+    fn maybe_sweep(&self) {
+        if self.ops.fetch_add(1, Ordering::Relaxed) % 4096 != 4095 {
+            return;
+        }
+        let now = Instant::now();
+        for shard in &self.shards {
+            lock(shard).retain(|_, mailbox| {
+                if Arc::strong_count(mailbox) > 1 {
+                    return true;
+                }
+                let mut state = lock(&mailbox.state);
+                let expired = state.drop_expired(now);
+                self.counters.expired(expired);
+                state.subscribed || !state.queue.is_empty()
+            });
+        }
+    }
+}
+
+struct LocalSubscription {
+    inner: Arc<Inner>,
+    channel: String,
+    mailbox: Arc<Mailbox>,
+}
+
+impl SubscriptionSource for LocalSubscription {
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<ChannelMessage> {
+        self.mailbox.poll_pop(cx, &self.inner.counters)
+    }
+}
+
+impl Drop for LocalSubscription {
+    fn drop(&mut self) {
+        // The consumer is gone: its channel and anything still queued for it go too.
+        let mut shard = lock(self.inner.shard(&self.channel));
+        if shard.get(&self.channel).is_some_and(|mailbox| Arc::ptr_eq(mailbox, &self.mailbox)) {
+            shard.remove(&self.channel);
+        }
+    }
+}
