@@ -5,29 +5,49 @@ use proc_macro2::{Group, Span, TokenStream, TokenTree};
 use quote::{ToTokens, quote};
 
 /// Collects errors; `finish` folds them into one `syn::Error` with `combine`.
-#[derive(Default)]
-pub(crate) struct Errors(Vec<syn::Error>);
+///
+/// A collector dropped without `finish` would lose what it recorded (a user's mistake that
+/// compiles silently), so that is a bug in the macro and panics, as serde_derive's `Ctxt` does.
+pub(crate) struct Errors(Option<Vec<syn::Error>>);
+
+impl Default for Errors {
+    fn default() -> Self {
+        Errors(Some(Vec::new()))
+    }
+}
 
 impl Errors {
+    fn list(&mut self) -> &mut Vec<syn::Error> {
+        self.0.get_or_insert_with(Vec::new)
+    }
+
     pub(crate) fn at(&mut self, span: Span, message: impl std::fmt::Display) {
-        self.0.push(syn::Error::new(span, message));
+        self.list().push(syn::Error::new(span, message));
     }
 
     pub(crate) fn on(&mut self, tokens: impl ToTokens, message: impl std::fmt::Display) {
-        self.0.push(syn::Error::new_spanned(tokens, message));
+        self.list().push(syn::Error::new_spanned(tokens, message));
     }
 
     pub(crate) fn push(&mut self, error: syn::Error) {
-        self.0.push(error);
+        self.list().push(error);
     }
 
-    pub(crate) fn finish(self) -> Result<(), syn::Error> {
-        let mut errors = self.0.into_iter();
+    pub(crate) fn finish(mut self) -> Result<(), syn::Error> {
+        let mut errors = self.0.take().unwrap_or_default().into_iter();
         let Some(mut first) = errors.next() else { return Ok(()) };
         for error in errors {
             first.combine(error);
         }
         Err(first)
+    }
+}
+
+impl Drop for Errors {
+    fn drop(&mut self) {
+        if !std::thread::panicking() && self.0.as_ref().is_some_and(|errors| !errors.is_empty()) {
+            panic!("channels-macros: errors were recorded and then dropped without `finish()`");
+        }
     }
 }
 
