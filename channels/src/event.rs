@@ -24,11 +24,123 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
 
-/// UTF-8 text that is cheap to clone (a reference-counted byte buffer).
+/// UTF-8 text that is cheap to clone (a reference-counted byte buffer): text read from a socket
+/// is sent on without being copied.
 ///
-/// This is the text type of the WebSocket library underneath, re-exported so that text read from
-/// a socket can be sent on without being copied.
-pub use tokio_tungstenite::tungstenite::Utf8Bytes;
+/// The crate's own type around the WebSocket library's (as axum wraps it), so that a new major
+/// version of that library is not a breaking change here. Reads as a `&str` (`Deref`,
+/// [`as_str`](Self::as_str)); made from `String`, `&str` and (checked) bytes.
+#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Utf8Bytes(tokio_tungstenite::tungstenite::Utf8Bytes);
+
+impl Utf8Bytes {
+    /// Text from a `'static` string, without copying it.
+    pub const fn from_static(text: &'static str) -> Self {
+        Utf8Bytes(tokio_tungstenite::tungstenite::Utf8Bytes::from_static(text))
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+
+    pub(crate) fn from_socket(text: tokio_tungstenite::tungstenite::Utf8Bytes) -> Self {
+        Utf8Bytes(text)
+    }
+
+    pub(crate) fn into_socket(self) -> tokio_tungstenite::tungstenite::Utf8Bytes {
+        self.0
+    }
+}
+
+impl std::ops::Deref for Utf8Bytes {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for Utf8Bytes {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<[u8]> for Utf8Bytes {
+    fn as_ref(&self) -> &[u8] {
+        self.as_str().as_bytes()
+    }
+}
+
+impl std::borrow::Borrow<str> for Utf8Bytes {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Debug for Utf8Bytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl std::fmt::Display for Utf8Bytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<str> for Utf8Bytes {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Utf8Bytes {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl PartialEq<String> for Utf8Bytes {
+    fn eq(&self, other: &String) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl From<String> for Utf8Bytes {
+    fn from(text: String) -> Self {
+        Utf8Bytes(text.into())
+    }
+}
+
+impl From<&str> for Utf8Bytes {
+    fn from(text: &str) -> Self {
+        Utf8Bytes(text.into())
+    }
+}
+
+impl From<&String> for Utf8Bytes {
+    fn from(text: &String) -> Self {
+        Utf8Bytes(text.into())
+    }
+}
+
+impl TryFrom<Bytes> for Utf8Bytes {
+    type Error = std::str::Utf8Error;
+
+    /// Checks that the bytes are UTF-8, without copying them.
+    fn try_from(bytes: Bytes) -> Result<Self, Self::Error> {
+        tokio_tungstenite::tungstenite::Utf8Bytes::try_from(bytes).map(Utf8Bytes)
+    }
+}
+
+impl From<Utf8Bytes> for Bytes {
+    fn from(text: Utf8Bytes) -> Self {
+        text.0.into()
+    }
+}
 
 /// WebSocket close codes used by the runtime (RFC 6455, section 7.4.1).
 pub mod close_code {

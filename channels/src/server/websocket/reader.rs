@@ -16,7 +16,7 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::{Opened, Stream};
 use crate::connection::{ConnState, EventSource};
-use crate::event::{Inbound, Message, close_code};
+use crate::event::{Inbound, Message, Utf8Bytes, close_code};
 use crate::server::RateLimit;
 use futures_util::stream::SplitStream;
 
@@ -106,7 +106,9 @@ impl WsSource {
                                     if let Some(throttle) = &mut self.throttle {
                                         throttle.consume();
                                     }
-                                    return Poll::Ready(Some(Inbound::WebsocketReceive(Message::Text(text))));
+                                    return Poll::Ready(Some(Inbound::WebsocketReceive(Message::Text(
+                                        Utf8Bytes::from_socket(text),
+                                    ))));
                                 }
                                 WsMessage::Binary(bytes) => {
                                     if let Some(throttle) = &mut self.throttle {

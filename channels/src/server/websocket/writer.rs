@@ -82,7 +82,7 @@ async fn timer(keepalive: &mut Option<Keepalive>) {
 
 fn to_frame(event: Outbound) -> Option<WsMessage> {
     match event {
-        Outbound::WebsocketSend(Message::Text(text)) => Some(WsMessage::Text(text)),
+        Outbound::WebsocketSend(Message::Text(text)) => Some(WsMessage::Text(text.into_socket())),
         Outbound::WebsocketSend(Message::Binary(bytes)) => Some(WsMessage::Binary(bytes)),
         Outbound::WebsocketClose(close) => Some(close_frame(close)),
         other => {
@@ -93,7 +93,7 @@ fn to_frame(event: Outbound) -> Option<WsMessage> {
 }
 
 fn close_frame(close: Close) -> WsMessage {
-    WsMessage::Close(Some(CloseFrame { code: close.code.into(), reason: close.reason }))
+    WsMessage::Close(Some(CloseFrame { code: close.code.into(), reason: close.reason.into_socket() }))
 }
 
 /// Writes to the socket: queued events in batches, keepalive pings, the close handshake. Runs in
