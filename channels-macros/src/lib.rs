@@ -10,6 +10,9 @@
 mod auth;
 mod consumer;
 mod diag;
+/// The `path()` grammar, shared with the runtime (a symlink to `channels/src/path_grammar.rs`).
+#[allow(dead_code)]
+mod path_grammar;
 mod routing;
 
 use proc_macro::TokenStream;

@@ -95,6 +95,7 @@ pub mod error;
 pub mod event;
 pub mod layers;
 pub mod middleware;
+mod path_grammar;
 mod ratelog;
 #[cfg(feature = "redis")]
 mod redis_retry;

@@ -69,14 +69,8 @@ pub enum RouteError {
     },
 }
 
-/// The `path()` converters and the regex each stands for.
-pub const PATH_CONVERTERS: &[(&str, &str)] = &[
-    ("str", "[^/]+"),
-    ("int", "[0-9]+"),
-    ("slug", "[-a-zA-Z0-9_]+"),
-    ("uuid", "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"),
-    ("path", ".+"),
-];
+pub use crate::path_grammar::PATH_CONVERTERS;
+use crate::path_grammar::{GrammarError, Piece, parse_path};
 
 #[derive(Debug)]
 enum Pattern {
@@ -135,44 +129,25 @@ fn named(regex: &Regex, caps: &regex::Captures<'_>) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Compiles a `path()` pattern: literal text and `<converter:name>` / `<name>` placeholders.
+/// Compiles a `path()` pattern: literal text and `<converter:name>` / `<name>` placeholders
+/// (the grammar is [`crate::path_grammar`], which the macros check patterns with too).
 fn compile_path(pattern: &str) -> Result<Pattern, RouteError> {
     if !pattern.contains('<') && !pattern.contains('>') {
         return Ok(Pattern::Literal(pattern.to_owned()));
     }
-    let placeholder = |reason: &str| RouteError::Placeholder { pattern: pattern.to_owned(), reason: reason.to_owned() };
+    let pieces = parse_path(pattern).map_err(|err| match err {
+        GrammarError::UnknownConverter(converter) => {
+            RouteError::UnknownConverter { pattern: pattern.to_owned(), converter }
+        }
+        other => RouteError::Placeholder { pattern: pattern.to_owned(), reason: other.to_string() },
+    })?;
     let mut regex = String::from("^");
-    let mut rest = pattern;
-    let mut names: Vec<&str> = Vec::new();
-    while let Some(open) = rest.find('<') {
-        let literal = &rest[..open];
-        if literal.contains('>') {
-            return Err(placeholder("`>` without `<`"));
+    for piece in pieces {
+        match piece {
+            Piece::Literal(text) => regex.push_str(&regex::escape(text)),
+            Piece::Param { name, class } => regex.push_str(&format!("(?P<{name}>{class})")),
         }
-        regex.push_str(&regex::escape(literal));
-        let after = &rest[open + 1..];
-        let close = after.find('>').ok_or_else(|| placeholder("`<` without `>`"))?;
-        let inner = &after[..close];
-        let (converter, name) = inner.split_once(':').unwrap_or(("str", inner));
-        let valid_name = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !valid_name {
-            return Err(placeholder(&format!("`{name}` is not a valid parameter name")));
-        }
-        if names.contains(&name) {
-            return Err(placeholder(&format!("parameter `{name}` appears twice")));
-        }
-        names.push(name);
-        let (_, class) = PATH_CONVERTERS.iter().find(|(known, _)| *known == converter).ok_or_else(|| {
-            RouteError::UnknownConverter { pattern: pattern.to_owned(), converter: converter.to_owned() }
-        })?;
-        regex.push_str(&format!("(?P<{name}>{class})"));
-        rest = &after[close + 1..];
     }
-    if rest.contains('>') {
-        return Err(placeholder("`>` without `<`"));
-    }
-    regex.push_str(&regex::escape(rest));
     let compiled =
         Regex::new(&regex).map_err(|err| RouteError::Regex { pattern: pattern.to_owned(), reason: err.to_string() })?;
     Ok(Pattern::Path(compiled))

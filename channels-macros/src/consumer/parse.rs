@@ -311,9 +311,7 @@ fn url_attr(ident: &Ident, attr: &Attribute, ty: &Type) -> syn::Result<Source> {
         Meta::List(_) => {
             let name: LitStr = attr.parse_args()?;
             let value = name.value();
-            let valid = value.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-                && value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-            if !valid {
+            if !crate::path_grammar::is_param_name(&value) {
                 return Err(syn::Error::new_spanned(name, "a URL parameter name is an identifier, e.g. \"room_id\""));
             }
             value

@@ -6,9 +6,7 @@ use regex_syntax::hir::{Hir, HirKind};
 
 use super::parse::{Key, Pattern, PatternKind, Route, Table, Target};
 use crate::diag::Errors;
-
-/// The `path()` converters; the runtime's `channels::routing::PATH_CONVERTERS` is the same list.
-const CONVERTERS: &[&str] = &["str", "int", "slug", "uuid", "path"];
+use crate::path_grammar::{GrammarError, Piece, parse_path};
 
 pub(crate) fn check(table: &Table) -> syn::Result<()> {
     let mut errors = Errors::default();
@@ -113,7 +111,8 @@ fn regex_names(hir: &Hir, names: &mut Vec<String>) {
     }
 }
 
-/// A `path()` pattern's `<converter:name>` placeholders, checked as the runtime compiles them.
+/// A `path()` pattern's `<converter:name>` placeholders, checked with the grammar the runtime
+/// compiles them with.
 fn path_captures(pattern: &str) -> Result<Vec<String>, String> {
     if pattern.contains("(?P<") {
         return Err(format!(
@@ -121,35 +120,15 @@ fn path_captures(pattern: &str) -> Result<Vec<String>, String> {
              re_path({pattern:?})"
         ));
     }
-    let mut names: Vec<String> = Vec::new();
-    let mut rest = pattern;
-    while let Some(open) = rest.find('<') {
-        if rest[..open].contains('>') {
-            return Err(format!("malformed path() pattern {pattern:?}: `>` without `<`"));
-        }
-        let after = &rest[open + 1..];
-        let close = after.find('>').ok_or_else(|| format!("malformed path() pattern {pattern:?}: `<` without `>`"))?;
-        let inner = &after[..close];
-        let (converter, name) = inner.split_once(':').unwrap_or(("str", inner));
-        if !CONVERTERS.contains(&converter) {
-            return Err(format!(
-                "unknown path converter `{converter}` in {pattern:?}: use one of {}",
-                CONVERTERS.join(", ")
-            ));
-        }
-        let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !valid {
-            return Err(format!("`{name}` in {pattern:?} is not a valid parameter name (letters, digits, `_`)"));
-        }
-        if names.iter().any(|known| known == name) {
-            return Err(format!("the parameter `{name}` appears twice in {pattern:?}"));
-        }
-        names.push(name.to_owned());
-        rest = &after[close + 1..];
-    }
-    if rest.contains('>') {
-        return Err(format!("malformed path() pattern {pattern:?}: `>` without `<`"));
-    }
-    Ok(names)
+    let pieces = parse_path(pattern).map_err(|err| match err {
+        GrammarError::StrayClose | GrammarError::Unclosed => format!("malformed path() pattern {pattern:?}: {err}"),
+        other => format!("{other} (in {pattern:?})"),
+    })?;
+    Ok(pieces
+        .into_iter()
+        .filter_map(|piece| match piece {
+            Piece::Param { name, .. } => Some(name.to_owned()),
+            Piece::Literal(_) => None,
+        })
+        .collect())
 }

@@ -1,0 +1,1 @@
+../../channels/src/path_grammar.rs
