@@ -4,12 +4,9 @@ use std::future::{Future, ready};
 
 use serde::de::DeserializeOwned;
 
-use super::websocket::close_from_layer;
-use super::{ConsumerApp, ConsumerError, FromScope, Websocket, settle, unexpected, unhandled_message};
-use crate::application::{Inbox, Outbox};
-use crate::error::AppError;
-use crate::event::{ChannelMessage, Inbound, Message, close_code};
-use crate::layers::CLOSE_TYPE;
+use super::websocket::SocketConsumer;
+use super::{ConsumerApp, ConsumerError, FromScope, Websocket, unhandled_message};
+use crate::event::{ChannelMessage, Message, close_code};
 
 /// A client frame that a JSON consumer could not decode.
 #[derive(Debug, thiserror::Error)]
@@ -110,33 +107,36 @@ pub trait JsonWebsocketConsumer: Send + 'static {
     }
 }
 
-pub(super) async fn drive<C: JsonWebsocketConsumer>(
-    mut consumer: Box<C>,
-    mut inbox: Inbox,
-    outbox: Outbox,
-) -> Result<(), AppError> {
-    let mut ws = Websocket::new(outbox);
-    while let Some(event) = inbox.recv().await {
-        let result = match event {
-            Inbound::WebsocketConnect => consumer.connect(&mut ws).await,
-            Inbound::WebsocketReceive(Message::Text(text)) => match serde_json::from_str(text.as_str()) {
-                Ok(content) => consumer.receive_json(&mut ws, content).await,
-                Err(err) => consumer.decode_error(&mut ws, JsonDecodeError::Invalid(err)).await,
-            },
-            Inbound::WebsocketReceive(Message::Binary(_)) => {
-                consumer.decode_error(&mut ws, JsonDecodeError::Binary).await
-            }
-            Inbound::Channel(message) if message.message_type() == Some(CLOSE_TYPE) => {
-                close_from_layer(&mut ws, &message).await
-            }
-            Inbound::Channel(message) => consumer.handle_message(&mut ws, message).await,
-            Inbound::WebsocketDisconnect { code } => {
-                ws.mark_closed();
-                return settle(consumer.disconnect(code).await);
-            }
-            other => return Err(unexpected(&other, "a JsonWebsocketConsumer")),
-        };
-        settle(result)?;
+/// A [`JsonWebsocketConsumer`] as the WebSocket driver sees it: text decoded into its
+/// `Incoming` type, anything else to `decode_error`.
+pub(super) struct Json<C>(pub(super) Box<C>);
+
+impl<C: JsonWebsocketConsumer> SocketConsumer for Json<C> {
+    const KIND: &'static str = "a JsonWebsocketConsumer";
+
+    fn connect(&mut self, ws: &mut Websocket) -> impl Future<Output = Result<(), ConsumerError>> + Send {
+        self.0.connect(ws)
     }
-    settle(consumer.disconnect(close_code::ABNORMAL).await)
+
+    async fn message(&mut self, ws: &mut Websocket, message: Message) -> Result<(), ConsumerError> {
+        match message {
+            Message::Text(text) => match serde_json::from_str(text.as_str()) {
+                Ok(content) => self.0.receive_json(ws, content).await,
+                Err(err) => self.0.decode_error(ws, JsonDecodeError::Invalid(err)).await,
+            },
+            Message::Binary(_) => self.0.decode_error(ws, JsonDecodeError::Binary).await,
+        }
+    }
+
+    fn channel(
+        &mut self,
+        ws: &mut Websocket,
+        message: ChannelMessage,
+    ) -> impl Future<Output = Result<(), ConsumerError>> + Send {
+        self.0.handle_message(ws, message)
+    }
+
+    fn disconnect(&mut self, code: u16) -> impl Future<Output = Result<(), ConsumerError>> + Send {
+        self.0.disconnect(code)
+    }
 }

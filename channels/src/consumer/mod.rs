@@ -127,7 +127,11 @@ impl<C: WebsocketConsumer> ConsumerApp<C> {
     /// Runs a [`WebsocketConsumer`] built by `build` for each connection.
     pub fn websocket(build: impl Fn(Scope) -> Result<C, ConsumerError> + Send + Sync + 'static) -> Self {
         let layer = LayerUse { receives: C::RECEIVES_CHANNEL_MESSAGES, groups: C::groups };
-        ConsumerApp::new(build, |consumer, inbox, outbox| Box::pin(websocket::drive(consumer, inbox, outbox)), layer)
+        ConsumerApp::new(
+            build,
+            |consumer, inbox, outbox| Box::pin(websocket::drive(websocket::Text(consumer), inbox, outbox)),
+            layer,
+        )
     }
 }
 
@@ -135,7 +139,11 @@ impl<C: JsonWebsocketConsumer> ConsumerApp<C> {
     /// Runs a [`JsonWebsocketConsumer`] built by `build` for each connection.
     pub fn json(build: impl Fn(Scope) -> Result<C, ConsumerError> + Send + Sync + 'static) -> Self {
         let layer = LayerUse { receives: C::RECEIVES_CHANNEL_MESSAGES, groups: C::groups };
-        ConsumerApp::new(build, |consumer, inbox, outbox| Box::pin(json::drive(consumer, inbox, outbox)), layer)
+        ConsumerApp::new(
+            build,
+            |consumer, inbox, outbox| Box::pin(websocket::drive(json::Json(consumer), inbox, outbox)),
+            layer,
+        )
     }
 }
 

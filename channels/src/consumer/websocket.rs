@@ -265,8 +265,64 @@ pub trait WebsocketConsumer: Send + 'static {
     }
 }
 
-pub(super) async fn drive<C: WebsocketConsumer>(
-    mut consumer: Box<C>,
+/// What the one WebSocket driver loop needs of a consumer: text and JSON consumers differ only
+/// in how a client's message reaches them ([`Text`], [`super::json::Json`]).
+pub(super) trait SocketConsumer: Send + 'static {
+    /// For error messages: "a WebsocketConsumer".
+    const KIND: &'static str;
+
+    fn connect(&mut self, ws: &mut Websocket) -> impl Future<Output = Result<(), ConsumerError>> + Send;
+
+    fn message(
+        &mut self,
+        ws: &mut Websocket,
+        message: Message,
+    ) -> impl Future<Output = Result<(), ConsumerError>> + Send;
+
+    fn channel(
+        &mut self,
+        ws: &mut Websocket,
+        message: ChannelMessage,
+    ) -> impl Future<Output = Result<(), ConsumerError>> + Send;
+
+    fn disconnect(&mut self, code: u16) -> impl Future<Output = Result<(), ConsumerError>> + Send;
+}
+
+/// A [`WebsocketConsumer`] as the driver sees it: messages as they come.
+pub(super) struct Text<C>(pub(super) Box<C>);
+
+impl<C: WebsocketConsumer> SocketConsumer for Text<C> {
+    const KIND: &'static str = "a WebsocketConsumer";
+
+    fn connect(&mut self, ws: &mut Websocket) -> impl Future<Output = Result<(), ConsumerError>> + Send {
+        self.0.connect(ws)
+    }
+
+    fn message(
+        &mut self,
+        ws: &mut Websocket,
+        message: Message,
+    ) -> impl Future<Output = Result<(), ConsumerError>> + Send {
+        self.0.receive(ws, message)
+    }
+
+    fn channel(
+        &mut self,
+        ws: &mut Websocket,
+        message: ChannelMessage,
+    ) -> impl Future<Output = Result<(), ConsumerError>> + Send {
+        self.0.handle_message(ws, message)
+    }
+
+    fn disconnect(&mut self, code: u16) -> impl Future<Output = Result<(), ConsumerError>> + Send {
+        self.0.disconnect(code)
+    }
+}
+
+/// The one WebSocket driver loop: connect, messages, layer messages, disconnect (which always
+/// runs, however the connection ends).
+pub(super) async fn drive<S: SocketConsumer>(
+    mut consumer: S,
     mut inbox: Inbox,
     outbox: Outbox,
 ) -> Result<(), AppError> {
@@ -274,16 +330,16 @@ pub(super) async fn drive<C: WebsocketConsumer>(
     while let Some(event) = inbox.recv().await {
         let result = match event {
             Inbound::WebsocketConnect => consumer.connect(&mut ws).await,
-            Inbound::WebsocketReceive(message) => consumer.receive(&mut ws, message).await,
+            Inbound::WebsocketReceive(message) => consumer.message(&mut ws, message).await,
             Inbound::Channel(message) if message.message_type() == Some(CLOSE_TYPE) => {
                 close_from_layer(&mut ws, &message).await
             }
-            Inbound::Channel(message) => consumer.handle_message(&mut ws, message).await,
+            Inbound::Channel(message) => consumer.channel(&mut ws, message).await,
             Inbound::WebsocketDisconnect { code } => {
                 ws.mark_closed();
                 return settle(consumer.disconnect(code).await);
             }
-            other => return Err(unexpected(&other, "a WebsocketConsumer")),
+            other => return Err(unexpected(&other, S::KIND)),
         };
         settle(result)?;
     }
