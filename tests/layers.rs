@@ -61,6 +61,19 @@ async fn logged<F: std::future::Future>(f: F) -> (F::Output, String) {
 mod cases {
     use super::*;
 
+    pub async fn a_dropped_receive_loses_nothing(layer: Layer) {
+        // Receives given up on (timeouts, a `select!`), with a pop still in flight on Redis.
+        for _ in 0..5 {
+            assert!(tokio::time::timeout(Duration::from_millis(20), layer.receive("test.cancel")).await.is_err());
+        }
+        for n in 0..3 {
+            layer.send("test.cancel", message(n)).await.unwrap();
+        }
+        for n in 0..3 {
+            assert_eq!(n_of(&within(layer.receive("test.cancel")).await.unwrap()), n, "in order, none lost");
+        }
+    }
+
     pub async fn a_flood_of_drops_logs_a_few_summary_lines(layer: Layer) {
         layer.group_add("test.flooded", "test.full").await.unwrap();
         let ((), log) = logged(async {
@@ -273,6 +286,7 @@ layer_tests! {
     several_receivers_share_one_channel: LayerConfig::default();
     large_messages_pass: LayerConfig::default();
     a_flood_of_drops_logs_a_few_summary_lines: small(3, 60_000, 60_000);
+    a_dropped_receive_loses_nothing: LayerConfig::default();
 }
 
 /// Receiving on another instance's process-specific channel fails at once, on both backends.

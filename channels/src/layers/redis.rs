@@ -76,7 +76,32 @@ struct Inner {
     counters: Counters,
     /// Memberships of this process's channels, re-added after Redis comes back.
     memberships: Mutex<HashMap<String, HashSet<String>>>,
+    /// Pops of named channels in flight, one per channel (see `receive`).
+    pops: Mutex<HashMap<String, Arc<Pop>>>,
     scripts: Scripts,
+}
+
+/// One `BZPOPMIN` of a named channel, run in a task of its own: what it pops goes into this
+/// process's mailbox of the channel, never into a caller that may have gone. A `receive` that
+/// is dropped (a timeout, a `select!`) therefore loses nothing: the message waits for the next
+/// `receive` in this process.
+#[derive(Default)]
+struct Pop {
+    done: tokio::sync::Notify,
+    finished: AtomicBool,
+    failed: Mutex<Option<LayerError>>,
+}
+
+impl Pop {
+    async fn finished(&self) {
+        loop {
+            let notified = self.done.notified();
+            if self.finished.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 /// The Lua scripts, hashed once (invocations use EVALSHA, loading a script when Redis lacks it).
@@ -224,6 +249,7 @@ impl RedisChannelLayer {
             next_seq: AtomicU64::new(1),
             counters: Counters::default(),
             memberships: Mutex::new(HashMap::new()),
+            pops: Mutex::new(HashMap::new()),
             scripts: Scripts {
                 send: Script::new(&format!("{DELIVER}{SEND}")),
                 group_send: Script::new(&format!("{DELIVER}{GROUP_SEND}")),
@@ -460,6 +486,59 @@ async fn watch(layer: Weak<Inner>, shard: usize, connection: MultiplexedConnecti
     }
 }
 
+/// The pop of `channel` in flight, or a new one.
+fn start_pop(inner: &Arc<Inner>, channel: &str) -> Arc<Pop> {
+    let mut pops = lock(&inner.pops);
+    if let Some(pop) = pops.get(channel) {
+        return pop.clone();
+    }
+    let pop = Arc::new(Pop::default());
+    pops.insert(channel.to_owned(), pop.clone());
+    drop(pops);
+    let (inner, channel, task_pop) = (inner.clone(), channel.to_owned(), pop.clone());
+    tokio::spawn(async move {
+        match pop_once(&inner, &channel).await {
+            Ok(Some(message)) => {
+                if inner.local.deliver(&channel, message).is_err() {
+                    inner.counters.dropped_for(&channel, 1);
+                }
+            }
+            Ok(None) => {}
+            Err(err) => *lock(&task_pop.failed) = Some(err),
+        }
+        let mut pops = lock(&inner.pops);
+        if pops.get(&channel).is_some_and(|current| Arc::ptr_eq(current, &task_pop)) {
+            pops.remove(&channel);
+        }
+        drop(pops);
+        task_pop.finished.store(true, Ordering::Release);
+        task_pop.done.notify_waiters();
+    });
+    pop
+}
+
+/// One blocking pop of a named channel (`None` when nothing came within the pop timeout).
+async fn pop_once(inner: &Inner, channel: &str) -> Result<Option<ChannelMessage>, LayerError> {
+    let key = inner.key(channel);
+    let config = AsyncConnectionConfig::new().set_response_timeout(None);
+    let mut conn = inner.shards[inner.shard_of(&key)]
+        .client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .map_err(backend)?;
+    let popped: Option<(String, String, f64)> =
+        redis::cmd("BZPOPMIN").arg(&key).arg(POP_TIMEOUT_SECS).query_async(&mut conn).await.map_err(backend)?;
+    let Some((_, member, _)) = popped else { return Ok(None) };
+    let payload = member.splitn(3, '\n').nth(2).unwrap_or("");
+    match serde_json::from_str::<serde_json::Value>(payload) {
+        Ok(value) => Ok(Some(ChannelMessage::new(value))),
+        Err(err) => {
+            tracing::error!(channel, %err, "undecodable message in Redis; skipped");
+            Ok(None)
+        }
+    }
+}
+
 /// Runs a script (once more on a broken connection: see [`crate::redis_retry`]).
 async fn retry_script<T: redis::FromRedisValue>(
     commands: &ConnectionManager,
@@ -508,26 +587,18 @@ impl ChannelLayer for RedisChannelLayer {
                 // channels: popping them here would steal (and misdeliver) them.
                 return Err(LayerError::NotLocal { channel: channel.to_owned() });
             }
-            // Another channel: pop it directly, on a connection of its own (BZPOPMIN blocks).
-            let key = inner.key(channel);
-            let config = AsyncConnectionConfig::new().set_response_timeout(None);
-            let mut conn = inner.shards[inner.shard_of(&key)]
-                .client
-                .get_multiplexed_async_connection_with_config(&config)
-                .await
-                .map_err(backend)?;
+            // A named channel: its messages are popped by one task at a time into this process's
+            // mailbox for it, and taken from there (cancel safe; see `Pop`).
             loop {
-                let popped: Option<(String, String, f64)> = redis::cmd("BZPOPMIN")
-                    .arg(&key)
-                    .arg(POP_TIMEOUT_SECS)
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(backend)?;
-                let Some((_, member, _)) = popped else { continue };
-                let payload = member.splitn(3, '\n').nth(2).unwrap_or("");
-                match serde_json::from_str::<serde_json::Value>(payload) {
-                    Ok(value) => return Ok(ChannelMessage::new(value)),
-                    Err(err) => tracing::error!(channel, %err, "undecodable message in Redis; skipped"),
+                let pop = start_pop(inner, channel);
+                tokio::select! {
+                    biased;
+                    message = inner.local.receive(channel) => return Ok(message),
+                    () = pop.finished() => {
+                        if let Some(err) = lock(&pop.failed).take() {
+                            return Err(err);
+                        }
+                    }
                 }
             }
         })
