@@ -4,7 +4,7 @@ use proc_macro2::TokenStream;
 use quote::{ToTokens, quote, quote_spanned};
 use syn::spanned::Spanned;
 
-use super::parse::{ConsumerImpl, ConsumerStruct, Kind, Source};
+use super::parse::{ConsumerImpl, ConsumerStruct, Kind, Param, Source};
 
 /// The struct, its `FromScope` impl and its `Consumer` impl.
 pub(crate) fn consumer_struct(model: &ConsumerStruct) -> TokenStream {
@@ -200,25 +200,27 @@ fn trait_name(kind: &Kind) -> TokenStream {
 /// The trait method's signature, parameters named `arg0, arg1...` and typed as the trait says
 /// (the JSON content is typed as the user's parameter, which is `Self::Incoming`).
 fn lifecycle_signature(kind: &Kind, name: &syn::Ident, p: &TokenStream) -> (TokenStream, Vec<syn::Ident>) {
-    let unit = quote!(::core::result::Result<(), #p::ConsumerError>);
-    let (params, output): (Vec<(&str, TokenStream)>, TokenStream) = match (kind, name.to_string().as_str()) {
-        (_, "connect") => (vec![("ws", quote!(&mut #p::Websocket))], unit),
-        (_, "receive") => (vec![("ws", quote!(&mut #p::Websocket)), ("message", quote!(#p::Message))], unit),
-        (_, "receive_json") => (vec![("ws", quote!(&mut #p::Websocket)), ("content", quote!(Self::Incoming))], unit),
-        (_, "decode_error") => (vec![("ws", quote!(&mut #p::Websocket)), ("error", quote!(#p::JsonDecodeError))], unit),
-        (Kind::Http, "disconnect") => (vec![], unit),
-        (_, "disconnect") => (vec![("code", quote!(u16))], unit),
-        (Kind::Http, "handle") => {
-            (vec![("body", quote!(#p::Bytes)), ("response", quote!(&mut #p::HttpResponse))], unit)
-        }
-        (_, "handle") => (
-            vec![("outbox", quote!(&#p::Outbox)), ("event", quote!(#p::Inbound))],
-            quote!(::core::result::Result<#p::Flow, #p::ConsumerError>),
-        ),
-        _ => unreachable!("only the kind's lifecycle methods get here"),
+    let Some(method) = kind.methods().iter().find(|method| name == method.name) else {
+        unreachable!("only the kind's lifecycle methods get here")
     };
-    let names: Vec<syn::Ident> = params.iter().map(|(name, _)| quote::format_ident!("{name}")).collect();
-    let inputs = names.iter().zip(params.iter().map(|(_, ty)| ty)).map(|(name, ty)| quote!(#name: #ty));
+    let output = if method.flow {
+        quote!(::core::result::Result<#p::Flow, #p::ConsumerError>)
+    } else {
+        quote!(::core::result::Result<(), #p::ConsumerError>)
+    };
+    let names: Vec<syn::Ident> = method.params.iter().map(|(name, _)| quote::format_ident!("{name}")).collect();
+    let types = method.params.iter().map(|(_, param)| match param {
+        Param::Websocket => quote!(&mut #p::Websocket),
+        Param::Message => quote!(#p::Message),
+        Param::Incoming => quote!(Self::Incoming),
+        Param::DecodeError => quote!(#p::JsonDecodeError),
+        Param::Code => quote!(u16),
+        Param::Body => quote!(#p::Bytes),
+        Param::Response => quote!(&mut #p::HttpResponse),
+        Param::Outbox => quote!(&#p::Outbox),
+        Param::Event => quote!(#p::Inbound),
+    });
+    let inputs = names.iter().zip(types).map(|(name, ty)| quote!(#name: #ty));
     (quote!(async fn #name(&mut self, #(#inputs),*) -> #output), names)
 }
 

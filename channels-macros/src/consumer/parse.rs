@@ -57,34 +57,102 @@ impl Kind {
         }
     }
 
-    /// The lifecycle methods of this kind: name, typed parameters after `&mut self`, signature.
-    fn methods(&self) -> &'static [(&'static str, usize, &'static str)] {
+    /// The lifecycle methods of this kind.
+    pub(crate) fn methods(&self) -> &'static [Method] {
         match self {
-            Kind::Websocket => &[
-                ("connect", 1, "(&mut self, ws: &mut Websocket)"),
-                ("receive", 2, "(&mut self, ws: &mut Websocket, message: Message)"),
-                ("disconnect", 1, "(&mut self, code: u16)"),
-            ],
-            Kind::Json => &[
-                ("connect", 1, "(&mut self, ws: &mut Websocket)"),
-                ("receive_json", 2, "(&mut self, ws: &mut Websocket, content: T)` with `T: Deserialize"),
-                ("decode_error", 2, "(&mut self, ws: &mut Websocket, error: JsonDecodeError)"),
-                ("disconnect", 1, "(&mut self, code: u16)"),
-            ],
-            Kind::Http => &[
-                ("handle", 2, "(&mut self, body: Bytes, response: &mut HttpResponse)"),
-                ("disconnect", 0, "(&mut self)"),
-            ],
-            Kind::Custom(_) => {
-                &[("handle", 2, "(&mut self, outbox: &Outbox, event: Inbound) -> Result<Flow, ConsumerError>")]
-            }
+            Kind::Websocket => WEBSOCKET,
+            Kind::Json => JSON,
+            Kind::Http => HTTP,
+            Kind::Custom(_) => CUSTOM,
         }
     }
 }
 
-/// Every lifecycle method name of every kind: a method with one of these names in a
-/// `#[consumer]` impl block is wired into the protocol trait.
-const LIFECYCLE: &[&str] = &["connect", "receive", "receive_json", "decode_error", "disconnect", "handle"];
+/// A parameter of a lifecycle method after `&mut self`; `expand.rs` spells its type.
+#[derive(Clone, Copy)]
+pub(crate) enum Param {
+    Websocket,
+    Message,
+    Incoming,
+    DecodeError,
+    Code,
+    Body,
+    Response,
+    Outbox,
+    Event,
+}
+
+/// One lifecycle method of a kind of consumer. This one table is what parsing checks a user's
+/// method against (arity, the shape shown in messages) and what the expansion writes the
+/// protocol trait's method from (parameter names and types, return type).
+pub(crate) struct Method {
+    pub(crate) name: &'static str,
+    pub(crate) params: &'static [(&'static str, Param)],
+    /// Returns `Result<Flow, ConsumerError>` (a custom protocol's `handle`) instead of `Result<()>`.
+    pub(crate) flow: bool,
+    /// The signature as shown in messages, after the name.
+    pub(crate) shape: &'static str,
+}
+
+const CONNECT: Method = Method {
+    name: "connect",
+    params: &[("ws", Param::Websocket)],
+    flow: false,
+    shape: "(&mut self, ws: &mut Websocket)",
+};
+const DISCONNECT: Method =
+    Method { name: "disconnect", params: &[("code", Param::Code)], flow: false, shape: "(&mut self, code: u16)" };
+
+const WEBSOCKET: &[Method] = &[
+    CONNECT,
+    Method {
+        name: "receive",
+        params: &[("ws", Param::Websocket), ("message", Param::Message)],
+        flow: false,
+        shape: "(&mut self, ws: &mut Websocket, message: Message)",
+    },
+    DISCONNECT,
+];
+
+const JSON: &[Method] = &[
+    CONNECT,
+    Method {
+        name: "receive_json",
+        params: &[("ws", Param::Websocket), ("content", Param::Incoming)],
+        flow: false,
+        shape: "(&mut self, ws: &mut Websocket, content: T)` with `T: Deserialize",
+    },
+    Method {
+        name: "decode_error",
+        params: &[("ws", Param::Websocket), ("error", Param::DecodeError)],
+        flow: false,
+        shape: "(&mut self, ws: &mut Websocket, error: JsonDecodeError)",
+    },
+    DISCONNECT,
+];
+
+const HTTP: &[Method] = &[
+    Method {
+        name: "handle",
+        params: &[("body", Param::Body), ("response", Param::Response)],
+        flow: false,
+        shape: "(&mut self, body: Bytes, response: &mut HttpResponse)",
+    },
+    Method { name: "disconnect", params: &[], flow: false, shape: "(&mut self)" },
+];
+
+const CUSTOM: &[Method] = &[Method {
+    name: "handle",
+    params: &[("outbox", Param::Outbox), ("event", Param::Event)],
+    flow: true,
+    shape: "(&mut self, outbox: &Outbox, event: Inbound) -> Result<Flow, ConsumerError>",
+}];
+
+/// True for a lifecycle method name of any kind: such a method in a `#[consumer]` impl block is
+/// wired into the protocol trait.
+fn is_lifecycle(name: &str) -> bool {
+    [WEBSOCKET, JSON, HTTP, CUSTOM].iter().any(|methods| methods.iter().any(|method| method.name == name))
+}
 
 /// The arguments of `#[consumer(...)]`.
 #[derive(Default)]
@@ -397,7 +465,7 @@ impl ConsumerImpl {
                 check_groups_signature(&method.sig, errors);
                 groups = Some(method.sig.span());
             } else if let Some((message_type, spawn)) = handler_attr {
-                if LIFECYCLE.contains(&name.to_string().as_str()) || name == "groups" {
+                if is_lifecycle(&name.to_string()) || name == "groups" {
                     errors.on(&name, format!("`{name}` is a lifecycle method; give the handler another name"));
                     continue;
                 }
@@ -405,22 +473,24 @@ impl ConsumerImpl {
                 handler_sigs.push((method.sig.clone(), spawn));
                 let ty = method.sig.inputs.iter().filter_map(typed).nth(1).cloned().unwrap_or_else(|| parse_quote!(()));
                 handlers.push(Handler { message_type, method: name, ty, span: method.sig.span(), spawn });
-            } else if LIFECYCLE.contains(&name.to_string().as_str()) {
+            } else if is_lifecycle(&name.to_string()) {
                 let params = method.sig.inputs.iter().filter_map(typed).cloned().collect();
                 lifecycle.push((Lifecycle { name, params, span: method.sig.span() }, method.sig.clone()));
             }
         }
         let (kind, reason) = infer_kind(&lifecycle);
         for (method, sig) in &lifecycle {
-            match kind.methods().iter().find(|(name, _, _)| method.name == name) {
-                Some((_, arity, shape)) => check_signature(sig, *arity, &format!("`{}{shape}`", method.name), errors),
+            match kind.methods().iter().find(|known| method.name == known.name) {
+                Some(known) => {
+                    check_signature(sig, known.params.len(), &format!("`{}{}`", method.name, known.shape), errors);
+                }
                 None => errors.on(
                     &method.name,
                     format!(
                         "`{}` is not a method of {} consumers ({reason}); theirs are {}",
                         method.name,
                         kind.describe(),
-                        list(kind.methods().iter().map(|(name, _, _)| *name)),
+                        list(kind.methods().iter().map(|known| known.name)),
                     ),
                 ),
             }
