@@ -31,7 +31,7 @@ impl ToyLayer {
     }
 
     fn channels(&self) -> Result<&LocalChannels, LayerError> {
-        self.channels.as_ref().ok_or_else(|| LayerError::Backend("not started".to_owned()))
+        self.channels.as_ref().ok_or_else(|| LayerError::Backend(channels::error::BackendError::msg("not started")))
     }
 }
 

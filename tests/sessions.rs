@@ -357,3 +357,13 @@ async fn session_middleware_stack_is_cookie_then_session() {
     assert_eq!(visit(&app, "", Some(&cookie)).await.text(), "2");
     assert_eq!(store.len(), 1);
 }
+
+#[tokio::test]
+async fn a_store_error_keeps_the_backends_error_as_its_source() {
+    // Nothing listens on port 1: the Redis client's own error is kept, not flattened to text.
+    let err = channels::middleware::RedisSessionStore::connect("redis://127.0.0.1:1", "x").await.unwrap_err();
+    let channels::middleware::SessionError::Store(backend) = &err else { panic!("{err:?}") };
+    let source = std::error::Error::source(&err).expect("the backend's error is the source");
+    assert_eq!(source.to_string(), backend.get().to_string());
+    assert!(err.to_string().starts_with("session store error: "), "{err}");
+}

@@ -4,6 +4,7 @@
 //! (`LayerError`, `SessionError`).
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::BoxError;
@@ -137,3 +138,59 @@ pub struct LoginRequired(pub String);
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct MissingState(pub String);
+
+/// A backend's failure (Redis, a database), kept whole so that `Error::source` reaches the
+/// driver's own error. Cheap to clone; two compare equal when their messages do.
+#[derive(Clone)]
+pub struct BackendError(Arc<dyn std::error::Error + Send + Sync>);
+
+impl BackendError {
+    /// Wraps a backend's error.
+    pub fn new(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        BackendError(Arc::new(error))
+    }
+
+    /// An error with only a message.
+    pub fn msg(message: impl fmt::Display) -> Self {
+        #[derive(Debug)]
+        struct Message(String);
+        impl fmt::Display for Message {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+        impl std::error::Error for Message {}
+        BackendError(Arc::new(Message(message.to_string())))
+    }
+
+    /// The backend's error, to downcast (`error.get().downcast_ref::<redis::RedisError>()`).
+    pub fn get(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.0
+    }
+}
+
+impl fmt::Display for BackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Debug for BackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for BackendError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl PartialEq for BackendError {
+    fn eq(&self, other: &Self) -> bool {
+        self.to_string() == other.to_string()
+    }
+}
+
+impl Eq for BackendError {}

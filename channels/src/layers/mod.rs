@@ -104,9 +104,10 @@ pub enum LayerError {
         /// The channel.
         channel: String,
     },
-    /// The backend failed (e.g. Redis is unreachable); the message says how.
+    /// The backend failed (e.g. Redis is unreachable); the message says how, and the backend's
+    /// own error is its source.
     #[error("channel layer backend error: {0}")]
-    Backend(String),
+    Backend(#[source] crate::error::BackendError),
 }
 
 /// What a channel layer does: Channels' `send`, `receive`, `new_channel`, `group_add`,

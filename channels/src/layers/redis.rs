@@ -15,6 +15,7 @@ use super::{
     validate_channel_name, validate_group_name,
 };
 use crate::BoxFuture;
+use crate::error::BackendError;
 use crate::event::ChannelMessage;
 use crate::redis_retry::retry_once;
 
@@ -129,7 +130,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 fn backend(err: redis::RedisError) -> LayerError {
-    LayerError::Backend(err.to_string())
+    LayerError::Backend(BackendError::new(err))
 }
 
 /// How long the receive loop blocks in one `BZPOPMIN` (it also bounds how long a dropped layer's
@@ -226,7 +227,7 @@ impl RedisChannelLayer {
     /// [`LayerError::Backend`] when a URL is invalid or a host does not answer.
     pub async fn connect_with(config: RedisLayerConfig) -> Result<Self, LayerError> {
         if config.hosts.is_empty() {
-            return Err(LayerError::Backend("RedisLayerConfig::hosts is empty".to_owned()));
+            return Err(LayerError::Backend(BackendError::msg("RedisLayerConfig::hosts is empty")));
         }
         let mut shards = Vec::with_capacity(config.hosts.len());
         for url in &config.hosts {
@@ -558,7 +559,8 @@ impl ChannelLayer for RedisChannelLayer {
             validate_channel_name(channel)?;
             check_message(&message)?;
             let inner = &self.inner;
-            let payload = serde_json::to_string(message.value()).map_err(|err| LayerError::Backend(err.to_string()))?;
+            let payload =
+                serde_json::to_string(message.value()).map_err(|err| LayerError::Backend(BackendError::new(err)))?;
             let member = format!("{}\n{channel}\n{payload}", inner.message_id());
             let mut invocation = inner.scripts.send.prepare_invoke();
             inner.deliver_args(&mut invocation).arg(channel).arg(member);
@@ -673,7 +675,8 @@ impl ChannelLayer for RedisChannelLayer {
         Box::pin(async move {
             validate_group_name(group)?;
             check_message(&message)?;
-            let payload = serde_json::to_string(message.value()).map_err(|err| LayerError::Backend(err.to_string()))?;
+            let payload =
+                serde_json::to_string(message.value()).map_err(|err| LayerError::Backend(BackendError::new(err)))?;
             self.inner.group_send(group, &payload).await
         })
     }
@@ -702,9 +705,9 @@ impl ChannelLayer for RedisChannelLayer {
 
     fn subscribe(&self, channel: &str) -> Result<Subscription, LayerError> {
         if !self.inner.is_own(channel) {
-            return Err(LayerError::Backend(format!(
+            return Err(LayerError::Backend(BackendError::msg(format!(
                 "{channel:?} is not a channel of this process; subscribe to a name from new_channel()"
-            )));
+            ))));
         }
         self.inner.local.subscribe(channel)
     }

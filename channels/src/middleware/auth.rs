@@ -365,7 +365,8 @@ impl<A: Router> Router for AuthMiddlewareStack<A> {
 /// # Errors
 /// No session on the scope, or the store failed.
 pub async fn login<U: AuthUser>(scope: &mut Scope, user: U) -> Result<(), SessionError> {
-    let session = scope.session.clone().ok_or_else(|| SessionError::Store(NO_SESSION.to_owned()))?;
+    let session =
+        scope.session.clone().ok_or_else(|| SessionError::Store(crate::error::BackendError::msg(NO_SESSION)))?;
     // As Django: over another user's session (or one whose auth hash no longer matches), start
     // from an empty session so nothing of the previous user's carries over; over the same
     // user's or an anonymous one, keep the data and only change the key (session fixation).

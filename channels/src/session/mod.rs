@@ -47,7 +47,7 @@ pub type SessionData = serde_json::Map<String, serde_json::Value>;
 pub enum SessionError {
     /// The store failed (e.g. Redis is unreachable).
     #[error("session store error: {0}")]
-    Store(String),
+    Store(#[source] crate::error::BackendError),
     /// A value could not be converted to or from JSON.
     #[error("session value error: {0}")]
     Value(#[from] serde_json::Error),

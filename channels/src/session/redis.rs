@@ -23,7 +23,7 @@ impl std::fmt::Debug for RedisSessionStore {
 }
 
 fn store_error(err: redis::RedisError) -> SessionError {
-    SessionError::Store(err.to_string())
+    SessionError::Store(crate::error::BackendError::new(err))
 }
 
 /// Runs `command` (once more on a broken connection: see [`crate::redis_retry`]).
