@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use channels::application::BoxError;
 use channels::middleware::{
-    AuthConfig, AuthMiddleware, AuthMiddlewareStack, AuthUser, SecretKeys, UserBackend, login, logout,
+    AuthConfig, AuthMiddleware, AuthMiddlewareStack, AuthUser, Middleware, SecretKeys, UserBackend, login, logout,
 };
 use channels::prelude::*;
 use channels::testing::{HttpCommunicator, TestError, TestResponse, WebsocketCommunicator};
@@ -184,17 +184,17 @@ fn app(accounts: &Accounts) -> Arc<dyn Application> {
                 "login/" => Login,
                 "logout/" => Logout,
                 "note/" => Note,
-                "private/" => { AuthMiddlewareStack::new(Logout::as_app()).required_redirect("/login/") },
+                "private/" => { AuthMiddlewareStack::new().required_redirect("/login/").wrap(Logout::as_app()) },
             ]),
         ],
         websocket: [
             "ws/whoami/" => AuthMiddlewareStack(Whoami),
-            "ws/private/" => { AuthMiddlewareStack::new(Whoami::as_app()).required() },
+            "ws/private/" => { AuthMiddlewareStack::new().required().wrap(Whoami::as_app()) },
             "ws/members/" => Members,
             // Built by hand (as the README shows for handing a consumer some state): no stack.
             "ws/members-by-hand/" => { ConsumerApp::websocket(Members::from_scope) },
             // Behind a stack that does not itself require a user.
-            "ws/members-stacked/" => { AuthMiddlewareStack::new(ConsumerApp::websocket(Members::from_scope)) },
+            "ws/members-stacked/" => { AuthMiddlewareStack::new().wrap(ConsumerApp::websocket(Members::from_scope)) },
             "ws/greeter/" => Greeter,
         ],
     };
@@ -350,7 +350,7 @@ async fn wiring_mistakes_give_errors_that_name_the_fix() {
     assert!(message.contains("ProtocolTypeRouter::auth"), "{message}");
 
     // AuthMiddleware without the session middleware.
-    let router = routing! { websocket: [ "ws/" => { AuthMiddleware::new(Whoami::as_app()) } ] }
+    let router = routing! { websocket: [ "ws/" => AuthMiddleware(Whoami) ] }
         .auth(AuthConfig::new(accounts()));
     let result = WebsocketCommunicator::new(router, "/ws/").connect().await;
     let Err(TestError::App(AppError::Misconfigured(message))) = result else { panic!("{result:?}") };

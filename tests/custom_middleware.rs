@@ -1,11 +1,11 @@
-//! Custom middleware with `BaseMiddleware`: the seed's query-string auth (insecure), a signed
+//! Custom middleware with `Middleware`: the seed's query-string auth (insecure), a signed
 //! token in the query string or `Sec-WebSocket-Protocol` (browsers cannot set headers on a
 //! WebSocket), and auth over a custom protocol that has no headers at all.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use channels::event::{CustomEvent, Outbound};
-use channels::middleware::{AuthConfig, AuthMiddlewareStack, AuthUser, BaseMiddleware, SecretKeys, UserBackend};
+use channels::middleware::{AuthConfig, AuthMiddlewareStack, AuthUser, Middleware, Refusal, SecretKeys, Step, UserBackend};
 use channels::prelude::*;
 use channels::testing::{ApplicationCommunicator, TestError, WebsocketCommunicator};
 use channels::{consumer, routing};
@@ -14,13 +14,15 @@ use serde_json::json;
 /// INSECURE, for demos only: believes whatever `?user_id=` says.
 struct QueryAuthMiddleware;
 
-impl BaseMiddleware for QueryAuthMiddleware {
-    async fn populate_scope(&self, scope: &mut Scope) -> Result<(), AppError> {
+impl Middleware for QueryAuthMiddleware {
+    type State = ();
+
+    async fn prepare(&self, scope: &mut Scope) -> Result<Step, AppError> {
         let id = scope.query_pairs().find(|(key, _)| key == "user_id").map(|(_, id)| id);
         if let Some(id) = id {
             scope.user = User::with_id(id.clone(), id);
         }
-        Ok(())
+        Ok(Step::Continue)
     }
 }
 
@@ -48,29 +50,33 @@ impl TokenAuthMiddleware {
     }
 }
 
-impl BaseMiddleware for TokenAuthMiddleware {
-    async fn populate_scope(&self, scope: &mut Scope) -> Result<(), AppError> {
+impl Middleware for TokenAuthMiddleware {
+    type State = ();
+
+    async fn prepare(&self, scope: &mut Scope) -> Result<Step, AppError> {
         let from_query = scope.query_pairs().find(|(key, _)| key == "token").map(|(_, token)| token);
         let from_protocol = scope.subprotocols.iter().find_map(|p| p.strip_prefix("token.")).map(str::to_owned);
         if let Some(user) = from_query.or(from_protocol).and_then(|token| self.user_of(&token)) {
             scope.user = User::with_id(user.clone(), user);
         }
-        Ok(())
+        Ok(Step::Continue)
     }
 }
 
 /// The custom "chat" protocol's server puts the user's name in the query string.
 struct ChatUserMiddleware;
 
-impl BaseMiddleware for ChatUserMiddleware {
-    async fn populate_scope(&self, scope: &mut Scope) -> Result<(), AppError> {
+impl Middleware for ChatUserMiddleware {
+    type State = ();
+
+    async fn prepare(&self, scope: &mut Scope) -> Result<Step, AppError> {
         let name = scope.query_pairs().find(|(key, _)| key == "username").map(|(_, name)| name);
         match name {
             Some(name) if !name.is_empty() => {
                 scope.user = User::with_id(name.clone(), name);
-                Ok(())
+                Ok(Step::Continue)
             }
-            _ => Err(AppError::Refused("the chat protocol needs a username".to_owned())),
+            _ => Ok(Step::Refuse(Refusal::forbidden("the chat protocol needs a username"))),
         }
     }
 }
@@ -176,4 +182,84 @@ async fn custom_protocol_auth_by_username_and_auth_middleware_says_why_not() {
     let mut comm = ApplicationCommunicator::new(wrong, Scope::new(Protocol::from_name("chat"), "/?username=dave"));
     let Err(TestError::App(AppError::Misconfigured(message))) = comm.wait().await else { panic!("expected an error") };
     assert!(message.contains("custom protocol `chat`") && message.contains("headers"), "{message}");
+}
+
+/// Stamps every HTTP response with the time it took (a middleware that watches responses), and
+/// refuses clients named in `blocked` with a reason.
+struct Stamp {
+    blocked: &'static str,
+}
+
+impl Middleware for Stamp {
+    type State = std::time::Instant;
+
+    async fn prepare(&self, scope: &mut Scope) -> Result<Step<std::time::Instant>, AppError> {
+        if scope.query_pairs().any(|(key, value)| key == "user" && value == self.blocked) {
+            return Ok(Step::Refuse(Refusal::forbidden(format!("{} is blocked", self.blocked))));
+        }
+        Ok(Step::Watch(std::time::Instant::now()))
+    }
+
+    async fn response_start(
+        &self,
+        started: &mut std::time::Instant,
+        start: &mut channels::event::ResponseStart,
+    ) -> Result<(), Refusal> {
+        if start.status == http::StatusCode::IM_A_TEAPOT {
+            return Err(Refusal::new(http::StatusCode::BAD_GATEWAY, "no teapots here"));
+        }
+        let micros = started.elapsed().as_micros().to_string();
+        start.headers.insert("x-elapsed-us", micros.parse().unwrap());
+        Ok(())
+    }
+}
+
+/// Answers its path's last segment as a status code.
+#[consumer(http)]
+struct Status;
+
+#[consumer]
+impl Status {
+    async fn handle(&mut self, _body: bytes::Bytes, response: &mut HttpResponse) -> Result<(), ConsumerError> {
+        let code: u16 = self.scope.path.trim_matches('/').rsplit('/').next().unwrap_or("").parse().unwrap_or(200);
+        response.text(http::StatusCode::from_u16(code)?, "from the consumer").await?;
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_middleware_sees_the_response_start_and_can_replace_it() {
+    use channels::routing::{URLRouter, nest, path};
+    use channels::testing::HttpCommunicator;
+    // A user's middleware around a route table nests under a prefix with nothing forwarded by
+    // hand: the wrapper is a `Router` because the table is.
+    let app = || {
+        let api = Stamp { blocked: "mallory" }.wrap(URLRouter::new([path("status/<int:code>/", Status::as_app())]));
+        routing! { http: { URLRouter::new([nest("api/", api)]) } }
+    };
+    let ok = HttpCommunicator::new(app(), http::Method::GET, "/api/status/201/").get_response().await.unwrap();
+    assert_eq!(ok.status, http::StatusCode::CREATED);
+    assert_eq!(ok.text(), "from the consumer");
+    assert!(ok.headers.get("x-elapsed-us").is_some(), "{:?}", ok.headers);
+
+    let replaced = HttpCommunicator::new(app(), http::Method::GET, "/api/status/418/").get_response().await.unwrap();
+    assert_eq!((replaced.status, replaced.text().as_str()), (http::StatusCode::BAD_GATEWAY, "no teapots here"));
+
+    let refused =
+        HttpCommunicator::new(app(), http::Method::GET, "/api/status/200/?user=mallory").get_response().await.unwrap();
+    assert_eq!((refused.status, refused.text().as_str()), (http::StatusCode::FORBIDDEN, "mallory is blocked"));
+
+    let missing = HttpCommunicator::new(app(), http::Method::GET, "/api/nothing/").get_response().await;
+    assert!(matches!(missing, Err(TestError::App(AppError::NoRoute { .. }))), "{missing:?}");
+}
+
+#[tokio::test]
+async fn a_refused_handshake_carries_the_middlewares_reason() {
+    let app = || routing! { websocket: [ "ws/" => { Stamp { blocked: "mallory" }.wrap(Whoami::as_app()) } ] };
+    assert_eq!(who(app(), "/ws/?user=alice", None).await, "anonymous");
+    let mut ws = WebsocketCommunicator::new(app(), "/ws/?user=mallory");
+    let handshake = ws.connect().await.unwrap();
+    assert!(!handshake.accepted);
+    assert_eq!(handshake.close_code, Some(1008));
+    assert_eq!(handshake.close_reason.as_deref(), Some("mallory is blocked"));
 }

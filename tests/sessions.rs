@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use channels::middleware::{
-    CookieMiddleware, CookieSessionStore, InMemorySessionStore, SecretKeys, SessionConfig, SessionMiddleware,
-    SessionStore,
+    CookieMiddleware, CookieSessionStore, InMemorySessionStore, Middleware, SecretKeys, SessionConfig,
+    SessionMiddleware, SessionMiddlewareStack, SessionStore,
 };
 use channels::prelude::*;
 use channels::testing::{HttpCommunicator, TestError, TestResponse, WebsocketCommunicator};
@@ -64,7 +64,7 @@ fn app_with(store: Arc<dyn SessionStore>, config: SessionConfig) -> Arc<dyn Appl
         http: [ "visits/" => Visits ],
         websocket: [ "ws/visits/" => LiveVisits ],
     };
-    Arc::new(CookieMiddleware::new(SessionMiddleware::with_config(router, store, keys(), config)))
+    Arc::new(SessionMiddlewareStack::new(store, keys()).config(config).wrap(router))
 }
 
 fn app(store: &InMemorySessionStore) -> Arc<dyn Application> {
@@ -190,7 +190,7 @@ fn base64_json(json: &str) -> String {
 #[tokio::test]
 async fn session_middleware_without_cookie_middleware_names_the_fix() {
     let router = routing! { http: [ "visits/" => Visits ] };
-    let app = SessionMiddleware::new(router, InMemorySessionStore::new(), keys());
+    let app = SessionMiddleware::new(InMemorySessionStore::new(), keys()).wrap(router);
     let result = HttpCommunicator::new(app, Method::GET, "/visits/").get_response().await;
     let Err(TestError::App(AppError::Misconfigured(message))) = result else { panic!("{result:?}") };
     assert!(message.contains("CookieMiddleware") && message.contains("AuthMiddlewareStack"), "{message}");
@@ -258,12 +258,8 @@ async fn a_session_deleted_during_a_request_stays_deleted(store: Arc<dyn Session
             path("race/", ConsumerApp::http(move |scope| Ok(LoggedOutMeanwhile { scope, store: store.clone() }))),
         ])
     };
-    let app: Arc<dyn Application> = Arc::new(CookieMiddleware::new(SessionMiddleware::with_config(
-        racing,
-        store.clone(),
-        keys(),
-        SessionConfig::default(),
-    )));
+    // Channels' spelling of the two middleware, one around the other.
+    let app: Arc<dyn Application> = Arc::new(CookieMiddleware(SessionMiddleware(racing, store.clone(), keys())));
     let cookie = session_cookie(&visit(&app, "", None).await).unwrap();
     let response = HttpCommunicator::new(app.clone(), Method::GET, "/race/")
         .header("cookie", &format!("sessionid={cookie}"))
@@ -348,11 +344,8 @@ async fn redis_store_answers_the_first_request_after_a_redis_restart() {
 #[tokio::test]
 async fn session_middleware_stack_is_cookie_then_session() {
     let store = InMemorySessionStore::new();
-    let app: Arc<dyn Application> = Arc::new(channels::middleware::SessionMiddlewareStack(
-        routing! { http: [ "visits/" => Visits ] },
-        store.clone(),
-        keys(),
-    ));
+    let app: Arc<dyn Application> =
+        Arc::new(SessionMiddlewareStack(routing! { http: [ "visits/" => Visits ] }, store.clone(), keys()));
     let cookie = session_cookie(&visit(&app, "", None).await).unwrap();
     assert_eq!(visit(&app, "", Some(&cookie)).await.text(), "2");
     assert_eq!(store.len(), 1);

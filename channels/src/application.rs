@@ -47,11 +47,12 @@ impl<A: Application + ?Sized> Application for Box<A> {
 /// An application that routes by URL: it knows which paths it has a route for, so that an
 /// outer router can nest it under a prefix ([`nest`](crate::routing::nest)) and fall through to its next route when
 /// the nested one has no match. [`URLRouter`](crate::URLRouter) is one, and so is every
-/// middleware of this crate around one. See [`nest`](crate::routing::nest).
+/// [`Middleware`](crate::middleware::Middleware) around one. See [`nest`](crate::routing::nest).
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be nested under a URL prefix: it is not a `Router`",
-    note = "nest a `URLRouter`, or a middleware around one; a middleware of your own forwards \
-            `Router::routes` to its inner router (`impl<A: Router> Router for MyMiddleware<A>`)"
+    note = "nest a `URLRouter`, or a middleware around one: write your middleware as a \
+            `channels::middleware::Middleware` (its `wrap` routes what the inner router routes), or \
+            forward `Router::routes` to the inner router (`impl<A: Router> Router for MyWrapper<A>`)"
 )]
 pub trait Router: Application {
     /// Whether `path` (what is left of the URL path after the prefix, leading `/` stripped)

@@ -46,7 +46,7 @@
 //!   [`GenericConsumer`](consumer::GenericConsumer) for custom protocols.
 //! - [`middleware`]: cookies, sessions and authentication
 //!   ([`AuthMiddlewareStack`](struct@middleware::AuthMiddlewareStack), `login`, `logout`), origin checks,
-//!   CSRF, security headers, and [`BaseMiddleware`](middleware::BaseMiddleware) for your own.
+//!   CSRF, security headers, and the [`Middleware`](middleware::Middleware) trait for your own.
 //! - [`session`]: [`Session`](session::Session) (`scope.session`), the session stores, the
 //!   signing keys.
 //! - [`layers`]: channel layers and groups ([`InMemoryChannelLayer`](layers::InMemoryChannelLayer),

@@ -15,7 +15,7 @@ pub use crate::consumer::{
     JsonWebsocketConsumer, Websocket, WebsocketConsumer, WebsocketSender, unhandled_message,
 };
 pub use crate::event::{ChannelMessage, Inbound, Message};
-pub use crate::middleware::AuthMiddlewareStack;
+pub use crate::middleware::{AuthMiddlewareStack, Middleware, Wrapped};
 pub use crate::routing::{ProtocolTypeRouter, URLRouter, nest, path, re_nest, re_path};
 pub use crate::scope::{Protocol, Scope};
 pub use crate::{Application, Outbox};

@@ -208,6 +208,9 @@ pub struct Handshake {
     pub headers: HeaderMap,
     /// When refused: the close code the consumer gave (1006 if it ended without deciding).
     pub close_code: Option<u16>,
+    /// When refused: the close reason given, e.g. `origin not allowed` or `login required` from
+    /// this crate's middleware (empty when none was given).
+    pub close_reason: Option<String>,
 }
 
 /// The scope a communicator starts from for `url`, as Channels' communicators read theirs: a
@@ -328,11 +331,12 @@ impl WebsocketCommunicator {
         self.inner = Some(inner);
         let inner = self.inner()?;
         inner.send_input(Inbound::WebsocketConnect).await?;
-        let refused = |close_code| Handshake {
+        let refused = |close_code, close_reason: &str| Handshake {
             accepted: false,
             subprotocol: None,
             headers: HeaderMap::new(),
             close_code: Some(close_code),
+            close_reason: Some(close_reason.to_owned()),
         };
         match inner.receive_output().await {
             Ok(Outbound::WebsocketAccept(accept)) => Ok(Handshake {
@@ -340,14 +344,15 @@ impl WebsocketCommunicator {
                 subprotocol: accept.subprotocol,
                 headers: accept.headers,
                 close_code: None,
+                close_reason: None,
             }),
             Ok(Outbound::WebsocketClose(close)) => {
                 // As the server does: the consumer hears that the connection is gone.
                 let _ = inner.send_input(Inbound::WebsocketDisconnect { code: close.code }).await;
-                Ok(refused(close.code))
+                Ok(refused(close.code, &close.reason))
             }
             Ok(other) => Err(TestError::Unexpected(format!("{other:?} before accept or close"))),
-            Err(TestError::Finished) => Ok(refused(crate::event::close_code::ABNORMAL)),
+            Err(TestError::Finished) => Ok(refused(crate::event::close_code::ABNORMAL, "")),
             Err(err) => Err(err),
         }
     }

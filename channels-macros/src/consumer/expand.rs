@@ -49,8 +49,8 @@ pub(crate) fn consumer_struct(model: &ConsumerStruct) -> TokenStream {
                 (None, false) => quote!(),
             };
             (
-                quote!(#p::AuthMiddlewareStack<#p::ConsumerApp<Self>>),
-                quote!(#p::AuthMiddlewareStack::new(#app) #required),
+                quote!(#p::Wrapped<#p::AuthMiddlewareStack, #p::ConsumerApp<Self>>),
+                quote!(#p::Middleware::wrap(#p::AuthMiddlewareStack::new() #required, #app)),
             )
         }
     };

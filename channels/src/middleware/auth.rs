@@ -5,13 +5,14 @@ use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
 
-use super::cookie::CookieMiddleware;
-use super::session::SessionMiddleware;
-use super::{Prepared, then_inner};
-use crate::application::{Application, Inbox, Outbox, Router};
+use http::StatusCode;
+
+use super::{Middleware, Refusal, Step, Wrapped};
+use crate::application::Application;
 use crate::error::AppError;
+use crate::event::ResponseStart;
 use crate::scope::{Protocol, Scope, User};
-use crate::session::{InMemorySessionStore, SecretKeys, Session, SessionConfig, SessionError, SessionStore};
+use crate::session::{Context, InMemorySessionStore, SecretKeys, Session, SessionConfig, SessionError, SessionStore};
 use crate::{BoxError, BoxFuture};
 
 /// Session keys (Django's names).
@@ -74,6 +75,8 @@ pub struct AuthConfig {
     store: Arc<dyn SessionStore>,
     keys: Option<SecretKeys>,
     session: SessionConfig,
+    /// The sessions' settings in one piece, made on first use.
+    sessions: OnceLock<Arc<Context>>,
 }
 
 impl fmt::Debug for AuthConfig {
@@ -90,24 +93,28 @@ impl AuthConfig {
             store: Arc::new(InMemorySessionStore::new()),
             keys: None,
             session: SessionConfig::default(),
+            sessions: OnceLock::new(),
         }
     }
 
     /// Sessions in `store` (e.g. `RedisSessionStore` for several processes).
     pub fn store(mut self, store: impl SessionStore) -> Self {
         self.store = Arc::new(store);
+        self.sessions = OnceLock::new();
         self
     }
 
     /// Cookies signed with `keys`.
     pub fn keys(mut self, keys: SecretKeys) -> Self {
         self.keys = Some(keys);
+        self.sessions = OnceLock::new();
         self
     }
 
     /// Session cookie settings.
     pub fn session(mut self, config: SessionConfig) -> Self {
         self.session = config;
+        self.sessions = OnceLock::new();
         self
     }
 
@@ -118,32 +125,60 @@ impl AuthConfig {
         }
         self
     }
+
+    /// The store, keys and cookie settings, as sessions hold them.
+    fn sessions(&self) -> &Arc<Context> {
+        self.sessions.get_or_init(|| {
+            Arc::new(Context {
+                store: self.store.clone(),
+                // `ProtocolTypeRouter::auth` always fills the keys in (a random one for development).
+                keys: self.keys.clone().unwrap_or_else(SecretKeys::random),
+                config: self.session.clone(),
+            })
+        })
+    }
 }
 
 /// Puts `scope.user` from the session before the inner application runs (Channels'
 /// `AuthMiddleware`). Anonymous when there is no session, no user id, no such user, or the
 /// session's auth hash no longer matches the user's (compared in constant time; the session is
 /// then flushed). Needs `SessionMiddleware` (and `CookieMiddleware`) outside it: use
-/// [`AuthMiddlewareStack`](struct@AuthMiddlewareStack).
-pub struct AuthMiddleware<A> {
-    inner: A,
-}
+/// [`AuthMiddlewareStack`](struct@AuthMiddlewareStack), which is the three in one step.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct AuthMiddleware {}
 
-impl<A> fmt::Debug for AuthMiddleware<A> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AuthMiddleware").finish_non_exhaustive()
+impl AuthMiddleware {
+    /// The middleware; the user backend comes from the scope's [`AuthConfig`].
+    pub fn new() -> Self {
+        AuthMiddleware {}
     }
 }
 
-impl<A: Application> AuthMiddleware<A> {
-    /// Wraps `inner`; the backend comes from the scope's [`AuthConfig`].
-    pub fn new(inner: A) -> Self {
-        AuthMiddleware { inner }
+/// `AuthMiddleware(inner)`, spelled as in Channels (and in `routing!` tables).
+#[allow(non_snake_case)]
+pub fn AuthMiddleware<A: Application>(inner: A) -> Wrapped<AuthMiddleware, A> {
+    AuthMiddleware::new().wrap(inner)
+}
+
+impl Middleware for AuthMiddleware {
+    type State = ();
+
+    async fn prepare(&self, scope: &mut Scope) -> Result<Step, AppError> {
+        let config = auth_config(scope, "AuthMiddleware")?;
+        let Some(session) = scope.session.clone() else {
+            return Err(AppError::Misconfigured(
+                "AuthMiddleware needs SessionMiddleware (and CookieMiddleware) around it: use AuthMiddlewareStack"
+                    .to_owned(),
+            ));
+        };
+        authenticate(scope, &session, &config).await;
+        Ok(Step::Continue)
     }
 }
 
-/// Marks a scope whose user an [`AuthMiddleware`] resolved (anonymous or not), so that a
-/// `#[auth(stack, required)]` consumer can tell "anonymous" from "no auth stack".
+/// Marks a scope whose user an [`AuthMiddleware`](struct@AuthMiddleware) resolved (anonymous or
+/// not), so that a `#[auth(stack, required)]` consumer can tell "anonymous" from "no auth stack".
 #[derive(Debug, Clone, Copy)]
 pub struct UserResolved;
 
@@ -164,197 +199,108 @@ async fn resolve(session: &Session, backend: &dyn ErasedBackend) -> Result<User,
     }
 }
 
-fn misconfigured(message: String) -> BoxFuture<'static, Result<(), AppError>> {
-    Box::pin(std::future::ready(Err(AppError::Misconfigured(message))))
+/// The scope's [`AuthConfig`], for a protocol whose cookies can be read.
+fn auth_config(scope: &Scope, middleware: &str) -> Result<Arc<AuthConfig>, AppError> {
+    if let Protocol::Custom(name) = &scope.protocol {
+        return Err(AppError::Misconfigured(format!(
+            "{middleware} reads the session cookie from HTTP headers, and the custom protocol `{name}` has none: \
+             authenticate it with a middleware of your own that reads the protocol's data (see the \
+             channels::middleware docs)"
+        )));
+    }
+    scope.extensions.get::<Arc<AuthConfig>>().cloned().ok_or_else(|| {
+        AppError::Misconfigured(format!(
+            "{middleware} has no user backend: give one where the app is built, with \
+             ProtocolTypeRouter::auth(AuthConfig::new(backend))"
+        ))
+    })
 }
 
-impl<A: Application> AuthMiddleware<A> {
-    /// Resolves the user, refuses an anonymous one when `required`, runs the inner app.
-    fn run(
-        &self,
-        mut scope: Scope,
-        inbox: Inbox,
-        outbox: Outbox,
-        required: Option<Refusal>,
-    ) -> BoxFuture<'_, Result<(), AppError>> {
-        if let Protocol::Custom(name) = &scope.protocol {
-            return misconfigured(format!(
-                "AuthMiddleware reads the session cookie from HTTP headers, and the custom protocol `{name}` has \
-                 none: authenticate it with a middleware of your own that reads the protocol's data (see the \
-                 channels::middleware docs)"
-            ));
+/// Sets `scope.user` from `session` (anonymous when the backend fails, logged).
+async fn authenticate(scope: &mut Scope, session: &Session, config: &AuthConfig) {
+    scope.user = match resolve(session, config.backend.as_ref()).await {
+        Ok(user) => user,
+        Err(err) => {
+            tracing::error!(%err, "could not load the session's user; treating the connection as anonymous");
+            User::anonymous()
         }
-        let Some(config) = scope.extensions.get::<Arc<AuthConfig>>().cloned() else {
-            return misconfigured(
-                "AuthMiddleware has no user backend: give one where the app is built, with \
-                 ProtocolTypeRouter::auth(AuthConfig::new(backend))"
-                    .to_owned(),
-            );
-        };
-        let Some(session) = scope.session.clone() else {
-            return misconfigured(
-                "AuthMiddleware needs SessionMiddleware (and CookieMiddleware) around it: use AuthMiddlewareStack"
-                    .to_owned(),
-            );
-        };
-        let prepare = async move {
-            scope.user = match resolve(&session, config.backend.as_ref()).await {
-                Ok(user) => user,
-                Err(err) => {
-                    tracing::error!(%err, "could not load the session's user; treating the connection as anonymous");
-                    User::anonymous()
-                }
-            };
-            scope.extensions.insert(UserResolved);
-            if scope.protocol == Protocol::Websocket {
-                session.release();
-            }
-            match required {
-                Some(refusal) if scope.user.is_anonymous() => Prepared::Done(refuse(scope, outbox, refusal).await),
-                _ => Prepared::Call(scope, inbox, outbox),
-            }
-        };
-        then_inner(Box::pin(prepare), &self.inner)
+    };
+    scope.extensions.insert(UserResolved);
+    if scope.protocol == Protocol::Websocket {
+        session.release();
     }
 }
 
-impl<A: Application> Application for AuthMiddleware<A> {
-    fn call(&self, scope: Scope, inbox: Inbox, outbox: Outbox) -> BoxFuture<'_, Result<(), AppError>> {
-        self.run(scope, inbox, outbox, None)
-    }
+/// Cookie ► Session ► Auth (Channels' `AuthMiddlewareStack`) in one step, configured by the
+/// scope's [`AuthConfig`]. With [`required`](Self::required), anonymous users are refused
+/// before the application runs: a WebSocket handshake with 403 (close reason
+/// `login required`), an HTTP request with 401 (or a redirect).
+///
+/// `AuthMiddlewareStack(inner)` in a `routing!` table is `AuthMiddlewareStack::new().wrap(inner)`.
+#[derive(Debug, Clone, Default)]
+pub struct AuthMiddlewareStack {
+    required: Option<Required>,
 }
-
-impl<A: Router> Router for AuthMiddleware<A> {
-    fn routes(&self, path: &str) -> bool {
-        self.inner.routes(path)
-    }
-}
-
-/// Cookie ► Session ► Auth around an application (Channels' `AuthMiddlewareStack`), configured
-/// by the scope's [`AuthConfig`]. With `required`, anonymous users are refused before the
-/// application runs: a WebSocket handshake with 403, an HTTP request with 401 (or a redirect).
-pub struct AuthMiddlewareStack<A> {
-    inner: Arc<AuthMiddleware<A>>,
-    required: Option<Refusal>,
-    /// The cookie ► session ► auth chain, built on the first connection for the configuration
-    /// it carried (one `Arc<AuthConfig>` per app, so normally built once).
-    chain: OnceLock<(Arc<AuthConfig>, Chain<A>)>,
-}
-
-type Chain<A> = CookieMiddleware<SessionMiddleware<Gate<A>>>;
 
 /// How a stack with `required` refuses anonymous HTTP requests.
 #[derive(Debug, Clone)]
-enum Refusal {
+enum Required {
     Unauthorized,
     Redirect(String),
 }
 
-impl<A> fmt::Debug for AuthMiddlewareStack<A> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AuthMiddlewareStack").field("required", &self.required).finish_non_exhaustive()
-    }
-}
-
-impl<A: Application> AuthMiddlewareStack<A> {
-    /// The stack around `inner`.
-    pub fn new(inner: A) -> Self {
-        AuthMiddlewareStack { inner: Arc::new(AuthMiddleware::new(inner)), required: None, chain: OnceLock::new() }
+impl AuthMiddlewareStack {
+    /// The stack; anonymous users pass (as anonymous).
+    pub fn new() -> Self {
+        AuthMiddlewareStack { required: None }
     }
 
     /// Refuses anonymous users: WebSocket 403, HTTP 401.
+    #[must_use]
     pub fn required(mut self) -> Self {
-        self.required = Some(Refusal::Unauthorized);
+        self.required = Some(Required::Unauthorized);
         self
     }
 
     /// Refuses anonymous users; HTTP requests are redirected (302) to `location`
     /// (e.g. `/login/`), with `?next=<path>`.
+    #[must_use]
     pub fn required_redirect(mut self, location: impl Into<String>) -> Self {
-        self.required = Some(Refusal::Redirect(location.into()));
+        self.required = Some(Required::Redirect(location.into()));
         self
-    }
-}
-
-impl<A: Application> AuthMiddlewareStack<A> {
-    fn chain_for(&self, config: &AuthConfig) -> Chain<A> {
-        // `ProtocolTypeRouter::auth` always fills the keys in (a random one for development).
-        let keys = config.keys.clone().unwrap_or_else(SecretKeys::random);
-        let gate = Gate { inner: self.inner.clone(), required: self.required.clone() };
-        CookieMiddleware::new(SessionMiddleware::with_config(gate, config.store.clone(), keys, config.session.clone()))
     }
 }
 
 /// `AuthMiddlewareStack(inner)`, spelled as in Channels (and in `routing!` tables).
 #[allow(non_snake_case)]
-pub fn AuthMiddlewareStack<A: Application>(inner: A) -> AuthMiddlewareStack<A> {
-    AuthMiddlewareStack::new(inner)
+pub fn AuthMiddlewareStack<A: Application>(inner: A) -> Wrapped<AuthMiddlewareStack, A> {
+    AuthMiddlewareStack::new().wrap(inner)
 }
 
-/// The stack's `AuthMiddleware`, with the stack's `required` setting.
-struct Gate<A> {
-    inner: Arc<AuthMiddleware<A>>,
-    required: Option<Refusal>,
-}
+const LOGIN_REQUIRED: &str = "login required";
 
-impl<A: Application> Application for Gate<A> {
-    fn call(&self, scope: Scope, inbox: Inbox, outbox: Outbox) -> BoxFuture<'_, Result<(), AppError>> {
-        self.inner.run(scope, inbox, outbox, self.required.clone())
-    }
-}
+impl Middleware for AuthMiddlewareStack {
+    type State = Session;
 
-async fn refuse(scope: Scope, outbox: Outbox, refusal: Refusal) -> Result<(), AppError> {
-    use crate::event::{Close, Outbound, ResponseStart};
-    use http::{HeaderMap, HeaderValue, StatusCode, header};
-    let event = match (&scope.protocol, refusal) {
-        (Protocol::Http, Refusal::Redirect(location)) => {
-            let mut headers = HeaderMap::new();
-            let target = format!("{location}?next={}", scope.raw_path);
-            if let Ok(value) = HeaderValue::from_str(&target) {
-                headers.insert(header::LOCATION, value);
-            }
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
-            Outbound::HttpResponseStart(Box::new(ResponseStart { status: StatusCode::FOUND, headers }))
+    async fn prepare(&self, scope: &mut Scope) -> Result<Step<Session>, AppError> {
+        let config = auth_config(scope, "AuthMiddlewareStack")?;
+        super::cookie::parse_into(scope);
+        let session = super::session::open(config.sessions(), scope);
+        authenticate(scope, &session, &config).await;
+        match &self.required {
+            Some(required) if scope.user.is_anonymous() => Ok(Step::Refuse(match (&scope.protocol, required) {
+                (Protocol::Http, Required::Redirect(location)) => {
+                    Refusal::redirect(&format!("{location}?next={}", scope.raw_path), LOGIN_REQUIRED)
+                }
+                (Protocol::Http, Required::Unauthorized) => Refusal::new(StatusCode::UNAUTHORIZED, LOGIN_REQUIRED),
+                _ => Refusal::forbidden(LOGIN_REQUIRED),
+            })),
+            _ => Ok(Step::Watch(session)),
         }
-        (Protocol::Http, Refusal::Unauthorized) => {
-            let mut headers = HeaderMap::new();
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
-            Outbound::HttpResponseStart(Box::new(ResponseStart { status: StatusCode::UNAUTHORIZED, headers }))
-        }
-        // Before accept, a close refuses the handshake with HTTP 403.
-        _ => Outbound::WebsocketClose(Close::with_reason(crate::event::close_code::POLICY, "login required")),
-    };
-    let is_http = matches!(event, Outbound::HttpResponseStart(_));
-    let _ = outbox.send(event).await;
-    if is_http {
-        let _ = outbox.send(Outbound::HttpResponseBody { body: bytes::Bytes::new(), more_body: false }).await;
     }
-    Ok(())
-}
 
-impl<A: Application> Application for AuthMiddlewareStack<A> {
-    fn call(&self, scope: Scope, inbox: Inbox, outbox: Outbox) -> BoxFuture<'_, Result<(), AppError>> {
-        let Some(config) = scope.extensions.get::<Arc<AuthConfig>>().cloned() else {
-            return misconfigured(
-                "AuthMiddlewareStack has no configuration: give it where the app is built, with \
-                 ProtocolTypeRouter::auth(AuthConfig::new(backend))"
-                    .to_owned(),
-            );
-        };
-        let (built_for, chain) = self.chain.get_or_init(|| (config.clone(), self.chain_for(&config)));
-        if Arc::ptr_eq(built_for, &config) {
-            return chain.call(scope, inbox, outbox);
-        }
-        // One stack served under a second configuration (shared by two apps): a chain for
-        // this connection.
-        let chain = self.chain_for(&config);
-        Box::pin(async move { chain.call(scope, inbox, outbox).await })
-    }
-}
-
-impl<A: Router> Router for AuthMiddlewareStack<A> {
-    fn routes(&self, path: &str) -> bool {
-        self.inner.routes(path)
+    async fn response_start(&self, session: &mut Session, start: &mut ResponseStart) -> Result<(), Refusal> {
+        super::session::commit(session, start).await
     }
 }
 

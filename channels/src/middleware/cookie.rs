@@ -6,8 +6,8 @@ use http::header::{COOKIE, InvalidHeaderValue, SET_COOKIE};
 
 pub use cookie::{Cookie, SameSite};
 
-use crate::BoxFuture;
-use crate::application::{Application, Inbox, Outbox, Router};
+use super::{Middleware, Step, Wrapped};
+use crate::application::Application;
 use crate::error::AppError;
 use crate::scope::Scope;
 
@@ -20,16 +20,41 @@ pub(crate) struct CookiesParsed;
 ///
 /// Malformed pairs are skipped, not fatal; values are percent-decoded; when a name repeats,
 /// the first value wins (the most specific path, as browsers order them).
-#[derive(Debug, Clone)]
-pub struct CookieMiddleware<A> {
-    inner: A,
+/// `CookieMiddleware(inner)` in a `routing!` table is `CookieMiddleware::new().wrap(inner)`.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct CookieMiddleware {}
+
+impl CookieMiddleware {
+    /// The middleware.
+    pub fn new() -> Self {
+        CookieMiddleware {}
+    }
 }
 
-impl<A: Application> CookieMiddleware<A> {
-    /// Wraps `inner`.
-    pub fn new(inner: A) -> Self {
-        CookieMiddleware { inner }
+/// `CookieMiddleware(inner)`, spelled as in Channels (and in `routing!` tables).
+#[allow(non_snake_case)]
+pub fn CookieMiddleware<A: Application>(inner: A) -> Wrapped<CookieMiddleware, A> {
+    CookieMiddleware::new().wrap(inner)
+}
+
+impl Middleware for CookieMiddleware {
+    type State = ();
+
+    async fn prepare(&self, scope: &mut Scope) -> Result<Step, AppError> {
+        parse_into(scope);
+        Ok(Step::Continue)
     }
+}
+
+/// Fills `scope.cookies` from the `Cookie` headers and marks the scope as parsed.
+pub(crate) fn parse_into(scope: &mut Scope) {
+    for header in scope.headers.get_all(COOKIE) {
+        for (name, value) in parse_cookie_header(header.as_bytes()) {
+            scope.cookies.entry(name).or_insert(value);
+        }
+    }
+    scope.extensions.insert(CookiesParsed);
 }
 
 /// The `name=value` pairs of one `Cookie` header; malformed pairs are skipped.
@@ -44,24 +69,6 @@ pub fn parse_cookies(header: &str) -> impl Iterator<Item = (String, String)> + '
 /// hide the session cookie beside it. What [`CookieMiddleware`] reads.
 pub fn parse_cookie_header(header: &[u8]) -> impl Iterator<Item = (String, String)> + '_ {
     header.split(|byte| *byte == b';').filter_map(|pair| std::str::from_utf8(pair).ok()).flat_map(parse_cookies)
-}
-
-impl<A: Application> Application for CookieMiddleware<A> {
-    fn call(&self, mut scope: Scope, inbox: Inbox, outbox: Outbox) -> BoxFuture<'_, Result<(), AppError>> {
-        for header in scope.headers.get_all(COOKIE) {
-            for (name, value) in parse_cookie_header(header.as_bytes()) {
-                scope.cookies.entry(name).or_insert(value);
-            }
-        }
-        scope.extensions.insert(CookiesParsed);
-        self.inner.call(scope, inbox, outbox)
-    }
-}
-
-impl<A: Router> Router for CookieMiddleware<A> {
-    fn routes(&self, path: &str) -> bool {
-        self.inner.routes(path)
-    }
 }
 
 /// Adds a `Set-Cookie` header for `cookie`, with whatever attributes it carries (Max-Age,

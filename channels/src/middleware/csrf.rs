@@ -20,36 +20,30 @@
 //! `"https://*.example.com"` for subdomains. WebSocket handshakes pass through; check their
 //! `Origin` with [`OriginValidator`](struct@crate::middleware::OriginValidator).
 
-use std::fmt;
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
-
-use crate::BoxFuture;
-use crate::application::{Application, Inbox, Outbox, Router};
+use super::{Middleware, Refusal, Step, Wrapped};
+use crate::application::Application;
 use crate::error::AppError;
-use crate::event::{Outbound, ResponseStart};
+use crate::event::ResponseStart;
 use crate::scope::{Protocol, Scope};
 
 /// Refuses cross-site unsafe HTTP requests (see the [module docs](self)).
-pub struct CsrfMiddleware<A> {
-    inner: A,
+///
+/// `CsrfMiddleware(inner)` in a `routing!` table is `CsrfMiddleware::new().wrap(inner)`.
+#[derive(Debug, Clone, Default)]
+pub struct CsrfMiddleware {
     trusted: Vec<String>,
 }
 
-impl<A> fmt::Debug for CsrfMiddleware<A> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CsrfMiddleware").field("trusted", &self.trusted).finish_non_exhaustive()
-    }
-}
-
-impl<A: Application> CsrfMiddleware<A> {
-    /// Wraps `inner`; only same-origin unsafe requests pass.
-    pub fn new(inner: A) -> Self {
-        CsrfMiddleware { inner, trusted: Vec::new() }
+impl CsrfMiddleware {
+    /// Only same-origin unsafe requests pass.
+    pub fn new() -> Self {
+        CsrfMiddleware { trusted: Vec::new() }
     }
 
     /// Also trusts these origins (`"https://app.example.com"`, `"https://*.example.com"`).
+    #[must_use]
     pub fn trusted_origins<S: AsRef<str>>(mut self, origins: impl IntoIterator<Item = S>) -> Self {
         self.trusted.extend(origins.into_iter().map(|origin| origin.as_ref().to_ascii_lowercase()));
         self
@@ -94,38 +88,25 @@ fn origin_host(origin: &str) -> Option<&str> {
 
 /// `CsrfMiddleware(inner)`, spelled as a function for `routing!` tables.
 #[allow(non_snake_case)]
-pub fn CsrfMiddleware<A: Application>(inner: A) -> CsrfMiddleware<A> {
-    CsrfMiddleware::new(inner)
+pub fn CsrfMiddleware<A: Application>(inner: A) -> Wrapped<CsrfMiddleware, A> {
+    CsrfMiddleware::new().wrap(inner)
 }
 
 const REFUSED: &str = "Forbidden (CSRF check failed: a cross-site request may not change anything here).";
 
-impl<A: Application> Application for CsrfMiddleware<A> {
-    fn call(&self, scope: Scope, inbox: Inbox, outbox: Outbox) -> BoxFuture<'_, Result<(), AppError>> {
+impl Middleware for CsrfMiddleware {
+    type State = ();
+
+    async fn prepare(&self, scope: &mut Scope) -> Result<Step, AppError> {
         if scope.protocol != Protocol::Http || self.allows(&scope.method, &scope.headers) {
-            return self.inner.call(scope, inbox, outbox);
+            return Ok(Step::Continue);
         }
-        tracing::info!(
-            path = %scope.path,
+        tracing::debug!(
             origin = scope.header("origin").unwrap_or("<none>"),
             site = scope.header("sec-fetch-site").unwrap_or("<none>"),
             "cross-site request refused (CSRF)"
         );
-        Box::pin(async move {
-            let mut headers = HeaderMap::new();
-            headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-            headers.insert(CONTENT_LENGTH, HeaderValue::from(REFUSED.len()));
-            let start = ResponseStart { status: StatusCode::FORBIDDEN, headers };
-            let _ = outbox.send(Outbound::HttpResponseStart(Box::new(start))).await;
-            let _ = outbox.send(Outbound::HttpResponseBody { body: REFUSED.into(), more_body: false }).await;
-            Ok(())
-        })
-    }
-}
-
-impl<A: Router> Router for CsrfMiddleware<A> {
-    fn routes(&self, path: &str) -> bool {
-        self.inner.routes(path)
+        Ok(Step::Refuse(Refusal::forbidden(REFUSED)))
     }
 }
 
@@ -134,20 +115,22 @@ impl<A: Router> Router for CsrfMiddleware<A> {
 /// (no framing: clickjacking), `X-Content-Type-Options: nosniff`, `Referrer-Policy: same-origin`
 /// and `Cross-Origin-Opener-Policy: same-origin`. Replace or add headers with
 /// [`header`](Self::header).
-pub struct SecurityHeaders<A> {
-    inner: A,
+///
+/// `SecurityHeaders(inner)` in a `routing!` table is `SecurityHeaders::new().wrap(inner)`.
+#[derive(Debug, Clone)]
+pub struct SecurityHeaders {
     headers: Vec<(HeaderName, HeaderValue)>,
 }
 
-impl<A> fmt::Debug for SecurityHeaders<A> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SecurityHeaders").field("headers", &self.headers).finish_non_exhaustive()
+impl Default for SecurityHeaders {
+    fn default() -> Self {
+        SecurityHeaders::new()
     }
 }
 
-impl<A: Application> SecurityHeaders<A> {
-    /// Wraps `inner` with Django's defaults.
-    pub fn new(inner: A) -> Self {
+impl SecurityHeaders {
+    /// Django's defaults.
+    pub fn new() -> Self {
         let headers = [
             ("x-frame-options", "DENY"),
             ("x-content-type-options", "nosniff"),
@@ -155,11 +138,12 @@ impl<A: Application> SecurityHeaders<A> {
             ("cross-origin-opener-policy", "same-origin"),
         ]
         .map(|(name, value)| (HeaderName::from_static(name), HeaderValue::from_static(value)));
-        SecurityHeaders { inner, headers: headers.to_vec() }
+        SecurityHeaders { headers: headers.to_vec() }
     }
 
     /// Sets `name` to `value` on every response that has no `name` of its own (replacing a
     /// default of the same name), e.g. `Strict-Transport-Security` or `Content-Security-Policy`.
+    #[must_use]
     pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
         self.headers.retain(|(known, _)| *known != name);
         self.headers.push((name, value));
@@ -169,52 +153,33 @@ impl<A: Application> SecurityHeaders<A> {
 
 /// `SecurityHeaders(inner)`, spelled as a function for `routing!` tables.
 #[allow(non_snake_case)]
-pub fn SecurityHeaders<A: Application>(inner: A) -> SecurityHeaders<A> {
-    SecurityHeaders::new(inner)
+pub fn SecurityHeaders<A: Application>(inner: A) -> Wrapped<SecurityHeaders, A> {
+    SecurityHeaders::new().wrap(inner)
 }
 
-impl<A: Application> Application for SecurityHeaders<A> {
-    fn call(&self, scope: Scope, inbox: Inbox, outbox: Outbox) -> BoxFuture<'_, Result<(), AppError>> {
-        if scope.protocol != Protocol::Http {
-            return self.inner.call(scope, inbox, outbox);
-        }
-        let (inner_outbox, mut events) = Outbox::channel(16);
-        let headers = &self.headers;
-        let forward = async move {
-            while let Some(mut event) = events.recv().await {
-                if let Outbound::HttpResponseStart(start) = &mut event {
-                    for (name, value) in headers {
-                        if !start.headers.contains_key(name) {
-                            start.headers.insert(name.clone(), value.clone());
-                        }
-                    }
-                }
-                if outbox.send(event).await.is_err() {
-                    return;
-                }
-            }
-        };
-        let app = self.inner.call(scope, inbox, inner_outbox);
-        Box::pin(async move {
-            let (result, ()) = tokio::join!(app, forward);
-            result
-        })
+impl Middleware for SecurityHeaders {
+    type State = ();
+
+    async fn prepare(&self, _scope: &mut Scope) -> Result<Step, AppError> {
+        Ok(Step::Watch(()))
     }
-}
 
-impl<A: Router> Router for SecurityHeaders<A> {
-    fn routes(&self, path: &str) -> bool {
-        self.inner.routes(path)
+    async fn response_start(&self, _state: &mut (), start: &mut ResponseStart) -> Result<(), Refusal> {
+        for (name, value) in &self.headers {
+            if !start.headers.contains_key(name) {
+                start.headers.insert(name.clone(), value.clone());
+            }
+        }
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::application_fn;
 
-    fn csrf(trusted: &[&str]) -> CsrfMiddleware<impl Application> {
-        CsrfMiddleware::new(application_fn(|_, _, _| async { Ok(()) })).trusted_origins(trusted.iter().copied())
+    fn csrf(trusted: &[&str]) -> CsrfMiddleware {
+        CsrfMiddleware::new().trusted_origins(trusted.iter().copied())
     }
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {

@@ -1,12 +1,9 @@
 //! [`OriginValidator`](struct@OriginValidator) and [`AllowedHostsOriginValidator`](fn@AllowedHostsOriginValidator): refuse WebSocket handshakes from
 //! pages of other sites (cross-site WebSocket hijacking), as Channels does.
 
-use std::fmt;
-
-use crate::BoxFuture;
-use crate::application::{Application, Inbox, Outbox, Router};
+use super::{Middleware, Refusal, Step, Wrapped};
+use crate::application::Application;
 use crate::error::AppError;
-use crate::event::{Close, Outbound, close_code};
 use crate::scope::{Protocol, Scope};
 
 /// One allowed-origin pattern.
@@ -88,21 +85,29 @@ impl Pattern {
 /// (`"localhost:8000"`) and scheme (`"https://example.com"`). A pattern without a port allows
 /// any port; one without a scheme any scheme. A handshake without an `Origin` header (not a
 /// browser) is refused unless `"*"` is allowed, as in Channels.
-pub struct OriginValidator<A> {
-    inner: A,
+///
+/// `OriginValidator(inner, allowed)` in a `routing!` table is
+/// `OriginValidator::new(allowed).wrap(inner)`.
+#[derive(Debug, Clone)]
+pub struct OriginValidator {
     allowed: Vec<Pattern>,
 }
 
-impl<A> fmt::Debug for OriginValidator<A> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OriginValidator").field("allowed", &self.allowed).finish_non_exhaustive()
-    }
-}
-
-impl<A: Application> OriginValidator<A> {
+impl OriginValidator {
     /// Allows the `allowed` origin patterns.
-    pub fn new<S: AsRef<str>>(inner: A, allowed: impl IntoIterator<Item = S>) -> Self {
-        OriginValidator { inner, allowed: allowed.into_iter().map(|p| Pattern::parse(p.as_ref())).collect() }
+    pub fn new<S: AsRef<str>>(allowed: impl IntoIterator<Item = S>) -> Self {
+        OriginValidator { allowed: allowed.into_iter().map(|p| Pattern::parse(p.as_ref())).collect() }
+    }
+
+    /// Allows the application's own hosts (Channels' `AllowedHostsOriginValidator`, with
+    /// Django's `ALLOWED_HOSTS` passed in). An empty list means development: `localhost`,
+    /// `127.0.0.1` and `[::1]` on any port.
+    pub fn allowed_hosts<S: AsRef<str>>(allowed_hosts: impl IntoIterator<Item = S>) -> Self {
+        let validator = OriginValidator::new(allowed_hosts);
+        if validator.allowed.is_empty() {
+            return OriginValidator::new(["localhost", "127.0.0.1", "[::1]"]);
+        }
+        validator
     }
 
     /// True when a handshake with this `Origin` header value (or none) may proceed.
@@ -120,57 +125,38 @@ impl<A: Application> OriginValidator<A> {
 pub fn OriginValidator<A: Application, S: AsRef<str>>(
     inner: A,
     allowed: impl IntoIterator<Item = S>,
-) -> OriginValidator<A> {
-    OriginValidator::new(inner, allowed)
+) -> Wrapped<OriginValidator, A> {
+    OriginValidator::new(allowed).wrap(inner)
 }
 
-impl<A: Application> Application for OriginValidator<A> {
-    fn call(&self, scope: Scope, inbox: Inbox, outbox: Outbox) -> BoxFuture<'_, Result<(), AppError>> {
-        if scope.protocol != Protocol::Websocket || self.allows(scope.header("origin")) {
-            return self.inner.call(scope, inbox, outbox);
-        }
-        tracing::info!(origin = scope.header("origin").unwrap_or("<none>"), "WebSocket origin refused");
-        Box::pin(async move {
-            // Before accept, a close refuses the handshake with HTTP 403.
-            let _ = outbox
-                .send(Outbound::WebsocketClose(Close::with_reason(close_code::POLICY, "origin not allowed")))
-                .await;
-            Ok(())
-        })
-    }
-}
-
-impl<A: Router> Router for OriginValidator<A> {
-    fn routes(&self, path: &str) -> bool {
-        self.inner.routes(path)
-    }
-}
-
-/// An [`OriginValidator`](struct@OriginValidator) allowing the application's own hosts (Channels'
-/// `AllowedHostsOriginValidator`, with Django's `ALLOWED_HOSTS` passed in). An empty list means
-/// development: `localhost`, `127.0.0.1` and `[::1]` on any port.
-pub type AllowedHostsOriginValidator<A> = OriginValidator<A>;
-
-/// `AllowedHostsOriginValidator(inner, hosts)`.
+/// `AllowedHostsOriginValidator(inner, hosts)`, spelled as in Channels (and in `routing!`
+/// tables): [`OriginValidator::allowed_hosts`] around `inner`.
 #[allow(non_snake_case)]
 pub fn AllowedHostsOriginValidator<A: Application, S: AsRef<str>>(
     inner: A,
     allowed_hosts: impl IntoIterator<Item = S>,
-) -> OriginValidator<A> {
-    let hosts: Vec<String> = allowed_hosts.into_iter().map(|host| host.as_ref().to_owned()).collect();
-    if hosts.is_empty() {
-        return OriginValidator::new(inner, ["localhost", "127.0.0.1", "[::1]"]);
+) -> Wrapped<OriginValidator, A> {
+    OriginValidator::allowed_hosts(allowed_hosts).wrap(inner)
+}
+
+impl Middleware for OriginValidator {
+    type State = ();
+
+    async fn prepare(&self, scope: &mut Scope) -> Result<Step, AppError> {
+        if scope.protocol != Protocol::Websocket || self.allows(scope.header("origin")) {
+            return Ok(Step::Continue);
+        }
+        tracing::debug!(origin = scope.header("origin").unwrap_or("<none>"), "WebSocket origin refused");
+        Ok(Step::Refuse(Refusal::forbidden("origin not allowed")))
     }
-    OriginValidator::new(inner, hosts)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::application_fn;
 
-    fn validator(allowed: &[&str]) -> OriginValidator<impl Application> {
-        OriginValidator::new(application_fn(|_, _, _| async { Ok(()) }), allowed.iter().copied())
+    fn validator(allowed: &[&str]) -> OriginValidator {
+        OriginValidator::new(allowed.iter().copied())
     }
 
     #[test]

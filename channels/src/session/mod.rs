@@ -91,6 +91,26 @@ pub trait SessionStore: Send + Sync + 'static {
     fn delete<'a>(&'a self, value: &'a str) -> BoxFuture<'a, Result<(), SessionError>>;
 }
 
+/// A shared store is a store (e.g. one `Arc<dyn SessionStore>` chosen at startup).
+impl<S: SessionStore + ?Sized> SessionStore for Arc<S> {
+    fn load<'a>(&'a self, value: &'a str) -> BoxFuture<'a, Result<Option<SessionData>, SessionError>> {
+        (**self).load(value)
+    }
+
+    fn save<'a>(
+        &'a self,
+        current: Option<&'a str>,
+        data: &'a SessionData,
+        age: Duration,
+    ) -> BoxFuture<'a, Result<String, SessionError>> {
+        (**self).save(current, data, age)
+    }
+
+    fn delete<'a>(&'a self, value: &'a str) -> BoxFuture<'a, Result<(), SessionError>> {
+        (**self).delete(value)
+    }
+}
+
 /// A new random session key: 256 bits, URL-safe base64.
 pub(crate) fn new_key() -> String {
     URL_SAFE_NO_PAD.encode(random_bytes::<32>())

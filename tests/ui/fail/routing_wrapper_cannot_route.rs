@@ -7,7 +7,8 @@ struct Echo;
 #[consumer]
 impl Echo {}
 
-/// A middleware that does not forward `Router::routes`: it cannot sit above nested routes.
+/// A hand-written wrapper (not a `Middleware`) that does not forward `Router::routes`: it
+/// cannot sit above nested routes.
 struct LoggedApp<A>(A);
 
 impl<A: Application> Application for LoggedApp<A> {
