@@ -209,15 +209,13 @@ fn accounts() -> Accounts {
 }
 
 fn cookie_of(response: &TestResponse) -> Option<String> {
-    let header = response.headers.get("set-cookie")?.to_str().ok()?;
-    let value = header.strip_prefix("sessionid=")?.split(';').next()?;
-    (!value.is_empty()).then(|| value.to_owned())
+    response.cookie("sessionid").filter(|value| !value.is_empty())
 }
 
 async fn post(app: &Arc<dyn Application>, path: &str, body: &str, cookie: Option<&str>) -> TestResponse {
     let mut request = HttpCommunicator::new(app.clone(), Method::POST, path).body(body.to_owned());
     if let Some(cookie) = cookie {
-        request = request.header("cookie", &format!("sessionid={cookie}"));
+        request = request.cookie("sessionid", cookie);
     }
     request.get_response().await.unwrap()
 }
@@ -350,8 +348,7 @@ async fn wiring_mistakes_give_errors_that_name_the_fix() {
     assert!(message.contains("ProtocolTypeRouter::auth"), "{message}");
 
     // AuthMiddleware without the session middleware.
-    let router = routing! { websocket: [ "ws/" => AuthMiddleware(Whoami) ] }
-        .auth(AuthConfig::new(accounts()));
+    let router = routing! { websocket: [ "ws/" => AuthMiddleware(Whoami) ] }.auth(AuthConfig::new(accounts()));
     let result = WebsocketCommunicator::new(router, "/ws/").connect().await;
     let Err(TestError::App(AppError::Misconfigured(message))) = result else { panic!("{result:?}") };
     assert!(message.contains("AuthMiddlewareStack"), "{message}");

@@ -5,7 +5,9 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use channels::event::{CustomEvent, Outbound};
-use channels::middleware::{AuthConfig, AuthMiddlewareStack, AuthUser, Middleware, Refusal, SecretKeys, Step, UserBackend};
+use channels::middleware::{
+    AuthConfig, AuthMiddlewareStack, AuthUser, Middleware, Refusal, SecretKeys, Step, UserBackend,
+};
 use channels::prelude::*;
 use channels::testing::{ApplicationCommunicator, TestError, WebsocketCommunicator};
 use channels::{consumer, routing};

@@ -150,6 +150,7 @@ async fn run_boxed(app: Arc<dyn Application>, call: Box<(Scope, Inbox, Outbox)>)
             err @ (AppError::NoRoute { .. }
             | AppError::NoProtocol { .. }
             | AppError::Refused(_)
+            | AppError::MethodNotAllowed(_)
             | AppError::LoginRequired(_)),
         ) => {
             tracing::info!(%path, error = %err, "connection not served");

@@ -35,6 +35,10 @@ pub enum AppError {
     /// user (WebSocket: handshake refused with 403; HTTP: 403). The message says which.
     #[error("login required: {0}")]
     LoginRequired(String),
+    /// The consumer does not answer this HTTP method (HTTP 405, with an `Allow` header naming
+    /// the methods it does answer); see [`MethodNotAllowed`].
+    #[error("{0}")]
+    MethodNotAllowed(MethodNotAllowed),
     /// A consumer method returned an error (HTTP 500 / close 1011).
     #[error("consumer failed: {0}")]
     Consumer(ConsumerError),
@@ -133,6 +137,19 @@ impl fmt::Debug for ConsumerError {
 #[error("{0}")]
 pub struct LoginRequired(pub String);
 
+/// An HTTP request whose method the consumer does not answer: what
+/// [`require_method`](crate::consumer::require_method) (and `#[consumer(http, methods = [...])]`)
+/// fails with in `from_scope`; the consumer app turns it into [`AppError::MethodNotAllowed`]
+/// (HTTP 405 with `Allow`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("method {method} not allowed here (allowed: {})", allowed.join(", "))]
+pub struct MethodNotAllowed {
+    /// The request's method.
+    pub method: String,
+    /// The methods the consumer answers, for the `Allow` header.
+    pub allowed: Vec<String>,
+}
+
 /// What a `#[state]` field's `from_scope` fails with when no value of its type was given to
 /// the router; the consumer app turns it into [`AppError::Misconfigured`] (500).
 #[derive(Debug, thiserror::Error)]
@@ -148,6 +165,11 @@ impl BackendError {
     /// Wraps a backend's error.
     pub fn new(error: impl std::error::Error + Send + Sync + 'static) -> Self {
         BackendError(Arc::new(error))
+    }
+
+    /// Wraps a boxed error (what `?` on a [`BoxError`] gives).
+    pub fn from_box(error: BoxError) -> Self {
+        BackendError(Arc::from(error))
     }
 
     /// An error with only a message.

@@ -22,13 +22,19 @@
 //!
 //! #[tokio::main]
 //! async fn main() -> std::io::Result<()> {
+//!     // Every diagnostic (a refused connection, a consumer's error, the cause of a 500) goes
+//!     // through `tracing`: without a subscriber nothing is printed (the server says so once).
+//!     tracing_subscriber::fmt::init();
 //!     let app = routing! { websocket: [ "ws/echo/" => Echo ] };
 //!     channels::serve(app, "127.0.0.1:8000").await
 //! }
 //! ```
 //!
 //! [`#[consumer]`](macro@consumer) turns a struct and its `impl` block into a consumer;
-//! [`routing!`] builds the router and checks the route table at compile time.
+//! [`routing!`] builds the router and checks the route table at compile time. Logs: every
+//! diagnostic goes through [`tracing`](https://docs.rs/tracing); install a subscriber (as above)
+//! to see them. In tests, a communicator's timeout also carries the last error the
+//! application logged ([`TestError::Timeout`](testing::TestError::Timeout)).
 //!
 //! ## A tour
 //! - [`Scope`]: what is known about a connection when it opens (path, headers, client,
@@ -128,13 +134,23 @@ pub use channels_macros::consumer;
 pub use channels_macros::routing;
 
 pub use application::{Application, ApplicationFn, Inbox, Outbox, application_fn};
+/// The `bytes` crate this one uses (bodies are [`Bytes`](bytes::Bytes)), so an app needs no
+/// dependency of its own at a matching version.
+pub use bytes;
 pub use error::{AppError, SendError};
+/// The `http` crate this one uses ([`StatusCode`](http::StatusCode), [`Method`](http::Method),
+/// [`HeaderMap`](http::HeaderMap)...), so an app needs no dependency of its own at a matching
+/// version.
+pub use http;
 pub use routing::{ProtocolTypeRouter, URLRouter};
 pub use scope::{Protocol, Scope, UrlRoute, User};
 pub use server::{Listening, RateLimit, Server, ServerConfig, ShutdownHandle, serve};
 
 /// The names most applications need, in one import.
 pub mod prelude {
+    pub use bytes::Bytes;
+    pub use http::{Method, StatusCode};
+
     pub use crate::application::{AppError, Application, Inbox, Outbox, SendError};
     pub use crate::consumer::{
         ConsumerApp, ConsumerError, Flow, FromScope, GenericConsumer, HttpConsumer, HttpResponse,

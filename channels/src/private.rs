@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 pub use self::checks::{Failure, check_protocol, check_url_params};
 pub use crate::consumer::{
     ConsumerApp, ConsumerError, Flow, FromScope, GenericConsumer, HttpConsumer, HttpResponse, JsonDecodeError,
-    JsonWebsocketConsumer, Websocket, WebsocketConsumer, WebsocketSender, unhandled_message,
+    JsonWebsocketConsumer, Websocket, WebsocketConsumer, WebsocketSender, require_method, unhandled_message,
 };
 pub use crate::event::{ChannelMessage, Inbound, Message};
 pub use crate::middleware::{AuthMiddlewareStack, Middleware, Wrapped};

@@ -432,6 +432,15 @@ impl ProtocolTypeRouter {
         self.extension(Arc::new(config.finish()))
     }
 
+    /// A clone of the app-wide value of type `T` given with [`extension`](Self::extension).
+    pub(crate) fn extension_value<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
+        let id = std::any::TypeId::of::<T>();
+        let (_, insert) = self.extensions.iter().find(|(known, _)| *known == id)?;
+        let mut extensions = http::Extensions::new();
+        insert(&mut extensions);
+        extensions.remove::<T>()
+    }
+
     /// The application's channel layer, for code outside consumers (background tasks, other
     /// services) to `group_send` through.
     pub fn layer(&self) -> &Layer {

@@ -26,23 +26,90 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Testing logged-in consumers
+//!
+//! A consumer behind the auth stack (`#[auth(stack)]`, `AuthMiddlewareStack`) reads its user
+//! from the session cookie, so setting `scope_mut().user` is not enough: the stack loads the
+//! user again from the (absent) session. Log the user in as Django's `force_login` does, and
+//! let the communicator carry the cookie:
+//!
+//! ```
+//! use channels::middleware::{AuthConfig, AuthUser, UserBackend};
+//! use channels::prelude::*;
+//! use channels::testing::{WebsocketCommunicator, force_login};
+//! use channels::{auth, consumer, routing};
+//!
+//! #[derive(Clone)]
+//! struct Account { id: u64 }
+//!
+//! impl AuthUser for Account {
+//!     fn id(&self) -> String { self.id.to_string() }
+//!     fn session_auth_hash(&self) -> String { "v1".into() }
+//! }
+//!
+//! struct Accounts;
+//!
+//! impl UserBackend for Accounts {
+//!     type User = Account;
+//!     async fn get_user(&self, id: &str) -> Result<Option<Account>, channels::application::BoxError> {
+//!         Ok(id.parse().ok().map(|id| Account { id }))
+//!     }
+//! }
+//!
+//! #[auth(stack, required)]
+//! #[consumer(websocket)]
+//! struct Private;
+//!
+//! #[consumer]
+//! impl Private {
+//!     async fn connect(&mut self, ws: &mut Websocket) -> Result<(), ConsumerError> {
+//!         ws.accept().await?;
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), channels::testing::TestError> {
+//! let app = routing! { websocket: [ "ws/private/" => Private ] }.auth(AuthConfig::new(Accounts));
+//! let alice = force_login(&app, Account { id: 7 }).await?;
+//! let mut ws = WebsocketCommunicator::new(app, "/ws/private/").cookie(&alice.name, &alice.value);
+//! assert!(ws.connect().await?.accepted);
+//!
+//! // Without the cookie: refused, and the handshake says why.
+//! let app = routing! { websocket: [ "ws/private/" => Private ] }.auth(AuthConfig::new(Accounts));
+//! let refused = WebsocketCommunicator::new(app, "/ws/private/").connect().await?;
+//! assert_eq!((refused.accepted, refused.close_reason.as_deref()), (false, Some("login required")));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! An HTTP response's cookies: [`TestResponse::cookie`]; carry one on with
+//! [`HttpCommunicator::cookie`]. Over a real socket, [`LiveServer`] serves the same app.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{COOKIE, HeaderName, SEC_WEBSOCKET_PROTOCOL};
+use http::header::{COOKIE, HeaderName, SEC_WEBSOCKET_PROTOCOL, SET_COOKIE};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use tracing::instrument::WithSubscriber;
+
+use self::capture::{Capture, LastError};
 use crate::application::{Application, Inbox, Outbox};
 use crate::error::AppError;
 use crate::event::{ChannelMessage, Close, Inbound, Message, Outbound, RequestChunk};
+use crate::middleware::{AuthConfig, AuthUser};
+use crate::routing::ProtocolTypeRouter;
 use crate::scope::{Protocol, Scope};
+
+mod capture;
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -51,12 +118,19 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
 #[non_exhaustive]
 pub enum TestError {
     /// Nothing happened within the timeout.
-    #[error("timed out after {timeout:?} waiting for {waiting_for}")]
+    #[error(
+        "timed out after {timeout:?} waiting for {waiting_for}{}",
+        last_logged.as_deref().map(|line| format!("; the application last logged {line}")).unwrap_or_default()
+    )]
     Timeout {
         /// The timeout.
         timeout: Duration,
         /// What the communicator waited for.
         waiting_for: &'static str,
+        /// The last warning or error the application logged, if any: often why it went quiet
+        /// (a message that did not decode, a refused send). Recorded whether or not the test
+        /// installed a log subscriber.
+        last_logged: Option<String>,
     },
     /// The application ended with an error (returned or panicked).
     #[error("the application failed: {0}")]
@@ -85,6 +159,7 @@ pub struct ApplicationCommunicator {
     task: Option<JoinHandle<Result<(), AppError>>>,
     finished: Option<Result<(), String>>,
     timeout: Duration,
+    last_logged: LastError,
 }
 
 impl ApplicationCommunicator {
@@ -93,7 +168,8 @@ impl ApplicationCommunicator {
         let app: Arc<dyn Application> = Arc::new(app);
         let (input, inbox) = Inbox::channel(64);
         let (outbox, output) = Outbox::channel(64);
-        let task = tokio::spawn(crate::application::run_app(app, scope, inbox, outbox));
+        let (dispatch, last_logged) = Capture::around_current();
+        let task = tokio::spawn(crate::application::run_app(app, scope, inbox, outbox).with_subscriber(dispatch));
         ApplicationCommunicator {
             input: Some(input),
             output,
@@ -101,12 +177,17 @@ impl ApplicationCommunicator {
             task: Some(task),
             finished: None,
             timeout: DEFAULT_TIMEOUT,
+            last_logged,
         }
     }
 
     /// Changes the timeout of every wait.
     pub fn set_timeout(&mut self, timeout: Duration) {
         self.timeout = timeout;
+    }
+
+    fn timed_out(&self, waiting_for: &'static str) -> TestError {
+        TestError::Timeout { timeout: self.timeout, waiting_for, last_logged: self.last_logged.get() }
     }
 
     /// Sends an event to the application.
@@ -133,7 +214,7 @@ impl ApplicationCommunicator {
         match tokio::time::timeout(self.timeout, self.output.recv()).await {
             Ok(Some(event)) => Ok(event),
             Ok(None) => Err(self.ended().await),
-            Err(_) => Err(TestError::Timeout { timeout: self.timeout, waiting_for: "an event from the application" }),
+            Err(_) => Err(self.timed_out("an event from the application")),
         }
     }
 
@@ -168,7 +249,7 @@ impl ApplicationCommunicator {
         let joined = match tokio::time::timeout(self.timeout, task).await {
             Ok(joined) => joined,
             Err(_) => {
-                return Err(TestError::Timeout { timeout: self.timeout, waiting_for: "the application to finish" });
+                return Err(self.timed_out("the application to finish"));
             }
         };
         self.task = None;
@@ -290,16 +371,13 @@ impl WebsocketCommunicator {
         self
     }
 
-    /// Adds a cookie to the `Cookie` header.
-    pub fn cookie(self, name: &str, value: &str) -> Self {
-        let mut cookie = self.scope.header("cookie").map(str::to_owned).unwrap_or_default();
-        if !cookie.is_empty() {
-            cookie.push_str("; ");
-        }
-        cookie.push_str(&format!("{name}={value}"));
-        let mut this = self;
-        this.scope.headers.remove(COOKIE);
-        this.header("cookie", &cookie)
+    /// Adds a cookie to the `Cookie` header (e.g. the one [`force_login`] made).
+    ///
+    /// # Panics
+    /// On a name or value a header cannot carry (a bug in the test).
+    pub fn cookie(mut self, name: &str, value: &str) -> Self {
+        add_cookie(&mut self.scope.headers, name, value);
+        self
     }
 
     /// Offers a subprotocol (in `scope.subprotocols` and the `Sec-WebSocket-Protocol` header).
@@ -310,7 +388,8 @@ impl WebsocketCommunicator {
         self.header("sec-websocket-protocol", &joined)
     }
 
-    /// The scope the application will get, to preset anything (user, client address...).
+    /// The scope the application will get, to preset anything (client address, extensions...).
+    /// Behind the auth stack `scope.user` is loaded from the session: use [`force_login`].
     pub fn scope_mut(&mut self) -> &mut Scope {
         &mut self.scope
     }
@@ -462,6 +541,35 @@ impl WebsocketCommunicator {
     }
 }
 
+/// A cookie for a communicator to carry; [`force_login`] makes one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestCookie {
+    /// The cookie's name (the app's session cookie name, `sessionid` by default).
+    pub name: String,
+    /// Its value.
+    pub value: String,
+}
+
+/// Logs `user` in without going through a login view (Django's `Client.force_login`): saves a
+/// session for `user` in the store of `app`'s [`AuthConfig`](crate::middleware::AuthConfig)
+/// and returns its cookie, for a communicator's `cookie(..)`. The consumers behind the auth
+/// stack then see `user` as `scope.user`; see [Testing logged-in consumers](self#testing-logged-in-consumers).
+///
+/// # Errors
+/// [`AppError::Misconfigured`] when `app` has no [`auth`](ProtocolTypeRouter::auth);
+/// [`AppError::Other`] when the session store failed.
+pub async fn force_login(app: &ProtocolTypeRouter, user: impl AuthUser) -> Result<TestCookie, TestError> {
+    let config = app.extension_value::<Arc<AuthConfig>>().ok_or_else(|| {
+        TestError::App(AppError::Misconfigured(
+            "force_login needs the app's authentication: ProtocolTypeRouter::auth(AuthConfig::new(backend))".to_owned(),
+        ))
+    })?;
+    let (name, value) = crate::middleware::auth::session_for(&config, user)
+        .await
+        .map_err(|err| TestError::App(AppError::Other(Box::new(err))))?;
+    Ok(TestCookie { name, value })
+}
+
 /// A whole HTTP response, as [`HttpCommunicator::get_response`] returns it.
 #[derive(Debug, Clone)]
 pub struct TestResponse {
@@ -487,6 +595,24 @@ impl TestResponse {
     /// A JSON error.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, TestError> {
         Ok(serde_json::from_slice(&self.body)?)
+    }
+
+    /// The first value of header `name`, if it is text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|value| value.to_str().ok())
+    }
+
+    /// The value the response sets cookie `name` to (`Set-Cookie`, percent-decoded), if it sets
+    /// it; `Some("")` when it deletes it. Carry it to the next request with
+    /// [`HttpCommunicator::cookie`] or [`WebsocketCommunicator::cookie`].
+    pub fn cookie(&self, name: &str) -> Option<String> {
+        self.headers
+            .get_all(SET_COOKIE)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .filter_map(|value| cookie::Cookie::parse_encoded(value).ok())
+            .find(|cookie| cookie.name() == name)
+            .map(|cookie| cookie.value().to_owned())
     }
 }
 
@@ -519,6 +645,16 @@ impl HttpCommunicator {
     /// On an invalid header name or value (a bug in the test).
     pub fn header(mut self, name: &str, value: &str) -> Self {
         add_header(&mut self.scope.headers, name, value);
+        self
+    }
+
+    /// Adds a cookie to the `Cookie` header (e.g. the one [`force_login`] made, or one a
+    /// previous response set: [`TestResponse::cookie`]).
+    ///
+    /// # Panics
+    /// On a name or value a header cannot carry (a bug in the test).
+    pub fn cookie(mut self, name: &str, value: &str) -> Self {
+        add_cookie(&mut self.scope.headers, name, value);
         self
     }
 
@@ -590,6 +726,18 @@ impl PendingResponse {
         let _ = self.inner.send_input(Inbound::HttpDisconnect).await;
         Ok(TestResponse { status: start.status, headers: start.headers, chunks, body: body.freeze() })
     }
+}
+
+/// Adds `name=value` (percent-encoded, as browsers send what `Set-Cookie` gave them) to the one
+/// `Cookie` header.
+fn add_cookie(headers: &mut HeaderMap, name: &str, value: &str) {
+    let pair = cookie::Cookie::new(name, value).encoded().to_string();
+    let cookie = match headers.get(COOKIE).and_then(|value| value.to_str().ok()) {
+        Some(existing) if !existing.is_empty() => format!("{existing}; {pair}"),
+        _ => pair,
+    };
+    headers.remove(COOKIE);
+    add_header(headers, COOKIE.as_str(), &cookie);
 }
 
 fn add_header(headers: &mut HeaderMap, name: &str, value: &str) {

@@ -62,6 +62,11 @@ pub(crate) fn consumer_struct(model: &ConsumerStruct) -> TokenStream {
         }
         _ => quote!(),
     };
+    // `methods = [...]`: checked first, also in `from_scope`, so it holds however it is built.
+    let require_method = match &model.methods {
+        Some(methods) => quote!(#p::require_method(&scope, &[#(#methods),*])?;),
+        None => quote!(),
+    };
     quote! {
         #item
 
@@ -71,6 +76,7 @@ pub(crate) fn consumer_struct(model: &ConsumerStruct) -> TokenStream {
             #[automatically_derived]
             impl #impl_generics #p::FromScope for #name #ty_generics #where_clause {
                 fn from_scope(scope: #p::Scope) -> ::core::result::Result<Self, #p::ConsumerError> {
+                    #require_method
                     #require_user
                     ::core::result::Result::Ok(Self {
                         #(#inits,)*

@@ -17,6 +17,7 @@ mod kw {
     syn::custom_keyword!(http);
     syn::custom_keyword!(protocol);
     syn::custom_keyword!(spawn);
+    syn::custom_keyword!(methods);
 }
 
 /// The protocol a consumer struct speaks, from `#[consumer(...)]`.
@@ -159,6 +160,8 @@ fn is_lifecycle(name: &str) -> bool {
 pub(crate) struct Args {
     kind: Option<(Kind, Span)>,
     krate: Option<Path>,
+    /// `methods = ["GET", "POST"]`, with the span of `methods`.
+    methods: Option<(Vec<LitStr>, Span)>,
 }
 
 impl Parse for Args {
@@ -179,6 +182,24 @@ impl Parse for Args {
                 let name: LitStr = input.parse()?;
                 check_protocol_name(&name, &mut errors);
                 (Kind::Custom(name), span)
+            } else if lookahead.peek(kw::methods) {
+                let span = input.parse::<kw::methods>()?.span;
+                input.parse::<Token![=]>()?;
+                let content;
+                syn::bracketed!(content in input);
+                let methods = content.parse_terminated(<LitStr as Parse>::parse, Token![,])?;
+                let methods: Vec<LitStr> = methods.into_iter().collect();
+                for method in &methods {
+                    check_method(method, &mut errors);
+                }
+                if methods.is_empty() {
+                    errors.at(span, "name at least one method, e.g. `methods = [\"GET\", \"POST\"]`");
+                }
+                if args.methods.replace((methods, span)).is_some() {
+                    errors.at(span, "`methods` is set twice");
+                }
+                next_arg(input)?;
+                continue;
             } else if lookahead.peek(Token![crate]) {
                 let token = input.parse::<Token![crate]>()?;
                 input.parse::<Token![=]>()?;
@@ -226,6 +247,22 @@ fn next_arg(input: ParseStream<'_>) -> syn::Result<()> {
     Ok(())
 }
 
+/// An HTTP method as the request line spells it: an uppercase token.
+fn check_method(method: &LitStr, errors: &mut Errors) {
+    let value = method.value();
+    if value.is_empty() || !value.bytes().all(|byte| byte.is_ascii_alphabetic() || byte == b'-') {
+        errors.on(method, "an HTTP method is a word such as \"GET\" or \"POST\"");
+    } else if value.bytes().any(|byte| byte.is_ascii_lowercase()) {
+        errors.on(
+            method,
+            format!(
+                "HTTP methods are case-sensitive and requests spell them in capitals: write {:?}",
+                value.to_ascii_uppercase()
+            ),
+        );
+    }
+}
+
 fn check_protocol_name(name: &LitStr, errors: &mut Errors) {
     let value = name.value();
     if value == "websocket" || value == "http" {
@@ -264,6 +301,8 @@ pub(crate) struct ConsumerStruct {
     pub(crate) fields: Vec<FieldInit>,
     /// `#[auth(stack, ...)]` on the struct.
     pub(crate) auth: Option<(crate::auth::AuthArgs, Span)>,
+    /// `methods = [...]`: the HTTP methods the consumer answers (all when `None`).
+    pub(crate) methods: Option<Vec<LitStr>>,
 }
 
 impl ConsumerStruct {
@@ -313,7 +352,21 @@ impl ConsumerStruct {
                 source: Source::Scope,
             });
         }
-        ConsumerStruct { item, kind: args.kind, krate, fields, auth }
+        let methods = args.methods.map(|(methods, span)| {
+            if let Some((kind, _)) = &args.kind
+                && !matches!(kind, Kind::Http)
+            {
+                errors.at(
+                    span,
+                    format!(
+                        "`methods` restricts HTTP requests; a {} consumer answers no HTTP methods",
+                        kind.describe()
+                    ),
+                );
+            }
+            methods
+        });
+        ConsumerStruct { item, kind: args.kind, krate, fields, auth, methods }
     }
 
     /// The kwargs the required `#[url]` fields read.
@@ -436,6 +489,9 @@ pub(crate) struct ConsumerImpl {
 
 impl ConsumerImpl {
     pub(crate) fn parse(args: Args, mut item: ItemImpl, errors: &mut Errors) -> ConsumerImpl {
+        if let Some((_, span)) = &args.methods {
+            errors.at(*span, "`methods` goes on the struct: `#[consumer(http, methods = [...])] struct ...`");
+        }
         if let Some((kind, span)) = &args.kind {
             errors.at(
                 *span,
@@ -483,6 +539,11 @@ impl ConsumerImpl {
             match kind.methods().iter().find(|known| method.name == known.name) {
                 Some(known) => {
                     check_signature(sig, known.params.len(), &format!("`{}{}`", method.name, known.shape), errors);
+                    for ((name, param), ty) in known.params.iter().zip(&method.params) {
+                        if matches!(param, Param::Incoming) {
+                            check_by_value(ty, name, errors);
+                        }
+                    }
                 }
                 None => errors.on(
                     &method.name,
@@ -503,6 +564,9 @@ impl ConsumerImpl {
             let shape =
                 format!("`{}(&mut self, {}, message: T)` with `T: Deserialize`", sig.ident, kind.handle_param());
             check_signature(sig, 2, &shape, errors);
+            if let Some(event) = sig.inputs.iter().filter_map(typed).nth(1) {
+                check_by_value(event, "event", errors);
+            }
         }
         let lifecycle = lifecycle.into_iter().map(|(method, _)| method).collect();
         ConsumerImpl { item, krate: Krate::new(args.krate), kind, lifecycle, handlers, groups }
@@ -565,6 +629,21 @@ fn check_signature(sig: &syn::Signature, arity: usize, shape: &str, errors: &mut
     }
 }
 
+/// A decoded message is the method's own: `content: T`, not `content: &T` (a reference there
+/// gives "missing lifetime in associated type").
+fn check_by_value(ty: &Type, name: &str, errors: &mut Errors) {
+    if let Type::Reference(reference) = ty {
+        let inner = &reference.elem;
+        errors.on(
+            ty,
+            format!(
+                "the decoded message is passed by value (the method owns it): write `{name}: {}`",
+                quote::ToTokens::to_token_stream(inner).to_string().replace(' ', "")
+            ),
+        );
+    }
+}
+
 /// `fn groups(&self) -> impl IntoIterator<Item = impl Into<String>>`: plain, `&self`, no
 /// parameters (it runs before `connect`, once per connection).
 fn check_groups_signature(sig: &syn::Signature, errors: &mut Errors) {
@@ -579,6 +658,28 @@ fn check_groups_signature(sig: &syn::Signature, errors: &mut Errors) {
     }
     if sig.inputs.iter().any(|arg| typed(arg).is_some()) {
         errors.on(&sig.inputs, format!("`groups` takes no parameters besides `&self`: {SHAPE}"));
+    }
+    if let ReturnType::Type(_, ty) = &sig.output
+        && is_one_name(ty)
+    {
+        errors.on(
+            ty,
+            "`groups` returns every group's name, not one: for one group, return `[name]` (`-> [String; 1]`) or \
+             `vec![name]` (`-> Vec<String>`)",
+        );
+    }
+}
+
+/// `String`, `&str`, `Cow<str>`...: one name where a list of names is expected.
+fn is_one_name(ty: &Type) -> bool {
+    match ty {
+        Type::Reference(reference) => is_one_name(&reference.elem),
+        Type::Path(path) => path
+            .path
+            .segments
+            .last()
+            .is_some_and(|last| matches!(last.ident.to_string().as_str(), "String" | "str" | "Cow")),
+        _ => false,
     }
 }
 

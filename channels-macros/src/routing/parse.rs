@@ -113,6 +113,15 @@ impl Parse for Target {
             if content.is_empty() {
                 break;
             }
+            if let Ok(Target::Routes(routes)) = content.fork().parse::<Target>()
+                && !routes.is_empty()
+            {
+                let name = path.segments.last().map_or_else(String::new, |segment| segment.ident.to_string());
+                return Err(content.error(format!(
+                    "the route list comes first: `{name}([ \"pattern\" => Consumer, ... ], other arguments)`; a \
+                     middleware's first argument is the application it wraps"
+                )));
+            }
             args.push(content.parse()?);
         }
         Ok(Target::Wrapper { path, inner: Box::new(inner), args })

@@ -3,7 +3,7 @@
 use std::future::{Future, ready};
 
 use bytes::{Bytes, BytesMut};
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use serde::Serialize;
 
@@ -11,6 +11,33 @@ use super::{ConsumerApp, ConsumerError, FromScope, settle, unhandled_message};
 use crate::application::{Inbox, Outbox};
 use crate::error::{AppError, SendError};
 use crate::event::{ChannelMessage, Inbound, Outbound, ResponseStart};
+
+/// What Django's `iri_to_uri` encodes: everything but letters, digits and
+/// `/#%[]=:;$&()+,!?*@'~-._`.
+const IRI_ENCODED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'/')
+    .remove(b'#')
+    .remove(b'%')
+    .remove(b'[')
+    .remove(b']')
+    .remove(b'=')
+    .remove(b':')
+    .remove(b';')
+    .remove(b'$')
+    .remove(b'&')
+    .remove(b'(')
+    .remove(b')')
+    .remove(b'+')
+    .remove(b',')
+    .remove(b'!')
+    .remove(b'?')
+    .remove(b'*')
+    .remove(b'@')
+    .remove(b'\'')
+    .remove(b'~')
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_');
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -21,6 +48,10 @@ enum State {
 
 /// The response handle an HTTP consumer answers through: a whole response, or headers then a
 /// streamed body.
+///
+/// Its methods fail with a [`ConsumerError`], as consumer methods do, so a method can end with
+/// a send (`response.text(..).await`); the cause is a [`SendError`]
+/// (`err.downcast_ref::<SendError>()`, or [`ConsumerError::is_closed`]).
 #[derive(Debug)]
 pub struct HttpResponse {
     outbox: Outbox,
@@ -39,9 +70,9 @@ impl HttpResponse {
     /// # Errors
     /// [`SendError::InvalidState`] if the response already started; [`SendError::Closed`] if
     /// the client left.
-    pub async fn send_headers(&mut self, status: StatusCode, headers: HeaderMap) -> Result<(), SendError> {
+    pub async fn send_headers(&mut self, status: StatusCode, headers: HeaderMap) -> Result<(), ConsumerError> {
         if self.state != State::NotStarted {
-            return Err(SendError::InvalidState("the HTTP response has already been started"));
+            return Err(SendError::InvalidState("the HTTP response has already been started").into());
         }
         self.outbox.send(Outbound::HttpResponseStart(Box::new(ResponseStart { status, headers }))).await?;
         self.state = State::Streaming;
@@ -52,9 +83,11 @@ impl HttpResponse {
     ///
     /// # Errors
     /// [`SendError::InvalidState`] before `send_headers` or after the last chunk.
-    pub async fn send_body(&mut self, body: impl Into<Bytes>, more_body: bool) -> Result<(), SendError> {
+    pub async fn send_body(&mut self, body: impl Into<Bytes>, more_body: bool) -> Result<(), ConsumerError> {
         if self.state != State::Streaming {
-            return Err(SendError::InvalidState("HTTP body sent before send_headers or after the response finished"));
+            return Err(
+                SendError::InvalidState("HTTP body sent before send_headers or after the response finished").into()
+            );
         }
         self.outbox.send(Outbound::HttpResponseBody { body: body.into(), more_body }).await?;
         if !more_body {
@@ -72,7 +105,7 @@ impl HttpResponse {
         status: StatusCode,
         mut headers: HeaderMap,
         body: impl Into<Bytes>,
-    ) -> Result<(), SendError> {
+    ) -> Result<(), ConsumerError> {
         let body = body.into();
         headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
         self.send_headers(status, headers).await?;
@@ -83,7 +116,7 @@ impl HttpResponse {
     ///
     /// # Errors
     /// As [`send_headers`](Self::send_headers).
-    pub async fn text(&mut self, status: StatusCode, body: impl Into<String>) -> Result<(), SendError> {
+    pub async fn text(&mut self, status: StatusCode, body: impl Into<String>) -> Result<(), ConsumerError> {
         self.typed(status, "text/plain; charset=utf-8", Bytes::from(body.into())).await
     }
 
@@ -91,8 +124,25 @@ impl HttpResponse {
     ///
     /// # Errors
     /// As [`send_headers`](Self::send_headers).
-    pub async fn html(&mut self, status: StatusCode, body: impl Into<String>) -> Result<(), SendError> {
+    pub async fn html(&mut self, status: StatusCode, body: impl Into<String>) -> Result<(), ConsumerError> {
         self.typed(status, "text/html; charset=utf-8", Bytes::from(body.into())).await
+    }
+
+    /// Sends a `302 Found` to `location` with an empty body (Django's `redirect`). As Django's
+    /// `iri_to_uri`, characters a URL cannot carry as they are (non-ASCII, spaces, quotes,
+    /// controls) are percent-encoded; `%` is kept, so an encoded URL stays as it is. A location
+    /// taken from the request (a `?next=`) must be checked first:
+    /// [`url_has_allowed_host_and_scheme`](crate::security::url_has_allowed_host_and_scheme).
+    ///
+    /// # Errors
+    /// As [`send_headers`](Self::send_headers).
+    pub async fn redirect(&mut self, location: &str) -> Result<(), ConsumerError> {
+        let encoded = percent_encoding::utf8_percent_encode(location, IRI_ENCODED).to_string();
+        let location = HeaderValue::from_str(&encoded)
+            .map_err(|_| SendError::InvalidState("the redirect location is not a valid header value"))?;
+        let mut headers = HeaderMap::new();
+        headers.insert(LOCATION, location);
+        self.send_response(StatusCode::FOUND, headers, Bytes::new()).await
     }
 
     /// Sends `value` as a whole `application/json` response.
@@ -101,11 +151,15 @@ impl HttpResponse {
     /// A serialization error, or as [`send_headers`](Self::send_headers).
     pub async fn json<T: Serialize + ?Sized>(&mut self, status: StatusCode, value: &T) -> Result<(), ConsumerError> {
         let body = serde_json::to_vec(value)?;
-        self.typed(status, "application/json", Bytes::from(body)).await?;
-        Ok(())
+        self.typed(status, "application/json", Bytes::from(body)).await
     }
 
-    async fn typed(&mut self, status: StatusCode, content_type: &'static str, body: Bytes) -> Result<(), SendError> {
+    async fn typed(
+        &mut self,
+        status: StatusCode,
+        content_type: &'static str,
+        body: Bytes,
+    ) -> Result<(), ConsumerError> {
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
         self.send_response(status, headers, body).await

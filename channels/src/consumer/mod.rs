@@ -32,6 +32,7 @@
 //! ends the connection (WebSocket close 1011, HTTP 500 before the response started); a send that
 //! fails only because the connection is already gone is not treated as an error.
 
+mod form;
 mod generic;
 mod http;
 mod json;
@@ -41,6 +42,7 @@ use std::fmt;
 use std::future::ready;
 use std::sync::Arc;
 
+pub use self::form::{Form, FormError, MAX_FIELDS};
 pub use self::generic::{Flow, GenericConsumer};
 pub use self::http::{HttpConsumer, HttpResponse};
 pub use self::json::{JsonDecodeError, JsonWebsocketConsumer};
@@ -48,8 +50,8 @@ pub use self::websocket::{Websocket, WebsocketConsumer, WebsocketSender};
 
 use crate::BoxFuture;
 use crate::application::{Application, Inbox, Outbox};
-use crate::error::AppError;
 pub use crate::error::ConsumerError;
+use crate::error::{AppError, MethodNotAllowed};
 use crate::event::{ChannelMessage, Inbound};
 use crate::layers::Membership;
 use crate::scope::Scope;
@@ -163,6 +165,37 @@ impl<C: GenericConsumer> ConsumerApp<C> {
     }
 }
 
+/// Refuses an HTTP request whose method is not one of `allowed` (Django's
+/// `require_http_methods`): call it first in a hand-written [`FromScope`];
+/// `#[consumer(http, methods = ["GET", "POST"])]` does. The server answers `405 Method Not
+/// Allowed` with an `Allow` header, before the consumer is built or the body read.
+///
+/// ```
+/// use channels::consumer::{ConsumerError, FromScope, require_method};
+/// use channels::Scope;
+///
+/// struct Vote { scope: Scope }
+///
+/// impl FromScope for Vote {
+///     fn from_scope(scope: Scope) -> Result<Self, ConsumerError> {
+///         require_method(&scope, &["POST"])?;
+///         Ok(Vote { scope })
+///     }
+/// }
+/// ```
+///
+/// # Errors
+/// [`MethodNotAllowed`] when the method is not allowed.
+pub fn require_method(scope: &Scope, allowed: &[&str]) -> Result<(), ConsumerError> {
+    if allowed.iter().any(|method| scope.method.as_str() == *method) {
+        return Ok(());
+    }
+    Err(ConsumerError::from(MethodNotAllowed {
+        method: scope.method.to_string(),
+        allowed: allowed.iter().map(|method| (*method).to_owned()).collect(),
+    }))
+}
+
 /// Why a consumer could not be built for a connection.
 fn refusal(err: ConsumerError) -> AppError {
     if let Some(login) = err.downcast_ref::<crate::error::LoginRequired>() {
@@ -170,6 +203,9 @@ fn refusal(err: ConsumerError) -> AppError {
     }
     if let Some(missing) = err.downcast_ref::<crate::error::MissingState>() {
         return AppError::Misconfigured(missing.to_string());
+    }
+    if let Some(method) = err.downcast_ref::<MethodNotAllowed>() {
+        return AppError::MethodNotAllowed(method.clone());
     }
     AppError::Refused(err.to_string())
 }

@@ -20,6 +20,10 @@ enum State {
 }
 
 /// The connection handle a WebSocket consumer's methods get: accept, send, close.
+///
+/// Its methods fail with a [`ConsumerError`], as consumer methods do, so a method can end with
+/// a send (`ws.send_text(..).await`); the cause is a [`SendError`]
+/// (`err.downcast_ref::<SendError>()`, or [`ConsumerError::is_closed`]).
 #[derive(Debug)]
 pub struct Websocket {
     outbox: Outbox,
@@ -39,7 +43,7 @@ impl Websocket {
     /// # Errors
     /// [`SendError::InvalidState`] if already accepted or closed; [`SendError::Closed`] if the
     /// client left.
-    pub async fn accept(&mut self) -> Result<(), SendError> {
+    pub async fn accept(&mut self) -> Result<(), ConsumerError> {
         self.accept_with(Accept::default()).await
     }
 
@@ -47,7 +51,7 @@ impl Websocket {
     ///
     /// # Errors
     /// As [`accept`](Self::accept).
-    pub async fn accept_subprotocol(&mut self, subprotocol: impl Into<String>) -> Result<(), SendError> {
+    pub async fn accept_subprotocol(&mut self, subprotocol: impl Into<String>) -> Result<(), ConsumerError> {
         self.accept_with(Accept { subprotocol: Some(subprotocol.into()), ..Accept::default() }).await
     }
 
@@ -55,9 +59,9 @@ impl Websocket {
     ///
     /// # Errors
     /// As [`accept`](Self::accept).
-    pub async fn accept_with(&mut self, accept: Accept) -> Result<(), SendError> {
+    pub async fn accept_with(&mut self, accept: Accept) -> Result<(), ConsumerError> {
         if self.state != State::Connecting {
-            return Err(SendError::InvalidState("the WebSocket was already accepted or closed"));
+            return Err(SendError::InvalidState("the WebSocket was already accepted or closed").into());
         }
         self.outbox.send(Outbound::WebsocketAccept(Box::new(accept))).await?;
         self.state = State::Open;
@@ -69,13 +73,14 @@ impl Websocket {
     /// # Errors
     /// [`SendError::InvalidState`] before accept; [`SendError::Closed`] after close;
     /// [`SendError::SlowClient`] when the client stopped reading.
-    pub async fn send(&mut self, message: impl Into<Message>) -> Result<(), SendError> {
+    pub async fn send(&mut self, message: impl Into<Message>) -> Result<(), ConsumerError> {
         match self.state {
             State::Connecting => Err(SendError::InvalidState(
                 "the WebSocket has not been accepted, so nothing can be sent over it: accept in connect() first",
-            )),
-            State::Closed => Err(SendError::Closed),
-            State::Open => self.outbox.send(Outbound::WebsocketSend(message.into())).await,
+            )
+            .into()),
+            State::Closed => Err(SendError::Closed.into()),
+            State::Open => Ok(self.outbox.send(Outbound::WebsocketSend(message.into())).await?),
         }
     }
 
@@ -83,7 +88,7 @@ impl Websocket {
     ///
     /// # Errors
     /// As [`send`](Self::send).
-    pub async fn send_text(&mut self, text: impl Into<Utf8Bytes>) -> Result<(), SendError> {
+    pub async fn send_text(&mut self, text: impl Into<Utf8Bytes>) -> Result<(), ConsumerError> {
         self.send(Message::Text(text.into())).await
     }
 
@@ -91,7 +96,7 @@ impl Websocket {
     ///
     /// # Errors
     /// As [`send`](Self::send).
-    pub async fn send_bytes(&mut self, bytes: impl Into<Bytes>) -> Result<(), SendError> {
+    pub async fn send_bytes(&mut self, bytes: impl Into<Bytes>) -> Result<(), ConsumerError> {
         self.send(Message::Binary(bytes.into())).await
     }
 
@@ -101,15 +106,14 @@ impl Websocket {
     /// A serialization error, or any [`send`](Self::send) error.
     pub async fn send_json<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), ConsumerError> {
         let text = serde_json::to_string(value)?;
-        self.send(Message::Text(text.into())).await?;
-        Ok(())
+        self.send(Message::Text(text.into())).await
     }
 
     /// Closes with `code` (before accept: refuses the handshake with HTTP 403).
     ///
     /// # Errors
     /// [`SendError::Closed`] if the client already left.
-    pub async fn close(&mut self, code: u16) -> Result<(), SendError> {
+    pub async fn close(&mut self, code: u16) -> Result<(), ConsumerError> {
         self.close_frame(Close::new(code)).await
     }
 
@@ -117,16 +121,16 @@ impl Websocket {
     ///
     /// # Errors
     /// [`SendError::Closed`] if the client already left.
-    pub async fn close_with_reason(&mut self, code: u16, reason: &str) -> Result<(), SendError> {
+    pub async fn close_with_reason(&mut self, code: u16, reason: &str) -> Result<(), ConsumerError> {
         self.close_frame(Close::with_reason(code, reason)).await
     }
 
-    async fn close_frame(&mut self, close: Close) -> Result<(), SendError> {
+    async fn close_frame(&mut self, close: Close) -> Result<(), ConsumerError> {
         if self.state == State::Closed {
             return Ok(());
         }
         self.state = State::Closed;
-        self.outbox.send(Outbound::WebsocketClose(close)).await
+        Ok(self.outbox.send(Outbound::WebsocketClose(close)).await?)
     }
 
     /// True once accepted and until closed.
@@ -175,15 +179,15 @@ impl WebsocketSender {
     ///
     /// # Errors
     /// [`SendError::Closed`] after the connection closed; [`SendError::SlowClient`].
-    pub async fn send(&self, message: impl Into<Message>) -> Result<(), SendError> {
-        self.outbox.send(Outbound::WebsocketSend(message.into())).await
+    pub async fn send(&self, message: impl Into<Message>) -> Result<(), ConsumerError> {
+        Ok(self.outbox.send(Outbound::WebsocketSend(message.into())).await?)
     }
 
     /// Sends a text message.
     ///
     /// # Errors
     /// As [`send`](Self::send).
-    pub async fn send_text(&self, text: impl Into<Utf8Bytes>) -> Result<(), SendError> {
+    pub async fn send_text(&self, text: impl Into<Utf8Bytes>) -> Result<(), ConsumerError> {
         self.send(Message::Text(text.into())).await
     }
 
@@ -192,8 +196,7 @@ impl WebsocketSender {
     /// # Errors
     /// A serialization error, or as [`send`](Self::send).
     pub async fn send_json<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), ConsumerError> {
-        self.send(Message::Text(serde_json::to_string(value)?.into())).await?;
-        Ok(())
+        self.send(Message::Text(serde_json::to_string(value)?.into())).await
     }
 }
 

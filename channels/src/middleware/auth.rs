@@ -9,7 +9,7 @@ use http::StatusCode;
 
 use super::{Middleware, Refusal, Step, Wrapped};
 use crate::application::Application;
-use crate::error::AppError;
+use crate::error::{AppError, BackendError};
 use crate::event::ResponseStart;
 use crate::scope::{Protocol, Scope, User};
 use crate::session::{Context, InMemorySessionStore, SecretKeys, Session, SessionConfig, SessionError, SessionStore};
@@ -28,36 +28,129 @@ pub trait AuthUser: Send + Sync + 'static {
     /// hash, as Django's `get_session_auth_hash`): sessions made under another value no longer
     /// authenticate, so a password change logs out every other session.
     fn session_auth_hash(&self) -> String;
+
+    /// The `scope.user` this user becomes on [`login`]: by default one holding `self` (read it
+    /// back with `scope.user.downcast::<YourUser>()`). Rarely overridden.
+    fn into_user(self) -> User
+    where
+        Self: Sized,
+    {
+        User::with_id(self.id(), self)
+    }
 }
 
-/// Loads users by id: the application implements it over its database.
+/// Loads users by id, and checks credentials: the application implements it over its database.
+///
+/// The [login view example](crate::auth#a-login-view) shows both in use.
 pub trait UserBackend: Send + Sync + 'static {
     /// The application's user type.
     type User: AuthUser;
 
     /// The user with `id`, or `None` when there is none (deleted, disabled...).
     fn get_user(&self, id: &str) -> impl Future<Output = Result<Option<Self::User>, BoxError>> + Send;
+
+    /// The user these credentials identify (Django's `authenticate()`), or `None` when they
+    /// identify nobody: unknown name, wrong password, inactive user. What a login view calls,
+    /// through [`authenticate`]. The default knows no credentials (`None`).
+    ///
+    /// Password hashes (argon2, PBKDF2) take milliseconds of CPU: verify them off the async
+    /// runtime (`tokio::task::spawn_blocking`), and compare in constant time.
+    fn authenticate(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> impl Future<Output = Result<Option<Self::User>, BoxError>> + Send {
+        let _ = (username, password);
+        std::future::ready(Ok(None))
+    }
 }
 
-/// A loaded user with what the middleware checks.
-struct Loaded {
-    user: User,
+/// A user the application's [`UserBackend`] vouched for (found by id, or by credentials with
+/// [`authenticate`]), ready for [`login`].
+pub struct Authenticated {
+    id: String,
     hash: String,
+    user: User,
+}
+
+impl Authenticated {
+    fn new<U: AuthUser>(user: U) -> Self {
+        Authenticated { id: user.id(), hash: user.session_auth_hash(), user: user.into_user() }
+    }
+
+    /// The user, as `scope.user` will hold it after [`login`].
+    pub fn user(&self) -> &User {
+        &self.user
+    }
+}
+
+impl fmt::Debug for Authenticated {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Authenticated").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+impl AuthUser for Authenticated {
+    fn id(&self) -> String {
+        self.id.clone()
+    }
+
+    fn session_auth_hash(&self) -> String {
+        self.hash.clone()
+    }
+
+    fn into_user(self) -> User {
+        self.user
+    }
+}
+
+/// Why [`authenticate`] could not answer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// The application has no authentication configured.
+    #[error(
+        "no user backend: give one where the app is built, with ProtocolTypeRouter::auth(AuthConfig::new(backend))"
+    )]
+    NotConfigured,
+    /// The user backend failed.
+    #[error("the user backend failed: {0}")]
+    Backend(BackendError),
+}
+
+/// The user these credentials identify, through the application's [`UserBackend`] (Django's
+/// `authenticate()`); `None` when they identify nobody. Pass the user to [`login`].
+///
+/// # Errors
+/// [`AuthError::NotConfigured`] without [`ProtocolTypeRouter::auth`](crate::ProtocolTypeRouter::auth),
+/// [`AuthError::Backend`] when the backend failed.
+pub async fn authenticate(scope: &Scope, username: &str, password: &str) -> Result<Option<Authenticated>, AuthError> {
+    let config = scope.extensions.get::<Arc<AuthConfig>>().ok_or(AuthError::NotConfigured)?;
+    config.backend.authenticate(username, password).await.map_err(|err| AuthError::Backend(BackendError::from_box(err)))
 }
 
 /// [`UserBackend`] behind a trait object, so the configuration can travel in the scope.
 trait ErasedBackend: Send + Sync {
-    fn load<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Loaded>, BoxError>>;
+    fn load<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Authenticated>, BoxError>>;
+
+    fn authenticate<'a>(
+        &'a self,
+        username: &'a str,
+        password: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Authenticated>, BoxError>>;
 }
 
 impl<B: UserBackend> ErasedBackend for B {
-    fn load<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Loaded>, BoxError>> {
-        Box::pin(async move {
-            Ok(self
-                .get_user(id)
-                .await?
-                .map(|user| Loaded { hash: user.session_auth_hash(), user: User::with_id(user.id(), user) }))
-        })
+    fn load<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Authenticated>, BoxError>> {
+        Box::pin(async move { Ok(self.get_user(id).await?.map(Authenticated::new)) })
+    }
+
+    fn authenticate<'a>(
+        &'a self,
+        username: &'a str,
+        password: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Authenticated>, BoxError>> {
+        Box::pin(async move { Ok(UserBackend::authenticate(self, username, password).await?.map(Authenticated::new)) })
     }
 }
 
@@ -172,7 +265,7 @@ impl Middleware for AuthMiddleware {
                     .to_owned(),
             ));
         };
-        authenticate(scope, &session, &config).await;
+        resolve_user(scope, &session, &config).await;
         Ok(Step::Continue)
     }
 }
@@ -217,7 +310,7 @@ fn auth_config(scope: &Scope, middleware: &str) -> Result<Arc<AuthConfig>, AppEr
 }
 
 /// Sets `scope.user` from `session` (anonymous when the backend fails, logged).
-async fn authenticate(scope: &mut Scope, session: &Session, config: &AuthConfig) {
+async fn resolve_user(scope: &mut Scope, session: &Session, config: &AuthConfig) {
     scope.user = match resolve(session, config.backend.as_ref()).await {
         Ok(user) => user,
         Err(err) => {
@@ -286,7 +379,7 @@ impl Middleware for AuthMiddlewareStack {
         let config = auth_config(scope, "AuthMiddlewareStack")?;
         super::cookie::parse_into(scope);
         let session = super::session::open(config.sessions(), scope);
-        authenticate(scope, &session, &config).await;
+        resolve_user(scope, &session, &config).await;
         match &self.required {
             Some(required) if scope.user.is_anonymous() => Ok(Step::Refuse(match (&scope.protocol, required) {
                 (Protocol::Http, Required::Redirect(location)) => {
@@ -304,12 +397,17 @@ impl Middleware for AuthMiddlewareStack {
     }
 }
 
-/// Logs `user` in on this connection: stores its id and auth hash in the session, cycles the
-/// session key (against session fixation) and sets `scope.user`. For an HTTP consumer the new
-/// cookie goes out with the response.
+/// Logs `user` in on this connection (Django's `login()`): stores its id and auth hash in the
+/// session, cycles the session key (against session fixation) and sets `scope.user`. For an
+/// HTTP consumer the new cookie goes out with the response. `user` is the application's user
+/// type, or what [`authenticate`] returned.
+///
+/// It needs the session: the consumer must sit behind [`AuthMiddlewareStack`](struct@AuthMiddlewareStack)
+/// (or `#[auth(stack)]`, or a session middleware); see the
+/// [login view example](crate::auth#a-login-view).
 ///
 /// # Errors
-/// No session on the scope, or the store failed.
+/// No session on the scope (the message names the fix), or the store failed.
 pub async fn login<U: AuthUser>(scope: &mut Scope, user: U) -> Result<(), SessionError> {
     let session =
         scope.session.clone().ok_or_else(|| SessionError::Store(crate::error::BackendError::msg(NO_SESSION)))?;
@@ -326,8 +424,18 @@ pub async fn login<U: AuthUser>(scope: &mut Scope, user: U) -> Result<(), Sessio
     session.insert(USER_ID_KEY, &user.id()).await?;
     session.insert(USER_HASH_KEY, &user.session_auth_hash()).await?;
     session.cycle_key().await?;
-    scope.user = User::with_id(user.id(), user);
+    scope.user = user.into_user();
     Ok(())
+}
+
+/// A new session with `user` logged in, saved in the configuration's store: the session
+/// cookie's name and value (what `testing::force_login` gives a test).
+pub(crate) async fn session_for<U: AuthUser>(config: &AuthConfig, user: U) -> Result<(String, String), SessionError> {
+    let session = Session::from_cookie(config.sessions().clone(), None);
+    session.insert(USER_ID_KEY, &user.id()).await?;
+    session.insert(USER_HASH_KEY, &user.session_auth_hash()).await?;
+    session.save().await?;
+    session.cookie().await?.ok_or_else(|| SessionError::Store(BackendError::msg("the saved session has no key")))
 }
 
 /// Logs out: flushes the session (its data and key) and makes `scope.user` anonymous.

@@ -237,7 +237,12 @@ impl<M: Middleware, A: Router> Router for Wrapped<M, A> {
 }
 
 /// Forwards the inner application's events, showing the response start to the middleware.
-async fn watch<M: Middleware>(middleware: &M, mut state: M::State, mut events: mpsc::Receiver<Outbound>, outbox: Outbox) {
+async fn watch<M: Middleware>(
+    middleware: &M,
+    mut state: M::State,
+    mut events: mpsc::Receiver<Outbound>,
+    outbox: Outbox,
+) {
     while let Some(mut event) = events.recv().await {
         if let Outbound::HttpResponseStart(start) = &mut event
             && let Err(refusal) = middleware.response_start(&mut state, start).await

@@ -184,7 +184,7 @@ pub(super) async fn handle(
 
 /// The response for an application that ended without starting one.
 fn unanswered(finished: Result<Result<(), AppError>, JoinError>, conn: &ConnState) -> Response<Body> {
-    let status = match finished {
+    let status = match &finished {
         Ok(Ok(())) => match conn.close_reason().code {
             body_error::TOO_LARGE => StatusCode::PAYLOAD_TOO_LARGE,
             body_error::MALFORMED => StatusCode::BAD_REQUEST,
@@ -194,10 +194,15 @@ fn unanswered(finished: Result<Result<(), AppError>, JoinError>, conn: &ConnStat
                 StatusCode::INTERNAL_SERVER_ERROR
             }
         },
-        Ok(Err(err)) => error_status(&err, &Protocol::Http),
+        Ok(Err(err)) => error_status(err, &Protocol::Http),
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };
     let mut response = status_page(status);
+    if let Ok(Err(AppError::MethodNotAllowed(refused))) = &finished
+        && let Ok(allow) = http::HeaderValue::from_str(&refused.allowed.join(", "))
+    {
+        response.headers_mut().insert(http::header::ALLOW, allow);
+    }
     if matches!(status, StatusCode::BAD_REQUEST | StatusCode::REQUEST_TIMEOUT | StatusCode::PAYLOAD_TOO_LARGE) {
         // The rest of the request is unread or unreadable: the connection cannot be reused.
         response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));

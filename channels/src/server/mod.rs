@@ -211,6 +211,7 @@ impl Listening {
                 }
             });
         }
+        warn_if_unheard();
         tracing::info!(addr = %local_addr, "listening");
         loop {
             let accepted = tokio::select! {
@@ -388,6 +389,23 @@ impl Opening {
     }
 }
 
+/// Says once per process, on stderr, that nothing will be logged: every diagnostic (a refused
+/// connection, a consumer's error, the cause of a 500) goes through `tracing`, and without a
+/// subscriber it is dropped.
+fn warn_if_unheard() {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    let unheard = tracing::dispatcher::get_default(|dispatch| dispatch.is::<tracing::subscriber::NoSubscriber>());
+    if unheard {
+        SAID.call_once(|| {
+            eprintln!(
+                "channels: no tracing subscriber is installed, so this server's diagnostics (refused connections, \
+                 consumer errors, the causes of 500s) are not printed; install one before serving, e.g. \
+                 `tracing_subscriber::fmt::init()`"
+            );
+        });
+    }
+}
+
 /// The HTTP status for an application that ended (or never started) without a response.
 pub(crate) fn error_status(error: &AppError, protocol: &Protocol) -> ::http::StatusCode {
     use ::http::StatusCode;
@@ -396,6 +414,7 @@ pub(crate) fn error_status(error: &AppError, protocol: &Protocol) -> ::http::Sta
         AppError::LoginRequired(_) => StatusCode::FORBIDDEN,
         AppError::Refused(_) if *protocol == Protocol::Websocket => StatusCode::FORBIDDEN,
         AppError::Refused(_) => StatusCode::NOT_FOUND,
+        AppError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

@@ -272,12 +272,17 @@ impl Context {
         fresh.then(|| value.to_owned())
     }
 
+    /// The cookie value for store value `value`: with its expiry, signed.
+    fn signed(&self, value: &str) -> String {
+        let signed = format!("{value}.{}", unix_now() + self.config.age.as_secs());
+        let signature = self.keys.sign(&signed);
+        format!("{signed}.{signature}")
+    }
+
     fn cookie(&self, value: Option<&str>) -> String {
         let mut cookie = match value {
             Some(value) => {
-                let signed = format!("{value}.{}", unix_now() + self.config.age.as_secs());
-                let signature = self.keys.sign(&signed);
-                let mut cookie = Cookie::new(self.config.cookie_name.clone(), format!("{signed}.{signature}"));
+                let mut cookie = Cookie::new(self.config.cookie_name.clone(), self.signed(value));
                 let age = cookie::time::Duration::seconds(i64::try_from(self.config.age.as_secs()).unwrap_or(i64::MAX));
                 cookie.set_max_age(age);
                 // Django sends both; `Expires` for clients that ignore `Max-Age`.
@@ -455,6 +460,13 @@ impl Session {
             self.context.store.delete(&old).await?;
         }
         self.save_locked(&mut state).await
+    }
+
+    /// The session cookie's name and the value naming this session as saved (`None` before it
+    /// is saved).
+    pub(crate) async fn cookie(&self) -> Result<Option<(String, String)>, SessionError> {
+        let key = self.session_key().await?;
+        Ok(key.map(|key| (self.context.config.cookie_name.clone(), self.context.signed(&key))))
     }
 
     /// Lets go of the loaded data of an unchanged session; the next read loads it again from

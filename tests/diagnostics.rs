@@ -1,0 +1,92 @@
+//! What a newcomer sees when something goes wrong: a server without a log subscriber says so
+//! on stderr, and a communicator's timeout carries the last error the application logged.
+
+use std::process::Command;
+use std::time::Duration;
+
+use channels::prelude::*;
+use channels::testing::{LiveServer, TestError, WebsocketCommunicator};
+use channels::{consumer, routing};
+use serde::Deserialize;
+
+#[consumer(websocket)]
+struct Votes;
+
+#[derive(Deserialize)]
+struct Vote {
+    choice: u32,
+}
+
+#[consumer]
+impl Votes {
+    #[handler("poll.vote")]
+    async fn vote(&mut self, ws: &mut Websocket, vote: Vote) -> Result<(), ConsumerError> {
+        ws.send_text(format!("vote for {}", vote.choice)).await?;
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_timeout_carries_the_last_error_the_application_logged() {
+    let mut ws = WebsocketCommunicator::new(routing! { websocket: [ "ws/" => Votes ] }, "/ws/")
+        .with_timeout(Duration::from_millis(300));
+    assert!(ws.connect().await.unwrap().accepted);
+    let bad = ChannelMessage::from_serialize(&serde_json::json!({"type": "poll.vote", "choice": "blue"})).unwrap();
+    ws.send_channel_message(bad).await.unwrap();
+    let err = ws.receive_text().await.unwrap_err();
+    let TestError::Timeout { last_logged: Some(line), .. } = &err else { panic!("{err:?}") };
+    assert!(line.starts_with("ERROR: ") && line.contains("does not decode") && line.contains("poll.vote"), "{line}");
+    assert!(err.to_string().contains("the application last logged ERROR"), "{err}");
+
+    // A quiet application times out with nothing to add.
+    let good = ChannelMessage::from_serialize(&serde_json::json!({"type": "poll.vote", "choice": 2})).unwrap();
+    let mut quiet = WebsocketCommunicator::new(routing! { websocket: [ "ws/" => Votes ] }, "/ws/")
+        .with_timeout(Duration::from_millis(100));
+    assert!(quiet.connect().await.unwrap().accepted);
+    quiet.send_channel_message(good).await.unwrap();
+    assert_eq!(quiet.receive_text().await.unwrap(), "vote for 2");
+    assert!(matches!(quiet.receive_text().await, Err(TestError::Timeout { last_logged: None, .. })));
+}
+
+const CHILD: &str = "CHANNELS_DIAGNOSTICS_CHILD";
+const NOTICE: &str = "no tracing subscriber is installed";
+
+/// Run in a child process (the notice is once per process): a server started under a
+/// subscriber says nothing, then two without one say it once.
+#[test]
+fn a_server_without_a_log_subscriber_says_so_once_on_stderr() {
+    if std::env::var_os(CHILD).is_some() {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let subscriber = tracing_subscriber::fmt().with_writer(std::io::sink).finish();
+        runtime.block_on(async {
+            {
+                let _guard = tracing::subscriber::set_default(subscriber);
+                let heard = LiveServer::start(routing! { websocket: [ "ws/" => Votes ] }).await;
+                tokio::task::yield_now().await;
+                eprintln!("--- after the server with a subscriber");
+                drop(heard);
+            }
+            let first = LiveServer::start(routing! { websocket: [ "ws/" => Votes ] }).await;
+            let second = LiveServer::start(routing! { websocket: [ "ws/" => Votes ] }).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            drop((first, second));
+        });
+        return;
+    }
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_server_without_a_log_subscriber_says_so_once_on_stderr",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let (before, after) = stderr.split_once("--- after the server with a subscriber").expect("the child ran");
+    assert!(!before.contains(NOTICE), "a server with a subscriber stays quiet: {before}");
+    assert_eq!(after.matches(NOTICE).count(), 1, "{after}");
+    assert!(after.contains("tracing_subscriber::fmt::init()"), "{after}");
+}
