@@ -29,7 +29,8 @@
 mod db;
 mod pages;
 
-use bytes::Bytes;
+use channels::consumer::Form;
+use channels::http::{HeaderMap, HeaderValue};
 use channels::layers::{InMemoryChannelLayer, Layer, RedisChannelLayer, close_message, user_group};
 use channels::middleware::{
     AllowedHostsOriginValidator, AuthConfig, AuthMiddlewareStack, CsrfMiddleware, InMemorySessionStore,
@@ -39,18 +40,8 @@ use channels::prelude::*;
 use channels::security::url_has_allowed_host_and_scheme;
 use channels::{auth, consumer, routing};
 use db::{Busy, Db, LoginLimiter, Users};
-use http::header::LOCATION;
-use http::{HeaderMap, HeaderValue, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
-
-/// Sends a `302 Found` to `location`.
-async fn redirect(response: &mut HttpResponse, location: &str) -> Result<(), ConsumerError> {
-    let mut headers = HeaderMap::new();
-    headers.insert(LOCATION, HeaderValue::from_str(location)?);
-    response.send_response(StatusCode::FOUND, headers, Bytes::new()).await?;
-    Ok(())
-}
 
 /// What the login page needs: app state, given to the router with `.extension(..)`.
 #[derive(Clone)]
@@ -67,8 +58,8 @@ async fn try_later(
     error: &str,
 ) -> Result<(), ConsumerError> {
     let mut headers = HeaderMap::new();
-    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
-    headers.insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
+    headers.insert(channels::http::header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    headers.insert(channels::http::header::RETRY_AFTER, HeaderValue::from(seconds));
     response.send_response(status, headers, pages::login(Some(error))).await?;
     Ok(())
 }
@@ -83,7 +74,7 @@ struct LoginPage {
 #[consumer]
 impl LoginPage {
     async fn handle(&mut self, body: Bytes, response: &mut HttpResponse) -> Result<(), ConsumerError> {
-        if self.scope.method != http::Method::POST {
+        if self.scope.method != Method::POST {
             response.html(StatusCode::OK, pages::login(None)).await?;
             return Ok(());
         }
@@ -92,17 +83,17 @@ impl LoginPage {
             return try_later(response, StatusCode::TOO_MANY_REQUESTS, 60, "Too many login attempts; wait a minute.")
                 .await;
         }
-        let form: std::collections::HashMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
-        let (username, password) =
-            (form.get("username").cloned().unwrap_or_default(), form.get("password").cloned().unwrap_or_default());
-        match logins.users.authenticate(&username, &password).await {
+        // Not a form (or a flood of fields): no credentials.
+        let form = Form::parse(&self.scope, &body).unwrap_or_default();
+        let (username, password) = (form.get("username").unwrap_or(""), form.get("password").unwrap_or(""));
+        match logins.users.authenticate(username, password).await {
             Ok(Some(user)) => {
                 login(&mut self.scope, user).await?;
                 let next = self.scope.query_pairs().find(|(key, _)| key == "next").map(|(_, next)| next);
                 // Only this site: never an open redirect (Django's check, on the decoded value).
                 let host = self.scope.header("host").unwrap_or("");
                 let next = next.filter(|next| url_has_allowed_host_and_scheme(next, &[host], false));
-                redirect(response, next.as_deref().unwrap_or("/chat/lobby/")).await
+                response.redirect(next.as_deref().unwrap_or("/chat/lobby/")).await
             }
             Ok(None) => {
                 response.html(StatusCode::OK, pages::login(Some("Wrong username or password."))).await?;
@@ -116,20 +107,14 @@ impl LoginPage {
     }
 }
 
-/// `POST /logout/`.
-#[consumer(http)]
+/// `POST /logout/`; never on a GET (a link or an image on another site must not log anyone
+/// out): other methods get 405.
+#[consumer(http, methods = ["POST"])]
 struct LogoutPage;
 
 #[consumer]
 impl LogoutPage {
     async fn handle(&mut self, _body: Bytes, response: &mut HttpResponse) -> Result<(), ConsumerError> {
-        // Never on a GET: a link (or an image) on another site must not log anyone out.
-        if self.scope.method != http::Method::POST {
-            let mut headers = HeaderMap::new();
-            headers.insert(http::header::ALLOW, HeaderValue::from_static("POST"));
-            response.send_response(StatusCode::METHOD_NOT_ALLOWED, headers, "log out with POST").await?;
-            return Ok(());
-        }
         // Close the user's open chat sockets too (every tab, every process).
         if let Some(group) = self.scope.user.id().and_then(|id| user_group(id).ok())
             && let Err(err) = self.scope.layer()?.group_send(&group, close_message(4001)).await
@@ -137,7 +122,7 @@ impl LogoutPage {
             tracing::warn!(%err, "could not close the user's sockets");
         }
         logout(&mut self.scope).await?;
-        redirect(response, "/login/").await
+        response.redirect("/login/").await
     }
 }
 
@@ -165,7 +150,7 @@ struct Home;
 #[consumer]
 impl Home {
     async fn handle(&mut self, _body: Bytes, response: &mut HttpResponse) -> Result<(), ConsumerError> {
-        redirect(response, "/chat/lobby/").await
+        response.redirect("/chat/lobby/").await
     }
 }
 
