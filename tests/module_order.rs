@@ -22,6 +22,7 @@ const ORDER: &[&str] = &[
     "connection",
     "application",
     "middleware",
+    "django",
     "routing",
     "consumer",
     "server",

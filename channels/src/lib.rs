@@ -97,6 +97,8 @@
 pub mod application;
 pub mod connection;
 pub mod consumer;
+#[cfg(feature = "django")]
+pub mod django;
 pub mod error;
 pub mod event;
 pub mod layers;

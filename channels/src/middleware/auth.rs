@@ -18,6 +18,7 @@ use crate::{BoxError, BoxFuture};
 /// Session keys (Django's names).
 const USER_ID_KEY: &str = "_auth_user_id";
 const USER_HASH_KEY: &str = "_auth_user_hash";
+const USER_BACKEND_KEY: &str = "_auth_user_backend";
 
 /// What the auth middleware needs to know of the application's user type.
 pub trait AuthUser: Send + Sync + 'static {
@@ -28,6 +29,13 @@ pub trait AuthUser: Send + Sync + 'static {
     /// hash, as Django's `get_session_auth_hash`): sessions made under another value no longer
     /// authenticate, so a password change logs out every other session.
     fn session_auth_hash(&self) -> String;
+
+    /// The session auth hashes under retired keys (Django's `get_session_auth_fallback_hash`,
+    /// one per `SECRET_KEY_FALLBACKS` entry): a session made under one of them still
+    /// authenticates, and is moved to the current hash and a new key. None by default.
+    fn session_auth_fallback_hashes(&self) -> Vec<String> {
+        Vec::new()
+    }
 
     /// The `scope.user` this user becomes on [`login`]: by default one holding `self` (read it
     /// back with `scope.user.downcast::<YourUser>()`). Rarely overridden.
@@ -63,6 +71,19 @@ pub trait UserBackend: Send + Sync + 'static {
         let _ = (username, password);
         std::future::ready(Ok(None))
     }
+
+    /// The name a login records in the session as `_auth_user_backend` (Django's dotted path of
+    /// the backend that logged the user in). `None` (the default): none is recorded.
+    fn session_backend(&self) -> Option<&str> {
+        None
+    }
+
+    /// Whether a session whose `_auth_user_backend` is `backend` is this backend's to load a
+    /// user for (Django: one of `AUTHENTICATION_BACKENDS`). By default, every session is.
+    fn accepts_session_backend(&self, backend: Option<&str>) -> bool {
+        let _ = backend;
+        true
+    }
 }
 
 /// A user the application's [`UserBackend`] vouched for (found by id, or by credentials with
@@ -70,12 +91,18 @@ pub trait UserBackend: Send + Sync + 'static {
 pub struct Authenticated {
     id: String,
     hash: String,
+    fallback_hashes: Vec<String>,
     user: User,
 }
 
 impl Authenticated {
     fn new<U: AuthUser>(user: U) -> Self {
-        Authenticated { id: user.id(), hash: user.session_auth_hash(), user: user.into_user() }
+        Authenticated {
+            id: user.id(),
+            hash: user.session_auth_hash(),
+            fallback_hashes: user.session_auth_fallback_hashes(),
+            user: user.into_user(),
+        }
     }
 
     /// The user, as `scope.user` will hold it after [`login`].
@@ -97,6 +124,10 @@ impl AuthUser for Authenticated {
 
     fn session_auth_hash(&self) -> String {
         self.hash.clone()
+    }
+
+    fn session_auth_fallback_hashes(&self) -> Vec<String> {
+        self.fallback_hashes.clone()
     }
 
     fn into_user(self) -> User {
@@ -133,6 +164,10 @@ pub async fn authenticate(scope: &Scope, username: &str, password: &str) -> Resu
 trait ErasedBackend: Send + Sync {
     fn load<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Authenticated>, BoxError>>;
 
+    fn session_backend(&self) -> Option<&str>;
+
+    fn accepts_session_backend(&self, backend: Option<&str>) -> bool;
+
     fn authenticate<'a>(
         &'a self,
         username: &'a str,
@@ -143,6 +178,14 @@ trait ErasedBackend: Send + Sync {
 impl<B: UserBackend> ErasedBackend for B {
     fn load<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Authenticated>, BoxError>> {
         Box::pin(async move { Ok(self.get_user(id).await?.map(Authenticated::new)) })
+    }
+
+    fn session_backend(&self) -> Option<&str> {
+        UserBackend::session_backend(self)
+    }
+
+    fn accepts_session_backend(&self, backend: Option<&str>) -> bool {
+        UserBackend::accepts_session_backend(self, backend)
     }
 
     fn authenticate<'a>(
@@ -279,17 +322,36 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn resolve(session: &Session, backend: &dyn ErasedBackend) -> Result<User, BoxError> {
+/// `can_set_cookie`: the connection's response can carry a new session cookie (HTTP), so a
+/// session moved to the current key may change its key too.
+async fn resolve(session: &Session, backend: &dyn ErasedBackend, can_set_cookie: bool) -> Result<User, BoxError> {
     let Some(id) = session.get::<String>(USER_ID_KEY).await? else { return Ok(User::anonymous()) };
-    let Some(loaded) = backend.load(&id).await? else { return Ok(User::anonymous()) };
-    let stored: Option<String> = session.get(USER_HASH_KEY).await?;
-    if stored.is_some_and(|stored| constant_time_eq(stored.as_bytes(), loaded.hash.as_bytes())) {
-        Ok(loaded.user)
-    } else {
-        // The credentials changed since this session logged in: it no longer authenticates.
-        session.flush().await?;
-        Ok(User::anonymous())
+    let logged_in_by: Option<String> = session.get(USER_BACKEND_KEY).await?;
+    if !backend.accepts_session_backend(logged_in_by.as_deref()) {
+        return Ok(User::anonymous());
     }
+    let Some(loaded) = backend.load(&id).await? else { return Ok(User::anonymous()) };
+    let Some(stored) = session.get::<String>(USER_HASH_KEY).await? else {
+        session.flush().await?;
+        return Ok(User::anonymous());
+    };
+    if constant_time_eq(stored.as_bytes(), loaded.hash.as_bytes()) {
+        return Ok(loaded.user);
+    }
+    if loaded.fallback_hashes.iter().any(|hash| constant_time_eq(stored.as_bytes(), hash.as_bytes())) {
+        // Made under a retired key: still valid, and moved to the current hash (and, as Django
+        // does, to a new session key when a cookie can carry it; a WebSocket keeps its key).
+        session.insert(USER_HASH_KEY, &loaded.hash).await?;
+        if can_set_cookie {
+            session.cycle_key().await?;
+        } else {
+            session.save().await?;
+        }
+        return Ok(loaded.user);
+    }
+    // The credentials changed since this session logged in: it no longer authenticates.
+    session.flush().await?;
+    Ok(User::anonymous())
 }
 
 /// The scope's [`AuthConfig`], for a protocol whose cookies can be read.
@@ -311,7 +373,7 @@ fn auth_config(scope: &Scope, middleware: &str) -> Result<Arc<AuthConfig>, AppEr
 
 /// Sets `scope.user` from `session` (anonymous when the backend fails, logged).
 async fn resolve_user(scope: &mut Scope, session: &Session, config: &AuthConfig) {
-    scope.user = match resolve(session, config.backend.as_ref()).await {
+    scope.user = match resolve(session, config.backend.as_ref(), scope.protocol == Protocol::Http).await {
         Ok(user) => user,
         Err(err) => {
             tracing::error!(%err, "could not load the session's user; treating the connection as anonymous");
@@ -423,6 +485,13 @@ pub async fn login<U: AuthUser>(scope: &mut Scope, user: U) -> Result<(), Sessio
     }
     session.insert(USER_ID_KEY, &user.id()).await?;
     session.insert(USER_HASH_KEY, &user.session_auth_hash()).await?;
+    let backend = scope
+        .extensions
+        .get::<Arc<AuthConfig>>()
+        .and_then(|config| config.backend.session_backend().map(str::to_owned));
+    if let Some(backend) = backend {
+        session.insert(USER_BACKEND_KEY, &backend).await?;
+    }
     session.cycle_key().await?;
     scope.user = user.into_user();
     Ok(())
@@ -434,6 +503,9 @@ pub(crate) async fn session_for<U: AuthUser>(config: &AuthConfig, user: U) -> Re
     let session = Session::from_cookie(config.sessions().clone(), None);
     session.insert(USER_ID_KEY, &user.id()).await?;
     session.insert(USER_HASH_KEY, &user.session_auth_hash()).await?;
+    if let Some(backend) = config.backend.session_backend() {
+        session.insert(USER_BACKEND_KEY, &backend).await?;
+    }
     session.save().await?;
     session.cookie().await?.ok_or_else(|| SessionError::Store(BackendError::msg("the saved session has no key")))
 }

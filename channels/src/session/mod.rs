@@ -34,7 +34,7 @@ use tokio::sync::Mutex;
 use cookie::Cookie;
 pub use cookie::SameSite;
 
-use self::signing::random_bytes;
+pub(crate) use self::signing::random_bytes;
 pub use self::signing::{SecretKeys, WeakKeyError};
 use crate::BoxFuture;
 
@@ -89,6 +89,24 @@ pub trait SessionStore: Send + Sync + 'static {
     /// # Errors
     /// [`SessionError::Store`].
     fn delete<'a>(&'a self, value: &'a str) -> BoxFuture<'a, Result<(), SessionError>>;
+
+    /// How this store's values travel in the session cookie; by default inside this crate's
+    /// signed, expiring cookie.
+    fn cookie_format(&self) -> CookieFormat {
+        CookieFormat::Signed
+    }
+}
+
+/// How a [`SessionStore`]'s values travel in the session cookie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CookieFormat {
+    /// Signed with the app's [`SecretKeys`], with the expiry inside the signature: a cookie is
+    /// only looked up in the store when this server signed it.
+    Signed,
+    /// The value itself, for stores whose values are already safe to hand out: unguessable
+    /// random keys or data the store signs (Django's session cookies, which Django reads too).
+    AsIs,
 }
 
 /// A shared store is a store (e.g. one `Arc<dyn SessionStore>` chosen at startup).
@@ -108,6 +126,10 @@ impl<S: SessionStore + ?Sized> SessionStore for Arc<S> {
 
     fn delete<'a>(&'a self, value: &'a str) -> BoxFuture<'a, Result<(), SessionError>> {
         (**self).delete(value)
+    }
+
+    fn cookie_format(&self) -> CookieFormat {
+        (**self).cookie_format()
     }
 }
 
@@ -262,6 +284,9 @@ pub(crate) struct Context {
 impl Context {
     /// The store value in a signed, unexpired cookie, else `None`.
     pub(crate) fn verify(&self, cookie: &str) -> Option<String> {
+        if self.store.cookie_format() == CookieFormat::AsIs {
+            return (!cookie.is_empty()).then(|| cookie.to_owned());
+        }
         let (signed, signature) = cookie.rsplit_once('.')?;
         if !self.keys.verify(signed, signature) {
             tracing::debug!("session cookie with a bad signature ignored");
@@ -272,8 +297,12 @@ impl Context {
         fresh.then(|| value.to_owned())
     }
 
-    /// The cookie value for store value `value`: with its expiry, signed.
+    /// The cookie value for store value `value`: with its expiry, signed (or as it is, for a
+    /// store whose values travel as they are).
     fn signed(&self, value: &str) -> String {
+        if self.store.cookie_format() == CookieFormat::AsIs {
+            return value.to_owned();
+        }
         let signed = format!("{value}.{}", unix_now() + self.config.age.as_secs());
         let signature = self.keys.sign(&signed);
         format!("{signed}.{signature}")

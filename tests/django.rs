@@ -1,0 +1,293 @@
+//! Next to a real Django (examples/django_sidecar/site, driven by tests/django/helper.py): its
+//! logins, sessions, users and password hashes, on SQLite and on PostgreSQL.
+//!
+//! Needs `CHANNELS_TEST_PYTHON` pointing at a Python with Django (and psycopg, argon2-cffi,
+//! bcrypt) installed; `.ci/run` makes that venv. PostgreSQL: the machine's service on
+//! 127.0.0.1:5432 (trust auth); each run makes its own database and drops it.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use channels::consumer::Form;
+use channels::django::{DjangoConfig, DjangoUser};
+use channels::middleware::{authenticate, login};
+use channels::prelude::*;
+use channels::testing::{HttpCommunicator, WebsocketCommunicator};
+use channels::{auth, consumer, routing};
+use serde_json::{Value, json};
+
+const SECRET: &str = "django-insecure-channels-test-key-0123456789abcdefghij";
+const ROTATED: &str = "django-insecure-channels-next-key-9876543210zyxwvutsrq";
+
+/// Sends `{"username": ..., "is_authenticated": ...}` on connect.
+#[auth(stack)]
+#[consumer(websocket)]
+struct Whoami;
+
+#[consumer]
+impl Whoami {
+    async fn connect(&mut self, ws: &mut Websocket) -> Result<(), ConsumerError> {
+        let user = self.scope.user.downcast_ref::<DjangoUser>();
+        ws.accept().await?;
+        ws.send_json(&json!({
+            "username": user.map_or("", |user| user.username.as_str()),
+            "is_authenticated": user.is_some(),
+        }))
+        .await
+    }
+}
+
+/// `POST /login/` with `username` and `password`: Django's users, checked here.
+#[auth(stack)]
+#[consumer(http, methods = ["POST"])]
+struct Login;
+
+#[consumer]
+impl Login {
+    async fn handle(&mut self, body: Bytes, response: &mut HttpResponse) -> Result<(), ConsumerError> {
+        let form = Form::parse(&self.scope, &body)?;
+        let (name, password) = (form.get("username").unwrap_or(""), form.get("password").unwrap_or(""));
+        match authenticate(&self.scope, name, password).await? {
+            Some(user) => {
+                login(&mut self.scope, user).await?;
+                response.text(StatusCode::OK, "logged in").await
+            }
+            None => response.text(StatusCode::UNAUTHORIZED, "no").await,
+        }
+    }
+}
+
+/// The venv's Python, if it has Django; `None` (the test is skipped) outside CI.
+fn python() -> Option<PathBuf> {
+    let python = std::env::var_os("CHANNELS_TEST_PYTHON").map(PathBuf::from);
+    let ready = python.as_ref().is_some_and(|python| {
+        Command::new(python).args(["-c", "import django, psycopg"]).output().is_ok_and(|out| out.status.success())
+    });
+    if ready {
+        return python;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI=true but CHANNELS_TEST_PYTHON has no Django (.ci/run installs it in target/py-venv)"
+    );
+    eprintln!("SKIPPED: CHANNELS_TEST_PYTHON does not point at a Python with Django and psycopg");
+    None
+}
+
+/// The real Django, with its settings in the environment.
+#[derive(Clone)]
+struct Django {
+    python: PathBuf,
+    env: Vec<(&'static str, String)>,
+}
+
+impl Django {
+    fn new(python: &PathBuf, database_url: &str, engine: &str, secret: &str) -> Self {
+        Django {
+            python: python.clone(),
+            env: vec![
+                ("DJANGO_SECRET_KEY", secret.to_owned()),
+                ("DJANGO_DATABASE_URL", database_url.to_owned()),
+                ("DJANGO_SESSION_ENGINE", engine.to_owned()),
+            ],
+        }
+    }
+
+    fn with_secret(&self, secret: &str) -> Self {
+        let mut other = self.clone();
+        other.env.retain(|(name, _)| *name != "DJANGO_SECRET_KEY");
+        other.env.push(("DJANGO_SECRET_KEY", secret.to_owned()));
+        other
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let helper = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/django/helper.py");
+        let out = Command::new(&self.python)
+            .arg(helper)
+            .args(args)
+            .envs(self.env.iter().map(|(name, value)| (*name, value.as_str())))
+            .output()
+            .expect("run the Django helper");
+        assert!(out.status.success(), "helper {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        serde_json::from_str(&self.run(args)).unwrap_or(Value::Null)
+    }
+
+    /// Logs in through Django's own LoginView; the session cookie's value.
+    fn login(&self, name: &str, password: &str) -> String {
+        self.json(&["login", name, password])["cookie"].as_str().expect("a session cookie").to_owned()
+    }
+
+    /// Who Django says the cookie belongs to ("" for nobody).
+    fn whoami(&self, cookie: &str) -> String {
+        self.json(&["whoami", cookie])["username"].as_str().unwrap_or("").to_owned()
+    }
+}
+
+fn app(config: &DjangoConfig) -> ProtocolTypeRouter {
+    routing! {
+        http: [ "login/" => Login ],
+        websocket: [ "ws/whoami/" => Whoami ],
+    }
+    .auth(config.auth_config().expect("a usable Django configuration"))
+}
+
+/// Who this server says the cookie belongs to ("" for nobody).
+async fn whoami(config: &DjangoConfig, cookie: &str) -> String {
+    // A database that is down is waited for up to the pool's acquire timeout (3 s).
+    let mut ws = WebsocketCommunicator::new(app(config), "/ws/whoami/")
+        .cookie("sessionid", cookie)
+        .with_timeout(std::time::Duration::from_secs(10));
+    assert!(ws.connect().await.unwrap().accepted);
+    let hello: Value = ws.receive_json_from().await.unwrap();
+    assert_eq!(hello["is_authenticated"], hello["username"] != "", "{hello}");
+    hello["username"].as_str().unwrap_or("").to_owned()
+}
+
+/// Logs in here; the session cookie's value, or `None` when refused.
+async fn login_here(config: &DjangoConfig, name: &str, password: &str) -> Option<String> {
+    // Django's PBKDF2 default is 1,000,000 rounds: most of a second on a slow machine.
+    let response = HttpCommunicator::new(app(config), Method::POST, "/login/")
+        .with_timeout(std::time::Duration::from_secs(10))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("username={name}&password={password}"))
+        .get_response()
+        .await
+        .unwrap();
+    (response.status == StatusCode::OK)
+        .then(|| response.cookie("sessionid").unwrap_or_else(|| panic!("a session cookie: {:?}", response.headers)))
+}
+
+/// Every point of the story on one database.
+async fn logins_sessions_and_users(python: &PathBuf, database_url: &str) {
+    const DB: &str = "django.contrib.sessions.backends.db";
+    let django = Django::new(python, database_url, DB, SECRET);
+    django.run(&["migrate"]);
+    for (name, hasher) in [
+        ("alice", "pbkdf2_sha256"),
+        ("bob", "argon2"),
+        ("carol", "bcrypt_sha256"),
+        ("dave", "scrypt"),
+        ("erin", "pbkdf2_sha1"),
+    ] {
+        django.run(&["create-user", name, "correct horse", hasher]);
+    }
+    let here = DjangoConfig::new(SECRET).database_url(database_url).session_engine(DB);
+
+    // Logged in through Django's login view: the same user here.
+    let cookie = django.login("alice", "correct horse");
+    assert_eq!(whoami(&here, &cookie).await, "alice");
+    // Anonymous: no cookie, a tampered one, another SECRET_KEY.
+    assert_eq!(whoami(&here, "").await, "");
+    let tampered = format!("{}x", &cookie[..cookie.len() - 1]);
+    assert_eq!(whoami(&here, &tampered).await, "");
+    assert_eq!(whoami(&DjangoConfig::new(ROTATED).database_url(database_url), &cookie).await, "");
+    // An expired session, a garbage row.
+    let expired = django.login("alice", "correct horse");
+    django.run(&["expire", &expired]);
+    assert_eq!(whoami(&here, &expired).await, "");
+    let garbage = django.login("alice", "correct horse");
+    django.run(&["corrupt", &garbage]);
+    assert_eq!(whoami(&here, &garbage).await, "");
+    // An inactive user.
+    let bobs = django.login("bob", "correct horse");
+    assert_eq!(whoami(&here, &bobs).await, "bob");
+    django.run(&["set-active", "bob", "false"]);
+    assert_eq!(whoami(&here, &bobs).await, "");
+    django.run(&["set-active", "bob", "true"]);
+
+    // SECRET_KEY rotated, the old one in SECRET_KEY_FALLBACKS: still the same user.
+    let old_cookie = django.login("alice", "correct horse");
+    let rotated = DjangoConfig::new(ROTATED).secret_key_fallbacks([SECRET]).database_url(database_url);
+    assert_eq!(whoami(&rotated, &old_cookie).await, "alice");
+    assert_eq!(whoami(&rotated, &old_cookie).await, "alice", "a WebSocket keeps its session key");
+    // That session moved to the new key, as Django moves it; an untouched one needed the fallback.
+    assert_eq!(django.with_secret(ROTATED).whoami(&old_cookie), "alice");
+    let untouched = django.login("alice", "correct horse");
+    assert_eq!(django.with_secret(ROTATED).whoami(&untouched), "", "Django without the fallback");
+
+    // Logged in here (Django's password hashes checked here): Django sees the user; logged out
+    // in Django: anonymous here.
+    for name in ["alice", "bob", "carol", "dave", "erin"] {
+        assert!(login_here(&here, name, "wrong").await.is_none(), "{name} with a wrong password");
+        let cookie = login_here(&here, name, "correct%20horse").await.unwrap_or_else(|| panic!("{name} logs in"));
+        assert_eq!(django.whoami(&cookie), name, "Django reads the session made here");
+        assert_eq!(whoami(&here, &cookie).await, name);
+    }
+    let cookie = login_here(&here, "alice", "correct%20horse").await.unwrap();
+    django.run(&["logout", &cookie]);
+    assert_eq!(whoami(&here, &cookie).await, "");
+    assert!(login_here(&here, "nobody", "correct%20horse").await.is_none());
+
+    // A password changed in Django ends the sessions here.
+    let cookie = django.login("alice", "correct horse");
+    assert_eq!(whoami(&here, &cookie).await, "alice");
+    django.run(&["set-password", "alice", "battery staple"]);
+    assert_eq!(whoami(&here, &cookie).await, "");
+    assert!(login_here(&here, "alice", "correct%20horse").await.is_none());
+    assert!(login_here(&here, "alice", "battery%20staple").await.is_some());
+}
+
+fn unique(prefix: &str) -> String {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{prefix}_{}_{nanos}", std::process::id())
+}
+
+#[tokio::test]
+async fn django_logins_sessions_and_users_on_sqlite() {
+    let Some(python) = python() else { return };
+    let path = std::env::temp_dir().join(format!("{}.sqlite3", unique("channels_django")));
+    logins_sessions_and_users(&python, &format!("sqlite:///{}", path.display())).await;
+    let _ = std::fs::remove_file(path);
+}
+
+#[tokio::test]
+async fn django_logins_sessions_and_users_on_postgres() {
+    let Some(python) = python() else { return };
+    let name = unique("channels_test");
+    let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
+    let admin = Django::new(&python, &url, "django.contrib.sessions.backends.db", SECRET);
+    admin.run(&["createdb", &name]);
+    logins_sessions_and_users(&python, &url).await;
+    admin.run(&["dropdb", &name]);
+}
+
+#[tokio::test]
+async fn django_signed_cookie_sessions() {
+    let Some(python) = python() else { return };
+    const SIGNED: &str = "django.contrib.sessions.backends.signed_cookies";
+    let path = std::env::temp_dir().join(format!("{}.sqlite3", unique("channels_signed")));
+    let url = format!("sqlite:///{}", path.display());
+    let django = Django::new(&python, &url, SIGNED, SECRET);
+    django.run(&["migrate"]);
+    django.run(&["create-user", "alice", "correct horse", "pbkdf2_sha256"]);
+    let here = DjangoConfig::new(SECRET).database_url(&url).session_engine(SIGNED);
+
+    let cookie = django.login("alice", "correct horse");
+    assert!(cookie.contains(':'), "the data itself, signed: {cookie}");
+    assert_eq!(whoami(&here, &cookie).await, "alice");
+    assert_eq!(whoami(&here, &cookie.replacen(':', "x:", 1)).await, "");
+    let made_here = login_here(&here, "alice", "correct%20horse").await.unwrap();
+    assert_eq!(django.whoami(&made_here), "alice");
+    let _ = std::fs::remove_file(path);
+}
+
+#[tokio::test]
+async fn a_database_that_is_down_makes_connections_anonymous_not_failed() {
+    // Nothing listens on port 9: every query fails at once.
+    let down = DjangoConfig::new(SECRET).database_url("postgres://postgres@127.0.0.1:9/nothing");
+    assert_eq!(whoami(&down, "abcdefghijklmnopqrstuvwxyz012345").await, "");
+    // A login cannot check anything: the view fails (500), it does not let anyone in.
+    let response = HttpCommunicator::new(app(&down), Method::POST, "/login/")
+        .with_timeout(std::time::Duration::from_secs(10))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("username=alice&password=x")
+        .get_response()
+        .await;
+    let Err(channels::testing::TestError::App(AppError::Consumer(err))) = response else { panic!("{response:?}") };
+    assert!(err.to_string().contains("user backend failed"), "{err}");
+}
