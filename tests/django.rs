@@ -5,9 +5,9 @@
 //! bcrypt) installed; `.ci/run` makes that venv. PostgreSQL: the machine's service on
 //! 127.0.0.1:5432 (trust auth); each run makes its own database and drops it.
 
+mod support;
+
 use std::path::PathBuf;
-use std::process::Command;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use channels::consumer::Form;
 use channels::django::{DjangoConfig, DjangoUser};
@@ -16,8 +16,9 @@ use channels::prelude::*;
 use channels::testing::{HttpCommunicator, WebsocketCommunicator};
 use channels::{auth, consumer, routing};
 use serde_json::{Value, json};
+use support::django::{Django, python, unique};
 
-const SECRET: &str = "django-insecure-channels-test-key-0123456789abcdefghij";
+use support::django::SECRET;
 const ROTATED: &str = "django-insecure-channels-next-key-9876543210zyxwvutsrq";
 
 /// Sends `{"username": ..., "is_authenticated": ...}` on connect.
@@ -55,76 +56,6 @@ impl Login {
             }
             None => response.text(StatusCode::UNAUTHORIZED, "no").await,
         }
-    }
-}
-
-/// The venv's Python, if it has Django; `None` (the test is skipped) outside CI.
-fn python() -> Option<PathBuf> {
-    let python = std::env::var_os("CHANNELS_TEST_PYTHON").map(PathBuf::from);
-    let ready = python.as_ref().is_some_and(|python| {
-        Command::new(python).args(["-c", "import django, psycopg"]).output().is_ok_and(|out| out.status.success())
-    });
-    if ready {
-        return python;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI=true but CHANNELS_TEST_PYTHON has no Django (.ci/run installs it in target/py-venv)"
-    );
-    eprintln!("SKIPPED: CHANNELS_TEST_PYTHON does not point at a Python with Django and psycopg");
-    None
-}
-
-/// The real Django, with its settings in the environment.
-#[derive(Clone)]
-struct Django {
-    python: PathBuf,
-    env: Vec<(&'static str, String)>,
-}
-
-impl Django {
-    fn new(python: &PathBuf, database_url: &str, engine: &str, secret: &str) -> Self {
-        Django {
-            python: python.clone(),
-            env: vec![
-                ("DJANGO_SECRET_KEY", secret.to_owned()),
-                ("DJANGO_DATABASE_URL", database_url.to_owned()),
-                ("DJANGO_SESSION_ENGINE", engine.to_owned()),
-            ],
-        }
-    }
-
-    fn with_secret(&self, secret: &str) -> Self {
-        let mut other = self.clone();
-        other.env.retain(|(name, _)| *name != "DJANGO_SECRET_KEY");
-        other.env.push(("DJANGO_SECRET_KEY", secret.to_owned()));
-        other
-    }
-
-    fn run(&self, args: &[&str]) -> String {
-        let helper = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/django/helper.py");
-        let out = Command::new(&self.python)
-            .arg(helper)
-            .args(args)
-            .envs(self.env.iter().map(|(name, value)| (*name, value.as_str())))
-            .output()
-            .expect("run the Django helper");
-        assert!(out.status.success(), "helper {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        serde_json::from_str(&self.run(args)).unwrap_or(Value::Null)
-    }
-
-    /// Logs in through Django's own LoginView; the session cookie's value.
-    fn login(&self, name: &str, password: &str) -> String {
-        self.json(&["login", name, password])["cookie"].as_str().expect("a session cookie").to_owned()
-    }
-
-    /// Who Django says the cookie belongs to ("" for nobody).
-    fn whoami(&self, cookie: &str) -> String {
-        self.json(&["whoami", cookie])["username"].as_str().unwrap_or("").to_owned()
     }
 }
 
@@ -230,11 +161,6 @@ async fn logins_sessions_and_users(python: &PathBuf, database_url: &str) {
     assert_eq!(whoami(&here, &cookie).await, "");
     assert!(login_here(&here, "alice", "correct%20horse").await.is_none());
     assert!(login_here(&here, "alice", "battery%20staple").await.is_some());
-}
-
-fn unique(prefix: &str) -> String {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos();
-    format!("{prefix}_{}_{nanos}", std::process::id())
 }
 
 #[tokio::test]

@@ -2,6 +2,8 @@
 //! client (tokio-tungstenite), and a raw TCP client for what a well-behaved client never sends.
 #![allow(dead_code)]
 
+pub mod django;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -270,8 +272,20 @@ impl Example {
         Example::start_with_env(name, args, &[]).await
     }
 
-    /// As [`start`](Self::start), with extra environment variables.
-    pub async fn start_with_env(name: &str, args: &[&str], env: &[(&str, &str)]) -> Example {
+    /// Runs the example to its end (it is expected to exit, e.g. on a bad configuration);
+    /// its exit status and output.
+    pub fn run_to_end(name: &str, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+        let binary = Example::binary(name);
+        std::process::Command::new(&binary)
+            .args(args)
+            .env_clear()
+            .envs(env.iter().copied())
+            .output()
+            .expect("run the example")
+    }
+
+    /// The example's binary, built first if it is missing or older than its sources.
+    fn binary(name: &str) -> std::path::PathBuf {
         // target/<profile>/deps/<this test> → target/<profile>/examples/<name>
         let exe = std::env::current_exe().expect("current exe");
         let binary = exe.parent().and_then(|deps| deps.parent()).expect("target dir").join("examples").join(name);
@@ -285,7 +299,12 @@ impl Example {
                 .expect("run cargo");
             assert!(built.success() && binary.exists(), "could not build {}", binary.display());
         }
-        let child = std::process::Command::new(&binary)
+        binary
+    }
+
+    /// As [`start`](Self::start), with extra environment variables.
+    pub async fn start_with_env(name: &str, args: &[&str], env: &[(&str, &str)]) -> Example {
+        let child = std::process::Command::new(Example::binary(name))
             .args(args)
             .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())

@@ -1,0 +1,86 @@
+//! A real Django (examples/django_sidecar/site) driven through tests/django/helper.py.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+/// The `SECRET_KEY` the tests' Django and server share.
+pub const SECRET: &str = "django-insecure-channels-test-key-0123456789abcdefghij";
+
+/// The venv's Python, if it has Django; `None` (the test is skipped) outside CI.
+pub fn python() -> Option<PathBuf> {
+    let python = std::env::var_os("CHANNELS_TEST_PYTHON").map(PathBuf::from);
+    let ready = python.as_ref().is_some_and(|python| {
+        Command::new(python).args(["-c", "import django, psycopg"]).output().is_ok_and(|out| out.status.success())
+    });
+    if ready {
+        return python;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI=true but CHANNELS_TEST_PYTHON has no Django (.ci/run installs it in target/py-venv)"
+    );
+    eprintln!("SKIPPED: CHANNELS_TEST_PYTHON does not point at a Python with Django and psycopg");
+    None
+}
+
+/// The real Django, with its settings in the environment.
+#[derive(Clone)]
+pub struct Django {
+    python: PathBuf,
+    env: Vec<(&'static str, String)>,
+}
+
+impl Django {
+    pub fn new(python: &PathBuf, database_url: &str, engine: &str, secret: &str) -> Self {
+        Django {
+            python: python.clone(),
+            env: vec![
+                ("DJANGO_SECRET_KEY", secret.to_owned()),
+                ("DJANGO_DATABASE_URL", database_url.to_owned()),
+                ("DJANGO_SESSION_ENGINE", engine.to_owned()),
+            ],
+        }
+    }
+
+    pub fn with_secret(&self, secret: &str) -> Self {
+        let mut other = self.clone();
+        other.env.retain(|(name, _)| *name != "DJANGO_SECRET_KEY");
+        other.env.push(("DJANGO_SECRET_KEY", secret.to_owned()));
+        other
+    }
+
+    pub fn run(&self, args: &[&str]) -> String {
+        let helper = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/django/helper.py");
+        let out = Command::new(&self.python)
+            .arg(helper)
+            .args(args)
+            .envs(self.env.iter().map(|(name, value)| (*name, value.as_str())))
+            .output()
+            .expect("run the Django helper");
+        assert!(out.status.success(), "helper {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    pub fn json(&self, args: &[&str]) -> Value {
+        serde_json::from_str(&self.run(args)).unwrap_or(Value::Null)
+    }
+
+    /// Logs in through Django's own LoginView; the session cookie's value.
+    pub fn login(&self, name: &str, password: &str) -> String {
+        self.json(&["login", name, password])["cookie"].as_str().expect("a session cookie").to_owned()
+    }
+
+    /// Who Django says the cookie belongs to ("" for nobody).
+    pub fn whoami(&self, cookie: &str) -> String {
+        self.json(&["whoami", cookie])["username"].as_str().unwrap_or("").to_owned()
+    }
+}
+
+/// A name no other run uses (databases, files).
+pub fn unique(prefix: &str) -> String {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.subsec_nanos());
+    format!("{prefix}_{}_{nanos}", std::process::id())
+}
