@@ -59,7 +59,18 @@ async fn the_sidecar_serves_djangos_users_over_real_sockets() {
     let (alice, bob) = (django.login("alice", "correct horse"), django.login("bob", "correct horse"));
 
     let addr = free_addr().await;
-    let env = [("DJANGO_SECRET_KEY", SECRET), ("DJANGO_DATABASE_URL", url.as_str())];
+    let redis = support::redis_url("the_sidecar_serves_djangos_users_over_real_sockets");
+    let prefix = unique("sidecar");
+    let mut env = vec![("DJANGO_SECRET_KEY", SECRET), ("DJANGO_DATABASE_URL", url.as_str())];
+    if let Some(redis) = &redis {
+        env.extend([("DJANGO_CHANNEL_LAYER_URL", redis.as_str()), ("DJANGO_CHANNEL_LAYER_PREFIX", prefix.as_str())]);
+    }
+    let django = match &redis {
+        Some(redis) => {
+            django.with_env("DJANGO_CHANNEL_LAYER_URL", redis).with_env("DJANGO_CHANNEL_LAYER_PREFIX", &prefix)
+        }
+        None => django,
+    };
     let _server = Example::start_with_env("django_sidecar", &["--addr", &addr.to_string()], &env).await;
     wait_until_listening(addr).await;
 
@@ -79,6 +90,13 @@ async fn the_sidecar_serves_djangos_users_over_real_sockets() {
     within(elsewhere.send(Message::text(r#"{"message": "only here"}"#))).await.unwrap();
     assert_eq!(next_json(&mut elsewhere).await, json!({"message": "only here"}));
 
+    // A Django view's group_send (channels_redis) reaches the sockets served here.
+    if redis.is_some() {
+        django.run(&["say", &bob, "lobby", "from a Django view"]);
+        assert_eq!(next_json(&mut a).await, json!({"message": "from a Django view"}));
+        assert_eq!(next_json(&mut b).await, json!({"message": "from a Django view"}));
+    }
+
     // A page of another site cannot open a socket with the user's cookie.
     assert_eq!(status(open_from(addr, "/ws/whoami/", Some(&alice), "https://evil.example").await), 403);
 
@@ -97,7 +115,7 @@ fn the_sidecar_refuses_a_configuration_it_cannot_serve() {
             &[("DJANGO_SECRET_KEY", SECRET), ("DJANGO_SESSION_ENGINE", "django.contrib.sessions.backends.file")],
             "supported: django.contrib.sessions.backends.db, django.contrib.sessions.backends.signed_cookies",
         ),
-        (&[("DJANGO_SECRET_KEY", SECRET), ("DJANGO_CHANNEL_LAYER_URL", "redis://127.0.0.1:6379")], "not supported yet"),
+        (&[("DJANGO_SECRET_KEY", SECRET), ("DJANGO_CACHE_URL", "redis://127.0.0.1:6379")], "not supported yet"),
     ];
     for (env, expected) in cases {
         let out = Example::run_to_end("django_sidecar", &["--addr", "127.0.0.1:0"], env);

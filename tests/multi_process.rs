@@ -196,7 +196,7 @@ async fn sharded_layer_spreads_keys_over_two_hosts_and_still_delivers() {
     let config = || RedisLayerConfig {
         hosts: vec![format!("redis://{a}"), format!("redis://{b}")],
         prefix: "sharded".to_owned(),
-        layer: Default::default(),
+        ..RedisLayerConfig::new("")
     };
     // Two "processes" sharing the two hosts.
     let first = RedisChannelLayer::connect_with(config()).await.unwrap().into_layer();

@@ -12,8 +12,10 @@
 //!   (`sqlite:////abs/path.sqlite3` or `postgres://...`), `DJANGO_SESSION_ENGINE` (Django's
 //!   dotted name, default `django.contrib.sessions.backends.db`), `DJANGO_SESSION_COOKIE_NAME`
 //!   (default `sessionid`), `DJANGO_CACHE_URL` (the cache engines' Redis: not supported yet),
-//!   `DJANGO_CHANNEL_LAYER_URL` (channels_redis's Redis: not supported yet; in-memory when
-//!   unset), `DJANGO_ALLOWED_HOSTS` (comma-separated; default localhost and 127.0.0.1).
+//!   `DJANGO_CHANNEL_LAYER_URL` (channels_redis's Redis, spoken in its wire format, so a Django
+//!   view's `group_send` reaches these sockets; in-memory when unset),
+//!   `DJANGO_CHANNEL_LAYER_PREFIX` (channels_redis's `prefix`, default `asgi`),
+//!   `DJANGO_ALLOWED_HOSTS` (comma-separated; default localhost and 127.0.0.1).
 //! - WebSocket `/ws/whoami/`: anyone; on connect sends
 //!   `{"username": "<name or empty>", "is_authenticated": true|false}`.
 //! - WebSocket `/ws/chat/<room>/`: the Channels tutorial's chat, logged-in users only (403
@@ -26,6 +28,7 @@
 //! Exit status 2 with a message on stderr for a configuration it cannot serve.
 
 use channels::django::{DjangoConfig, DjangoUser};
+use channels::layers::{RedisChannelLayer, RedisLayerConfig};
 use channels::middleware::AllowedHostsOriginValidator;
 use channels::prelude::*;
 use channels::{auth, consumer, routing};
@@ -93,6 +96,8 @@ struct Settings {
     addr: String,
     django: DjangoConfig,
     allowed_hosts: Vec<String>,
+    /// channels_redis's Redis and prefix, if set.
+    channel_layer: Option<RedisLayerConfig>,
 }
 
 fn settings() -> Result<Settings, String> {
@@ -108,19 +113,18 @@ fn settings() -> Result<Settings, String> {
         }
     }
     let var = |name: &str| std::env::var(name).ok().filter(|value| !value.trim().is_empty());
-    for (name, what) in [
-        ("DJANGO_CACHE_URL", "the cache session engines"),
-        ("DJANGO_CHANNEL_LAYER_URL", "channels_redis's wire format"),
-    ] {
-        if var(name).is_some() {
-            return Err(format!("{name} is set, but {what} is not supported yet; unset it"));
-        }
+    if var("DJANGO_CACHE_URL").is_some() {
+        return Err("DJANGO_CACHE_URL is set, but the cache session engines are not supported yet; unset it".into());
     }
+    let channel_layer = var("DJANGO_CHANNEL_LAYER_URL").map(|url| {
+        let prefix = var("DJANGO_CHANNEL_LAYER_PREFIX").unwrap_or_else(|| "asgi".to_owned());
+        RedisLayerConfig { prefix, ..RedisLayerConfig::new(url) }.channels_redis()
+    });
     let allowed_hosts = var("DJANGO_ALLOWED_HOSTS")
         .map(|hosts| hosts.split(',').map(str::trim).filter(|host| !host.is_empty()).map(str::to_owned).collect())
         .unwrap_or_else(|| vec!["localhost".to_owned(), "127.0.0.1".to_owned()]);
     let django = DjangoConfig::from_env().map_err(|err| err.to_string())?;
-    Ok(Settings { addr, django, allowed_hosts })
+    Ok(Settings { addr, django, allowed_hosts, channel_layer })
 }
 
 #[tokio::main]
@@ -134,13 +138,19 @@ async fn main() -> std::io::Result<()> {
     };
     let settings = settings().unwrap_or_else(|message| fail(message));
     let auth = settings.django.auth_config().unwrap_or_else(|err| fail(err.to_string()));
-    let app = routing! {
+    let mut app = routing! {
         websocket: AllowedHostsOriginValidator([
             "ws/whoami/" => Whoami,
             "ws/chat/<slug:room>/" => Chat,
         ], settings.allowed_hosts.clone()),
     }
     .auth(auth);
+    if let Some(config) = settings.channel_layer.clone() {
+        let layer = RedisChannelLayer::connect_with(config)
+            .await
+            .unwrap_or_else(|err| fail(format!("DJANGO_CHANNEL_LAYER_URL: {err}")));
+        app = app.channel_layer(layer.into_layer());
+    }
     let server = channels::Server::new(app)
         .configure(|config| config.allowed_hosts = settings.allowed_hosts.clone())
         .shutdown_on_signals();

@@ -68,6 +68,12 @@ def main(command, *args):
     elif command == "whoami":
         (cookie,) = args
         print(client(cookie).get("/whoami/").content.decode())
+    elif command == "say":
+        # A Django view's group_send, through channels_redis.
+        cookie, room, message = args
+        response = client(cookie).post(f"/chat/{room}/say/", {"message": message})
+        if response.status_code != 200:
+            raise SystemExit(f"say failed: {response.status_code}")
     elif command == "logout":
         (cookie,) = args
         client(cookie).post("/accounts/logout/")

@@ -46,9 +46,14 @@ impl Django {
     }
 
     pub fn with_secret(&self, secret: &str) -> Self {
+        self.with_env("DJANGO_SECRET_KEY", secret)
+    }
+
+    /// The same Django with one more (or another) setting.
+    pub fn with_env(&self, name: &'static str, value: &str) -> Self {
         let mut other = self.clone();
-        other.env.retain(|(name, _)| *name != "DJANGO_SECRET_KEY");
-        other.env.push(("DJANGO_SECRET_KEY", secret.to_owned()));
+        other.env.retain(|(known, _)| *known != name);
+        other.env.push((name, value.to_owned()));
         other
     }
 

@@ -254,7 +254,7 @@ pub async fn make_layer(
         Backend::Redis => {
             let url = redis_url(test)?;
             let prefix = format!("test-{}-{}", test.replace("::", "-"), std::process::id());
-            let config = RedisLayerConfig { hosts: vec![url], prefix, layer: config };
+            let config = RedisLayerConfig { prefix, layer: config, ..RedisLayerConfig::new(url) };
             let layer = RedisChannelLayer::connect_with(config).await.expect("connect to REDIS_URL");
             let layer = layer.into_layer();
             layer.flush().await.expect("flush the test prefix");

@@ -54,7 +54,7 @@ pub use self::local::LocalChannels;
 pub use self::memory::InMemoryChannelLayer;
 pub use self::names::{validate_channel_name, validate_group_name};
 #[cfg(feature = "redis")]
-pub use self::redis::{RedisChannelLayer, RedisLayerConfig};
+pub use self::redis::{RedisChannelLayer, RedisLayerConfig, Wire};
 
 use crate::BoxFuture;
 use crate::event::ChannelMessage;

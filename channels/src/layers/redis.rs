@@ -29,12 +29,44 @@ pub struct RedisLayerConfig {
     pub prefix: String,
     /// Capacity and expiries.
     pub layer: LayerConfig,
+    /// The format and key layout of messages in Redis.
+    pub wire: Wire,
+}
+
+/// How a [`RedisChannelLayer`] lays its messages out in Redis.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Wire {
+    /// This crate's own layout (JSON messages, one key per process under `<prefix>:local:`),
+    /// the fastest; every process must be this crate's.
+    #[default]
+    Native,
+    /// channels_redis 4.x's (the version pinned in `.ci/run`, tested with 4.3): msgpack messages
+    /// behind a 12-byte random prefix, channel keys `<prefix><channel>` (for a process-specific
+    /// channel, its part up to `!`), `__asgi_channel__` naming the receivers, scores in seconds.
+    /// Django processes using channels_redis's `RedisChannelLayer` with the same prefix then
+    /// share groups and channels with this server both ways (one host; channels_redis's
+    /// multi-host sharding and its encryption are not spoken). A message this layer cannot
+    /// decode (msgpack binary or extension values) is logged and counted as dropped.
+    ChannelsRedis,
 }
 
 impl RedisLayerConfig {
     /// One host, default settings.
     pub fn new(url: impl Into<String>) -> Self {
-        RedisLayerConfig { hosts: vec![url.into()], prefix: "asgi".to_owned(), layer: LayerConfig::default() }
+        RedisLayerConfig {
+            hosts: vec![url.into()],
+            prefix: "asgi".to_owned(),
+            layer: LayerConfig::default(),
+            wire: Wire::Native,
+        }
+    }
+
+    /// channels_redis's wire format and key layout (see [`Wire::ChannelsRedis`]).
+    #[must_use]
+    pub fn channels_redis(mut self) -> Self {
+        self.wire = Wire::ChannelsRedis;
+        self
     }
 }
 
@@ -111,6 +143,9 @@ struct Scripts {
     group_send: Script,
     deliver_many: Script,
     group_members: Script,
+    cr_send: Script,
+    cr_deliver_many: Script,
+    cr_group_members: Script,
 }
 
 impl std::fmt::Debug for Inner {
@@ -207,6 +242,57 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]))
 return redis.call('ZRANGE', KEYS[1], 0, -1)
 ";
 
+/// channels_redis's `send`: KEYS[1] = channel key; ARGV[1] = member, ARGV[2] = capacity,
+/// ARGV[3] = expiry (s). Returns {sent, expired}.
+const CR_SEND: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local expired = redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, math.floor(now) - tonumber(ARGV[3]))
+if redis.call('ZCOUNT', KEYS[1], '-inf', '+inf') >= tonumber(ARGV[2]) then
+  return {0, expired}
+end
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return {1, expired}
+";
+
+/// channels_redis's group delivery: KEYS = channel keys; ARGV = one member per key, then the
+/// capacity and the expiry (s). Returns {expired, delivered to key 1 (1 or 0), key 2, ...}.
+const CR_DELIVER_MANY: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local capacity = tonumber(ARGV[#ARGV - 1])
+local expiry = tonumber(ARGV[#ARGV])
+local result = {0}
+for i = 1, #KEYS do
+  result[1] = result[1] + redis.call('ZREMRANGEBYSCORE', KEYS[i], 0, math.floor(now) - expiry)
+  if redis.call('ZCOUNT', KEYS[i], '-inf', '+inf') < capacity then
+    redis.call('ZADD', KEYS[i], now, ARGV[i])
+    redis.call('EXPIRE', KEYS[i], expiry)
+    result[i + 1] = 1
+  else
+    result[i + 1] = 0
+  end
+end
+return result
+";
+
+/// channels_redis's live group members: KEYS[1] = group, ARGV[1] = group expiry (s).
+const CR_GROUP_MEMBERS: &str = r"
+local t = redis.call('TIME')
+redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, tonumber(t[1]) - tonumber(ARGV[1]))
+return redis.call('ZRANGE', KEYS[1], 0, -1)
+";
+
+/// The key under which channels_redis keeps a channel's messages: the prefix, then the channel
+/// name, cut after its `!` for a process-specific one.
+fn channels_redis_key(prefix: &str, channel: &str) -> String {
+    match channel.find('!') {
+        Some(bang) => format!("{prefix}{}", &channel[..=bang]),
+        None => format!("{prefix}{channel}"),
+    }
+}
+
 /// FNV-1a: the same shard for the same key in every process (std's hasher is seeded).
 fn stable_hash(key: &str) -> u64 {
     key.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3))
@@ -256,6 +342,9 @@ impl RedisChannelLayer {
                 group_send: Script::new(&format!("{DELIVER}{GROUP_SEND}")),
                 deliver_many: Script::new(&format!("{DELIVER}{DELIVER_MANY}")),
                 group_members: Script::new(GROUP_MEMBERS),
+                cr_send: Script::new(CR_SEND),
+                cr_deliver_many: Script::new(CR_DELIVER_MANY),
+                cr_group_members: Script::new(CR_GROUP_MEMBERS),
             },
         });
         for index in 0..inner.shards.len() {
@@ -278,6 +367,9 @@ impl RedisChannelLayer {
 
 impl Inner {
     fn key(&self, channel: &str) -> String {
+        if self.config.wire == Wire::ChannelsRedis {
+            return channels_redis_key(&self.config.prefix, channel);
+        }
         match channel.split_once('!') {
             Some((head, _)) => {
                 let process = head.rsplit('.').next().unwrap_or(head);
@@ -321,6 +413,13 @@ impl Inner {
         channel.split_once('!').is_some_and(|(head, _)| head.rsplit('.').next() == Some(self.id.as_str()))
     }
 
+    /// A group membership's score: the join time, in milliseconds (native) or seconds
+    /// (channels_redis, which expires memberships by it).
+    fn membership_score(&self) -> f64 {
+        let ms = now_ms() as f64;
+        if self.config.wire == Wire::ChannelsRedis { ms / 1000.0 } else { ms }
+    }
+
     fn group_expiry_ms(&self) -> u64 {
         u64::try_from(self.config.layer.group_expiry.as_millis()).unwrap_or(u64::MAX)
     }
@@ -328,7 +427,9 @@ impl Inner {
     async fn group_send(&self, group: &str, payload: &str) -> Result<(), LayerError> {
         let group_key = self.group_key(group);
         let mut totals = (0u64, 0u64, 0u64);
-        if self.shards.len() == 1 {
+        if self.config.wire == Wire::ChannelsRedis {
+            totals = self.channels_redis_group_send(&group_key, payload).await?;
+        } else if self.shards.len() == 1 {
             let mut invocation = self.scripts.group_send.key(&group_key);
             self.deliver_args(&mut invocation).arg(self.group_expiry_ms()).arg(self.message_id()).arg(payload);
             totals = retry_script(&self.shards[0].commands, &invocation).await?;
@@ -358,8 +459,111 @@ impl Inner {
         Ok(())
     }
 
-    /// Hands one popped message to this process's consumer it is for.
-    fn dispatch(&self, member: &str) {
+    /// channels_redis's `group_send`: the members, then one message per Redis key naming its
+    /// receivers in `__asgi_channel__`. Returns {members, delivered, expired} as the native one.
+    async fn channels_redis_group_send(&self, group_key: &str, payload: &str) -> Result<(u64, u64, u64), LayerError> {
+        let mut invocation = self.scripts.cr_group_members.key(group_key);
+        invocation.arg(self.config.layer.group_expiry.as_secs());
+        let members: Vec<String> = retry_script(&self.commands(group_key), &invocation).await?;
+        let message: serde_json::Value =
+            serde_json::from_str(payload).map_err(|err| LayerError::Backend(BackendError::new(err)))?;
+        // Channels sharing a key (one process's) get one message listing them all.
+        let mut by_key: Vec<(String, Vec<&str>)> = Vec::new();
+        for channel in &members {
+            let key = self.key(channel);
+            match by_key.iter_mut().find(|(known, _)| *known == key) {
+                Some((_, channels)) => channels.push(channel),
+                None => by_key.push((key, vec![channel])),
+            }
+        }
+        // Per shard: the keys, their messages, and how many channels each key stands for.
+        let mut by_shard: HashMap<usize, (Vec<String>, Vec<Vec<u8>>, Vec<u64>)> = HashMap::new();
+        for (key, channels) in by_key {
+            let count = u64::try_from(channels.len()).unwrap_or(u64::MAX);
+            let member = self.encode_channels_redis(&message, Some(serde_json::Value::from(channels)))?;
+            let entry = by_shard.entry(self.shard_of(&key)).or_default();
+            entry.0.push(key);
+            entry.1.push(member);
+            entry.2.push(count);
+        }
+        let (mut delivered, mut expired) = (0u64, 0u64);
+        for (shard, (keys, messages, counts)) in by_shard {
+            let mut invocation = self.scripts.cr_deliver_many.prepare_invoke();
+            for key in &keys {
+                invocation.key(key);
+            }
+            for message in &messages {
+                invocation.arg(message.as_slice());
+            }
+            invocation.arg(self.config.layer.capacity).arg(self.config.layer.expiry.as_secs());
+            let result: Vec<u64> = retry_script(&self.shards[shard].commands, &invocation).await?;
+            expired += result.first().copied().unwrap_or(0);
+            // A key over capacity misses the message for every channel it stands for.
+            delivered +=
+                result.iter().skip(1).zip(&counts).filter(|(sent, _)| **sent == 1).map(|(_, count)| count).sum::<u64>();
+        }
+        Ok((u64::try_from(members.len()).unwrap_or(u64::MAX), delivered, expired))
+    }
+
+    /// A member as channels_redis writes it: a 12-byte prefix that keeps equal messages apart in
+    /// the sorted set, then the message as msgpack with `__asgi_channel__`.
+    fn encode_channels_redis(
+        &self,
+        message: &serde_json::Value,
+        receivers: Option<serde_json::Value>,
+    ) -> Result<Vec<u8>, LayerError> {
+        let mut message = message.clone();
+        if let (serde_json::Value::Object(map), Some(receivers)) = (&mut message, receivers) {
+            map.insert("__asgi_channel__".to_owned(), receivers);
+        }
+        let mut member = Vec::with_capacity(64);
+        member.extend_from_slice(&self.next_seq.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+        member.extend_from_slice(&stable_hash(&self.id).to_be_bytes()[..4]);
+        rmp_serde::encode::write_named(&mut member, &message)
+            .map_err(|err| LayerError::Backend(BackendError::new(err)))?;
+        Ok(member)
+    }
+
+    /// A popped channels_redis member: the message, and the channels it is for (none named for
+    /// a message of a plain named channel).
+    fn decode_channels_redis(member: &[u8]) -> Result<(ChannelMessage, Vec<String>), String> {
+        let body = member.get(12..).ok_or("shorter than its 12-byte prefix")?;
+        let mut value: serde_json::Value = rmp_serde::from_slice(body).map_err(|err| err.to_string())?;
+        let receivers = match &mut value {
+            serde_json::Value::Object(map) => match map.remove("__asgi_channel__") {
+                Some(serde_json::Value::String(one)) => vec![one],
+                Some(serde_json::Value::Array(many)) => {
+                    many.into_iter().filter_map(|channel| channel.as_str().map(str::to_owned)).collect()
+                }
+                _ => Vec::new(),
+            },
+            _ => return Err("not a map".to_owned()),
+        };
+        Ok((ChannelMessage::new(value), receivers))
+    }
+
+    /// Hands one popped message to this process's consumers it is for.
+    fn dispatch(&self, member: &[u8]) {
+        if self.config.wire == Wire::ChannelsRedis {
+            match Self::decode_channels_redis(member) {
+                Ok((message, receivers)) => {
+                    for channel in receivers {
+                        if self.local.deliver(&channel, message.clone()).is_err() {
+                            self.counters.dropped_for(&channel, 1);
+                        }
+                    }
+                }
+                Err(err) => {
+                    tracing::error!(%err, "undecodable channels_redis message in this process's key; dropped");
+                    self.counters.dropped_for("<undecodable>", 1);
+                }
+            }
+            return;
+        }
+        let Ok(member) = std::str::from_utf8(member) else {
+            tracing::error!("non-UTF-8 message in this process's Redis key; skipped");
+            return;
+        };
         let mut parts = member.splitn(3, '\n');
         let (Some(_id), Some(channel), Some(payload)) = (parts.next(), parts.next(), parts.next()) else {
             tracing::error!("malformed message in this process's Redis key; skipped");
@@ -390,7 +594,7 @@ impl Inner {
         let mut pipe = redis::pipe();
         for (group_key, channels) in &memberships {
             for channel in channels {
-                pipe.cmd("ZADD").arg(group_key).arg(now_ms()).arg(channel).ignore();
+                pipe.cmd("ZADD").arg(group_key).arg(self.membership_score()).arg(channel).ignore();
             }
             pipe.cmd("PEXPIRE").arg(group_key).arg(self.group_expiry_ms()).ignore();
         }
@@ -432,17 +636,17 @@ async fn watch(layer: Weak<Inner>, shard: usize, connection: MultiplexedConnecti
     };
     loop {
         let Some(inner) = layer.upgrade() else { return };
-        let result: Result<Vec<String>, redis::RedisError> = async {
+        let result: Result<Vec<Vec<u8>>, redis::RedisError> = async {
             if connection.is_none() {
                 connection = Some(watch_connection(&inner.shards[shard].client).await?);
             }
             let Some(conn) = connection.as_mut() else { return Ok(Vec::new()) };
             if pops {
-                let popped: Option<(String, String, f64)> =
+                let popped: Option<(String, Vec<u8>, f64)> =
                     redis::cmd("BZPOPMIN").arg(&own_key).arg(POP_TIMEOUT_SECS).query_async(conn).await?;
                 let Some((_, first, _)) = popped else { return Ok(Vec::new()) };
                 // Drain what else is waiting in the same round trip.
-                let rest: Vec<(String, f64)> =
+                let rest: Vec<(Vec<u8>, f64)> =
                     redis::cmd("ZPOPMIN").arg(&own_key).arg(POP_BATCH).query_async(conn).await?;
                 Ok(std::iter::once(first).chain(rest.into_iter().map(|(member, _)| member)).collect())
             } else {
@@ -527,9 +731,20 @@ async fn pop_once(inner: &Inner, channel: &str) -> Result<Option<ChannelMessage>
         .get_multiplexed_async_connection_with_config(&config)
         .await
         .map_err(backend)?;
-    let popped: Option<(String, String, f64)> =
+    let popped: Option<(String, Vec<u8>, f64)> =
         redis::cmd("BZPOPMIN").arg(&key).arg(POP_TIMEOUT_SECS).query_async(&mut conn).await.map_err(backend)?;
     let Some((_, member, _)) = popped else { return Ok(None) };
+    if inner.config.wire == Wire::ChannelsRedis {
+        return match Inner::decode_channels_redis(&member) {
+            Ok((message, _)) => Ok(Some(message)),
+            Err(err) => {
+                tracing::error!(channel, %err, "undecodable channels_redis message; skipped");
+                inner.counters.dropped_for(channel, 1);
+                Ok(None)
+            }
+        };
+    }
+    let member = String::from_utf8_lossy(&member);
     let payload = member.splitn(3, '\n').nth(2).unwrap_or("");
     match serde_json::from_str::<serde_json::Value>(payload) {
         Ok(value) => Ok(Some(ChannelMessage::new(value))),
@@ -559,12 +774,22 @@ impl ChannelLayer for RedisChannelLayer {
             validate_channel_name(channel)?;
             check_message(&message)?;
             let inner = &self.inner;
-            let payload =
-                serde_json::to_string(message.value()).map_err(|err| LayerError::Backend(BackendError::new(err)))?;
-            let member = format!("{}\n{channel}\n{payload}", inner.message_id());
-            let mut invocation = inner.scripts.send.prepare_invoke();
-            inner.deliver_args(&mut invocation).arg(channel).arg(member);
-            let (sent, expired): (u64, u64) = retry_script(&inner.commands(&inner.key(channel)), &invocation).await?;
+            let (sent, expired): (u64, u64) = if inner.config.wire == Wire::ChannelsRedis {
+                // Only a process-specific channel's message names its receiver.
+                let receiver = channel.contains('!').then(|| serde_json::Value::from(channel));
+                let member = inner.encode_channels_redis(message.value(), receiver)?;
+                let key = inner.key(channel);
+                let mut invocation = inner.scripts.cr_send.key(&key);
+                invocation.arg(member).arg(inner.config.layer.capacity).arg(inner.config.layer.expiry.as_secs());
+                retry_script(&inner.commands(&key), &invocation).await?
+            } else {
+                let payload = serde_json::to_string(message.value())
+                    .map_err(|err| LayerError::Backend(BackendError::new(err)))?;
+                let member = format!("{}\n{channel}\n{payload}", inner.message_id());
+                let mut invocation = inner.scripts.send.prepare_invoke();
+                inner.deliver_args(&mut invocation).arg(channel).arg(member);
+                retry_script(&inner.commands(&inner.key(channel)), &invocation).await?
+            };
             inner.counters.expired(expired);
             if sent == 0 {
                 return Err(LayerError::ChannelFull {
@@ -623,7 +848,7 @@ impl ChannelLayer for RedisChannelLayer {
             let mut pipe = redis::pipe();
             pipe.cmd("ZADD")
                 .arg(&key)
-                .arg(now_ms())
+                .arg(inner.membership_score())
                 .arg(channel)
                 .ignore()
                 .cmd("PEXPIRE")
@@ -683,7 +908,11 @@ impl ChannelLayer for RedisChannelLayer {
 
     fn flush(&self) -> BoxFuture<'_, Result<(), LayerError>> {
         Box::pin(async move {
-            let pattern = format!("{}:*", self.inner.config.prefix);
+            let pattern = match self.inner.config.wire {
+                Wire::Native => format!("{}:*", self.inner.config.prefix),
+                // channels_redis's keys are the prefix followed directly by the channel name.
+                Wire::ChannelsRedis => format!("{}*", self.inner.config.prefix),
+            };
             for shard in &self.inner.shards {
                 let mut commands = shard.commands.clone();
                 let keys: Vec<String> =

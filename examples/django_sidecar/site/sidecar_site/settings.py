@@ -67,3 +67,14 @@ LOGIN_REDIRECT_URL = "/whoami/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
 USE_TZ = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+if os.environ.get("DJANGO_CHANNEL_LAYER_URL"):
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [os.environ["DJANGO_CHANNEL_LAYER_URL"]],
+                "prefix": os.environ.get("DJANGO_CHANNEL_LAYER_PREFIX", "asgi"),
+            },
+        }
+    }
