@@ -217,3 +217,42 @@ async fn a_database_that_is_down_makes_connections_anonymous_not_failed() {
     let Err(channels::testing::TestError::App(AppError::Consumer(err))) = response else { panic!("{response:?}") };
     assert!(err.to_string().contains("user backend failed"), "{err}");
 }
+
+#[tokio::test]
+async fn django_cache_and_cached_db_session_engines() {
+    let Some(python) = python() else { return };
+    let Some(redis) = support::redis_url("django_cache_and_cached_db_session_engines") else { return };
+    for engine in ["django.contrib.sessions.backends.cache", "django.contrib.sessions.backends.cached_db"] {
+        let path = std::env::temp_dir().join(format!("{}.sqlite3", unique("channels_cache")));
+        let url = format!("sqlite:///{}", path.display());
+        let prefix = unique("djcache");
+        let django = Django::new(&python, &url, engine, SECRET)
+            .with_env("DJANGO_CACHE_URL", &redis)
+            .with_env("DJANGO_CACHE_KEY_PREFIX", &prefix);
+        django.run(&["migrate"]);
+        django.run(&["create-user", "alice", "correct horse", "pbkdf2_sha256"]);
+        let here = DjangoConfig::new(SECRET).database_url(&url).session_engine(engine).cache(&redis, &prefix);
+
+        let cookie = django.login("alice", "correct horse");
+        assert_eq!(whoami(&here, &cookie).await, "alice", "{engine}");
+        let made_here = login_here(&here, "alice", "correct%20horse").await.unwrap();
+        assert_eq!(django.whoami(&made_here), "alice", "{engine}");
+        django.run(&["logout", &made_here]);
+        assert_eq!(whoami(&here, &made_here).await, "", "{engine}");
+
+        if engine.ends_with(".cache") {
+            // A session holding a value only pickle can carry: unreadable here, so anonymous.
+            let dated = django.login("alice", "correct horse");
+            django.run(&["store-date", &dated]);
+            assert_eq!(whoami(&here, &dated).await, "", "{engine}");
+        } else {
+            // cached_db with its cache down still reads the table.
+            let down = DjangoConfig::new(SECRET)
+                .database_url(&url)
+                .session_engine(engine)
+                .cache("redis://127.0.0.1:9", &prefix);
+            assert_eq!(whoami(&down, &cookie).await, "alice", "{engine}");
+        }
+        let _ = std::fs::remove_file(path);
+    }
+}

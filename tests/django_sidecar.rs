@@ -115,7 +115,7 @@ fn the_sidecar_refuses_a_configuration_it_cannot_serve() {
             &[("DJANGO_SECRET_KEY", SECRET), ("DJANGO_SESSION_ENGINE", "django.contrib.sessions.backends.file")],
             "supported: django.contrib.sessions.backends.db, django.contrib.sessions.backends.signed_cookies",
         ),
-        (&[("DJANGO_SECRET_KEY", SECRET), ("DJANGO_CACHE_URL", "redis://127.0.0.1:6379")], "not supported yet"),
+        (&[("DJANGO_SECRET_KEY", SECRET), ("DJANGO_SESSION_COOKIE_AGE", "two weeks")], "not a number of seconds"),
     ];
     for (env, expected) in cases {
         let out = Example::run_to_end("django_sidecar", &["--addr", "127.0.0.1:0"], env);

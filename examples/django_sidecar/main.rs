@@ -11,7 +11,8 @@
 //!   `DJANGO_SECRET_KEY_FALLBACKS` (comma-separated), `DJANGO_DATABASE_URL`
 //!   (`sqlite:////abs/path.sqlite3` or `postgres://...`), `DJANGO_SESSION_ENGINE` (Django's
 //!   dotted name, default `django.contrib.sessions.backends.db`), `DJANGO_SESSION_COOKIE_NAME`
-//!   (default `sessionid`), `DJANGO_CACHE_URL` (the cache engines' Redis: not supported yet),
+//!   (default `sessionid`), `DJANGO_CACHE_URL` and `DJANGO_CACHE_KEY_PREFIX` (the `cache` and
+//!   `cached_db` engines' Redis: `CACHES["default"]`'s `LOCATION` and `KEY_PREFIX`),
 //!   `DJANGO_CHANNEL_LAYER_URL` (channels_redis's Redis, spoken in its wire format, so a Django
 //!   view's `group_send` reaches these sockets; in-memory when unset),
 //!   `DJANGO_CHANNEL_LAYER_PREFIX` (channels_redis's `prefix`, default `asgi`),
@@ -113,9 +114,6 @@ fn settings() -> Result<Settings, String> {
         }
     }
     let var = |name: &str| std::env::var(name).ok().filter(|value| !value.trim().is_empty());
-    if var("DJANGO_CACHE_URL").is_some() {
-        return Err("DJANGO_CACHE_URL is set, but the cache session engines are not supported yet; unset it".into());
-    }
     let channel_layer = var("DJANGO_CHANNEL_LAYER_URL").map(|url| {
         let prefix = var("DJANGO_CHANNEL_LAYER_PREFIX").unwrap_or_else(|| "asgi".to_owned());
         RedisLayerConfig { prefix, ..RedisLayerConfig::new(url) }.channels_redis()

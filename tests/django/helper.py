@@ -91,6 +91,15 @@ def main(command, *args):
     elif command == "corrupt":
         (key,) = args
         Session.objects.filter(session_key=key).update(session_data="garbage:not:signed")
+    elif command == "store-date":
+        # A value only pickle can hold (the cache engines pickle the session dictionary).
+        import datetime
+        from importlib import import_module
+
+        (key,) = args
+        session = import_module(settings.SESSION_ENGINE).SessionStore(session_key=key)
+        session["when"] = datetime.date(2026, 1, 1)
+        session.save()
     elif command == "session":
         (key,) = args
         row = Session.objects.filter(session_key=key).first()

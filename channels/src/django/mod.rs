@@ -32,13 +32,15 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Supported: the `db` and `signed_cookies` session engines with Django's JSON serializer;
+//! Supported: the `db`, `signed_cookies`, `cache` and `cached_db` session engines (Django's JSON
+//! serializer; the cache ones with Django's `RedisCache`, whose values are pickles of plain data);
 //! PostgreSQL and SQLite; `auth_user` or a custom user model with `AbstractUser`'s columns;
 //! the PBKDF2 (SHA-256 and SHA-1), Argon2, bcrypt-SHA256 and scrypt password hashers;
 //! `SECRET_KEY_FALLBACKS`. The `django` feature needs Rust 1.94 (sqlx's minimum).
 
 mod db;
 mod hashers;
+mod pickle;
 mod sessions;
 mod signing;
 mod users;
@@ -49,7 +51,7 @@ use sha2::{Digest, Sha256};
 
 pub use self::db::{Database, UserTable};
 pub use self::hashers::{HashError, check_password};
-pub use self::sessions::{DjangoSessionStore, SessionEngine};
+pub use self::sessions::{DjangoCache, DjangoSessionStore, SessionEngine};
 pub use self::signing::{BadSignature, DjangoKeys};
 pub use self::users::{DjangoUser, DjangoUserBackend};
 use crate::error::BackendError;
@@ -57,8 +59,12 @@ use crate::middleware::AuthConfig;
 use crate::session::{SecretKeys, SessionConfig};
 
 /// The session engines this crate speaks, by Django's names.
-pub const SUPPORTED_ENGINES: &[&str] =
-    &["django.contrib.sessions.backends.db", "django.contrib.sessions.backends.signed_cookies"];
+pub const SUPPORTED_ENGINES: &[&str] = &[
+    "django.contrib.sessions.backends.db",
+    "django.contrib.sessions.backends.signed_cookies",
+    "django.contrib.sessions.backends.cache",
+    "django.contrib.sessions.backends.cached_db",
+];
 
 /// A Django setting that is missing or wrong, found when the app is built: the server does not
 /// start half-configured.
@@ -91,6 +97,8 @@ pub struct DjangoConfig {
     secret_key: String,
     fallbacks: Vec<String>,
     database_url: Option<String>,
+    cache_url: Option<String>,
+    cache_key_prefix: String,
     session_engine: String,
     session: SessionConfig,
     user_table: UserTable,
@@ -115,6 +123,8 @@ impl DjangoConfig {
             secret_key: secret_key.into(),
             fallbacks: Vec::new(),
             database_url: None,
+            cache_url: None,
+            cache_key_prefix: String::new(),
             session_engine: SUPPORTED_ENGINES[0].to_owned(),
             session: SessionConfig::default(),
             user_table: UserTable::default(),
@@ -125,7 +135,8 @@ impl DjangoConfig {
     /// From the environment: `DJANGO_SECRET_KEY` (required), `DJANGO_SECRET_KEY_FALLBACKS`
     /// (comma-separated), `DJANGO_DATABASE_URL` (`postgres://...` or `sqlite:////abs/path`),
     /// `DJANGO_SESSION_ENGINE`, `DJANGO_SESSION_COOKIE_NAME`, `DJANGO_SESSION_COOKIE_AGE`
-    /// (seconds), `DJANGO_SESSION_COOKIE_SECURE` (`true`/`false`),
+    /// (seconds), `DJANGO_SESSION_COOKIE_SECURE` (`true`/`false`), `DJANGO_CACHE_URL` and
+    /// `DJANGO_CACHE_KEY_PREFIX` (the cache session engines' Redis),
     /// `DJANGO_AUTHENTICATION_BACKENDS` (comma-separated).
     ///
     /// # Errors
@@ -139,6 +150,8 @@ impl DjangoConfig {
         let mut config = DjangoConfig::new(secret);
         config.fallbacks = var("DJANGO_SECRET_KEY_FALLBACKS").map(list).unwrap_or_default();
         config.database_url = var("DJANGO_DATABASE_URL");
+        config.cache_url = var("DJANGO_CACHE_URL");
+        config.cache_key_prefix = var("DJANGO_CACHE_KEY_PREFIX").unwrap_or_default();
         if let Some(engine) = var("DJANGO_SESSION_ENGINE") {
             config.session_engine = engine;
         }
@@ -181,6 +194,21 @@ impl DjangoConfig {
     pub fn database_url(mut self, url: impl Into<String>) -> Self {
         self.database_url = Some(url.into());
         self
+    }
+
+    /// The cache the `cache` and `cached_db` session engines use: `CACHES["default"]`'s
+    /// `LOCATION` (a Redis URL) and `KEY_PREFIX` (Django's default is empty).
+    #[must_use]
+    pub fn cache(mut self, url: impl Into<String>, key_prefix: impl Into<String>) -> Self {
+        self.cache_url = Some(url.into());
+        self.cache_key_prefix = key_prefix.into();
+        self
+    }
+
+    fn django_cache(&self) -> Result<DjangoCache, DjangoError> {
+        let url = self.cache_url.as_deref().ok_or(DjangoError::Missing("DJANGO_CACHE_URL", "CACHES"))?;
+        DjangoCache::new(url, &self.cache_key_prefix)
+            .map_err(|err| DjangoError::Invalid { name: "DJANGO_CACHE_URL", reason: err.to_string() })
     }
 
     /// `SESSION_ENGINE`, by Django's dotted name (see [`SUPPORTED_ENGINES`]).
@@ -234,6 +262,10 @@ impl DjangoConfig {
         let engine = match self.session_engine.as_str() {
             "django.contrib.sessions.backends.db" => SessionEngine::Db(self.database()?),
             "django.contrib.sessions.backends.signed_cookies" => SessionEngine::SignedCookies,
+            "django.contrib.sessions.backends.cache" => SessionEngine::Cache(self.django_cache()?),
+            "django.contrib.sessions.backends.cached_db" => {
+                SessionEngine::CachedDb(self.database()?, self.django_cache()?)
+            }
             other => return Err(DjangoError::UnsupportedEngine(other.to_owned())),
         };
         Ok(DjangoSessionStore::new(engine, self.keys(), self.session.age))

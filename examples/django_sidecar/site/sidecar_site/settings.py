@@ -78,3 +78,12 @@ if os.environ.get("DJANGO_CHANNEL_LAYER_URL"):
             },
         }
     }
+
+if os.environ.get("DJANGO_CACHE_URL"):
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": os.environ["DJANGO_CACHE_URL"],
+            "KEY_PREFIX": os.environ.get("DJANGO_CACHE_KEY_PREFIX", ""),
+        }
+    }
