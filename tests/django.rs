@@ -256,3 +256,68 @@ async fn django_cache_and_cached_db_session_engines() {
         let _ = std::fs::remove_file(path);
     }
 }
+
+/// A TCP relay to PostgreSQL that the test can cut and restore: the database "goes down" for
+/// this server only, without touching the shared service.
+struct Relay {
+    addr: std::net::SocketAddr,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Relay {
+    async fn start(addr: std::net::SocketAddr) -> Relay {
+        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind the relay");
+        let task = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((mut client, _)) = listener.accept().await {
+                connections.spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect("127.0.0.1:5432").await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+        Relay { addr, task: Some(task) }
+    }
+
+    /// Closes the listener and every relayed connection.
+    async fn cut(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_database_outage_refuses_nobody_and_is_recovered_from() {
+    let Some(python) = python() else { return };
+    let name = unique("channels_outage");
+    let direct = format!("postgres://postgres@127.0.0.1:5432/{name}");
+    let django = Django::new(&python, &direct, "django.contrib.sessions.backends.db", SECRET);
+    django.run(&["createdb", &name]);
+    django.run(&["migrate"]);
+    django.run(&["create-user", "alice", "correct horse", "pbkdf2_sha256"]);
+    let cookie = django.login("alice", "correct horse");
+
+    let mut relay = Relay::start(support::free_addr().await).await;
+    let here = DjangoConfig::new(SECRET).database_url(format!("postgres://postgres@{}/{name}", relay.addr));
+    let handshake = |app: std::sync::Arc<ProtocolTypeRouter>| {
+        let cookie = cookie.clone();
+        async move {
+            let mut ws = WebsocketCommunicator::new(app, "/ws/whoami/")
+                .cookie("sessionid", &cookie)
+                .with_timeout(std::time::Duration::from_secs(10));
+            assert!(ws.connect().await.unwrap().accepted, "never refused");
+            ws.receive_json_from::<Value>().await.unwrap()["username"].as_str().unwrap_or("").to_owned()
+        }
+    };
+    // One app (one pool) through the whole story, as a running server has.
+    let server = std::sync::Arc::new(app(&here));
+    assert_eq!(handshake(server.clone()).await, "alice");
+    relay.cut().await;
+    assert_eq!(handshake(server.clone()).await, "", "anonymous while the database is unreachable");
+    let _relay = Relay::start(relay.addr).await;
+    assert_eq!(handshake(server.clone()).await, "alice", "back once it is");
+    django.run(&["dropdb", &name]);
+}

@@ -267,6 +267,20 @@ mod tests {
         assert_eq!(loads(&dumps(&value)).unwrap(), value);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let _ = loads(&data);
+        }
+
+        #[test]
+        fn prefixed_garbage_never_panics(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            let mut pickle = vec![0x80, 0x04, b'}', b'('];
+            pickle.extend(data);
+            let _ = loads(&pickle);
+        }
+    }
+
     #[test]
     fn code_and_garbage_are_refused() {
         // pickle.dumps(datetime.date(2026, 1, 1)): a global and a reduce.

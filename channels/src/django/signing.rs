@@ -230,6 +230,13 @@ mod tests {
         assert!(signed.starts_with('.'), "compressed: {signed}");
     }
 
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_signed_values_never_panic(value in ".{0,300}") {
+            let _ = loads::<serde_json::Value>(&keys(), "salt", &value, Some(10));
+        }
+    }
+
     #[test]
     fn fallback_keys_verify_and_tampering_fails() {
         let old = DjangoKeys::new("an-older-key", [] as [&str; 0]);
