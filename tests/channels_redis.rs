@@ -150,3 +150,48 @@ async fn an_undecodable_message_is_dropped_and_counted_not_fatal() {
     assert!(layer.stats().dropped >= 1, "{:?}", layer.stats());
     layer.flush().await.unwrap();
 }
+
+/// Kills a child process when dropped.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn a_group_send_here_reaches_a_channels_consumer_under_daphne() {
+    let Some((layer, python)) = setup("a_group_send_here_reaches_a_channels_consumer_under_daphne").await else {
+        return;
+    };
+    let daphne = python.python.with_file_name("daphne");
+    let site = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/django_sidecar/site");
+    let addr = support::free_addr().await;
+    let database = std::env::temp_dir().join(format!("{}.sqlite3", unique("daphne")));
+    let _daphne = KillOnDrop(
+        std::process::Command::new(&daphne)
+            .args(["-b", "127.0.0.1", "-p", &addr.port().to_string(), "sidecar_site.asgi:application"])
+            .current_dir(site)
+            .env("DJANGO_SECRET_KEY", support::django::SECRET)
+            .env("DJANGO_DATABASE_URL", format!("sqlite:///{}", database.display()))
+            .env("DJANGO_CHANNEL_LAYER_URL", &python.url)
+            .env("DJANGO_CHANNEL_LAYER_PREFIX", &python.prefix)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start daphne"),
+    );
+    support::wait_until_listening(addr).await;
+    // The tutorial's ChatConsumer, served by daphne, joins `chat_lobby` before it accepts.
+    let mut client = support::connect(addr, "/ws/chat/lobby/").await;
+    layer.group_send("chat_lobby", json!({"type": "chat.message", "message": "from Rust"}).into()).await.unwrap();
+    match support::next_message(&mut client).await {
+        tokio_tungstenite::tungstenite::Message::Text(text) => {
+            assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), json!({"message": "from Rust"}));
+        }
+        other => panic!("expected the chat message, got {other:?}"),
+    }
+    layer.flush().await.unwrap();
+}
