@@ -54,6 +54,9 @@ TEMPLATES = [
     }
 ]
 DATABASES = {"default": database(os.environ.get("DJANGO_DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"))}
+# Django's default (0) opens a database connection per request; bench/django.sh also measures
+# persistent connections.
+DATABASES["default"]["CONN_MAX_AGE"] = int(os.environ.get("DJANGO_CONN_MAX_AGE", "0"))
 SESSION_ENGINE = os.environ.get("DJANGO_SESSION_ENGINE", "django.contrib.sessions.backends.db")
 SESSION_COOKIE_NAME = os.environ.get("DJANGO_SESSION_COOKIE_NAME", "sessionid")
 PASSWORD_HASHERS = [
