@@ -321,3 +321,38 @@ async fn a_database_outage_refuses_nobody_and_is_recovered_from() {
     assert_eq!(handshake(server.clone()).await, "alice", "back once it is");
     django.run(&["dropdb", &name]);
 }
+
+#[tokio::test]
+async fn permissions_are_djangos_direct_by_group_and_superuser() {
+    use channels::django::{DjangoUserBackend, UserTable};
+    use channels::middleware::UserBackend;
+    let Some(python) = python() else { return };
+    let path = std::env::temp_dir().join(format!("{}.sqlite3", unique("channels_perms")));
+    let url = format!("sqlite:///{}", path.display());
+    let django = Django::new(&python, &url, "django.contrib.sessions.backends.db", SECRET);
+    django.run(&["migrate"]);
+    let mut ids = std::collections::HashMap::new();
+    for name in ["alice", "bob", "carol", "dave"] {
+        let created = django.json(&["create-user", name, "pw", "pbkdf2_sha256"]);
+        ids.insert(name, created["id"].as_i64().unwrap());
+    }
+    django.run(&["grant", "alice", "auth.view_user"]);
+    django.run(&["grant", "bob", "sessions.view_session", "staffers"]);
+    django.run(&["make-superuser", "carol"]);
+    let config = DjangoConfig::new(SECRET).database_url(&url);
+    let users = DjangoUserBackend::new(config.database().unwrap(), UserTable::default(), config.keys(), Vec::new());
+    for (name, perm) in [
+        ("alice", "auth.view_user"),
+        ("alice", "sessions.view_session"),
+        ("bob", "sessions.view_session"),
+        ("bob", "auth.view_user"),
+        ("carol", "auth.delete_group"),
+        ("dave", "auth.view_user"),
+        ("alice", "not-a-permission"),
+    ] {
+        let user = users.get_user(&ids[name].to_string()).await.unwrap().expect("an active user");
+        let django_says: bool = serde_json::from_value(django.json(&["has-perm", name, perm])).unwrap();
+        assert_eq!(user.has_perm(perm).await.unwrap(), django_says, "{name} {perm}");
+    }
+    let _ = std::fs::remove_file(path);
+}

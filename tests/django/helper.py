@@ -77,6 +77,26 @@ def main(command, *args):
     elif command == "logout":
         (cookie,) = args
         client(cookie).post("/accounts/logout/")
+    elif command == "grant":
+        # A permission given to the user directly, or through a group when one is named.
+        from django.contrib.auth.models import Group, Permission
+
+        name, perm, *group = args
+        app_label, codename = perm.split(".")
+        permission = Permission.objects.get(content_type__app_label=app_label, codename=codename)
+        user = User.objects.get(username=name)
+        if group:
+            grouped, _ = Group.objects.get_or_create(name=group[0])
+            grouped.permissions.add(permission)
+            user.groups.add(grouped)
+        else:
+            user.user_permissions.add(permission)
+    elif command == "make-superuser":
+        (name,) = args
+        User.objects.filter(username=name).update(is_superuser=True, is_staff=True)
+    elif command == "has-perm":
+        name, perm = args
+        print(json.dumps(User.objects.get(username=name).has_perm(perm)))
     elif command == "set-password":
         name, password = args
         user = User.objects.get(username=name)

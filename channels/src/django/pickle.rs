@@ -5,9 +5,13 @@
 
 use serde_json::{Map, Number, Value};
 
-/// At most this many values on the unpickler's stack and memo, and this deep (a hostile or
-/// corrupt value cannot make it hold more).
+/// At most this many values on the unpickler's stack and memo (a hostile or corrupt value
+/// cannot make it hold more).
 const MAX_ITEMS: usize = 100_000;
+
+/// At most this many bytes of strings copied out of the memo (`BINGET`): a memoized string
+/// fetched again and again must not multiply into gigabytes.
+const MAX_MEMO_COPIES: usize = 16 << 20;
 
 /// Why a pickle was not read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -27,8 +31,24 @@ enum Item {
 /// Reads a pickle (protocols 2 to 5) of plain data.
 pub(crate) fn loads(data: &[u8]) -> Result<Value, PickleError> {
     let mut stack: Vec<Item> = Vec::new();
-    let mut memo: Vec<Value> = Vec::new();
+    // Leaves only: a memoized list or dict is kept as `None` (never copied, never fetched).
+    let mut memo: Vec<Option<Value>> = Vec::new();
+    let mut copied = 0usize;
     let mut at = 0;
+    // A memoized value fetched again: leaves only (a container fetched twice would let a few
+    // bytes of input double the output again and again), within the copy budget.
+    let fetch = |memo: &[Option<Value>], index: usize, copied: &mut usize| -> Result<Value, PickleError> {
+        let value = memo.get(index).ok_or_else(|| error("unknown memo"))?;
+        let value = value.as_ref().ok_or_else(|| error("a shared reference to a list or dict"))?;
+        *copied += match value {
+            Value::String(text) => text.len(),
+            _ => 8,
+        };
+        if *copied > MAX_MEMO_COPIES {
+            return Err(error("too large"));
+        }
+        Ok(value.clone())
+    };
     let take = |at: &mut usize, n: usize| -> Result<&[u8], PickleError> {
         let bytes = data.get(*at..*at + n).ok_or_else(|| error("truncated"))?;
         *at += n;
@@ -111,7 +131,7 @@ pub(crate) fn loads(data: &[u8]) -> Result<Value, PickleError> {
                 stack.push(Item::Value(Value::String(text(take(&mut at, n)?)?)));
             }
             0x94 => match stack.last() {
-                Some(Item::Value(value)) => memo.push(value.clone()),
+                Some(Item::Value(value)) => memo.push(leaf(value)),
                 _ => return Err(error("memoize without a value")),
             },
             b'q' => {
@@ -119,18 +139,18 @@ pub(crate) fn loads(data: &[u8]) -> Result<Value, PickleError> {
                 let index = usize::from(take(&mut at, 1)?[0]);
                 let Some(Item::Value(value)) = stack.last() else { return Err(error("put without a value")) };
                 if memo.len() <= index {
-                    memo.resize(index + 1, Value::Null);
+                    memo.resize(index + 1, None);
                 }
-                memo[index] = value.clone();
+                memo[index] = leaf(value);
             }
             b'h' => {
                 let index = usize::from(take(&mut at, 1)?[0]);
-                stack.push(Item::Value(memo.get(index).cloned().ok_or_else(|| error("unknown memo"))?));
+                stack.push(Item::Value(fetch(&memo, index, &mut copied)?));
             }
             b'j' => {
                 let bytes = take(&mut at, 4)?;
                 let index = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
-                stack.push(Item::Value(memo.get(index).cloned().ok_or_else(|| error("unknown memo"))?));
+                stack.push(Item::Value(fetch(&memo, index, &mut copied)?));
             }
             b'a' => {
                 let value = pop(&mut stack)?;
@@ -172,6 +192,14 @@ pub(crate) fn loads(data: &[u8]) -> Result<Value, PickleError> {
             }
             other => return Err(error(format!("opcode {other:#04x} (not plain data)"))),
         }
+    }
+}
+
+/// What the memo keeps of a value: a copy of a leaf, nothing of a list or dict.
+fn leaf(value: &Value) -> Option<Value> {
+    match value {
+        Value::Array(_) | Value::Object(_) => None,
+        leaf => Some(leaf.clone()),
     }
 }
 
@@ -290,5 +318,19 @@ mod tests {
         assert!(loads(b"\x80\x04}(").is_err());
         assert!(loads(b"\x80\x04(((((((((.").is_err());
         assert!(loads(b"\x80\x04X\xff\xff\xff\xff").is_err());
+        // A memoized list fetched twice (a shared reference): refused, not copied.
+        assert!(loads(b"\x80\x04]\x94h\x00h\x00.").is_err());
+        // One memoized 1 MiB string fetched more often than the copy budget allows, each copy
+        // appended at once (the stack stays small): refused once past 16 MiB.
+        let copies = |n: usize| {
+            let mut pickle = b"\x80\x04]X\x00\x00\x10\x00".to_vec();
+            pickle.extend(std::iter::repeat_n(b'x', 1 << 20));
+            pickle.extend(b"\x94a");
+            pickle.extend(std::iter::repeat_n(*b"h\x00a", n).flatten());
+            pickle.push(b'.');
+            loads(&pickle)
+        };
+        assert_eq!(copies(15).map(|list| list.as_array().map(Vec::len)), Ok(Some(16)));
+        assert!(copies(17).is_err());
     }
 }
