@@ -58,7 +58,7 @@ for round in $(seq "$rounds"); do
         pid=$!
         wait_port "$port"
         "${pin1[@]}" target/release/load --mode handshake --path /ws/whoami/ --cookie "sessionid=$cookie" \
-            --connections "$connections" --seconds "$seconds" --label "$server handshake" --addr "127.0.0.1:$port" \
+            --connections "$connections" --seconds "$seconds" --label "$server handshake conn_max_age=${DJANGO_CONN_MAX_AGE:-0}" --addr "127.0.0.1:$port" \
             --server-pid "$pid" >> "$results"
         kill "$pid"; wait "$pid" 2>/dev/null || true
     done

@@ -315,6 +315,11 @@ async fn a_database_outage_refuses_nobody_and_is_recovered_from() {
     // One app (one pool) through the whole story, as a running server has.
     let server = std::sync::Arc::new(app(&here));
     assert_eq!(handshake(server.clone()).await, "alice");
+    // The database restarts between two handshakes: the pooled connection is dead, yet the
+    // next handshake (too soon for the pool to check it) still sees alice, on a new connection.
+    relay.cut().await;
+    let mut relay = Relay::start(relay.addr).await;
+    assert_eq!(handshake(server.clone()).await, "alice", "a broken pooled connection is replaced, not reported");
     relay.cut().await;
     assert_eq!(handshake(server.clone()).await, "", "anonymous while the database is unreachable");
     let _relay = Relay::start(relay.addr).await;
@@ -355,4 +360,37 @@ async fn permissions_are_djangos_direct_by_group_and_superuser() {
         assert_eq!(user.has_perm(perm).await.unwrap(), django_says, "{name} {perm}");
     }
     let _ = std::fs::remove_file(path);
+}
+
+#[tokio::test]
+async fn the_postgres_pool_reuses_connections_and_closes_one_cut_short() {
+    use channels::django::PgConnections;
+    use channels::django::sqlx::{self, Row};
+    let Some(url) = support::django::postgres_url() else { return };
+    let db = PgConnections::new(&url, 1, std::time::Duration::from_secs(3)).unwrap();
+    let backend = async || -> i32 {
+        let row = db.fetch_optional(|| sqlx::query("SELECT pg_backend_pid()")).await.unwrap().unwrap();
+        row.try_get(0).unwrap()
+    };
+    let first = backend().await;
+    assert_eq!(backend().await, first, "one connection, reused");
+
+    // A handshake that goes away mid-query: its connection is closed, not handed to the next.
+    let slow = db.fetch_optional(|| sqlx::query("SELECT pg_sleep(5)"));
+    assert!(tokio::time::timeout(std::time::Duration::from_millis(200), slow).await.is_err());
+    let second = backend().await;
+    assert_ne!(second, first, "a new connection after the cut-short query");
+    assert_eq!(backend().await, second);
+
+    // A query error (not the connection's) leaves the connection in the pool.
+    assert!(db.fetch_optional(|| sqlx::query("SELECT * FROM no_such_table")).await.is_err());
+    assert_eq!(backend().await, second);
+
+    // With its only connection busy, a query waits at most the acquire timeout.
+    let short = PgConnections::new(&url, 1, std::time::Duration::from_millis(100)).unwrap();
+    let busy = short.fetch_optional(|| sqlx::query("SELECT pg_sleep(1)"));
+    let waiting = short.fetch_optional(|| sqlx::query("SELECT 1"));
+    let (busy, waiting) = tokio::join!(busy, waiting);
+    assert!(busy.is_ok());
+    assert!(matches!(waiting, Err(sqlx::Error::PoolTimedOut)), "{waiting:?}");
 }

@@ -26,6 +26,17 @@ pub fn python() -> Option<PathBuf> {
     None
 }
 
+/// The machine's PostgreSQL (127.0.0.1:5432, trust auth), its `postgres` database: `None`
+/// (skipped) when nothing answers there, except under CI.
+pub fn postgres_url() -> Option<String> {
+    if std::net::TcpStream::connect("127.0.0.1:5432").is_ok() {
+        return Some("postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    }
+    assert!(std::env::var_os("CI").is_none(), "CI=true but PostgreSQL does not answer on 127.0.0.1:5432 (.ci/run starts it)");
+    eprintln!("SKIPPED: PostgreSQL does not answer on 127.0.0.1:5432");
+    None
+}
+
 /// The real Django, with its settings in the environment.
 #[derive(Clone)]
 pub struct Django {

@@ -1,20 +1,21 @@
-//! A Django site's database, PostgreSQL or SQLite, through sqlx's async pools: what the session
+//! A Django site's database, PostgreSQL or SQLite, through sqlx (a pool of this crate's for
+//! PostgreSQL, sqlx's for SQLite): what the session
 //! store and the user backend query.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 use sqlx::{AssertSqlSafe, Row};
 
+use super::pg::PgConnections;
 use crate::error::BackendError;
 
 /// A Django site's database. Cheap to clone (a pool).
 #[derive(Clone, Debug)]
 pub enum Database {
     /// PostgreSQL (Django's `django.db.backends.postgresql`).
-    Postgres(PgPool),
+    Postgres(PgConnections),
     /// SQLite (Django's default, `django.db.backends.sqlite3`).
     Sqlite(SqlitePool),
 }
@@ -33,11 +34,7 @@ impl Database {
     /// A URL of another scheme, or one sqlx cannot parse.
     pub fn connect_lazy(url: &str) -> Result<Database, BackendError> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let pool = PgPoolOptions::new()
-                .max_connections(16)
-                .acquire_timeout(ACQUIRE_TIMEOUT)
-                .connect_lazy(url)
-                .map_err(BackendError::new)?;
+            let pool = PgConnections::new(url, 16, ACQUIRE_TIMEOUT).map_err(BackendError::new)?;
             return Ok(Database::Postgres(pool));
         }
         if let Some(path) = url.strip_prefix("sqlite:///") {
@@ -60,14 +57,14 @@ impl Database {
     /// The session row's data, if the session exists and has not expired.
     pub(crate) async fn load_session(&self, key: &str) -> Result<Option<String>, BackendError> {
         let row = match self {
-            Database::Postgres(pool) => {
-                sqlx::query("SELECT session_data FROM django_session WHERE session_key = $1 AND expire_date > now()")
-                    .bind(key)
-                    .fetch_optional(pool)
-                    .await
-                    .map_err(BackendError::new)?
-                    .map(|row| row.try_get::<String, _>(0))
-            }
+            Database::Postgres(pool) => pool
+                .fetch_optional(|| {
+                    sqlx::query("SELECT session_data FROM django_session WHERE session_key = $1 AND expire_date > now()")
+                        .bind(key)
+                })
+                .await
+            .map_err(BackendError::new)?
+            .map(|row| row.try_get::<String, _>(0)),
             Database::Sqlite(pool) => {
                 sqlx::query("SELECT session_data FROM django_session WHERE session_key = ?1 AND expire_date > ?2")
                     .bind(key)
@@ -84,16 +81,19 @@ impl Database {
     /// Inserts a new session row; `false` when the key is taken.
     pub(crate) async fn insert_session(&self, key: &str, data: &str, age: Duration) -> Result<bool, BackendError> {
         let inserted = match self {
-            Database::Postgres(pool) => sqlx::query(
-                "INSERT INTO django_session (session_key, session_data, expire_date) \
-                 VALUES ($1, $2, now() + make_interval(secs => $3)) ON CONFLICT (session_key) DO NOTHING",
-            )
-            .bind(key)
-            .bind(data)
-            .bind(age.as_secs_f64())
-            .execute(pool)
-            .await
-            .map(|done| done.rows_affected()),
+            Database::Postgres(pool) => pool
+                .fetch_optional(|| {
+                    sqlx::query(
+                        "INSERT INTO django_session (session_key, session_data, expire_date) \
+                         VALUES ($1, $2, now() + make_interval(secs => $3)) \
+                         ON CONFLICT (session_key) DO NOTHING RETURNING 1",
+                    )
+                    .bind(key)
+                    .bind(data)
+                    .bind(age.as_secs_f64())
+                })
+                .await
+                .map(|row| u64::from(row.is_some())),
             Database::Sqlite(pool) => sqlx::query(
                 "INSERT OR IGNORE INTO django_session (session_key, session_data, expire_date) VALUES (?1, ?2, ?3)",
             )
@@ -110,16 +110,18 @@ impl Database {
     /// Updates an existing session row; `false` when it no longer exists.
     pub(crate) async fn update_session(&self, key: &str, data: &str, age: Duration) -> Result<bool, BackendError> {
         let updated = match self {
-            Database::Postgres(pool) => sqlx::query(
-                "UPDATE django_session SET session_data = $2, expire_date = now() + make_interval(secs => $3) \
-                 WHERE session_key = $1",
-            )
-            .bind(key)
-            .bind(data)
-            .bind(age.as_secs_f64())
-            .execute(pool)
-            .await
-            .map(|done| done.rows_affected()),
+            Database::Postgres(pool) => pool
+                .fetch_optional(|| {
+                    sqlx::query(
+                        "UPDATE django_session SET session_data = $2, expire_date = now() + make_interval(secs => $3) \
+                         WHERE session_key = $1 RETURNING 1",
+                    )
+                    .bind(key)
+                    .bind(data)
+                    .bind(age.as_secs_f64())
+                })
+                .await
+                .map(|row| u64::from(row.is_some())),
             Database::Sqlite(pool) => {
                 sqlx::query("UPDATE django_session SET session_data = ?2, expire_date = ?3 WHERE session_key = ?1")
                     .bind(key)
@@ -137,7 +139,7 @@ impl Database {
     pub(crate) async fn delete_session(&self, key: &str) -> Result<(), BackendError> {
         let deleted = match self {
             Database::Postgres(pool) => {
-                sqlx::query("DELETE FROM django_session WHERE session_key = $1").bind(key).execute(pool).await.map(drop)
+                pool.fetch_optional(|| sqlx::query("DELETE FROM django_session WHERE session_key = $1").bind(key)).await.map(drop)
             }
             Database::Sqlite(pool) => {
                 sqlx::query("DELETE FROM django_session WHERE session_key = ?1").bind(key).execute(pool).await.map(drop)
@@ -150,16 +152,16 @@ impl Database {
     pub(crate) async fn user(&self, table: &UserTable, by: UserBy<'_>) -> Result<Option<UserRow>, BackendError> {
         let sql = |postgres: &Arc<str>| AssertSqlSafe(postgres.clone());
         let row = match (self, by) {
-            (Database::Postgres(pool), UserBy::Id(id)) => sqlx::query(sql(&table.by_id[0]))
-                .bind(id)
-                .fetch_optional(pool)
-                .await
-                .map(|row| row.map(UserRow::from_pg)),
-            (Database::Postgres(pool), UserBy::Username(name)) => sqlx::query(sql(&table.by_name[0]))
-                .bind(name)
-                .fetch_optional(pool)
-                .await
-                .map(|row| row.map(UserRow::from_pg)),
+            (Database::Postgres(pool), UserBy::Id(id)) => {
+                pool.fetch_optional(|| sqlx::query(sql(&table.by_id[0])).bind(id))
+                    .await
+                    .map(|row| row.map(UserRow::from_pg))
+            }
+            (Database::Postgres(pool), UserBy::Username(name)) => {
+                pool.fetch_optional(|| sqlx::query(sql(&table.by_name[0])).bind(name))
+                    .await
+                    .map(|row| row.map(UserRow::from_pg))
+            }
             (Database::Sqlite(pool), UserBy::Id(id)) => sqlx::query(sql(&table.by_id[1]))
                 .bind(id)
                 .fetch_optional(pool)
@@ -178,13 +180,9 @@ impl Database {
     /// of its groups.
     pub(crate) async fn has_perm(&self, id: i64, app_label: &str, codename: &str) -> Result<bool, BackendError> {
         let found = match self {
-            Database::Postgres(pool) => sqlx::query(PERMISSION_QUERY[0])
-                .bind(id)
-                .bind(app_label)
-                .bind(codename)
-                .fetch_optional(pool)
-                .await
-                .map(|row| row.is_some()),
+            Database::Postgres(pool) => pool.fetch_optional(|| sqlx::query(PERMISSION_QUERY[0]).bind(id).bind(app_label).bind(codename))
+            .await
+            .map(|row| row.is_some()),
             Database::Sqlite(pool) => sqlx::query(PERMISSION_QUERY[1])
                 .bind(id)
                 .bind(app_label)
