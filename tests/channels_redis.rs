@@ -195,3 +195,16 @@ async fn a_group_send_here_reaches_a_channels_consumer_under_daphne() {
     }
     layer.flush().await.unwrap();
 }
+
+#[tokio::test]
+async fn channels_redis_sharding_over_several_hosts_is_refused_at_startup() {
+    let config = RedisLayerConfig {
+        hosts: vec!["redis://127.0.0.1:6379".to_owned(), "redis://127.0.0.1:6380".to_owned()],
+        ..RedisLayerConfig::new("unused")
+    }
+    .channels_redis();
+    let Err(err) = RedisChannelLayer::connect_with(config).await else {
+        panic!("two hosts on the channels_redis wire")
+    };
+    assert!(err.to_string().contains("one Redis host"), "{err}");
+}

@@ -16,7 +16,7 @@ use channels::prelude::*;
 use channels::testing::{HttpCommunicator, WebsocketCommunicator};
 use channels::{auth, consumer, routing};
 use serde_json::{Value, json};
-use support::django::{Django, python, unique};
+use support::django::{Django, TestDb, python, unique};
 
 use support::django::SECRET;
 const ROTATED: &str = "django-insecure-channels-next-key-9876543210zyxwvutsrq";
@@ -166,40 +166,32 @@ async fn logins_sessions_and_users(python: &PathBuf, database_url: &str) {
 #[tokio::test]
 async fn django_logins_sessions_and_users_on_sqlite() {
     let Some(python) = python() else { return };
-    let path = std::env::temp_dir().join(format!("{}.sqlite3", unique("channels_django")));
-    logins_sessions_and_users(&python, &format!("sqlite:///{}", path.display())).await;
-    let _ = std::fs::remove_file(path);
+    logins_sessions_and_users(&python, &TestDb::sqlite("channels_django").url).await;
 }
 
 #[tokio::test]
 async fn django_logins_sessions_and_users_on_postgres() {
     let Some(python) = python() else { return };
-    let name = unique("channels_test");
-    let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
-    let admin = Django::new(&python, &url, "django.contrib.sessions.backends.db", SECRET);
-    admin.run(&["createdb", &name]);
-    logins_sessions_and_users(&python, &url).await;
-    admin.run(&["dropdb", &name]);
+    logins_sessions_and_users(&python, &TestDb::postgres(&python, "channels_test").url).await;
 }
 
 #[tokio::test]
-async fn django_signed_cookie_sessions() {
+async fn django_signed_cookie_sessions_on_both_databases() {
     let Some(python) = python() else { return };
     const SIGNED: &str = "django.contrib.sessions.backends.signed_cookies";
-    let path = std::env::temp_dir().join(format!("{}.sqlite3", unique("channels_signed")));
-    let url = format!("sqlite:///{}", path.display());
-    let django = Django::new(&python, &url, SIGNED, SECRET);
-    django.run(&["migrate"]);
-    django.run(&["create-user", "alice", "correct horse", "pbkdf2_sha256"]);
-    let here = DjangoConfig::new(SECRET).database_url(&url).session_engine(SIGNED);
+    for db in TestDb::both(&python, "channels_signed") {
+        let django = Django::new(&python, &db.url, SIGNED, SECRET);
+        django.run(&["migrate"]);
+        django.run(&["create-user", "alice", "correct horse", "pbkdf2_sha256"]);
+        let here = DjangoConfig::new(SECRET).database_url(&db.url).session_engine(SIGNED);
 
-    let cookie = django.login("alice", "correct horse");
-    assert!(cookie.contains(':'), "the data itself, signed: {cookie}");
-    assert_eq!(whoami(&here, &cookie).await, "alice");
-    assert_eq!(whoami(&here, &cookie.replacen(':', "x:", 1)).await, "");
-    let made_here = login_here(&here, "alice", "correct%20horse").await.unwrap();
-    assert_eq!(django.whoami(&made_here), "alice");
-    let _ = std::fs::remove_file(path);
+        let cookie = django.login("alice", "correct horse");
+        assert!(cookie.contains(':'), "the data itself, signed: {cookie}");
+        assert_eq!(whoami(&here, &cookie).await, "alice", "{}", db.url);
+        assert_eq!(whoami(&here, &cookie.replacen(':', "x:", 1)).await, "");
+        let made_here = login_here(&here, "alice", "correct%20horse").await.unwrap();
+        assert_eq!(django.whoami(&made_here), "alice", "{}", db.url);
+    }
 }
 
 #[tokio::test]
@@ -219,41 +211,46 @@ async fn a_database_that_is_down_makes_connections_anonymous_not_failed() {
 }
 
 #[tokio::test]
-async fn django_cache_and_cached_db_session_engines() {
+async fn django_cache_and_cached_db_session_engines_on_both_databases() {
     let Some(python) = python() else { return };
     let Some(redis) = support::redis_url("django_cache_and_cached_db_session_engines") else { return };
-    for engine in ["django.contrib.sessions.backends.cache", "django.contrib.sessions.backends.cached_db"] {
-        let path = std::env::temp_dir().join(format!("{}.sqlite3", unique("channels_cache")));
-        let url = format!("sqlite:///{}", path.display());
-        let prefix = unique("djcache");
-        let django = Django::new(&python, &url, engine, SECRET)
-            .with_env("DJANGO_CACHE_URL", &redis)
-            .with_env("DJANGO_CACHE_KEY_PREFIX", &prefix);
-        django.run(&["migrate"]);
-        django.run(&["create-user", "alice", "correct horse", "pbkdf2_sha256"]);
-        let here = DjangoConfig::new(SECRET).database_url(&url).session_engine(engine).cache(&redis, &prefix);
+    let engines = ["django.contrib.sessions.backends.cache", "django.contrib.sessions.backends.cached_db"];
+    // Django's own RedisCache, and django-redis's with its default (pickle) serializer.
+    let caches = ["django.core.cache.backends.redis.RedisCache", "django_redis.cache.RedisCache"];
+    for db in TestDb::both(&python, "channels_cache") {
+        let url = db.url.clone();
+        let setup = Django::new(&python, &url, engines[1], SECRET);
+        setup.run(&["migrate"]);
+        setup.run(&["create-user", "alice", "correct horse", "pbkdf2_sha256"]);
+        for (engine, cache) in engines.into_iter().flat_map(|engine| caches.map(|cache| (engine, cache))) {
+            let prefix = unique("djcache");
+            let django = Django::new(&python, &url, engine, SECRET)
+                .with_env("DJANGO_CACHE_URL", &redis)
+                .with_env("DJANGO_CACHE_BACKEND", cache)
+                .with_env("DJANGO_CACHE_KEY_PREFIX", &prefix);
+            let here = DjangoConfig::new(SECRET).database_url(&url).session_engine(engine).cache(&redis, &prefix);
 
-        let cookie = django.login("alice", "correct horse");
-        assert_eq!(whoami(&here, &cookie).await, "alice", "{engine}");
-        let made_here = login_here(&here, "alice", "correct%20horse").await.unwrap();
-        assert_eq!(django.whoami(&made_here), "alice", "{engine}");
-        django.run(&["logout", &made_here]);
-        assert_eq!(whoami(&here, &made_here).await, "", "{engine}");
+            let cookie = django.login("alice", "correct horse");
+            assert_eq!(whoami(&here, &cookie).await, "alice", "{engine} with {cache} on {url}");
+            let made_here = login_here(&here, "alice", "correct%20horse").await.unwrap();
+            assert_eq!(django.whoami(&made_here), "alice", "{engine} with {cache} on {url}");
+            django.run(&["logout", &made_here]);
+            assert_eq!(whoami(&here, &made_here).await, "", "{engine} with {cache} on {url}");
 
-        if engine.ends_with(".cache") {
-            // A session holding a value only pickle can carry: unreadable here, so anonymous.
-            let dated = django.login("alice", "correct horse");
-            django.run(&["store-date", &dated]);
-            assert_eq!(whoami(&here, &dated).await, "", "{engine}");
-        } else {
-            // cached_db with its cache down still reads the table.
-            let down = DjangoConfig::new(SECRET)
-                .database_url(&url)
-                .session_engine(engine)
-                .cache("redis://127.0.0.1:9", &prefix);
-            assert_eq!(whoami(&down, &cookie).await, "alice", "{engine}");
+            if engine.ends_with(".cache") {
+                // A session holding a value only pickle can carry: unreadable here, so anonymous.
+                let dated = django.login("alice", "correct horse");
+                django.run(&["store-date", &dated]);
+                assert_eq!(whoami(&here, &dated).await, "", "{engine} with {cache} on {url}");
+            } else {
+                // cached_db with its cache down still reads the table.
+                let down = DjangoConfig::new(SECRET)
+                    .database_url(&url)
+                    .session_engine(engine)
+                    .cache("redis://127.0.0.1:9", &prefix);
+                assert_eq!(whoami(&down, &cookie).await, "alice", "{engine} with {cache} on {url}");
+            }
         }
-        let _ = std::fs::remove_file(path);
     }
 }
 
@@ -292,16 +289,14 @@ impl Relay {
 #[tokio::test]
 async fn a_database_outage_refuses_nobody_and_is_recovered_from() {
     let Some(python) = python() else { return };
-    let name = unique("channels_outage");
-    let direct = format!("postgres://postgres@127.0.0.1:5432/{name}");
-    let django = Django::new(&python, &direct, "django.contrib.sessions.backends.db", SECRET);
-    django.run(&["createdb", &name]);
+    let db = TestDb::postgres(&python, "channels_outage");
+    let django = Django::new(&python, &db.url, "django.contrib.sessions.backends.db", SECRET);
     django.run(&["migrate"]);
     django.run(&["create-user", "alice", "correct horse", "pbkdf2_sha256"]);
     let cookie = django.login("alice", "correct horse");
 
     let mut relay = Relay::start(support::free_addr().await).await;
-    let here = DjangoConfig::new(SECRET).database_url(format!("postgres://postgres@{}/{name}", relay.addr));
+    let here = DjangoConfig::new(SECRET).database_url(db.url.replace("127.0.0.1:5432", &relay.addr.to_string()));
     let handshake = |app: std::sync::Arc<ProtocolTypeRouter>| {
         let cookie = cookie.clone();
         async move {
@@ -324,42 +319,41 @@ async fn a_database_outage_refuses_nobody_and_is_recovered_from() {
     assert_eq!(handshake(server.clone()).await, "", "anonymous while the database is unreachable");
     let _relay = Relay::start(relay.addr).await;
     assert_eq!(handshake(server.clone()).await, "alice", "back once it is");
-    django.run(&["dropdb", &name]);
 }
 
 #[tokio::test]
-async fn permissions_are_djangos_direct_by_group_and_superuser() {
+async fn permissions_are_djangos_direct_by_group_and_superuser_on_both_databases() {
     use channels::django::{DjangoUserBackend, UserTable};
     use channels::middleware::UserBackend;
     let Some(python) = python() else { return };
-    let path = std::env::temp_dir().join(format!("{}.sqlite3", unique("channels_perms")));
-    let url = format!("sqlite:///{}", path.display());
-    let django = Django::new(&python, &url, "django.contrib.sessions.backends.db", SECRET);
-    django.run(&["migrate"]);
-    let mut ids = std::collections::HashMap::new();
-    for name in ["alice", "bob", "carol", "dave"] {
-        let created = django.json(&["create-user", name, "pw", "pbkdf2_sha256"]);
-        ids.insert(name, created["id"].as_i64().unwrap());
+    for db in TestDb::both(&python, "channels_perms") {
+        let url = db.url.clone();
+        let django = Django::new(&python, &url, "django.contrib.sessions.backends.db", SECRET);
+        django.run(&["migrate"]);
+        let mut ids = std::collections::HashMap::new();
+        for name in ["alice", "bob", "carol", "dave"] {
+            let created = django.json(&["create-user", name, "pw", "pbkdf2_sha256"]);
+            ids.insert(name, created["id"].as_i64().unwrap());
+        }
+        django.run(&["grant", "alice", "auth.view_user"]);
+        django.run(&["grant", "bob", "sessions.view_session", "staffers"]);
+        django.run(&["make-superuser", "carol"]);
+        let config = DjangoConfig::new(SECRET).database_url(&url);
+        let users = DjangoUserBackend::new(config.database().unwrap(), UserTable::default(), config.keys(), Vec::new());
+        for (name, perm) in [
+            ("alice", "auth.view_user"),
+            ("alice", "sessions.view_session"),
+            ("bob", "sessions.view_session"),
+            ("bob", "auth.view_user"),
+            ("carol", "auth.delete_group"),
+            ("dave", "auth.view_user"),
+            ("alice", "not-a-permission"),
+        ] {
+            let user = users.get_user(&ids[name].to_string()).await.unwrap().expect("an active user");
+            let django_says: bool = serde_json::from_value(django.json(&["has-perm", name, perm])).unwrap();
+            assert_eq!(user.has_perm(perm).await.unwrap(), django_says, "{name} {perm} on {url}");
+        }
     }
-    django.run(&["grant", "alice", "auth.view_user"]);
-    django.run(&["grant", "bob", "sessions.view_session", "staffers"]);
-    django.run(&["make-superuser", "carol"]);
-    let config = DjangoConfig::new(SECRET).database_url(&url);
-    let users = DjangoUserBackend::new(config.database().unwrap(), UserTable::default(), config.keys(), Vec::new());
-    for (name, perm) in [
-        ("alice", "auth.view_user"),
-        ("alice", "sessions.view_session"),
-        ("bob", "sessions.view_session"),
-        ("bob", "auth.view_user"),
-        ("carol", "auth.delete_group"),
-        ("dave", "auth.view_user"),
-        ("alice", "not-a-permission"),
-    ] {
-        let user = users.get_user(&ids[name].to_string()).await.unwrap().expect("an active user");
-        let django_says: bool = serde_json::from_value(django.json(&["has-perm", name, perm])).unwrap();
-        assert_eq!(user.has_perm(perm).await.unwrap(), django_says, "{name} {perm}");
-    }
-    let _ = std::fs::remove_file(path);
 }
 
 #[tokio::test]

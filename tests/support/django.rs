@@ -32,7 +32,10 @@ pub fn postgres_url() -> Option<String> {
     if std::net::TcpStream::connect("127.0.0.1:5432").is_ok() {
         return Some("postgres://postgres@127.0.0.1:5432/postgres".to_owned());
     }
-    assert!(std::env::var_os("CI").is_none(), "CI=true but PostgreSQL does not answer on 127.0.0.1:5432 (.ci/run starts it)");
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI=true but PostgreSQL does not answer on 127.0.0.1:5432 (.ci/run starts it)"
+    );
     eprintln!("SKIPPED: PostgreSQL does not answer on 127.0.0.1:5432");
     None
 }
@@ -92,6 +95,45 @@ impl Django {
     /// Who Django says the cookie belongs to ("" for nobody).
     pub fn whoami(&self, cookie: &str) -> String {
         self.json(&["whoami", cookie])["username"].as_str().unwrap_or("").to_owned()
+    }
+}
+
+/// A database of the test's own, dropped (or deleted) when it goes: SQLite in a temporary file,
+/// or PostgreSQL on the machine's service.
+pub struct TestDb {
+    pub url: String,
+    admin: Option<(Django, String)>,
+    file: Option<PathBuf>,
+}
+
+impl TestDb {
+    pub fn sqlite(prefix: &str) -> TestDb {
+        let path = std::env::temp_dir().join(format!("{}.sqlite3", unique(prefix)));
+        TestDb { url: format!("sqlite:///{}", path.display()), admin: None, file: Some(path) }
+    }
+
+    pub fn postgres(python: &PathBuf, prefix: &str) -> TestDb {
+        let name = unique(prefix);
+        let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
+        let admin = Django::new(python, &url, "django.contrib.sessions.backends.db", "unused");
+        admin.run(&["createdb", &name]);
+        TestDb { url, admin: Some((admin, name)), file: None }
+    }
+
+    /// One of each.
+    pub fn both(python: &PathBuf, prefix: &str) -> [TestDb; 2] {
+        [TestDb::sqlite(prefix), TestDb::postgres(python, prefix)]
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some((admin, name)) = &self.admin {
+            admin.run(&["dropdb", name]);
+        }
+        if let Some(file) = &self.file {
+            let _ = std::fs::remove_file(file);
+        }
     }
 }
 

@@ -59,12 +59,14 @@ impl Database {
         let row = match self {
             Database::Postgres(pool) => pool
                 .fetch_optional(|| {
-                    sqlx::query("SELECT session_data FROM django_session WHERE session_key = $1 AND expire_date > now()")
-                        .bind(key)
+                    sqlx::query(
+                        "SELECT session_data FROM django_session WHERE session_key = $1 AND expire_date > now()",
+                    )
+                    .bind(key)
                 })
                 .await
-            .map_err(BackendError::new)?
-            .map(|row| row.try_get::<String, _>(0)),
+                .map_err(BackendError::new)?
+                .map(|row| row.try_get::<String, _>(0)),
             Database::Sqlite(pool) => {
                 sqlx::query("SELECT session_data FROM django_session WHERE session_key = ?1 AND expire_date > ?2")
                     .bind(key)
@@ -138,9 +140,10 @@ impl Database {
     /// Deletes a session row.
     pub(crate) async fn delete_session(&self, key: &str) -> Result<(), BackendError> {
         let deleted = match self {
-            Database::Postgres(pool) => {
-                pool.fetch_optional(|| sqlx::query("DELETE FROM django_session WHERE session_key = $1").bind(key)).await.map(drop)
-            }
+            Database::Postgres(pool) => pool
+                .fetch_optional(|| sqlx::query("DELETE FROM django_session WHERE session_key = $1").bind(key))
+                .await
+                .map(drop),
             Database::Sqlite(pool) => {
                 sqlx::query("DELETE FROM django_session WHERE session_key = ?1").bind(key).execute(pool).await.map(drop)
             }
@@ -152,16 +155,14 @@ impl Database {
     pub(crate) async fn user(&self, table: &UserTable, by: UserBy<'_>) -> Result<Option<UserRow>, BackendError> {
         let sql = |postgres: &Arc<str>| AssertSqlSafe(postgres.clone());
         let row = match (self, by) {
-            (Database::Postgres(pool), UserBy::Id(id)) => {
-                pool.fetch_optional(|| sqlx::query(sql(&table.by_id[0])).bind(id))
-                    .await
-                    .map(|row| row.map(UserRow::from_pg))
-            }
-            (Database::Postgres(pool), UserBy::Username(name)) => {
-                pool.fetch_optional(|| sqlx::query(sql(&table.by_name[0])).bind(name))
-                    .await
-                    .map(|row| row.map(UserRow::from_pg))
-            }
+            (Database::Postgres(pool), UserBy::Id(id)) => pool
+                .fetch_optional(|| sqlx::query(sql(&table.by_id[0])).bind(id))
+                .await
+                .map(|row| row.map(UserRow::from_pg)),
+            (Database::Postgres(pool), UserBy::Username(name)) => pool
+                .fetch_optional(|| sqlx::query(sql(&table.by_name[0])).bind(name))
+                .await
+                .map(|row| row.map(UserRow::from_pg)),
             (Database::Sqlite(pool), UserBy::Id(id)) => sqlx::query(sql(&table.by_id[1]))
                 .bind(id)
                 .fetch_optional(pool)
@@ -180,9 +181,10 @@ impl Database {
     /// of its groups.
     pub(crate) async fn has_perm(&self, id: i64, app_label: &str, codename: &str) -> Result<bool, BackendError> {
         let found = match self {
-            Database::Postgres(pool) => pool.fetch_optional(|| sqlx::query(PERMISSION_QUERY[0]).bind(id).bind(app_label).bind(codename))
-            .await
-            .map(|row| row.is_some()),
+            Database::Postgres(pool) => pool
+                .fetch_optional(|| sqlx::query(PERMISSION_QUERY[0]).bind(id).bind(app_label).bind(codename))
+                .await
+                .map(|row| row.is_some()),
             Database::Sqlite(pool) => sqlx::query(PERMISSION_QUERY[1])
                 .bind(id)
                 .bind(app_label)

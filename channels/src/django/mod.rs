@@ -53,15 +53,15 @@ use sha2::{Digest, Sha256};
 pub use self::db::{Database, UserTable};
 pub use self::hashers::{HashError, check_password};
 pub use self::pg::PgConnections;
-/// The sqlx this module is built on (its pools and queries appear in [`Database`] and
-/// [`PgConnections`]), re-exported so its version always matches.
-pub use sqlx;
 pub use self::sessions::{DjangoCache, DjangoSessionStore, SessionEngine};
 pub use self::signing::{BadSignature, DjangoKeys};
 pub use self::users::{DjangoUser, DjangoUserBackend};
 use crate::error::BackendError;
 use crate::middleware::AuthConfig;
 use crate::session::{SecretKeys, SessionConfig};
+/// The sqlx this module is built on (its pools and queries appear in [`Database`] and
+/// [`PgConnections`]), re-exported so its version always matches.
+pub use sqlx;
 
 /// The session engines this crate speaks, by Django's names.
 pub const SUPPORTED_ENGINES: &[&str] = &[

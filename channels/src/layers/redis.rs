@@ -45,8 +45,9 @@ pub enum Wire {
     /// behind a 12-byte random prefix, channel keys `<prefix><channel>` (for a process-specific
     /// channel, its part up to `!`), `__asgi_channel__` naming the receivers, scores in seconds.
     /// Django processes using channels_redis's `RedisChannelLayer` with the same prefix then
-    /// share groups and channels with this server both ways (one host; channels_redis's
-    /// multi-host sharding and its encryption are not spoken). A message this layer cannot
+    /// share groups and channels with this server both ways. One host only: channels_redis's
+    /// sharding over several is refused by [`connect_with`](RedisChannelLayer::connect_with),
+    /// and its `symmetric_encryption_keys` are not spoken. A message this layer cannot
     /// decode (msgpack binary or extension values) is logged and counted as dropped.
     ChannelsRedis,
 }
@@ -314,6 +315,13 @@ impl RedisChannelLayer {
     pub async fn connect_with(config: RedisLayerConfig) -> Result<Self, LayerError> {
         if config.hosts.is_empty() {
             return Err(LayerError::Backend(BackendError::msg("RedisLayerConfig::hosts is empty")));
+        }
+        if config.wire == Wire::ChannelsRedis && config.hosts.len() > 1 {
+            // channels_redis spreads channels over its hosts by its own hash ring: a layer here
+            // sharding another way would put messages where Python never looks.
+            return Err(LayerError::Backend(BackendError::msg(
+                "the channels_redis wire speaks to one Redis host; channels_redis's sharding over several hosts is not supported",
+            )));
         }
         let mut shards = Vec::with_capacity(config.hosts.len());
         for url in &config.hosts {

@@ -85,7 +85,9 @@ if os.environ.get("DJANGO_CHANNEL_LAYER_URL"):
 if os.environ.get("DJANGO_CACHE_URL"):
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            # Django's own RedisCache, or django-redis's (`django_redis.cache.RedisCache`): the
+            # Rust side reads and writes both (same key layout, pickled dictionaries).
+            "BACKEND": os.environ.get("DJANGO_CACHE_BACKEND", "django.core.cache.backends.redis.RedisCache"),
             "LOCATION": os.environ["DJANGO_CACHE_URL"],
             "KEY_PREFIX": os.environ.get("DJANGO_CACHE_KEY_PREFIX", ""),
         }
