@@ -34,10 +34,10 @@ async fn echo_example_serves_its_stable_endpoints() {
     let index = raw_http(addr, b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
     assert!(index.contains("<h1>channels echo</h1>"), "{index}");
 
-    // SIGTERM: the open socket gets 1001 and the process exits cleanly.
+    // SIGTERM: the open socket gets 1012 (service restart) and the process exits cleanly.
     let status = Command::new("kill").args(["-TERM", &example.0.id().to_string()]).status().unwrap();
     assert!(status.success());
-    assert_eq!(close_code(&mut echo).await, 1001);
+    assert_eq!(close_code(&mut echo).await, 1012);
     let exited = within(tokio::task::spawn_blocking(move || example.0.wait())).await.unwrap().unwrap();
     assert!(exited.success(), "{exited:?}");
 }

@@ -299,16 +299,16 @@ async fn panicking_consumer_closes_its_connection_with_1011_and_others_go_on() {
 }
 
 #[tokio::test]
-async fn graceful_shutdown_sends_1001_and_runs_disconnect() {
+async fn graceful_shutdown_sends_1012_and_runs_disconnect() {
     let (server, mut log) = start(ServerConfig::default()).await;
     let mut first = server.connect("/ws/probe/").await;
     let mut second = server.connect("/ws/probe/").await;
     let TestServer { addr, handle, task } = server;
     handle.shutdown();
-    assert_eq!(close_code(&mut first).await, 1001);
-    assert_eq!(close_code(&mut second).await, 1001);
-    expect_log(&mut log, "disconnect 1001").await;
-    expect_log(&mut log, "disconnect 1001").await;
+    assert_eq!(close_code(&mut first).await, 1012);
+    assert_eq!(close_code(&mut second).await, 1012);
+    expect_log(&mut log, "disconnect 1012").await;
+    expect_log(&mut log, "disconnect 1012").await;
     within(task).await.unwrap().unwrap();
     // The listener is gone.
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());

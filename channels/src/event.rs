@@ -165,6 +165,8 @@ pub mod close_code {
     pub const SIZE: u16 = 1009;
     /// The server hit an unexpected condition: the consumer returned an error or panicked.
     pub const ERROR: u16 = 1011;
+    /// The server is restarting: reconnect (sent to each WebSocket when a server drains).
+    pub const SERVICE_RESTART: u16 = 1012;
     /// Try again later.
     pub const AGAIN: u16 = 1013;
 }

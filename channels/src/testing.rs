@@ -808,7 +808,7 @@ impl LiveServer {
         format!("ws://{}{path}", self.addr)
     }
 
-    /// Shuts down gracefully (WebSockets get 1001, `disconnect` runs) and waits for the end.
+    /// Shuts down gracefully (WebSockets get 1012, `disconnect` runs) and waits for the end.
     ///
     /// # Errors
     /// What the server's run returned (an I/O error), or a panic in it.

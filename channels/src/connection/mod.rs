@@ -23,7 +23,8 @@ use crate::layers::Subscription;
 /// Per-connection state shared by the application's inbox and outbox and the server's writer.
 #[derive(Debug)]
 pub(crate) struct ConnState {
-    /// Cancelled when the connection must end (child of the server's shutdown token).
+    /// Cancelled when the connection must end (for HTTP, a child of the server's closing token;
+    /// a WebSocket's is cancelled by the drain, a batch at a time).
     pub(crate) token: CancellationToken,
     /// Set by the reader on every frame; the writer's ping timer clears it.
     pub(crate) seen: AtomicBool,
@@ -41,15 +42,16 @@ pub(crate) struct ConnState {
 
 impl ConnState {
     /// The state of a new connection whose outgoing queue holds `capacity` events and about
-    /// `bytes` of payload.
+    /// `bytes` of payload; `token` ends it, `shutdown` is the server's.
     pub(crate) fn new(
+        token: CancellationToken,
         shutdown: &CancellationToken,
         write_timeout: Option<Duration>,
         capacity: usize,
         bytes: usize,
     ) -> Self {
         ConnState {
-            token: shutdown.child_token(),
+            token,
             seen: AtomicBool::new(false),
             peer_closed: AtomicBool::new(false),
             write_timeout,

@@ -45,8 +45,25 @@ pub struct ServerConfig {
     /// How long closing may take: writing the last frames and the close frame, and waiting for
     /// the client's answer to our close. Default 5 s.
     pub close_timeout: Duration,
-    /// How long a shutdown waits for connections to finish. Default 10 s.
+    /// How long a shutdown waits for connections to finish, counted once the listener has
+    /// stopped accepting. Default 10 s.
     pub shutdown_timeout: Duration,
+    /// After a shutdown starts, how long the server goes on accepting and serving while its
+    /// [`readiness_path`](Self::readiness_path) answers 503, so that a load balancer takes it
+    /// out of rotation before it stops accepting. Default zero.
+    pub shutdown_delay: Duration,
+    /// On shutdown, WebSockets are closed (code 1012, "service restart", and each consumer's
+    /// `disconnect` runs) this many at a time, every [`drain_interval`](Self::drain_interval),
+    /// so that their clients reconnect spread over time instead of all in the same second.
+    /// Those still open when half the [`shutdown_timeout`](Self::shutdown_timeout) has passed
+    /// are closed together. Default 1,000.
+    pub drain_batch: usize,
+    /// The pause between two batches of [`drain_batch`](Self::drain_batch). Default 100 ms.
+    pub drain_interval: Duration,
+    /// A path the server itself answers, before any application, for load balancers: `200 ok`
+    /// while serving, `503 draining` once a shutdown has started (GET and HEAD; other methods
+    /// get 405). `None` (the default) answers nothing itself.
+    pub readiness_path: Option<String>,
     /// Bytes read from the socket at once per WebSocket while data flows. The chunk is
     /// allocated only while it holds unread data: an idle connection keeps a 512-byte frame
     /// buffer, not this. Default 4 KiB (tokio-tungstenite's is 128 KiB, allocated up front).
@@ -99,6 +116,10 @@ impl Default for ServerConfig {
             write_timeout: Some(Duration::from_secs(10)),
             close_timeout: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(10),
+            shutdown_delay: Duration::ZERO,
+            drain_batch: 1000,
+            drain_interval: Duration::from_millis(100),
+            readiness_path: None,
             read_buffer_size: 4 << 10,
             write_buffer_size: 64 << 10,
             proxy_headers: false,

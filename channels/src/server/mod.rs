@@ -28,14 +28,34 @@
 //! returns [`SendError::SlowClient`](crate::SendError::SlowClient) and `disconnect` runs.
 //!
 //! # Shutdown
-//! On ctrl-c/SIGTERM (with [`serve`]) or [`ShutdownHandle::shutdown`]: the listener stops
-//! accepting, idle HTTP connections close, every WebSocket gets close 1001 and its consumer's
-//! `disconnect` runs, and the server waits up to
-//! [`shutdown_timeout`](ServerConfig::shutdown_timeout) for connections to finish.
+//! On ctrl-c/SIGTERM (with [`serve`]) or [`ShutdownHandle::shutdown`]:
+//! 1. the [`readiness_path`](ServerConfig::readiness_path), if set, answers 503, and the server
+//!    goes on serving for [`shutdown_delay`](ServerConfig::shutdown_delay) (default zero) so a
+//!    load balancer can take it out of rotation;
+//! 2. the listener stops accepting, idle HTTP connections close, requests in flight finish;
+//! 3. WebSockets are closed with code 1012 ("service restart": clients should reconnect)
+//!    [`drain_batch`](ServerConfig::drain_batch) at a time every
+//!    [`drain_interval`](ServerConfig::drain_interval), so their clients come back spread over
+//!    time rather than in one storm; each consumer's `disconnect` runs. Those still open when
+//!    half the [`shutdown_timeout`](ServerConfig::shutdown_timeout) is spent are closed
+//!    together;
+//! 4. the server waits for connections to finish, at most `shutdown_timeout` after step 2.
+//!
+//! ```
+//! # use std::time::Duration;
+//! # let app = channels::routing::ProtocolTypeRouter::new();
+//! let server = channels::Server::new(app).shutdown_on_signals().configure(|config| {
+//!     config.readiness_path = Some("/ready/".into()); // for the load balancer's health check
+//!     config.shutdown_delay = Duration::from_secs(5);  // its check interval, or a bit more
+//!     config.drain_batch = 500;                       // WebSockets closed per batch...
+//!     config.drain_interval = Duration::from_millis(200); // ...every 200 ms
+//! });
+//! ```
 
 mod body;
 mod chunked;
 mod config;
+mod drain;
 pub(crate) mod http;
 mod scope;
 pub(crate) mod websocket;
@@ -90,8 +110,27 @@ impl ShutdownHandle {
 pub(crate) struct ServerState {
     pub(crate) app: Arc<dyn Application>,
     pub(crate) config: ServerConfig,
+    /// Cancelled when a shutdown is asked for (the readiness path turns 503).
     pub(crate) shutdown: CancellationToken,
+    /// Cancelled when the server stops accepting, [`shutdown_delay`](ServerConfig::shutdown_delay)
+    /// later: idle HTTP connections close, HTTP applications are cancelled.
+    pub(crate) closing: CancellationToken,
+    /// The WebSockets, drained in batches after `closing`.
+    pub(crate) connections: Arc<drain::Connections>,
     pub(crate) tracker: TaskTracker,
+}
+
+impl ServerState {
+    fn new(app: Arc<dyn Application>, config: ServerConfig, shutdown: CancellationToken) -> Self {
+        ServerState {
+            app,
+            config,
+            shutdown,
+            closing: CancellationToken::new(),
+            connections: Arc::default(),
+            tracker: TaskTracker::new(),
+        }
+    }
 }
 
 /// A server builder: an application, a [`ServerConfig`], and how it stops.
@@ -157,12 +196,7 @@ impl Server {
     /// When the listener's address cannot be read.
     pub fn listen(self, listener: TcpListener) -> io::Result<Listening> {
         let local_addr = listener.local_addr()?;
-        let state = Arc::new(ServerState {
-            app: self.app,
-            config: self.config,
-            shutdown: self.shutdown,
-            tracker: TaskTracker::new(),
-        });
+        let state = Arc::new(ServerState::new(self.app, self.config, self.shutdown));
         Ok(Listening { listener, local_addr, state, signals: self.signals })
     }
 }
@@ -213,10 +247,18 @@ impl Listening {
         }
         warn_if_unheard();
         tracing::info!(addr = %local_addr, "listening");
+        let stop_accepting = async {
+            state.shutdown.cancelled().await;
+            if !state.config.shutdown_delay.is_zero() {
+                tracing::info!(delay = ?state.config.shutdown_delay, "shutdown: still serving, readiness now 503");
+                tokio::time::sleep(state.config.shutdown_delay).await;
+            }
+        };
+        tokio::pin!(stop_accepting);
         loop {
             let accepted = tokio::select! {
                 biased;
-                () = state.shutdown.cancelled() => break,
+                () = &mut stop_accepting => break,
                 accepted = listener.accept() => accepted,
             };
             match accepted {
@@ -232,9 +274,13 @@ impl Listening {
             }
         }
         drop(listener);
+        state.closing.cancel();
         state.tracker.close();
-        let timeout = state.config.shutdown_timeout;
-        if tokio::time::timeout(timeout, state.tracker.wait()).await.is_err() {
+        let config = &state.config;
+        let timeout = config.shutdown_timeout;
+        let started = tokio::time::Instant::now();
+        state.connections.drain(config.drain_batch, config.drain_interval, started + timeout / 2).await;
+        if tokio::time::timeout_at(started + timeout, state.tracker.wait()).await.is_err() {
             tracing::warn!(remaining = state.tracker.len(), ?timeout, "shutdown timed out; dropping connections");
         } else {
             tracing::info!("shutdown complete");
@@ -284,7 +330,7 @@ async fn serve_connection(state: Arc<ServerState>, stream: TcpStream, remote: So
     tokio::pin!(connection);
     let result = tokio::select! {
         result = connection.as_mut() => result,
-        () = state.shutdown.cancelled() => {
+        () = state.closing.cancelled() => {
             connection.as_mut().graceful_shutdown();
             connection.await
         }
@@ -302,6 +348,9 @@ async fn route_request(
 ) -> Response<Body> {
     if let Err(refusal) = check_request(&state.config, &request) {
         return *refusal;
+    }
+    if state.config.readiness_path.as_deref() == Some(request.uri().path()) {
+        return readiness(&state, request.method());
     }
     if websocket::is_upgrade_request(&request) {
         websocket::handshake(state, request, remote, local).await
@@ -348,6 +397,23 @@ fn check_request<B>(config: &ServerConfig, request: &Request<B>) -> Result<(), B
     Ok(())
 }
 
+/// The answer of [`ServerConfig::readiness_path`].
+fn readiness(state: &ServerState, method: &::http::Method) -> Response<Body> {
+    use ::http::{Method, StatusCode};
+    if method != Method::GET && method != Method::HEAD {
+        let mut response = body::plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+        response.headers_mut().insert(::http::header::ALLOW, ::http::HeaderValue::from_static("GET, HEAD"));
+        return response;
+    }
+    let mut response = if state.shutdown.is_cancelled() {
+        body::plain(StatusCode::SERVICE_UNAVAILABLE, "draining")
+    } else {
+        body::plain(StatusCode::OK, "ok")
+    };
+    response.headers_mut().insert(::http::header::CACHE_CONTROL, ::http::HeaderValue::from_static("no-store"));
+    response
+}
+
 /// A refused request: a plain status page, and the connection closes after it.
 pub(crate) fn refuse(status: ::http::StatusCode, reason: &'static str) -> Response<Body> {
     tracing::debug!(%status, reason, "request refused");
@@ -377,9 +443,16 @@ impl Opening {
         queue: usize,
     ) -> Opening {
         let config = &state.config;
+        // A WebSocket ends when the drain gets to it, an HTTP request as soon as the server
+        // stops accepting.
+        let token = match protocol {
+            Protocol::Websocket => CancellationToken::new(),
+            _ => state.closing.child_token(),
+        };
         let scope = build_scope(protocol, parts, remote, local, config);
         let conn = Arc::new(crate::connection::ConnState::new(
-            &state.shutdown,
+            token,
+            &state.closing,
             config.write_timeout,
             queue,
             config.write_queue_bytes,

@@ -119,6 +119,8 @@ pub(super) async fn handshake(
     let (parts, _body) = request.into_parts();
     let Opening { scope, conn, outbox, mut events } =
         Opening::new(&state, Protocol::Websocket, parts, (remote, local), config.write_queue);
+    // Listed until the connection's task ends, so that a shutdown can drain it.
+    let registered = state.connections.register(conn.clone());
     let (opened_tx, opened_rx) = oneshot::channel();
     let source = WsSource::new(opened_rx, conn.clone(), config.inbound_rate);
     let inbox = Inbox::from_source(source);
@@ -143,7 +145,10 @@ pub(super) async fn handshake(
     };
     // One task per connection, polling the application, then the writer: what the application
     // queues while handling a frame is written in the same poll, with no second task to wake.
-    state.tracker.spawn(futures_util::future::join(app, writer));
+    state.tracker.spawn(async move {
+        futures_util::future::join(app, writer).await;
+        drop(registered);
+    });
 
     let decision = tokio::select! {
         biased;

@@ -1,0 +1,97 @@
+//! The open WebSockets, so that a shutdown can close them a batch at a time (close code 1012,
+//! "service restart") instead of all at once: their clients then reconnect spread over time,
+//! not in one storm against the next process.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::connection::ConnState;
+use crate::event::close_code;
+
+/// The WebSockets a server holds open (and those still in their handshake).
+#[derive(Default)]
+pub(crate) struct Connections {
+    open: Mutex<HashMap<u64, Arc<ConnState>>>,
+    next: AtomicU64,
+}
+
+/// A connection's place in [`Connections`], given up when it is dropped (the connection's task
+/// ended).
+pub(crate) struct Registered {
+    connections: Arc<Connections>,
+    id: u64,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.connections.lock().remove(&self.id);
+    }
+}
+
+impl Connections {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<ConnState>>> {
+        // Nothing is left half-done under this lock: a panic elsewhere cannot spoil the map.
+        self.open.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn register(self: &Arc<Self>, conn: Arc<ConnState>) -> Registered {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.lock().insert(id, conn);
+        Registered { connections: self.clone(), id }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Closes up to `count` connections with 1012; how many it closed.
+    fn close_some(&self, count: usize) -> usize {
+        let batch: Vec<Arc<ConnState>> = {
+            let mut open = self.lock();
+            let ids: Vec<u64> = open.keys().copied().take(count).collect();
+            ids.iter().filter_map(|id| open.remove(id)).collect()
+        };
+        for conn in &batch {
+            conn.abort(close_code::SERVICE_RESTART, "server restarting");
+        }
+        batch.len()
+    }
+
+    /// Closes every connection, `batch` at a time every `interval`; those still open at
+    /// `last_batch_at` are closed together then.
+    pub(crate) async fn drain(&self, batch: usize, interval: Duration, last_batch_at: Instant) {
+        let batch = batch.max(1);
+        let mut batches = 0usize;
+        loop {
+            let remaining = self.len();
+            if remaining == 0 {
+                break;
+            }
+            let next = Instant::now() + interval;
+            if next >= last_batch_at {
+                let closed = self.close_some(usize::MAX);
+                tracing::info!(closed, "shutdown: closing the remaining WebSockets at once (drain time is up)");
+                break;
+            }
+            let closed = self.close_some(batch);
+            batches += 1;
+            tracing::debug!(
+                batch = batches,
+                closed,
+                remaining = remaining - closed,
+                "shutdown: closed a batch of WebSockets"
+            );
+            if closed == remaining {
+                break;
+            }
+            tokio::time::sleep_until(next).await;
+        }
+        if batches > 1 {
+            tracing::info!(batches, "shutdown: WebSockets closed in batches");
+        }
+    }
+}
