@@ -117,26 +117,25 @@ fn app() -> ProtocolTypeRouter {
     .auth(AuthConfig::new(BenchUsers).keys(keys))
 }
 
+/// The benchmark server (bench/run.sh): echo, JSON echo and broadcast behind the auth stack.
+#[derive(clap::Parser)]
+#[command(name = "bench")]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8000")]
+    addr: String,
+    /// Print a valid session cookie for the load client and exit.
+    #[arg(long)]
+    print_cookie: bool,
+    /// Run on tokio's multi-thread runtime instead of a one-thread one.
+    #[arg(long)]
+    multi_thread: bool,
+}
+
 /// The harness pins each server to one core, where a one-thread runtime is the fitting choice
 /// (the baseline server runs the same way); `--multi-thread` runs tokio's default runtime.
 fn main() -> Result<(), BoxError> {
-    let mut addr = "127.0.0.1:8000".to_owned();
-    let mut print_cookie = false;
-    let mut multi_thread = false;
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--addr" => addr = args.next().ok_or("--addr needs HOST:PORT")?,
-            "--print-cookie" => print_cookie = true,
-            "--multi-thread" => multi_thread = true,
-            other => {
-                return Err(format!(
-                    "unknown argument {other:?}; usage: bench [--addr HOST:PORT] [--print-cookie] [--multi-thread]"
-                )
-                .into());
-            }
-        }
-    }
+    let Args { addr, print_cookie, multi_thread } = clap::Parser::parse();
     let runtime = if multi_thread {
         tokio::runtime::Builder::new_multi_thread().enable_all().build()?
     } else {

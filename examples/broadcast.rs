@@ -53,25 +53,16 @@ impl Broadcast {
     }
 }
 
+/// The broadcast example: every message sent to /ws/broadcast/ reaches every socket there.
+#[derive(clap::Parser)]
+#[command(name = "broadcast")]
 struct Args {
+    /// Address to listen on.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8000")]
     addr: String,
+    /// A Redis channel layer (several processes share the broadcast); in-memory without it.
+    #[arg(long, value_name = "URL")]
     redis: Option<String>,
-}
-
-const USAGE: &str = "usage: broadcast [--addr HOST:PORT] [--redis redis://HOST:PORT]";
-
-fn parse_args() -> Result<Args, String> {
-    let mut args = std::env::args().skip(1);
-    let mut parsed = Args { addr: "127.0.0.1:8000".to_owned(), redis: None };
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--addr" => parsed.addr = args.next().ok_or("--addr needs HOST:PORT")?,
-            "--redis" => parsed.redis = Some(args.next().ok_or("--redis needs a URL")?),
-            "-h" | "--help" => return Err(USAGE.to_owned()),
-            other => return Err(format!("unknown argument {other:?}; {USAGE}")),
-        }
-    }
-    Ok(parsed)
 }
 
 #[tokio::main]
@@ -79,13 +70,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
-    let args = match parse_args() {
-        Ok(args) => args,
-        Err(message) => {
-            eprintln!("{message}");
-            std::process::exit(2);
-        }
-    };
+    let args = <Args as clap::Parser>::parse();
     let layer: Layer = match &args.redis {
         Some(url) => RedisChannelLayer::connect(url).await?.into_layer(),
         None => InMemoryChannelLayer::new().into_layer(),

@@ -86,17 +86,13 @@ fn app() -> ProtocolTypeRouter {
     }
 }
 
-fn parse_addr() -> Result<String, String> {
-    let mut args = std::env::args().skip(1);
-    let mut addr = "127.0.0.1:8000".to_owned();
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--addr" => addr = args.next().ok_or("--addr needs HOST:PORT")?,
-            "-h" | "--help" => return Err("usage: echo [--addr HOST:PORT]".to_owned()),
-            other => return Err(format!("unknown argument {other:?}; usage: echo [--addr HOST:PORT]")),
-        }
-    }
-    Ok(addr)
+/// The echo example: WebSocket echo (text, JSON) and two HTTP pages.
+#[derive(clap::Parser)]
+#[command(name = "echo")]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8000")]
+    addr: String,
 }
 
 #[tokio::main]
@@ -104,14 +100,8 @@ async fn main() -> std::io::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
-    let addr = match parse_addr() {
-        Ok(addr) => addr,
-        Err(message) => {
-            eprintln!("{message}");
-            std::process::exit(2);
-        }
-    };
-    let server = channels::Server::new(app()).shutdown_on_signals().bind(&addr).await?;
+    let args = <Args as clap::Parser>::parse();
+    let server = channels::Server::new(app()).shutdown_on_signals().bind(&args.addr).await?;
     println!("echo server on http://{} (ws://{}/ws/echo/)", server.local_addr(), server.local_addr());
     server.run().await
 }

@@ -89,32 +89,22 @@ impl Results {
     }
 }
 
+/// The worker example: a web process and a background worker sharing a channel layer.
+#[derive(clap::Parser)]
+#[command(name = "worker")]
 struct Args {
+    /// Address to listen on.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8000")]
     addr: String,
+    /// A Redis channel layer (web and worker in separate processes); in-memory without it.
+    #[arg(long, value_name = "URL")]
     redis: Option<String>,
-    web: bool,
-    worker: bool,
-}
-
-const USAGE: &str = "usage: worker [--addr HOST:PORT] [--redis redis://HOST:PORT] [--web-only | --worker-only]";
-
-fn parse_args() -> Result<Args, String> {
-    let mut args = std::env::args().skip(1);
-    let mut parsed = Args { addr: "127.0.0.1:8000".to_owned(), redis: None, web: true, worker: true };
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--addr" => parsed.addr = args.next().ok_or("--addr needs HOST:PORT")?,
-            "--redis" => parsed.redis = Some(args.next().ok_or("--redis needs a URL")?),
-            "--web-only" => parsed.worker = false,
-            "--worker-only" => parsed.web = false,
-            "-h" | "--help" => return Err(USAGE.to_owned()),
-            other => return Err(format!("unknown argument {other:?}; {USAGE}")),
-        }
-    }
-    if !parsed.web && !parsed.worker {
-        return Err(format!("--web-only and --worker-only exclude each other; {USAGE}"));
-    }
-    Ok(parsed)
+    /// Serve the web side only (the worker runs elsewhere).
+    #[arg(long, conflicts_with = "worker_only")]
+    web_only: bool,
+    /// Run the worker only.
+    #[arg(long)]
+    worker_only: bool,
 }
 
 #[tokio::main]
@@ -122,13 +112,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
-    let args = match parse_args() {
-        Ok(args) => args,
-        Err(message) => {
-            eprintln!("{message}");
-            std::process::exit(2);
-        }
-    };
+    let args = <Args as clap::Parser>::parse();
     let layer: Layer = match &args.redis {
         Some(url) => RedisChannelLayer::connect(url).await?.into_layer(),
         None => InMemoryChannelLayer::new().into_layer(),
@@ -139,7 +123,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     .channel(ChannelNameRouter::new().route("jobs", Jobs::as_app()))
     .channel_layer(layer);
-    if !args.web {
+    if args.worker_only {
         println!("worker for the jobs channel");
         let worker = Worker::new(app, ["jobs"]);
         let stop = worker.shutdown_handle();
@@ -151,7 +135,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Ok(());
     }
     let app = std::sync::Arc::new(app);
-    let worker = args.worker.then(|| {
+    let worker = (!args.web_only).then(|| {
         let worker = Worker::with_layer(app.clone(), app.layer().clone(), ["jobs"]);
         let stop = worker.shutdown_handle();
         (tokio::spawn(worker.run()), stop)

@@ -41,3 +41,18 @@ async fn echo_example_serves_its_stable_endpoints() {
     let exited = within(tokio::task::spawn_blocking(move || example.0.wait())).await.unwrap().unwrap();
     assert!(exited.success(), "{exited:?}");
 }
+
+#[test]
+fn the_examples_command_lines_explain_themselves() {
+    let help = Example::run_to_end("echo", &["--help"], &[]);
+    assert!(help.status.success());
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(text.contains("--addr <HOST:PORT>") && text.contains("[default: 127.0.0.1:8000]"), "{text}");
+    let wrong = Example::run_to_end("echo", &["--adr", "127.0.0.1:1"], &[]);
+    assert_eq!(wrong.status.code(), Some(2));
+    let text = String::from_utf8_lossy(&wrong.stderr);
+    assert!(
+        text.contains("unexpected argument '--adr'") && text.contains("tip: a similar argument exists: '--addr'"),
+        "{text}"
+    );
+}

@@ -197,52 +197,36 @@ impl ChatConsumer {
     }
 }
 
+/// The chat example: rooms with logins, sessions in SQLite (or Redis), one or more processes.
+#[derive(clap::Parser)]
+#[command(name = "chat")]
 struct Args {
+    /// Address to listen on.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8000")]
     addr: String,
+    /// The SQLite file for users and keys (created on first run).
+    #[arg(long, value_name = "PATH", default_value = "chat.sqlite3")]
     db: String,
+    /// The demo users' (alice, bob) password when the database is created.
+    #[arg(long, value_name = "PW", default_value = "channels-demo")]
     demo_password: String,
+    /// A host name this site answers to (repeatable); default: the --addr host and localhost.
+    #[arg(long = "allowed-host", value_name = "HOST")]
     allowed_hosts: Vec<String>,
+    /// Failed logins allowed per client address per minute.
+    #[arg(long, value_name = "PER_MINUTE", default_value_t = 20)]
     login_attempts: u32,
+    /// Add a user before serving.
+    #[arg(long, value_name = "NAME:PASSWORD", value_parser = parse_user)]
     create_user: Option<(String, String)>,
+    /// Sessions and rooms in Redis, so several processes serve one chat.
+    #[arg(long, value_name = "URL")]
     redis: Option<String>,
 }
 
-const USAGE: &str = "usage: chat [--addr HOST:PORT] [--db PATH] [--demo-password PW] [--allowed-host HOST]... \
-                     [--login-attempts PER_MINUTE] [--create-user NAME:PASSWORD] [--redis URL]";
-
-fn parse_args() -> Result<Args, String> {
-    let mut args = std::env::args().skip(1);
-    let mut parsed = Args {
-        addr: "127.0.0.1:8000".to_owned(),
-        db: "chat.sqlite3".to_owned(),
-        demo_password: "channels-demo".to_owned(),
-        allowed_hosts: Vec::new(),
-        login_attempts: 20,
-        create_user: None,
-        redis: None,
-    };
-    while let Some(arg) = args.next() {
-        let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value; {USAGE}"));
-        match arg.as_str() {
-            "--addr" => parsed.addr = value("--addr")?,
-            "--db" => parsed.db = value("--db")?,
-            "--demo-password" => parsed.demo_password = value("--demo-password")?,
-            "--allowed-host" => parsed.allowed_hosts.push(value("--allowed-host")?),
-            "--login-attempts" => {
-                parsed.login_attempts =
-                    value("--login-attempts")?.parse().map_err(|_| "--login-attempts takes a whole number")?;
-            }
-            "--redis" => parsed.redis = Some(value("--redis")?),
-            "--create-user" => {
-                let spec = value("--create-user")?;
-                let (name, password) = spec.split_once(':').ok_or("--create-user takes NAME:PASSWORD")?;
-                parsed.create_user = Some((name.to_owned(), password.to_owned()));
-            }
-            "-h" | "--help" => return Err(USAGE.to_owned()),
-            other => return Err(format!("unknown argument {other:?}; {USAGE}")),
-        }
-    }
-    Ok(parsed)
+fn parse_user(spec: &str) -> Result<(String, String), String> {
+    let (name, password) = spec.split_once(':').ok_or("takes NAME:PASSWORD")?;
+    Ok((name.to_owned(), password.to_owned()))
 }
 
 /// The application: pages behind the security headers, the CSRF check and the session stack;
@@ -273,13 +257,7 @@ async fn main() -> Result<(), channels::application::BoxError> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
-    let args = match parse_args() {
-        Ok(args) => args,
-        Err(message) => {
-            eprintln!("{message}");
-            std::process::exit(2);
-        }
-    };
+    let args = <Args as clap::Parser>::parse();
     let db = Db::open(&args.db, &args.demo_password)?;
     if let Some((name, password)) = &args.create_user {
         db.create_user(name, password)?;

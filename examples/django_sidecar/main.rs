@@ -101,18 +101,19 @@ struct Settings {
     channel_layer: Option<RedisLayerConfig>,
 }
 
+/// The WebSockets of a Django site: its users, sessions and channel layer. Settings come from
+/// DJANGO_* environment variables named after Django's (DJANGO_SECRET_KEY, DJANGO_DATABASE_URL,
+/// DJANGO_SESSION_ENGINE, DJANGO_CHANNEL_LAYER_URL, ...; see the README).
+#[derive(clap::Parser)]
+#[command(name = "django_sidecar")]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8001")]
+    addr: String,
+}
+
 fn settings() -> Result<Settings, String> {
-    let mut args = std::env::args().skip(1);
-    let mut addr = "127.0.0.1:8001".to_owned();
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--addr" => addr = args.next().ok_or("--addr needs HOST:PORT")?,
-            "-h" | "--help" => {
-                return Err("usage: django_sidecar [--addr HOST:PORT] (settings: DJANGO_* variables)".into());
-            }
-            other => return Err(format!("unknown argument {other:?}")),
-        }
-    }
+    let Args { addr } = clap::Parser::parse();
     let var = |name: &str| std::env::var(name).ok().filter(|value| !value.trim().is_empty());
     let channel_layer = var("DJANGO_CHANNEL_LAYER_URL").map(|url| {
         let prefix = var("DJANGO_CHANNEL_LAYER_PREFIX").unwrap_or_else(|| "asgi".to_owned());
