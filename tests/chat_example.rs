@@ -52,6 +52,26 @@ async fn open_room(addr: SocketAddr, room: &str, cookie: Option<&str>, origin: &
     }
 }
 
+/// One sample of the chat's `GET /metrics` (Prometheus text format): `series` is the name with
+/// its labels as the exporter writes them; absent counts as 0.
+async fn metric(addr: SocketAddr, series: &str) -> f64 {
+    let response = raw_http(addr, format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes()).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok()).unwrap_or(0.0)
+}
+
+/// Waits (up to 10 s) until `series` reads `value`: a connection's end is counted once its
+/// task is done, a moment after its client has seen the close.
+async fn metric_becomes(addr: SocketAddr, series: &str, value: f64) {
+    for _ in 0..200 {
+        if metric(addr, series).await == value {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(metric(addr, series).await, value, "{series}");
+}
+
 fn json(message: Message) -> serde_json::Value {
     serde_json::from_str(message.into_text().unwrap().as_str()).unwrap()
 }
@@ -91,12 +111,35 @@ async fn chat_example_logs_in_chats_and_logs_out() {
     assert_eq!(open_room(addr, "lobby", None, &origin).await.err(), Some(403), "anonymous");
     assert_eq!(open_room(addr, "lobby", Some(&alice), "https://evil.example").await.err(), Some(403), "cross-site");
 
+    // What a Prometheus scrape sees after that traffic.
+    assert_eq!(metric(addr, r#"channels_connections_open{protocol="websocket"}"#).await, 2.0);
+    assert_eq!(metric(addr, r#"channels_handshakes_total{outcome="accepted"}"#).await, 2.0);
+    assert_eq!(metric(addr, r#"channels_handshakes_total{outcome="origin"}"#).await, 1.0);
+    assert_eq!(metric(addr, r#"channels_handshakes_total{outcome="refused"}"#).await, 1.0);
+    assert_eq!(metric(addr, "channels_websocket_messages_received_total").await, 1.0);
+    assert_eq!(metric(addr, "channels_websocket_messages_sent_total").await, 2.0, "to alice and bob");
+    let sent_bytes = metric(addr, "channels_websocket_sent_bytes_total").await;
+    assert_eq!(sent_bytes, 2.0 * expected.to_string().len() as f64);
+    assert!(metric(addr, r#"channels_layer_sends_total{kind="group_send"}"#).await >= 1.0);
+    assert!(metric(addr, r#"channels_session_loads_total{outcome="found"}"#).await >= 3.0);
+    assert!(metric(addr, r#"channels_http_requests_total{status="2xx"}"#).await >= 2.0);
+    // Only this machine may read them.
+    let remote = raw_http(
+        addr,
+        format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nX-Forwarded-For: 203.0.113.9\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert!(remote.starts_with("HTTP/1.1 200"), "proxy headers are not trusted by default: {remote}");
+
     let out = post_form(addr, "/logout/", "", Some(&alice)).await;
     assert!(out.starts_with("HTTP/1.1 302") && out.to_ascii_lowercase().contains("max-age=0"), "{out}");
     assert_eq!(close_code(&mut alice_ws).await, 4001, "logout closes the user's open sockets");
     send_text(&mut bob_ws, r#"{"message": "still here"}"#).await;
     assert_eq!(json(next_message(&mut bob_ws).await)["message"], "still here", "other users stay");
     assert_eq!(open_room(addr, "lobby", Some(&alice), &origin).await.err(), Some(403), "logged out");
+    drop(alice_ws);
+    metric_becomes(addr, r#"channels_connections_open{protocol="websocket"}"#, 1.0).await;
+    assert_eq!(metric(addr, r#"channels_websocket_closes_total{reason="application"}"#).await, 1.0);
     let _ = std::fs::remove_file(&db);
 }
 

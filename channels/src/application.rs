@@ -155,7 +155,10 @@ async fn run_boxed(app: Arc<dyn Application>, call: Box<(Scope, Inbox, Outbox)>)
         ) => {
             tracing::info!(%path, error = %err, "connection not served");
         }
-        Err(err) => tracing::error!(%path, error = %err, "application failed"),
+        Err(err) => {
+            crate::metrics::consumer_failed(matches!(err, AppError::Panicked(_)));
+            tracing::error!(%path, error = %err, "application failed");
+        }
     }
     result
 }

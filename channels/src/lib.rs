@@ -102,6 +102,7 @@ pub mod django;
 pub mod error;
 pub mod event;
 pub mod layers;
+pub mod metrics;
 pub mod middleware;
 mod path_grammar;
 mod ratelog;

@@ -22,6 +22,9 @@
 //!   `/login/`; other methods get 405.
 //! - A cross-site `POST` (by `Sec-Fetch-Site` or `Origin`) gets 403.
 //! - `GET /chat/<room>/`: the chat page (302 to `/login/?next=...` when logged out).
+//! - `GET /metrics`: the server's metrics in Prometheus' text format (`channels::metrics` lists
+//!   them; `channels_connections_open{protocol="websocket"}` is the open chat sockets), for
+//!   clients on this machine only (others get 404): scrape it locally or through your proxy.
 //! - WebSocket `/ws/chat/<room>/`: send `{"message": "..."}`; every member of the room, the
 //!   sender too, receives `{"user": "<username>", "message": "..."}`. Anonymous connections and
 //!   cross-site `Origin`s are refused with HTTP 403.
@@ -143,6 +146,26 @@ impl ChatPage {
     }
 }
 
+/// The Prometheus recorder installed in `main`, rendered by `GET /metrics`.
+static PROMETHEUS: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> = std::sync::OnceLock::new();
+
+/// `GET /metrics`: Prometheus' text format, to clients on this machine.
+#[consumer(http, methods = ["GET"])]
+struct MetricsPage;
+
+#[consumer]
+impl MetricsPage {
+    async fn handle(&mut self, _body: Bytes, response: &mut HttpResponse) -> Result<(), ConsumerError> {
+        let local = self.scope.client.is_some_and(|client| client.ip().is_loopback());
+        let Some(prometheus) = PROMETHEUS.get().filter(|_| local) else {
+            return response.text(StatusCode::NOT_FOUND, "not found").await;
+        };
+        let mut headers = http::HeaderMap::new();
+        headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; version=0.0.4"));
+        response.send_response(StatusCode::OK, headers, prometheus.render()).await
+    }
+}
+
 /// `GET /`: to the lobby.
 #[consumer(http)]
 struct Home;
@@ -235,6 +258,7 @@ fn app(logins: Logins, allowed_origins: Vec<String>, auth: AuthConfig, layer: La
     let router = routing! {
         http: [
             "" => SecurityHeaders([
+                "metrics" => MetricsPage,
                 "" => CsrfMiddleware([
                     "chat/<slug:room>/" => ChatPage,
                     "" => AuthMiddlewareStack([
@@ -258,6 +282,16 @@ async fn main() -> Result<(), channels::application::BoxError> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let args = <Args as clap::Parser>::parse();
+    // Before the server starts: it looks its per-message counters up once.
+    let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+    let _ = PROMETHEUS.set(prometheus.clone());
+    // The exporter's histograms are compacted by its upkeep, which is the application's to run.
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            prometheus.run_upkeep();
+        }
+    });
     let db = Db::open(&args.db, &args.demo_password)?;
     if let Some((name, password)) = &args.create_user {
         db.create_user(name, password)?;

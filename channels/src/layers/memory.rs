@@ -129,6 +129,7 @@ impl Inner {
 
 impl ChannelLayer for InMemoryChannelLayer {
     fn send<'a>(&'a self, channel: &'a str, message: ChannelMessage) -> BoxFuture<'a, Result<(), LayerError>> {
+        crate::metrics::layer_send();
         let result = validate_channel_name(channel)
             .and_then(|()| check_message(&message))
             .and_then(|()| self.inner.deliver(channel, message));
@@ -179,7 +180,9 @@ impl ChannelLayer for InMemoryChannelLayer {
 
     fn group_send<'a>(&'a self, group: &'a str, message: ChannelMessage) -> BoxFuture<'a, Result<(), LayerError>> {
         let result = validate_group_name(group).and_then(|()| check_message(&message)).map(|()| {
-            for channel in self.inner.members(group) {
+            let members = self.inner.members(group);
+            crate::metrics::layer_group_send(members.len());
+            for channel in members {
                 if self.inner.deliver(&channel, message.clone()).is_err() {
                     self.inner.counters.dropped_for(group, 1);
                 }

@@ -217,10 +217,12 @@ struct DropSummary {
 impl Counters {
     pub(crate) fn sent(&self, n: u64) {
         self.sent.fetch_add(n, Ordering::Relaxed);
+        crate::metrics::layer_delivered(n);
     }
 
     pub(crate) fn dropped(&self, n: u64) {
         self.dropped.fetch_add(n, Ordering::Relaxed);
+        crate::metrics::layer_dropped(n);
     }
 
     /// `n` messages for `name` (a group, or a channel) were dropped because their receivers
@@ -261,6 +263,9 @@ impl Counters {
 
     pub(crate) fn expired(&self, n: u64) {
         self.expired.fetch_add(n, Ordering::Relaxed);
+        if n > 0 {
+            crate::metrics::layer_expired(n);
+        }
     }
 
     pub(crate) fn snapshot(&self) -> LayerStats {

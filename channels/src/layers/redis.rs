@@ -357,6 +357,7 @@ impl RedisChannelLayer {
         });
         for index in 0..inner.shards.len() {
             let connection = watch_connection(&inner.shards[index].client).await.map_err(backend)?;
+            crate::metrics::redis_connection(index, true);
             tokio::spawn(watch(Arc::downgrade(&inner), index, connection));
         }
         Ok(RedisChannelLayer { inner })
@@ -459,6 +460,7 @@ impl Inner {
             }
         }
         let (members, delivered, expired) = totals;
+        crate::metrics::layer_group_send(usize::try_from(members).unwrap_or(usize::MAX));
         self.counters.sent(delivered);
         self.counters.expired(expired);
         if delivered < members {
@@ -673,6 +675,7 @@ async fn watch(layer: Weak<Inner>, shard: usize, connection: MultiplexedConnecti
                         continue;
                     }
                     inner.shards[shard].connected.store(true, Ordering::Relaxed);
+                    crate::metrics::redis_connection(shard, true);
                     backoff = Duration::from_millis(100);
                 }
                 for member in &popped {
@@ -689,6 +692,7 @@ async fn watch(layer: Weak<Inner>, shard: usize, connection: MultiplexedConnecti
                 if down_since.is_none() {
                     tracing::error!(host = %inner.config.hosts[shard], %err, "Redis unreachable; the channel layer retries");
                     inner.shards[shard].connected.store(false, Ordering::Relaxed);
+                    crate::metrics::redis_connection(shard, false);
                     down_since = Some(std::time::Instant::now());
                 }
                 drop(inner);
@@ -768,17 +772,20 @@ async fn retry_script<T: redis::FromRedisValue>(
     commands: &ConnectionManager,
     invocation: &redis::ScriptInvocation<'_>,
 ) -> Result<T, LayerError> {
-    retry_once(|| {
+    let started = std::time::Instant::now();
+    let result = retry_once(|| {
         let mut commands = commands.clone();
         async move { invocation.invoke_async(&mut commands).await }
     })
-    .await
-    .map_err(backend)
+    .await;
+    crate::metrics::redis_round_trip(started.elapsed());
+    result.map_err(backend)
 }
 
 impl ChannelLayer for RedisChannelLayer {
     fn send<'a>(&'a self, channel: &'a str, message: ChannelMessage) -> BoxFuture<'a, Result<(), LayerError>> {
         Box::pin(async move {
+            crate::metrics::layer_send();
             validate_channel_name(channel)?;
             check_message(&message)?;
             let inner = &self.inner;

@@ -220,6 +220,7 @@ impl<M: Middleware, A: Application> Application for Wrapped<M, A> {
                 }
                 Ok(Step::Watch(_)) => Prepared::Run(self.inner.call(scope, inbox, outbox)),
                 Ok(Step::Refuse(refusal)) => {
+                    crate::metrics::middleware_refused(std::any::type_name::<M>());
                     tracing::info!(path = %scope.path, reason = %refusal, "connection refused by a middleware");
                     Prepared::Done(refusal.send(&scope.protocol, &outbox).await)
                 }

@@ -139,6 +139,9 @@ pub fn AllowedHostsOriginValidator<A: Application, S: AsRef<str>>(
     OriginValidator::allowed_hosts(allowed_hosts).wrap(inner)
 }
 
+/// The reason of the origin check's refusals (the server counts those handshakes apart).
+pub(crate) const ORIGIN_REFUSED: &str = "origin not allowed";
+
 impl Middleware for OriginValidator {
     type State = ();
 
@@ -147,7 +150,7 @@ impl Middleware for OriginValidator {
             return Ok(Step::Continue);
         }
         tracing::debug!(origin = scope.header("origin").unwrap_or("<none>"), "WebSocket origin refused");
-        Ok(Step::Refuse(Refusal::forbidden("origin not allowed")))
+        Ok(Step::Refuse(Refusal::forbidden(ORIGIN_REFUSED)))
     }
 }
 

@@ -118,6 +118,7 @@ pub(crate) struct ServerState {
     /// The WebSockets, drained in batches after `closing`.
     pub(crate) connections: Arc<drain::Connections>,
     pub(crate) tracker: TaskTracker,
+    pub(crate) metrics: crate::metrics::ServerMetrics,
 }
 
 impl ServerState {
@@ -129,6 +130,7 @@ impl ServerState {
             closing: CancellationToken::new(),
             connections: Arc::default(),
             tracker: TaskTracker::new(),
+            metrics: crate::metrics::ServerMetrics::new(),
         }
     }
 }
@@ -316,6 +318,7 @@ async fn serve_connection(state: Arc<ServerState>, stream: TcpStream, remote: So
     if let Err(err) = stream.set_nodelay(true) {
         tracing::debug!(error = %err, "set_nodelay failed");
     }
+    let _open = crate::metrics::Open::new("http");
     let service_state = state.clone();
     let service = service_fn(move |request: Request<Incoming>| {
         let state = service_state.clone();

@@ -382,11 +382,17 @@ impl Session {
     async fn loaded(&self) -> Result<tokio::sync::MutexGuard<'_, State>, SessionError> {
         let mut state = self.state.lock().await;
         if !state.loaded {
-            if let Some(value) = state.incoming.take()
-                && let Some(data) = self.context.store.load(&value).await?
-            {
-                state.data = data;
-                state.current = Some(value);
+            if let Some(value) = state.incoming.take() {
+                let loaded = self.context.store.load(&value).await;
+                crate::metrics::session_load(match &loaded {
+                    Ok(Some(_)) => "found",
+                    Ok(None) => "missing",
+                    Err(_) => "error",
+                });
+                if let Some(data) = loaded? {
+                    state.data = data;
+                    state.current = Some(value);
+                }
             }
             state.loaded = true;
         }

@@ -122,7 +122,7 @@ pub(super) async fn handshake(
     // Listed until the connection's task ends, so that a shutdown can drain it.
     let registered = state.connections.register(conn.clone());
     let (opened_tx, opened_rx) = oneshot::channel();
-    let source = WsSource::new(opened_rx, conn.clone(), config.inbound_rate);
+    let source = WsSource::new(opened_rx, conn.clone(), state.clone());
     let inbox = Inbox::from_source(source);
     let app_conn = conn.clone();
     let run = run_app(state.app.clone(), scope, inbox, outbox);
@@ -157,9 +157,13 @@ pub(super) async fn handshake(
         () = tokio::time::sleep(config.connect_timeout) => {
             tracing::warn!(timeout = ?config.connect_timeout, "consumer neither accepted nor refused the WebSocket in time; refused");
             conn.abort(close_code::ABNORMAL, "handshake timed out");
+            crate::metrics::handshake("timed_out");
             return status_page(StatusCode::FORBIDDEN);
         }
-        () = conn.token.cancelled() => return status_page(StatusCode::SERVICE_UNAVAILABLE),
+        () = conn.token.cancelled() => {
+            crate::metrics::handshake("unavailable");
+            return status_page(StatusCode::SERVICE_UNAVAILABLE);
+        }
     };
     match decision {
         Some(Outbound::WebsocketAccept(accept)) => {
@@ -181,17 +185,22 @@ pub(super) async fn handshake(
                     Err(_) => tracing::warn!(%subprotocol, "subprotocol is not a valid header value; not sent"),
                 }
             }
+            crate::metrics::handshake("accepted");
             let writer = Writer::new(events, conn, state.clone());
             // Fails only when the connection's task is gone, and then there is nothing to write.
             let _ = writer_tx.send((writer, on_upgrade, opened_tx));
             response
         }
         Some(Outbound::WebsocketClose(close)) => {
+            let by_origin =
+                close.code == close_code::POLICY && close.reason == crate::middleware::origin::ORIGIN_REFUSED;
+            crate::metrics::handshake(if by_origin { "origin" } else { "refused" });
             let _ = opened_tx.send(Err(close.code));
             status_page(StatusCode::FORBIDDEN)
         }
         Some(other) => {
             tracing::error!(event = ?other, "WebSocket application sent an event before accepting; refused");
+            crate::metrics::handshake("error");
             conn.abort(close_code::ERROR, "sent before accept");
             status_page(StatusCode::INTERNAL_SERVER_ERROR)
         }
@@ -200,14 +209,20 @@ pub(super) async fn handshake(
     }
 }
 
-/// The status for a handshake whose application ended without accepting.
+/// The status for a handshake whose application ended without accepting (counted).
 fn unserved(finished: Result<Result<(), AppError>, oneshot::error::RecvError>) -> StatusCode {
-    match finished {
+    let status = match finished {
         Ok(Ok(())) => StatusCode::FORBIDDEN,
         Ok(Err(err)) => error_status(&err, &Protocol::Websocket),
         // The task ended without a result: the runtime is shutting down.
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR,
-    }
+    };
+    crate::metrics::handshake(match status {
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::FORBIDDEN => "refused",
+        _ => "error",
+    });
+    status
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 use super::{Opened, Stream};
 use crate::connection::{ConnState, EventSource};
 use crate::event::{Inbound, Message, Utf8Bytes, close_code};
-use crate::server::RateLimit;
+use crate::server::{RateLimit, ServerState};
 use futures_util::stream::SplitStream;
 
 enum ReadState {
@@ -38,6 +38,8 @@ pub(super) struct WsSource {
     throttle: Option<Box<Throttle>>,
     cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
     conn: Arc<ConnState>,
+    /// For its metrics.
+    server: Arc<ServerState>,
 }
 
 impl std::fmt::Debug for WsSource {
@@ -61,13 +63,23 @@ fn classify(err: &WsError) -> (u16, &'static str) {
 impl WsSource {
     /// The reader of a connection whose stream arrives through `opened` once the handshake is
     /// accepted.
-    pub(super) fn new(opened: oneshot::Receiver<Opened>, conn: Arc<ConnState>, rate: Option<RateLimit>) -> Self {
+    pub(super) fn new(opened: oneshot::Receiver<Opened>, conn: Arc<ConnState>, server: Arc<ServerState>) -> Self {
         WsSource {
-            throttle: rate.map(|rate| Box::new(Throttle::new(rate))),
+            throttle: server.config.inbound_rate.map(|rate| Box::new(Throttle::new(rate))),
             state: ReadState::Connecting(opened),
             cancelled: Box::pin(conn.token.clone().cancelled_owned()),
             conn,
+            server,
         }
+    }
+
+    fn count(&mut self, bytes: usize) {
+        if let Some(throttle) = &mut self.throttle {
+            throttle.consume();
+        }
+        let metrics = &self.server.metrics;
+        metrics.received.increment(1);
+        metrics.received_bytes.increment(bytes as u64);
     }
 
     fn disconnect(&mut self, code: u16) -> Poll<Option<Inbound>> {
@@ -103,17 +115,13 @@ impl WsSource {
                             self.conn.seen.store(true, Ordering::Relaxed);
                             match frame {
                                 WsMessage::Text(text) => {
-                                    if let Some(throttle) = &mut self.throttle {
-                                        throttle.consume();
-                                    }
+                                    self.count(text.len());
                                     return Poll::Ready(Some(Inbound::WebsocketReceive(Message::Text(
                                         Utf8Bytes::from_socket(text),
                                     ))));
                                 }
                                 WsMessage::Binary(bytes) => {
-                                    if let Some(throttle) = &mut self.throttle {
-                                        throttle.consume();
-                                    }
+                                    self.count(bytes.len());
                                     return Poll::Ready(Some(Inbound::WebsocketReceive(Message::Binary(bytes))));
                                 }
                                 WsMessage::Close(frame) => {

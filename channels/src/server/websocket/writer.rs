@@ -103,11 +103,13 @@ pub(super) struct Writer {
     conn: Arc<ConnState>,
     close_sent: bool,
     config: Arc<ServerState>,
+    /// This WebSocket in `channels_connections_open`, from the accept to the end.
+    _open: crate::metrics::Open,
 }
 
 impl Writer {
     pub(super) fn new(events: Events, conn: Arc<ConnState>, config: Arc<ServerState>) -> Self {
-        Writer { events, conn, close_sent: false, config }
+        Writer { events, conn, close_sent: false, config, _open: crate::metrics::Open::new("websocket") }
     }
 
     /// Waits for the upgrade, hands the read half to the reader, writes until the end.
@@ -145,6 +147,7 @@ impl Writer {
 
     /// After the write loop: the close handshake, or the last frames and the close frame.
     async fn close(mut self, stop: Stop, mut sink: SplitSink<Stream, WsMessage>) {
+        crate::metrics::websocket_closed(self.close_cause(&stop));
         let conn = self.conn.clone();
         let close_timeout = self.config.config.close_timeout;
         match stop {
@@ -167,6 +170,28 @@ impl Writer {
             Stop::Finished => {
                 let _ = tokio::time::timeout(close_timeout, self.finish(&mut sink)).await;
             }
+        }
+    }
+
+    /// Who ended the connection, for `channels_websocket_closes_total`.
+    fn close_cause(&self, stop: &Stop) -> &'static str {
+        match stop {
+            Stop::Broken => return "lost",
+            Stop::CloseSent => return "application",
+            Stop::Finished => {}
+        }
+        if self.conn.peer_closed.load(Ordering::Relaxed) {
+            return "client";
+        }
+        let close = self.conn.close_reason();
+        match close.code {
+            close_code::SERVICE_RESTART => "shutdown",
+            close_code::POLICY => "slow_client",
+            close_code::AWAY if close.reason == "ping timeout" => "ping_timeout",
+            close_code::ERROR => "error",
+            close_code::ABNORMAL => "lost",
+            close_code::NORMAL => "application",
+            _ => "client",
         }
     }
 
@@ -196,14 +221,20 @@ impl Writer {
                 }
             };
             let Some(mut event) = event else { return Stop::Finished };
+            let (mut messages, mut bytes) = (0u64, 0u64);
             for _ in 0..BATCH {
                 if let Some(frame) = to_frame(event) {
                     let closing = matches!(frame, WsMessage::Close(_));
+                    if !closing {
+                        messages += 1;
+                        bytes += frame.len() as u64;
+                    }
                     if sink.feed(frame).await.is_err() {
                         return Stop::Broken;
                     }
                     if closing {
                         self.close_sent = true;
+                        self.count_sent(messages, bytes);
                         return if sink.flush().await.is_ok() { Stop::CloseSent } else { Stop::Broken };
                     }
                 }
@@ -212,10 +243,17 @@ impl Writer {
                     None => break,
                 }
             }
+            self.count_sent(messages, bytes);
             if sink.flush().await.is_err() {
                 return Stop::Broken;
             }
         }
+    }
+
+    fn count_sent(&self, messages: u64, bytes: u64) {
+        let metrics = &self.config.metrics;
+        metrics.sent.increment(messages);
+        metrics.sent_bytes.increment(bytes);
     }
 
     /// After cancellation: write what is queued (unless the client is dead or too slow), then
