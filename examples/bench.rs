@@ -130,12 +130,18 @@ struct Args {
     /// Run on tokio's multi-thread runtime instead of a one-thread one.
     #[arg(long)]
     multi_thread: bool,
+    /// Install a Prometheus recorder (what metrics cost on the hot path).
+    #[arg(long)]
+    metrics: bool,
 }
 
 /// The harness pins each server to one core, where a one-thread runtime is the fitting choice
 /// (the baseline server runs the same way); `--multi-thread` runs tokio's default runtime.
 fn main() -> Result<(), BoxError> {
-    let Args { addr, print_cookie, multi_thread } = clap::Parser::parse();
+    let Args { addr, print_cookie, multi_thread, metrics } = clap::Parser::parse();
+    if metrics {
+        metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+    }
     let runtime = if multi_thread {
         tokio::runtime::Builder::new_multi_thread().enable_all().build()?
     } else {
