@@ -133,12 +133,18 @@ struct Args {
     /// Install a Prometheus recorder (what metrics cost on the hot path).
     #[arg(long)]
     metrics: bool,
+    /// Log at INFO to stderr (what the connection spans cost on the hot path).
+    #[arg(long)]
+    log: bool,
 }
 
 /// The harness pins each server to one core, where a one-thread runtime is the fitting choice
 /// (the baseline server runs the same way); `--multi-thread` runs tokio's default runtime.
 fn main() -> Result<(), BoxError> {
-    let Args { addr, print_cookie, multi_thread, metrics } = clap::Parser::parse();
+    let Args { addr, print_cookie, multi_thread, metrics, log } = clap::Parser::parse();
+    if log {
+        tracing_subscriber::fmt().with_env_filter("info").with_writer(std::io::stderr).init();
+    }
     if metrics {
         metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
     }

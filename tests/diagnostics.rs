@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use channels::prelude::*;
 use channels::testing::{LiveServer, TestError, WebsocketCommunicator};
-use channels::{consumer, routing};
+use channels::{auth, consumer, routing};
 use serde::Deserialize;
 
 #[consumer(websocket)]
@@ -89,4 +89,88 @@ fn a_server_without_a_log_subscriber_says_so_once_on_stderr() {
     assert!(!before.contains(NOTICE), "a server with a subscriber stays quiet: {before}");
     assert_eq!(after.matches(NOTICE).count(), 1, "{after}");
     assert!(after.contains("tracing_subscriber::fmt::init()"), "{after}");
+}
+
+/// A user of the span test.
+#[derive(Clone)]
+struct Ada;
+
+impl channels::middleware::AuthUser for Ada {
+    fn id(&self) -> String {
+        "42".to_owned()
+    }
+
+    fn session_auth_hash(&self) -> String {
+        "ada".to_owned()
+    }
+}
+
+struct OnlyAda;
+
+impl channels::middleware::UserBackend for OnlyAda {
+    type User = Ada;
+
+    async fn get_user(&self, id: &str) -> Result<Option<Ada>, channels::application::BoxError> {
+        Ok((id == "42").then_some(Ada))
+    }
+}
+
+/// Logs a line for each message.
+#[auth(stack)]
+#[consumer(websocket)]
+struct Chatty;
+
+#[consumer]
+impl Chatty {
+    async fn receive(&mut self, ws: &mut Websocket, message: Message) -> Result<(), ConsumerError> {
+        tracing::warn!(text = message.as_text().unwrap_or(""), "the consumer says");
+        ws.send_text("logged").await?;
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_connections_log_lines_carry_its_number_path_client_and_user() {
+    use std::sync::{Arc, Mutex};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let lines = Lines::default();
+    let writer = lines.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_env_filter("info,channels::consumer=debug")
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let app = routing! { websocket: [ "ws/chatty/" => Chatty ] }.auth(channels::middleware::AuthConfig::new(OnlyAda));
+    let cookie = channels::testing::force_login(&app, Ada).await.unwrap();
+    let server = LiveServer::start(app).await;
+    let mut request = server.ws_url("/ws/chatty/").into_client_request().unwrap();
+    let header = format!("{}={}", cookie.name, cookie.value);
+    request.headers_mut().insert("cookie", header.parse().unwrap());
+    let tcp = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+    let local = tcp.local_addr().unwrap();
+    let (mut client, _) = tokio_tungstenite::client_async(request, tcp).await.unwrap();
+    futures_util::SinkExt::send(&mut client, "hi there".into()).await.unwrap();
+    assert!(futures_util::StreamExt::next(&mut client).await.unwrap().unwrap().is_text());
+    futures_util::SinkExt::close(&mut client).await.unwrap();
+    server.shutdown().await.unwrap();
+
+    let text = String::from_utf8_lossy(&lines.0.lock().unwrap()).into_owned();
+    let line = text.lines().find(|line| line.contains("the consumer says")).unwrap_or_else(|| panic!("{text}"));
+    for field in ["connection{conn=", "protocol=websocket", "path=/ws/chatty/", &format!("client={local}"), "user=42"] {
+        assert!(line.contains(field), "{field} missing in: {line}");
+    }
+    assert!(line.contains("event{kind=\"receive\""), "the consumer event's span: {line}");
 }

@@ -329,18 +329,24 @@ pub(super) async fn drive<S: SocketConsumer>(
     mut inbox: Inbox,
     outbox: Outbox,
 ) -> Result<(), AppError> {
+    use tracing::Instrument;
     let mut ws = Websocket::new(outbox);
     while let Some(event) = inbox.recv().await {
         let result = match event {
-            Inbound::WebsocketConnect => consumer.connect(&mut ws).await,
-            Inbound::WebsocketReceive(message) => consumer.message(&mut ws, message).await,
+            Inbound::WebsocketConnect => consumer.connect(&mut ws).instrument(event_span("connect", None)).await,
+            Inbound::WebsocketReceive(message) => {
+                consumer.message(&mut ws, message).instrument(event_span("receive", None)).await
+            }
             Inbound::Channel(message) if message.message_type() == Some(CLOSE_TYPE) => {
                 close_from_layer(&mut ws, &message).await
             }
-            Inbound::Channel(message) => consumer.channel(&mut ws, message).await,
+            Inbound::Channel(message) => {
+                let span = event_span("channel", message.message_type());
+                consumer.channel(&mut ws, message).instrument(span).await
+            }
             Inbound::WebsocketDisconnect { code } => {
                 ws.mark_closed();
-                return settle(consumer.disconnect(code).await);
+                return settle(consumer.disconnect(code).instrument(event_span("disconnect", None)).await);
             }
             other => return Err(unexpected(&other, S::KIND)),
         };
@@ -348,6 +354,11 @@ pub(super) async fn drive<S: SocketConsumer>(
     }
     // The inbox ended without a disconnect event (a test dropped its sender).
     settle(consumer.disconnect(close_code::ABNORMAL).await)
+}
+
+/// The span of one consumer event (DEBUG: free unless asked for), inside the connection's.
+fn event_span(kind: &'static str, message_type: Option<&str>) -> tracing::Span {
+    tracing::debug_span!("event", kind, r#type = message_type)
 }
 
 /// A `"websocket.close"` layer message ([`close_message`](crate::layers::close_message)): the

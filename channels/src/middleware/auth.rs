@@ -381,6 +381,10 @@ async fn resolve_user(scope: &mut Scope, session: &Session, config: &AuthConfig)
         }
     };
     scope.extensions.insert(UserResolved);
+    if let Some(id) = scope.user.id() {
+        // The connection's span (see the server's module docs) names its user from now on.
+        tracing::Span::current().record("user", tracing::field::display(id));
+    }
     if scope.protocol == Protocol::Websocket {
         session.release();
     }

@@ -142,7 +142,7 @@ pub(super) async fn handle(
         return status_page(StatusCode::PAYLOAD_TOO_LARGE);
     }
     let (parts, body) = request.into_parts();
-    let Opening { scope, conn, outbox, mut events } =
+    let Opening { scope, span, conn, outbox, mut events } =
         Opening::new(&state, Protocol::Http, parts, (remote, local), BODY_QUEUE);
     let (done_tx, done_rx) = oneshot::channel();
     let source = HttpSource {
@@ -157,7 +157,8 @@ pub(super) async fn handle(
         disconnected: false,
     };
     let inbox = Inbox::from_source(source);
-    let mut task = state.tracker.spawn(run_app(state.app.clone(), scope, inbox, outbox));
+    let mut task =
+        state.tracker.spawn(tracing::Instrument::instrument(run_app(state.app.clone(), scope, inbox, outbox), span));
 
     let first = tokio::select! {
         biased;

@@ -432,6 +432,8 @@ static DISALLOWED_HOST_LOG: crate::ratelog::LogLimit = crate::ratelog::LogLimit:
 /// of its outgoing queue (`queue` events deep, `write_queue_bytes` of payload).
 pub(crate) struct Opening {
     pub(crate) scope: crate::scope::Scope,
+    /// The connection's span (see [`connection_span`]): its task runs in it.
+    pub(crate) span: tracing::Span,
     pub(crate) conn: Arc<crate::connection::ConnState>,
     pub(crate) outbox: crate::connection::Outbox,
     pub(crate) events: crate::connection::Events,
@@ -461,8 +463,29 @@ impl Opening {
             config.write_queue_bytes,
         ));
         let (outbox, events) = crate::connection::Outbox::for_connection(conn.clone());
-        Opening { scope, conn, outbox, events }
+        Opening { span: connection_span(&scope), scope, conn, outbox, events }
     }
+}
+
+/// The span every log line of a connection's task is in: `conn` (a number unique in this
+/// process), `protocol`, `path`, `client`, and `user` (the user's id, recorded by the auth
+/// middleware once it is known). Consumer events get `event` spans inside it at DEBUG.
+fn connection_span(scope: &crate::scope::Scope) -> tracing::Span {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let protocol = match &scope.protocol {
+        Protocol::Http => "http",
+        Protocol::Websocket => "websocket",
+        Protocol::Custom(_) => "custom",
+    };
+    tracing::info_span!(
+        "connection",
+        conn = NEXT.fetch_add(1, Ordering::Relaxed),
+        protocol = %protocol,
+        path = %scope.path,
+        client = tracing::field::display(scope.client.map_or_else(|| "-".to_owned(), |client| client.to_string())),
+        user = tracing::field::Empty,
+    )
 }
 
 /// Says once per process, on stderr, that nothing will be logged: every diagnostic (a refused

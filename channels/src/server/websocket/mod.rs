@@ -117,7 +117,7 @@ pub(super) async fn handshake(
     let on_upgrade = hyper::upgrade::on(&mut request);
     let config = &state.config;
     let (parts, _body) = request.into_parts();
-    let Opening { scope, conn, outbox, mut events } =
+    let Opening { scope, span, conn, outbox, mut events } =
         Opening::new(&state, Protocol::Websocket, parts, (remote, local), config.write_queue);
     // Listed until the connection's task ends, so that a shutdown can drain it.
     let registered = state.connections.register(conn.clone());
@@ -145,10 +145,11 @@ pub(super) async fn handshake(
     };
     // One task per connection, polling the application, then the writer: what the application
     // queues while handling a frame is written in the same poll, with no second task to wake.
-    state.tracker.spawn(async move {
+    let task = async move {
         futures_util::future::join(app, writer).await;
         drop(registered);
-    });
+    };
+    state.tracker.spawn(tracing::Instrument::instrument(task, span));
 
     let decision = tokio::select! {
         biased;
