@@ -95,6 +95,8 @@
 #![warn(missing_debug_implementations, rust_2018_idioms, unreachable_pub)]
 
 pub mod application;
+#[cfg(feature = "axum")]
+pub mod axum;
 pub mod connection;
 pub mod consumer;
 #[cfg(feature = "django")]

@@ -12,6 +12,40 @@ use tokio::sync::oneshot;
 use crate::BoxError;
 use crate::event::Outbound;
 
+/// A request body: hyper's, from this crate's server, or any other (a service mounted in an
+/// axum router gets axum's).
+pub(crate) enum RequestBody {
+    Hyper(hyper::body::Incoming),
+    #[cfg_attr(not(feature = "axum"), expect(dead_code, reason = "made by the axum service only"))]
+    Boxed(Pin<Box<dyn http_body::Body<Data = Bytes, Error = BoxError> + Send>>),
+}
+
+impl http_body::Body for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            RequestBody::Hyper(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            RequestBody::Boxed(body) => body.as_mut().poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Hyper(body) => body.is_end_stream(),
+            RequestBody::Boxed(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Hyper(body) => body.size_hint(),
+            RequestBody::Boxed(body) => body.size_hint(),
+        }
+    }
+}
+
 /// A response body: fixed bytes, or streamed from an HTTP application's outbox.
 #[derive(Debug)]
 pub(crate) enum Body {

@@ -9,13 +9,12 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body::Body as _;
-use hyper::body::Incoming;
 use tokio::sync::oneshot;
 use tokio::task::JoinError;
 use tokio::time::Sleep;
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use super::body::{Body, StreamBody, status_page};
+use super::body::{Body, RequestBody, StreamBody, status_page};
 use super::{Opening, ServerState, error_status, run_app};
 use crate::connection::{ConnState, EventSource, Inbox};
 use crate::error::AppError;
@@ -40,7 +39,7 @@ mod body_error {
 /// The inbox of an HTTP application: request body chunks, then `HttpDisconnect` once the
 /// response is done or the client left.
 pub(crate) struct HttpSource {
-    body: Option<Incoming>,
+    body: Option<RequestBody>,
     received: usize,
     limit: usize,
     /// When the whole body must have arrived; made when the first body read waits.
@@ -128,9 +127,9 @@ impl HttpSource {
 /// Serves one plain HTTP request.
 pub(super) async fn handle(
     state: Arc<ServerState>,
-    request: Request<Incoming>,
-    remote: SocketAddr,
-    local: SocketAddr,
+    request: Request<RequestBody>,
+    remote: Option<SocketAddr>,
+    local: Option<SocketAddr>,
 ) -> Response<Body> {
     let config = &state.config;
     let declared = request

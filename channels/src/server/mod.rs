@@ -81,7 +81,7 @@ pub(crate) use crate::application::run_app;
 use crate::error::AppError;
 use crate::scope::Protocol;
 
-pub(crate) use self::body::Body;
+pub(crate) use self::body::{Body, RequestBody};
 pub use self::config::{RateLimit, ServerConfig};
 pub(crate) use self::scope::build_scope;
 
@@ -122,7 +122,23 @@ pub(crate) struct ServerState {
 }
 
 impl ServerState {
-    fn new(app: Arc<dyn Application>, config: ServerConfig, shutdown: CancellationToken) -> Self {
+    /// Steps 2 to 4 of a shutdown (see the module docs), once no connection is accepted.
+    pub(crate) async fn finish(&self) {
+        self.shutdown.cancel();
+        self.closing.cancel();
+        self.tracker.close();
+        let config = &self.config;
+        let timeout = config.shutdown_timeout;
+        let started = tokio::time::Instant::now();
+        self.connections.drain(config.drain_batch, config.drain_interval, started + timeout / 2).await;
+        if tokio::time::timeout_at(started + timeout, self.tracker.wait()).await.is_err() {
+            tracing::warn!(remaining = self.tracker.len(), ?timeout, "shutdown timed out; dropping connections");
+        } else {
+            tracing::info!("shutdown complete");
+        }
+    }
+
+    pub(crate) fn new(app: Arc<dyn Application>, config: ServerConfig, shutdown: CancellationToken) -> Self {
         ServerState {
             app,
             config,
@@ -276,17 +292,7 @@ impl Listening {
             }
         }
         drop(listener);
-        state.closing.cancel();
-        state.tracker.close();
-        let config = &state.config;
-        let timeout = config.shutdown_timeout;
-        let started = tokio::time::Instant::now();
-        state.connections.drain(config.drain_batch, config.drain_interval, started + timeout / 2).await;
-        if tokio::time::timeout_at(started + timeout, state.tracker.wait()).await.is_err() {
-            tracing::warn!(remaining = state.tracker.len(), ?timeout, "shutdown timed out; dropping connections");
-        } else {
-            tracing::info!("shutdown complete");
-        }
+        state.finish().await;
         Ok(())
     }
 }
@@ -300,7 +306,7 @@ pub async fn serve(app: impl Application, addr: impl ToSocketAddrs) -> io::Resul
     Server::new(app).shutdown_on_signals().bind(addr).await?.run().await
 }
 
-fn shutdown_signal() -> io::Result<impl Future<Output = ()> + Send + 'static> {
+pub(crate) fn shutdown_signal() -> io::Result<impl Future<Output = ()> + Send + 'static> {
     #[cfg(unix)]
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     Ok(async move {
@@ -322,7 +328,8 @@ async fn serve_connection(state: Arc<ServerState>, stream: TcpStream, remote: So
     let service_state = state.clone();
     let service = service_fn(move |request: Request<Incoming>| {
         let state = service_state.clone();
-        async move { Ok::<_, Infallible>(route_request(state, request, remote, local).await) }
+        let request = request.map(RequestBody::Hyper);
+        async move { Ok::<_, Infallible>(route_request(state, request, Some(remote), Some(local)).await) }
     });
     let mut builder = http1::Builder::new();
     builder
@@ -343,11 +350,11 @@ async fn serve_connection(state: Arc<ServerState>, stream: TcpStream, remote: So
     }
 }
 
-async fn route_request(
+pub(crate) async fn route_request(
     state: Arc<ServerState>,
-    request: Request<Incoming>,
-    remote: SocketAddr,
-    local: SocketAddr,
+    request: Request<RequestBody>,
+    remote: Option<SocketAddr>,
+    local: Option<SocketAddr>,
 ) -> Response<Body> {
     if let Err(refusal) = check_request(&state.config, &request) {
         return *refusal;
@@ -444,7 +451,7 @@ impl Opening {
         state: &ServerState,
         protocol: Protocol,
         parts: ::http::request::Parts,
-        (remote, local): (SocketAddr, SocketAddr),
+        (remote, local): (Option<SocketAddr>, Option<SocketAddr>),
         queue: usize,
     ) -> Opening {
         let config = &state.config;

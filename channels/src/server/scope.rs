@@ -11,16 +11,16 @@ use crate::scope::{Protocol, Scope};
 pub(crate) fn build_scope(
     protocol: Protocol,
     parts: ::http::request::Parts,
-    remote: SocketAddr,
-    local: SocketAddr,
+    remote: Option<SocketAddr>,
+    local: Option<SocketAddr>,
     config: &ServerConfig,
 ) -> Scope {
     let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let mut scope = Scope::new(protocol, path_and_query);
     scope.method = parts.method;
     scope.http_version = parts.version;
-    scope.client = Some(remote);
-    scope.server = Some(local);
+    scope.client = remote;
+    scope.server = local;
     scope.root_path.clone_from(&config.root_path);
     scope.headers = parts.headers;
     if scope.protocol == Protocol::Websocket {

@@ -13,7 +13,6 @@ use http::header::{
     CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION, UPGRADE,
 };
 use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
-use hyper::body::Incoming;
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use tokio::sync::oneshot;
@@ -23,7 +22,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use self::reader::WsSource;
 use self::writer::Writer;
-use super::body::{Body, status_page};
+use super::body::{Body, RequestBody, status_page};
 use super::chunked::{CODEC_BUFFER, ChunkedRead};
 use super::{Opening, ServerConfig, ServerState, error_status, run_app};
 use crate::connection::Inbox;
@@ -48,7 +47,7 @@ pub(super) fn is_upgrade_request<B>(request: &Request<B>) -> bool {
 }
 
 /// Checks the handshake headers (RFC 6455 section 4.2.1); returns the key, or the answer.
-fn validate(request: &Request<Incoming>) -> Result<HeaderValue, Box<Response<Body>>> {
+fn validate(request: &Request<RequestBody>) -> Result<HeaderValue, Box<Response<Body>>> {
     if request.method() != Method::GET {
         return Err(Box::new(bad_request("a WebSocket handshake must be a GET request")));
     }
@@ -106,9 +105,9 @@ fn ws_config(config: &ServerConfig) -> WebSocketConfig {
 /// Runs the handshake: starts the application, waits for its accept or refusal, answers.
 pub(super) async fn handshake(
     state: Arc<ServerState>,
-    mut request: Request<Incoming>,
-    remote: SocketAddr,
-    local: SocketAddr,
+    mut request: Request<RequestBody>,
+    remote: Option<SocketAddr>,
+    local: Option<SocketAddr>,
 ) -> Response<Body> {
     let key = match validate(&request) {
         Ok(key) => key,
