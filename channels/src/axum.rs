@@ -45,18 +45,17 @@
 //! One session store and one set of keys, no second session system to keep in step.
 //!
 //! ```
-//! use axum::{Extension, Form};
+//! use axum::Extension;
 //! use channels::scope::Scope;
-//! # #[derive(serde::Deserialize)] struct Credentials { username: String }
 //! # #[derive(Clone)] struct Account(String);
 //! # impl channels::middleware::AuthUser for Account {
 //! #     fn id(&self) -> String { self.0.clone() }
 //! #     fn session_auth_hash(&self) -> String { String::new() }
 //! # }
 //!
-//! async fn log_in(Extension(mut scope): Extension<Scope>, Form(form): Form<Credentials>) -> &'static str {
+//! async fn log_in(Extension(mut scope): Extension<Scope>, username: String) -> &'static str {
 //!     // ... check the password ...
-//!     match channels::middleware::login(&mut scope, Account(form.username)).await {
+//!     match channels::middleware::login(&mut scope, Account(username)).await {
 //!         Ok(()) => "logged in",
 //!         Err(_) => "could not save the session",
 //!     }
