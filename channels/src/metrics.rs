@@ -36,8 +36,6 @@
 //! additions per message with an exporter installed), so install the exporter before
 //! [`Server::listen`](crate::Server::listen).
 
-use std::time::Duration;
-
 use metrics::{Counter, Gauge, counter, gauge, histogram};
 
 /// The per-message counters, looked up once per server.
@@ -123,11 +121,13 @@ pub(crate) fn layer_expired(n: u64) {
     counter!("channels_layer_expired_total").increment(n);
 }
 
-pub(crate) fn redis_round_trip(elapsed: Duration) {
+#[cfg(feature = "redis")]
+pub(crate) fn redis_round_trip(elapsed: std::time::Duration) {
     histogram!("channels_redis_command_duration_seconds").record(elapsed.as_secs_f64());
 }
 
 /// The layer's connection to shard `shard` went up or down.
+#[cfg(feature = "redis")]
 pub(crate) fn redis_connection(shard: usize, up: bool) {
     let shard = shard.to_string();
     gauge!("channels_redis_up", "shard" => shard.clone()).set(if up { 1.0 } else { 0.0 });

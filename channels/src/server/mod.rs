@@ -58,6 +58,8 @@ mod config;
 mod drain;
 pub(crate) mod http;
 mod scope;
+#[cfg(feature = "tls")]
+mod tls;
 pub(crate) mod websocket;
 
 use std::convert::Infallible;
@@ -72,7 +74,13 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
+#[cfg(feature = "tls")]
+use tokio::net::TcpStream;
+use tokio::net::{TcpListener, ToSocketAddrs};
+
+/// Marks a request that arrived over TLS (its scope's scheme is then `https`/`wss`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OverTls;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -84,6 +92,8 @@ use crate::scope::Protocol;
 pub(crate) use self::body::{Body, RequestBody};
 pub use self::config::{RateLimit, ServerConfig};
 pub(crate) use self::scope::build_scope;
+#[cfg(feature = "tls")]
+pub use self::tls::{TlsConfig, TlsError};
 
 /// Triggers a graceful shutdown of the server it came from. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -157,6 +167,8 @@ pub struct Server {
     config: ServerConfig,
     shutdown: CancellationToken,
     signals: bool,
+    #[cfg(feature = "tls")]
+    tls: Option<TlsConfig>,
 }
 
 impl std::fmt::Debug for Server {
@@ -173,6 +185,8 @@ impl Server {
             config: ServerConfig::default(),
             shutdown: CancellationToken::new(),
             signals: false,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 
@@ -188,7 +202,17 @@ impl Server {
         self
     }
 
-    /// Also shut down gracefully on ctrl-c and (on Unix) SIGTERM.
+    /// Terminates TLS itself (the `tls` feature): every connection is HTTPS/WSS, and scopes
+    /// say `https`/`wss`. The handshake counts against
+    /// [`handshake_timeout`](ServerConfig::handshake_timeout).
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Also shut down gracefully on ctrl-c and (on Unix) SIGTERM; with [`tls`](Self::tls),
+    /// reload the certificate on SIGHUP.
     pub fn shutdown_on_signals(mut self) -> Self {
         self.signals = true;
         self
@@ -215,7 +239,14 @@ impl Server {
     pub fn listen(self, listener: TcpListener) -> io::Result<Listening> {
         let local_addr = listener.local_addr()?;
         let state = Arc::new(ServerState::new(self.app, self.config, self.shutdown));
-        Ok(Listening { listener, local_addr, state, signals: self.signals })
+        Ok(Listening {
+            listener,
+            local_addr,
+            state,
+            signals: self.signals,
+            #[cfg(feature = "tls")]
+            tls: self.tls,
+        })
     }
 }
 
@@ -225,6 +256,8 @@ pub struct Listening {
     local_addr: SocketAddr,
     state: Arc<ServerState>,
     signals: bool,
+    #[cfg(feature = "tls")]
+    tls: Option<TlsConfig>,
 }
 
 impl std::fmt::Debug for Listening {
@@ -249,7 +282,14 @@ impl Listening {
     /// # Errors
     /// Only if installing the signal handlers fails; accept errors are logged and retried.
     pub async fn run(self) -> io::Result<()> {
+        #[cfg(feature = "tls")]
+        let Listening { listener, local_addr, state, signals, tls } = self;
+        #[cfg(not(feature = "tls"))]
         let Listening { listener, local_addr, state, signals } = self;
+        #[cfg(all(feature = "tls", unix))]
+        if let (true, Some(tls)) = (signals, &tls) {
+            reload_on_sighup(tls.clone(), state.shutdown.clone())?;
+        }
         if signals {
             let token = state.shutdown.clone();
             let signal = shutdown_signal()?;
@@ -281,8 +321,16 @@ impl Listening {
             };
             match accepted {
                 Ok((stream, remote)) => {
+                    if let Err(err) = stream.set_nodelay(true) {
+                        tracing::debug!(error = %err, "set_nodelay failed");
+                    }
                     let state2 = state.clone();
-                    state.tracker.spawn(serve_connection(state2, stream, remote, local_addr));
+                    #[cfg(feature = "tls")]
+                    if let Some(tls) = &tls {
+                        state.tracker.spawn(serve_tls(state2, tls.acceptor(), stream, remote, local_addr));
+                        continue;
+                    }
+                    state.tracker.spawn(serve_connection(state2, stream, remote, local_addr, false));
                 }
                 Err(err) => {
                     // EMFILE and friends: back off instead of spinning.
@@ -320,15 +368,64 @@ pub(crate) fn shutdown_signal() -> io::Result<impl Future<Output = ()> + Send + 
     })
 }
 
-async fn serve_connection(state: Arc<ServerState>, stream: TcpStream, remote: SocketAddr, local: SocketAddr) {
-    if let Err(err) = stream.set_nodelay(true) {
-        tracing::debug!(error = %err, "set_nodelay failed");
-    }
+/// The TLS handshake (bounded by `handshake_timeout`), then the connection as any other.
+#[cfg(feature = "tls")]
+async fn serve_tls(
+    state: Arc<ServerState>,
+    acceptor: tokio_rustls::TlsAcceptor,
+    stream: TcpStream,
+    remote: SocketAddr,
+    local: SocketAddr,
+) {
+    let handshake = tokio::time::timeout(state.config.handshake_timeout, acceptor.accept(stream));
+    let stream = tokio::select! {
+        accepted = handshake => match accepted {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(err)) => {
+                tracing::debug!(%remote, error = %err, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%remote, "TLS handshake timed out");
+                return;
+            }
+        },
+        () = state.closing.cancelled() => return,
+    };
+    serve_connection(state, stream, remote, local, true).await;
+}
+
+/// Reloads `tls` on every SIGHUP until the server shuts down.
+#[cfg(all(feature = "tls", unix))]
+fn reload_on_sighup(tls: TlsConfig, shutdown: CancellationToken) -> io::Result<()> {
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                received = hangups.recv() => if received.is_none() { return },
+                () = shutdown.cancelled() => return,
+            }
+            match tls.reload() {
+                Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                Err(err) => tracing::error!(%err, "SIGHUP: TLS certificate not reloaded; the previous one stays"),
+            }
+        }
+    });
+    Ok(())
+}
+
+async fn serve_connection<I>(state: Arc<ServerState>, io: I, remote: SocketAddr, local: SocketAddr, tls: bool)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let _open = crate::metrics::Open::new("http");
     let service_state = state.clone();
     let service = service_fn(move |request: Request<Incoming>| {
         let state = service_state.clone();
-        let request = request.map(RequestBody::Hyper);
+        let mut request = request.map(RequestBody::Hyper);
+        if tls {
+            request.extensions_mut().insert(OverTls);
+        }
         async move { Ok::<_, Infallible>(route_request(state, request, Some(remote), Some(local)).await) }
     });
     let mut builder = http1::Builder::new();
@@ -336,7 +433,7 @@ async fn serve_connection(state: Arc<ServerState>, stream: TcpStream, remote: So
         .timer(TokioTimer::new())
         .header_read_timeout(state.config.handshake_timeout)
         .max_buf_size(state.config.max_header_size.max(8192));
-    let connection = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
+    let connection = builder.serve_connection(TokioIo::new(io), service).with_upgrades();
     tokio::pin!(connection);
     let result = tokio::select! {
         result = connection.as_mut() => result,

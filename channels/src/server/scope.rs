@@ -35,6 +35,9 @@ pub(crate) fn build_scope(
             .filter(|item| !item.is_empty())
             .collect();
     }
+    if parts.extensions.get::<super::OverTls>().is_some() {
+        scope.scheme = std::borrow::Cow::Borrowed(if scope.protocol == Protocol::Websocket { "wss" } else { "https" });
+    }
     if config.proxy_headers {
         apply_proxy_headers(&mut scope);
     }
