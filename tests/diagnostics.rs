@@ -1,6 +1,8 @@
 //! What a newcomer sees when something goes wrong: a server without a log subscriber says so
 //! on stderr, and a communicator's timeout carries the last error the application logged.
 
+mod support;
+
 use std::process::Command;
 use std::time::Duration;
 
@@ -131,20 +133,8 @@ impl Chatty {
 
 #[tokio::test]
 async fn a_connections_log_lines_carry_its_number_path_client_and_user() {
-    use std::sync::{Arc, Mutex};
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    #[derive(Clone, Default)]
-    struct Lines(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Lines {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let lines = Lines::default();
+    let lines = support::LogLines::default();
     let writer = lines.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_ansi(false)
@@ -167,7 +157,7 @@ async fn a_connections_log_lines_carry_its_number_path_client_and_user() {
     futures_util::SinkExt::close(&mut client).await.unwrap();
     server.shutdown().await.unwrap();
 
-    let text = String::from_utf8_lossy(&lines.0.lock().unwrap()).into_owned();
+    let text = lines.text();
     let line = text.lines().find(|line| line.contains("the consumer says")).unwrap_or_else(|| panic!("{text}"));
     for field in ["connection{conn=", "protocol=websocket", "path=/ws/chatty/", &format!("client={local}"), "user=42"] {
         assert!(line.contains(field), "{field} missing in: {line}");

@@ -36,26 +36,13 @@ fn small(capacity: usize, expiry_ms: u64, group_expiry_ms: u64) -> LayerConfig {
 
 /// The log lines written while `f` runs on this thread.
 async fn logged<F: std::future::Future>(f: F) -> (F::Output, String) {
-    use std::sync::{Arc, Mutex};
-    #[derive(Clone, Default)]
-    struct Lines(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Lines {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let lines = Lines::default();
+    let lines = support::LogLines::default();
     let writer = lines.clone();
     let subscriber = tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).finish();
     let guard = tracing::subscriber::set_default(subscriber);
     let output = f.await;
     drop(guard);
-    let text = String::from_utf8_lossy(&lines.0.lock().unwrap()).into_owned();
-    (output, text)
+    (output, lines.text())
 }
 
 mod cases {

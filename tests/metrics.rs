@@ -110,6 +110,13 @@ async fn a_scrape_sees_connections_messages_failures_refusals_and_layers() {
     assert_eq!(value(&prometheus, "channels_layer_delivered_total"), 3.0);
     assert_eq!(value(&prometheus, "channels_layer_dropped_total"), 1.0);
     assert_eq!(value(&prometheus, "channels_layer_group_send_members_sum"), 3.0);
+    // Queue depth, sampled as the layer sweeps its channels (every 4,096 operations).
+    let deep = InMemoryChannelLayer::with_config(LayerConfig { capacity: 10_000, ..LayerConfig::default() });
+    for n in 0..4_200 {
+        deep.send("test.deep", message(n)).await.unwrap();
+    }
+    let queued = value(&prometheus, "channels_layer_queued_messages");
+    assert!((4_000.0..=4_200.0).contains(&queued), "{queued}");
 
     // The Redis layer: its connection and its round trips.
     if let Some(url) = redis_url("metrics") {

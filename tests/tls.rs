@@ -106,6 +106,28 @@ async fn websockets_over_tls_with_a_certificate_reloaded_while_serving() {
     futures_util::SinkExt::send(&mut client, WsMessage::Text("still here".into())).await.unwrap();
     assert_eq!(next_text(&mut client).await, "still here");
 
+    // A client written by others: Python's `websockets` over its own TLS stack.
+    if let Some(python) = support::django::python() {
+        let script = r#"
+import asyncio, ssl, sys
+from websockets.asyncio.client import connect
+async def main():
+    context = ssl.create_default_context(cafile=sys.argv[2])
+    async with connect(sys.argv[1], ssl=context) as ws:
+        scheme = await ws.recv()
+        await ws.send("from python")
+        print(scheme, await ws.recv())
+asyncio.run(main())
+"#;
+        let url = format!("wss://localhost:{}/ws/echo/", addr.port());
+        let cert = dir.join("cert.pem");
+        let args = ["-c".to_owned(), script.to_owned(), url, cert.to_string_lossy().into_owned()];
+        let run = move || std::process::Command::new(python).args(args).output();
+        let out = tokio::task::spawn_blocking(run).await.unwrap().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "wss from python");
+    }
+
     // A broken renewal keeps the working certificate.
     std::fs::write(dir.join("cert.pem"), "not a certificate").unwrap();
     let Err(err) = tls.reload() else { panic!("garbage accepted") };

@@ -27,6 +27,7 @@
 //! | `channels_layer_delivered_total` | counter | | messages a layer put in a receiver's queue |
 //! | `channels_layer_dropped_total` | counter | | messages dropped because the receiver's queue was full (or, on the channels_redis wire, undecodable) |
 //! | `channels_layer_expired_total` | counter | | messages that expired before they were received |
+//! | `channels_layer_queued_messages` | gauge | | messages waiting in this process's channels (the queue depth), sampled every 4,096 layer operations |
 //! | `channels_redis_command_duration_seconds` | histogram | | round trip of the layer's Redis commands and scripts |
 //! | `channels_redis_up` | gauge | `shard` | 1 while the layer's connection to that Redis host (by index in `hosts`) is up, 0 during an outage |
 //! | `channels_redis_outages_total` | counter | `shard` | times that connection was lost |
@@ -115,6 +116,11 @@ pub(crate) fn layer_delivered(n: u64) {
 
 pub(crate) fn layer_dropped(n: u64) {
     counter!("channels_layer_dropped_total").increment(n);
+}
+
+#[allow(clippy::cast_precision_loss)] // queue depths are far below 2^52
+pub(crate) fn layer_queued(messages: usize) {
+    gauge!("channels_layer_queued_messages").set(messages as f64);
 }
 
 pub(crate) fn layer_expired(n: u64) {

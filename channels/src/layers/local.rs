@@ -188,23 +188,24 @@ impl Inner {
         }
     }
 
-    /// Every 4096 operations, removes channels that hold nothing and that nobody holds.
+    /// Every 4096 operations, removes channels that hold nothing and that nobody holds, and
+    /// reports how many messages wait in all of them (`channels_layer_queued_messages`).
     fn maybe_sweep(&self) {
         if self.ops.fetch_add(1, Ordering::Relaxed) % 4096 != 4095 {
             return;
         }
         let now = Instant::now();
+        let mut queued = 0;
         for shard in &self.shards {
             lock(shard).retain(|_, mailbox| {
-                if Arc::strong_count(mailbox) > 1 {
-                    return true;
-                }
                 let mut state = lock(&mailbox.state);
                 let expired = state.drop_expired(now);
                 self.counters.expired(expired);
-                state.subscribed || !state.queue.is_empty()
+                queued += state.queue.len();
+                Arc::strong_count(mailbox) > 1 || state.subscribed || !state.queue.is_empty()
             });
         }
+        crate::metrics::layer_queued(queued);
     }
 }
 
