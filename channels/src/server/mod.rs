@@ -77,10 +77,6 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 #[cfg(feature = "tls")]
 use tokio::net::TcpStream;
 use tokio::net::{TcpListener, ToSocketAddrs};
-
-/// Marks a request that arrived over TLS (its scope's scheme is then `https`/`wss`).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct OverTls;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -94,6 +90,10 @@ pub use self::config::{RateLimit, ServerConfig};
 pub(crate) use self::scope::build_scope;
 #[cfg(feature = "tls")]
 pub use self::tls::{TlsConfig, TlsError};
+
+/// Marks a request that arrived over TLS (its scope's scheme is then `https`/`wss`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OverTls;
 
 /// Triggers a graceful shutdown of the server it came from. Cheap to clone.
 #[derive(Debug, Clone)]
