@@ -22,7 +22,7 @@ while [ $# -gt 0 ]; do
 done
 
 cargo build --quiet --release --example bench
-cargo build --quiet --release -p channels-bench --bin load --bin baseline
+cargo build --quiet --release -p channels-bench --bin load --bin baseline --bin fastws
 bin=target/release
 out=target/bench
 mkdir -p "$out"
@@ -70,6 +70,16 @@ for round in $(seq "$rounds"); do
         kill "$pid"
         wait "$pid" 2>/dev/null || true
     done
+    # The second baseline, deno's fastwebsockets: echo only (the bar for CPU per message).
+    port=$((18002 + round * 10))
+    "${pin0[@]}" "$bin/fastws" --addr "127.0.0.1:$port" 2>/dev/null &
+    pid=$!
+    wait_port "$port"
+    common=(--addr "127.0.0.1:$port" --server-pid "$pid" --seconds "$seconds")
+    load --mode echo --path /ws/echo/ --connections 100 --label "fastws echo-100" "${common[@]}"
+    load --mode echo --path /ws/echo/ --connections "$big" --label "fastws echo-$big" "${common[@]}"
+    kill "$pid"
+    wait "$pid" 2>/dev/null || true
 done
 
 python3 bench/summarize.py "$results" "$out/chart.svg"

@@ -45,6 +45,19 @@ for name in names:
     print(f"| {name} | {unit} | {spread(o)} | {spread(b)} | {ratio:.2f} | {cpu_text} | {p99_text} |")
     rows.append((name, unit, statistics.median(o), statistics.median(b), p99(ours), p99(base)))
 
+# The second baseline (deno's fastwebsockets), echo only: server CPU per message is the bar.
+fast = [name for name in names if runs.get((name, "fastws")) and runs.get((name, "ours"))]
+if fast:
+    print()
+    print("| measurement | msgs/s ours | msgs/s fastwebsockets | server CPU µs/msg ours / fastwebsockets | ours/fastwebsockets CPU |")
+    print("|---|---|---|---|---|")
+    for name in fast:
+        ours, other = runs[(name, "ours")], runs[(name, "fastws")]
+        cpu = lambda rs: statistics.median([r["server_cpu_us_per_op"] or 0 for r in rs])
+        ratio = cpu(ours) / cpu(other) if cpu(other) else float("nan")
+        print(f"| {name} | {spread([r['per_second'] for r in ours])} | {spread([r['per_second'] for r in other])} | "
+              f"{cpu(ours):.2f} / {cpu(other):.2f} | {ratio:.2f} |")
+
 # A grouped bar chart per measurement (throughput rows and p99 rows), drawn by hand.
 bars = [r for r in rows if r[1] != "bytes/conn"]
 width, row_h = 760, 26

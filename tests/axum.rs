@@ -175,6 +175,10 @@ async fn an_axum_router_inside_routing_logs_users_in_for_the_consumers() {
     assert!(me.starts_with("HTTP/1.1 200"), "{me}");
     assert!(me.ends_with(r#"{"path":"/api/me/","query":"x=1","user":null}"#), "{me}");
 
+    // A path that decodes to something else (a space here) reaches axum as the client sent it.
+    let odd = raw_http(addr, format!("GET /api/a%20b/ HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes()).await;
+    assert!(odd.starts_with("HTTP/1.1 404"), "axum's own 404, not a 500: {odd}");
+
     let post = |body: &str| {
         format!("POST /api/login/ HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n{body}", body.len())
     };

@@ -376,6 +376,15 @@ async fn the_postgres_pool_reuses_connections_and_closes_one_cut_short() {
     assert_ne!(second, first, "a new connection after the cut-short query");
     assert_eq!(backend().await, second);
 
+    // The server ends the connection (as on a restart: FATAL 57P01 to the client): the next
+    // query is run again on a new connection instead of failing.
+    let admin = PgConnections::new(&url, 1, std::time::Duration::from_secs(3)).unwrap();
+    let killed = admin.fetch_optional(|| sqlx::query("SELECT pg_terminate_backend($1)").bind(second)).await.unwrap();
+    assert!(killed.unwrap().try_get::<bool, _>(0).unwrap());
+    let third = backend().await;
+    assert_ne!(third, second);
+    let second = third;
+
     // A query error (not the connection's) leaves the connection in the pool.
     assert!(db.fetch_optional(|| sqlx::query("SELECT * FROM no_such_table")).await.is_err());
     assert_eq!(backend().await, second);

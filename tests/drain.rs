@@ -113,6 +113,13 @@ async fn the_readiness_path_answers_before_any_application() {
     config.readiness_path = Some("/ready/".to_owned());
     let server = TestServer::start_with(app(ended_tx), config).await;
     assert_eq!(get_status(server.addr, "/ready/").await, "200");
+    // A probe that names the instance by its address (not an allowed host) is answered too.
+    let probe =
+        raw_http(server.addr, b"GET /ready/ HTTP/1.1\r\nHost: 10.1.2.3:8000\r\nConnection: close\r\n\r\n").await;
+    assert!(probe.starts_with("HTTP/1.1 200"), "{probe}");
+    let other =
+        raw_http(server.addr, b"GET /other/ HTTP/1.1\r\nHost: 10.1.2.3:8000\r\nConnection: close\r\n\r\n").await;
+    assert!(other.starts_with("HTTP/1.1 400"), "other paths still check the Host: {other}");
     let post = "POST /ready/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
     let response = raw_http(server.addr, post.as_bytes()).await;
     assert!(response.starts_with("HTTP/1.1 405"), "{response}");

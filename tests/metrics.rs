@@ -88,6 +88,11 @@ async fn a_scrape_sees_connections_messages_failures_refusals_and_layers() {
     assert_eq!(value(&prometheus, r#"channels_handshakes_total{outcome="origin"}"#), 1.0);
     assert_eq!(value(&prometheus, r#"channels_handshakes_total{outcome="not_found"}"#), 1.0);
     assert_eq!(value(&prometheus, r#"channels_middleware_refusals_total{middleware="OriginValidator"}"#), 1.0);
+    // The server's own HTTP answers count too: no route (404), a bad Host (400).
+    let addr = server.addr;
+    raw_http(addr, format!("GET /nothing/ HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).await;
+    raw_http(addr, b"GET /nothing/ HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n").await;
+    assert_eq!(value(&prometheus, r#"channels_http_requests_total{status="4xx"}"#), 2.0);
 
     // A panicking consumer: counted, its socket closed with 1011; a client that leaves.
     send_text(&mut second, "panic").await;

@@ -245,6 +245,7 @@ where
     if scope.protocol != Protocol::Http {
         return Err(AppError::Refused("a tower service serves HTTP only".to_owned()));
     }
+    let target = request_target(&scope);
     // The whole body first (the server bounds it by `max_request_body`).
     let mut body = Vec::new();
     loop {
@@ -260,11 +261,6 @@ where
             Some(_) => {}
         }
     }
-    let target = if scope.query_string.is_empty() {
-        scope.path.clone()
-    } else {
-        format!("{}?{}", scope.path, scope.query_string)
-    };
     let mut request = Request::new(axum::body::Body::from(body));
     *request.method_mut() = scope.method.clone();
     *request.uri_mut() = target.parse().map_err(|err| AppError::Other(Box::new(err)))?;
@@ -278,10 +274,9 @@ where
     let response = service.call(request).await.map_err(|never: Infallible| match never {})?;
     let (parts, body) = response.into_parts();
     let start = ResponseStart { status: parts.status, headers: parts.headers };
-    outbox
-        .send(Outbound::HttpResponseStart(Box::new(start)))
-        .await
-        .map_err(|err| AppError::Consumer(ConsumerError::from(err)))?;
+    if !sent(outbox.send(Outbound::HttpResponseStart(Box::new(start))).await)? {
+        return Ok(());
+    }
     let mut body = std::pin::pin!(body);
     loop {
         let frame = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx))
@@ -290,7 +285,9 @@ where
         match frame {
             Some(Ok(Some(data))) => {
                 let event = Outbound::HttpResponseBody { body: data, more_body: true };
-                outbox.send(event).await.map_err(|err| AppError::Consumer(ConsumerError::from(err)))?;
+                if !sent(outbox.send(event).await)? {
+                    return Ok(());
+                }
             }
             // Trailers: not carried.
             Some(Ok(None)) => {}
@@ -298,9 +295,25 @@ where
             None => break,
         }
     }
-    outbox
-        .send(Outbound::HttpResponseBody { body: Bytes::new(), more_body: false })
-        .await
-        .map_err(|err| AppError::Consumer(ConsumerError::from(err)))?;
+    sent(outbox.send(Outbound::HttpResponseBody { body: Bytes::new(), more_body: false }).await)?;
     Ok(())
+}
+
+/// The request target as the client sent it: the still percent-encoded path (not the decoded
+/// `scope.path`, which may hold `?`, `#` or spaces) and the query.
+fn request_target(scope: &Scope) -> String {
+    if scope.query_string.is_empty() {
+        scope.raw_path.clone()
+    } else {
+        format!("{}?{}", scope.raw_path, scope.query_string)
+    }
+}
+
+/// Whether a send reached the client: a client that left is not the application failing.
+fn sent(result: Result<(), crate::error::SendError>) -> Result<bool, AppError> {
+    match result {
+        Ok(()) => Ok(true),
+        Err(crate::error::SendError::Closed) => Ok(false),
+        Err(err) => Err(AppError::Consumer(ConsumerError::from(err))),
+    }
 }

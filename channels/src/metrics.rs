@@ -18,8 +18,8 @@
 //! | `channels_websocket_received_bytes_total` | counter | | their payload bytes |
 //! | `channels_websocket_messages_sent_total` | counter | | WebSocket messages written to clients (close frames and pings not counted) |
 //! | `channels_websocket_sent_bytes_total` | counter | | their payload bytes |
-//! | `channels_websocket_closes_total` | counter | `reason`: `client`, `application`, `slow_client`, `ping_timeout`, `error`, `shutdown`, `lost` | WebSockets ended, by who ended them |
-//! | `channels_http_requests_total` | counter | `status`: `1xx` ... `5xx` | HTTP responses started, by status class |
+//! | `channels_websocket_closes_total` | counter | `reason`: `client`, `application`, `slow_client`, `policy`, `ping_timeout`, `error`, `shutdown`, `lost` | WebSockets ended, by who ended them (`policy`: closed with 1008 for another cause than a slow client, e.g. a protocol attack) |
+//! | `channels_http_requests_total` | counter | `status`: `1xx` ... `5xx` | HTTP responses (the applications' and the server's own: 404, 413, 500, refusals, readiness), by status class |
 //! | `channels_consumer_failures_total` | counter | `kind`: `error`, `panic` | applications that ended with an error or a panic |
 //! | `channels_middleware_refusals_total` | counter | `middleware` | connections a middleware refused, by its type name |
 //! | `channels_layer_sends_total` | counter | `kind`: `send`, `group_send` | channel layer calls |

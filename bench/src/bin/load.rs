@@ -3,7 +3,7 @@
 //! given, because on 2 cores the client can be the bottleneck: judge throughput *and* CPU.
 //!
 //! ```text
-//! load --mode echo      --addr 127.0.0.1:8000 --path /ws/echo/ --connections 100 --seconds 10
+//! load --mode echo      --addr 127.0.0.1:8000 --path /ws/echo/ --connections 100 --seconds 10 [--in-flight 4]
 //! load --mode handshake --addr ... --path /ws/auth-echo/ --cookie 'sessionid=...' --connections 8
 //! load --mode idle      --addr ... --path /ws/auth-echo/ --cookie ... --connections 10000 --server-pid PID
 //!      [--sources 127.0.0.2,127.0.0.3]   # bind these source addresses in turn (for many connections)
@@ -42,6 +42,9 @@ struct Args {
     connections: usize,
     seconds: u64,
     size: usize,
+    /// Echo: messages each connection keeps in flight (`--in-flight`, default 1: send, wait for
+    /// the echo, send again). More keep a fast server busy when the client would be the limit.
+    in_flight: usize,
     server_pid: Option<u32>,
     /// Source addresses to bind (`--sources`); the kernel's choice otherwise.
     sources: Option<Vec<IpAddr>>,
@@ -58,6 +61,7 @@ fn parse_args() -> Result<Args, String> {
         connections: 100,
         seconds: 10,
         size: 32,
+        in_flight: 1,
         server_pid: None,
         sources: None,
         label: String::new(),
@@ -72,6 +76,7 @@ fn parse_args() -> Result<Args, String> {
             "--connections" => parsed.connections = value.parse().map_err(|e| format!("--connections: {e}"))?,
             "--seconds" => parsed.seconds = value.parse().map_err(|e| format!("--seconds: {e}"))?,
             "--size" => parsed.size = value.parse().map_err(|e| format!("--size: {e}"))?,
+            "--in-flight" => parsed.in_flight = value.parse().map_err(|e| format!("--in-flight: {e}"))?,
             "--server-pid" => parsed.server_pid = Some(value.parse().map_err(|e| format!("--server-pid: {e}"))?),
             "--sources" => {
                 parsed.sources = Some(
@@ -90,6 +95,7 @@ fn parse_args() -> Result<Args, String> {
     }
     parsed.seconds = parsed.seconds.clamp(1, MAX_SECONDS);
     parsed.connections = parsed.connections.clamp(1, MAX_CONNECTIONS);
+    parsed.in_flight = parsed.in_flight.clamp(1, 1024);
     Ok(parsed)
 }
 
@@ -194,19 +200,30 @@ async fn echo(args: &Args) -> Result<Report, Error> {
     let tasks: Vec<_> = sockets
         .into_iter()
         .map(|mut ws| {
-            let (stop, payload) = (stop.clone(), payload.clone());
+            let (stop, payload, in_flight) = (stop.clone(), payload.clone(), args.in_flight);
             tokio::spawn(async move {
                 let mut samples = Vec::with_capacity(1024);
                 let mut count = 0u64;
+                // Send times of the messages in flight, oldest first (echoes come back in order).
+                let mut pending = std::collections::VecDeque::with_capacity(in_flight);
                 while !stop.load(Ordering::Relaxed) {
-                    let sent = Instant::now();
-                    if ws.send(Message::Text(payload.clone().into())).await.is_err() {
+                    let mut failed = false;
+                    while pending.len() < in_flight {
+                        // `feed` queues, one `flush` writes the lot.
+                        if ws.feed(Message::Text(payload.clone().into())).await.is_err() {
+                            failed = true;
+                            break;
+                        }
+                        pending.push_back(Instant::now());
+                    }
+                    if failed || ws.flush().await.is_err() {
                         break;
                     }
                     match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
                         Ok(Some(Ok(_))) => {}
                         _ => break,
                     }
+                    let Some(sent) = pending.pop_front() else { break };
                     let micros = sent.elapsed().as_micros().min(u32::MAX as u128) as u32;
                     if samples.len() < SAMPLES_PER_CONNECTION {
                         samples.push(micros);
@@ -416,6 +433,7 @@ async fn main() -> Result<(), Error> {
     let rate = report.messages as f64 / report.elapsed;
     let line = serde_json::json!({
         "mode": args.mode, "label": args.label, "connections": args.connections, "seconds": report.elapsed,
+        "in_flight": args.in_flight,
         "count": report.messages, "per_second": rate,
         "p50_us": percentile(&report.latencies, 0.50), "p99_us": percentile(&report.latencies, 0.99),
         "server_cpu_s": cpu,

@@ -20,6 +20,9 @@ use crate::error::SendError;
 use crate::event::{Close, Inbound, Outbound, close_code};
 use crate::layers::Subscription;
 
+/// The close reason of a client too slow to read.
+pub(crate) const SLOW_CLIENT: &str = "client too slow to read";
+
 /// Per-connection state shared by the application's inbox and outbox and the server's writer.
 #[derive(Debug)]
 pub(crate) struct ConnState {
@@ -260,7 +263,7 @@ async fn send_when_room(conn: &ConnState, event: Outbound) -> Result<(), SendErr
         () = conn.token.cancelled() => Err(SendError::Closed),
         () = tokio::time::sleep(limit) => {
             tracing::warn!(timeout = ?limit, "client too slow to read; closing the connection");
-            conn.abort(close_code::POLICY, "client too slow to read");
+            conn.abort(close_code::POLICY, SLOW_CLIENT);
             Err(SendError::SlowClient(limit))
         }
     }

@@ -101,7 +101,10 @@ impl PgConnections {
             .map_err(|_| sqlx::Error::PoolClosed)?;
         let mut retried = false;
         loop {
-            let (mut conn, reused) = match self.take_idle().await {
+            // A ping of a connection whose host stopped answering waits as long as a connect.
+            let idle =
+                tokio::time::timeout_at(deadline, self.take_idle()).await.map_err(|_| sqlx::Error::PoolTimedOut)?;
+            let (mut conn, reused) = match idle {
                 Some(conn) => (conn, true),
                 None => {
                     let connect = inner.options.connect();
@@ -111,9 +114,13 @@ impl PgConnections {
             // Dropped here mid-query, `conn` is closed with the future: it never returns to
             // the pool in the middle of a conversation.
             match build().fetch_optional(&mut conn).await {
-                Err(err @ (sqlx::Error::Io(_) | sqlx::Error::Protocol(_))) => {
-                    // `conn` is closed (dropped). A fresh connection that fails says the
-                    // database is unreachable, not that a connection went stale: no retry.
+                Err(err) if is_broken(&err) => {
+                    // `conn` is closed (dropped), and the idle ones are likely as dead (the
+                    // database restarted): they go too, so the retry gets a new connection. A
+                    // fresh connection that fails says the database is unreachable: no retry.
+                    if let Ok(mut idle) = inner.idle.lock() {
+                        idle.clear();
+                    }
                     if retried || !reused {
                         return Err(err);
                     }
@@ -148,5 +155,15 @@ impl PgConnections {
         if let Ok(mut idle) = self.inner.idle.lock() {
             idle.push(Idle { conn, since: Instant::now() });
         }
+    }
+}
+
+/// The connection itself is gone: lost on the wire, or ended by the server (SQLSTATE class 08,
+/// connection exception; 57P01-57P03, the server shutting down or restarting).
+fn is_broken(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| code.starts_with("08") || code.starts_with("57P0")),
+        _ => false,
     }
 }

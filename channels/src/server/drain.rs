@@ -3,7 +3,7 @@
 //! not in one storm against the next process.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -17,6 +17,9 @@ use crate::event::close_code;
 pub(crate) struct Connections {
     open: Mutex<HashMap<u64, Arc<ConnState>>>,
     next: AtomicU64,
+    /// Set when the drain starts: a handshake that still gets through (hyper finishes a request
+    /// it had begun reading) is closed as soon as it registers.
+    draining: AtomicBool,
 }
 
 /// A connection's place in [`Connections`], given up when it is dropped (the connection's task
@@ -40,7 +43,12 @@ impl Connections {
 
     pub(crate) fn register(self: &Arc<Self>, conn: Arc<ConnState>) -> Registered {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        self.lock().insert(id, conn);
+        let mut open = self.lock();
+        if self.draining.load(Ordering::Relaxed) {
+            conn.abort(close_code::SERVICE_RESTART, "server restarting");
+        } else {
+            open.insert(id, conn);
+        }
         Registered { connections: self.clone(), id }
     }
 
@@ -61,9 +69,14 @@ impl Connections {
         batch.len()
     }
 
-    /// Closes every connection, `batch` at a time every `interval`; those still open at
-    /// `last_batch_at` are closed together then.
+    /// Closes every connection, `batch` at a time every `interval`; those still open when the
+    /// next batch would come at or after `last_batch_at` are closed together.
     pub(crate) async fn drain(&self, batch: usize, interval: Duration, last_batch_at: Instant) {
+        // Under the lock: a registration is either in the map (and drained) or sees the flag.
+        {
+            let _open = self.lock();
+            self.draining.store(true, Ordering::Relaxed);
+        }
         let batch = batch.max(1);
         let mut batches = 0usize;
         loop {
@@ -82,10 +95,10 @@ impl Connections {
             tracing::debug!(
                 batch = batches,
                 closed,
-                remaining = remaining - closed,
+                remaining = remaining.saturating_sub(closed),
                 "shutdown: closed a batch of WebSockets"
             );
-            if closed == remaining {
+            if closed >= remaining {
                 break;
             }
             tokio::time::sleep_until(next).await;
@@ -93,5 +106,30 @@ impl Connections {
         if batches > 1 {
             tracing::info!(batches, "shutdown: WebSockets closed in batches");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_util::sync::CancellationToken;
+
+    fn conn() -> Arc<ConnState> {
+        Arc::new(ConnState::new(CancellationToken::new(), &CancellationToken::new(), None, 4, 1024))
+    }
+
+    #[tokio::test]
+    async fn a_handshake_that_registers_after_the_drain_started_is_closed_at_once() {
+        let connections = Arc::new(Connections::default());
+        let early = conn();
+        let _early = connections.register(early.clone());
+        connections.drain(10, Duration::from_millis(1), Instant::now() + Duration::from_secs(1)).await;
+        assert!(early.token.is_cancelled());
+        assert_eq!(early.close_reason().code, close_code::SERVICE_RESTART);
+        let late = conn();
+        let _late = connections.register(late.clone());
+        assert!(late.token.is_cancelled(), "nothing would ever close it otherwise");
+        assert_eq!(late.close_reason().code, close_code::SERVICE_RESTART);
+        assert_eq!(connections.len(), 0);
     }
 }

@@ -166,7 +166,6 @@ pub(super) async fn handle(
     };
     match first {
         Some(Outbound::HttpResponseStart(start)) => {
-            crate::metrics::http_response(start.status);
             let stream = StreamBody { events, _done: done_tx, finished: false };
             let mut response = Response::new(Body::Stream(Box::new(stream)));
             *response.status_mut() = start.status;

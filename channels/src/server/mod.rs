@@ -142,7 +142,11 @@ impl ServerState {
         let started = tokio::time::Instant::now();
         self.connections.drain(config.drain_batch, config.drain_interval, started + timeout / 2).await;
         if tokio::time::timeout_at(started + timeout, self.tracker.wait()).await.is_err() {
-            tracing::warn!(remaining = self.tracker.len(), ?timeout, "shutdown timed out; dropping connections");
+            tracing::warn!(
+                remaining = self.tracker.len(),
+                ?timeout,
+                "shutdown timed out; connections still open are left to the runtime's end"
+            );
         } else {
             tracing::info!("shutdown complete");
         }
@@ -453,16 +457,25 @@ pub(crate) async fn route_request(
     remote: Option<SocketAddr>,
     local: Option<SocketAddr>,
 ) -> Response<Body> {
+    // Before the Host check: load balancers' probes name the instance by its address.
+    if state.config.readiness_path.as_deref() == Some(request.uri().path()) {
+        let response = readiness(&state, request.method());
+        crate::metrics::http_response(response.status());
+        return response;
+    }
+    let upgrade = websocket::is_upgrade_request(&request);
     if let Err(refusal) = check_request(&state.config, &request) {
+        if !upgrade {
+            crate::metrics::http_response(refusal.status());
+        }
         return *refusal;
     }
-    if state.config.readiness_path.as_deref() == Some(request.uri().path()) {
-        return readiness(&state, request.method());
-    }
-    if websocket::is_upgrade_request(&request) {
+    if upgrade {
         websocket::handshake(state, request, remote, local).await
     } else {
-        http::handle(state, request, remote, local).await
+        let response = http::handle(state, request, remote, local).await;
+        crate::metrics::http_response(response.status());
+        response
     }
 }
 
@@ -558,10 +571,16 @@ impl Opening {
             Protocol::Websocket => CancellationToken::new(),
             _ => state.closing.child_token(),
         };
+        // The close reason a WebSocket falls back to is never "server shutting down": the drain
+        // gives its own (1012), and one that ends by itself meanwhile ends normally.
+        let fallback = match protocol {
+            Protocol::Websocket => CancellationToken::new(),
+            _ => state.closing.clone(),
+        };
         let scope = build_scope(protocol, parts, remote, local, config);
         let conn = Arc::new(crate::connection::ConnState::new(
             token,
-            &state.closing,
+            &fallback,
             config.write_timeout,
             queue,
             config.write_queue_bytes,

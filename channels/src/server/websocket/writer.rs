@@ -123,6 +123,7 @@ impl Writer {
             Err(err) => {
                 tracing::debug!(error = %err, "WebSocket upgrade failed");
                 self.conn.abort(close_code::ABNORMAL, "upgrade failed");
+                crate::metrics::websocket_closed("lost");
                 return;
             }
         };
@@ -186,7 +187,8 @@ impl Writer {
         let close = self.conn.close_reason();
         match close.code {
             close_code::SERVICE_RESTART => "shutdown",
-            close_code::POLICY => "slow_client",
+            close_code::POLICY if close.reason == crate::connection::SLOW_CLIENT => "slow_client",
+            close_code::POLICY => "policy",
             close_code::AWAY if close.reason == "ping timeout" => "ping_timeout",
             close_code::ERROR => "error",
             close_code::ABNORMAL => "lost",
