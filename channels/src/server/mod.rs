@@ -573,8 +573,9 @@ impl Opening {
         };
         // The close reason a WebSocket falls back to is never "server shutting down": the drain
         // gives its own (1012), and one that ends by itself meanwhile ends normally.
+        static NEVER: std::sync::OnceLock<CancellationToken> = std::sync::OnceLock::new();
         let fallback = match protocol {
-            Protocol::Websocket => CancellationToken::new(),
+            Protocol::Websocket => NEVER.get_or_init(CancellationToken::new).clone(),
             _ => state.closing.clone(),
         };
         let scope = build_scope(protocol, parts, remote, local, config);
