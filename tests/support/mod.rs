@@ -391,8 +391,14 @@ pub async fn free_addr() -> SocketAddr {
 /// Waits until something accepts TCP connections on `addr`.
 pub async fn wait_until_listening(addr: SocketAddr) {
     within(async {
-        while TcpStream::connect(addr).await.is_err() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        loop {
+            // A loopback connect to a port nobody listens on can connect to itself (TCP
+            // simultaneous open, when the kernel picks that very port as the source): that is
+            // not the server.
+            match TcpStream::connect(addr).await {
+                Ok(stream) if stream.local_addr().ok() != Some(addr) => return,
+                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
         }
     })
     .await;
