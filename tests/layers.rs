@@ -31,6 +31,7 @@ fn small(capacity: usize, expiry_ms: u64, group_expiry_ms: u64) -> LayerConfig {
         capacity,
         expiry: Duration::from_millis(expiry_ms),
         group_expiry: Duration::from_millis(group_expiry_ms),
+        ..LayerConfig::default()
     }
 }
 

@@ -13,8 +13,10 @@ pub use self::checks::{Failure, check_protocol, check_url_params};
 pub use crate::consumer::{
     ConsumerApp, ConsumerError, Flow, FromScope, GenericConsumer, HttpConsumer, HttpResponse, JsonDecodeError,
     JsonWebsocketConsumer, Websocket, WebsocketConsumer, WebsocketSender, require_method, unhandled_message,
+    unhandled_websocket_message,
 };
 pub use crate::event::{ChannelMessage, Inbound, Message};
+pub use crate::layers::Since;
 pub use crate::middleware::{AuthMiddlewareStack, Middleware, Wrapped};
 pub use crate::routing::{ProtocolTypeRouter, URLRouter, nest, path, re_nest, re_path};
 pub use crate::scope::{Protocol, Scope};

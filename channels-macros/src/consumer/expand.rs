@@ -147,6 +147,13 @@ pub(crate) fn consumer_impl(model: &ConsumerImpl) -> TokenStream {
             }
         });
     }
+    if let Some(span) = model.since {
+        methods.push(quote_spanned! {span=>
+            fn since(&self, requested: #p::Since) -> #p::Since {
+                <#self_ty>::since(self, requested)
+            }
+        });
+    }
     // Only consumers with handlers or groups get a channel on the layer.
     let receives = !model.handlers.is_empty() || model.groups.is_some();
     methods.insert(0, quote!(const RECEIVES_CHANNEL_MESSAGES: bool = #receives;));
@@ -270,7 +277,10 @@ fn handle_message(model: &ConsumerImpl, p: &TokenStream) -> TokenStream {
             },
         }
     });
-    let fallback = finish(quote!(#p::unhandled_message(&message)));
+    let fallback = match &model.kind {
+        Kind::Websocket | Kind::Json => quote!(#p::unhandled_websocket_message(handle, message).await),
+        _ => finish(quote!(#p::unhandled_message(&message))),
+    };
     quote! {
         async fn handle_message(
             &mut self,

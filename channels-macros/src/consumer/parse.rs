@@ -485,6 +485,8 @@ pub(crate) struct ConsumerImpl {
     pub(crate) handlers: Vec<Handler>,
     /// The span of a `fn groups(&self)`, if the block has one.
     pub(crate) groups: Option<Span>,
+    /// The span of a `fn since(&self, requested: Since) -> Since`, if the block has one.
+    pub(crate) since: Option<Span>,
 }
 
 impl ConsumerImpl {
@@ -513,6 +515,7 @@ impl ConsumerImpl {
         let mut handlers: Vec<Handler> = Vec::new();
         let mut handler_sigs = Vec::new();
         let mut groups = None;
+        let mut since = None;
         for impl_item in &mut item.items {
             let ImplItem::Fn(method) = impl_item else { continue };
             let handler_attr = take_handler_attr(&mut method.attrs, errors);
@@ -520,8 +523,11 @@ impl ConsumerImpl {
             if name == "groups" && handler_attr.is_none() {
                 check_groups_signature(&method.sig, errors);
                 groups = Some(method.sig.span());
+            } else if name == "since" && handler_attr.is_none() {
+                check_since_signature(&method.sig, errors);
+                since = Some(method.sig.span());
             } else if let Some((message_type, spawn)) = handler_attr {
-                if is_lifecycle(&name.to_string()) || name == "groups" {
+                if is_lifecycle(&name.to_string()) || name == "groups" || name == "since" {
                     errors.on(&name, format!("`{name}` is a lifecycle method; give the handler another name"));
                     continue;
                 }
@@ -569,7 +575,7 @@ impl ConsumerImpl {
             }
         }
         let lifecycle = lifecycle.into_iter().map(|(method, _)| method).collect();
-        ConsumerImpl { item, krate: Krate::new(args.krate), kind, lifecycle, handlers, groups }
+        ConsumerImpl { item, krate: Krate::new(args.krate), kind, lifecycle, handlers, groups, since }
     }
 }
 
@@ -667,6 +673,23 @@ fn check_groups_signature(sig: &syn::Signature, errors: &mut Errors) {
             "`groups` returns every group's name, not one: for one group, return `[name]` (`-> [String; 1]`) or \
              `vec![name]` (`-> Vec<String>`)",
         );
+    }
+}
+
+/// `fn since(&self, requested: Since) -> Since`: plain, `&self`, one parameter (it runs before
+/// `connect`, once per connection).
+fn check_since_signature(sig: &syn::Signature, errors: &mut Errors) {
+    const SHAPE: &str = "`fn since(&self, requested: Since) -> Since`";
+    if let Some(asyncness) = &sig.asyncness {
+        errors.on(asyncness, format!("`since` is a plain (not async) fn: {SHAPE}"));
+    }
+    match sig.receiver() {
+        Some(receiver) if matches!(receiver.kind, syn::ReceiverKind::Reference(_, _, None)) => {}
+        Some(receiver) => errors.on(receiver, format!("`since` takes `&self`: {SHAPE}")),
+        None => errors.on(&sig.ident, format!("`since` takes `&self`: {SHAPE}")),
+    }
+    if sig.inputs.iter().filter(|arg| typed(arg).is_some()).count() != 1 {
+        errors.on(&sig.inputs, format!("`since` takes the requested `Since` besides `&self`: {SHAPE}"));
     }
 }
 

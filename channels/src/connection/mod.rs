@@ -89,6 +89,9 @@ pub struct Inbox {
     /// that neither a chatty client nor a busy group starves the other.
     channel: Option<Subscription>,
     channel_turn: bool,
+    /// The subscription is not polled until the consumer's `connect` ran (a catch-up of
+    /// groups with history is only sent to an accepted socket).
+    channel_held: bool,
 }
 
 impl fmt::Debug for Inbox {
@@ -123,12 +126,23 @@ impl Inbox {
 
     /// An inbox fed by `source`.
     pub fn from_source(source: impl EventSource) -> Self {
-        Inbox { source: Box::new(source), channel: None, channel_turn: false }
+        Inbox { source: Box::new(source), channel: None, channel_turn: false, channel_held: false }
     }
 
     /// Also delivers the messages of a channel-layer subscription, as [`Inbound::Channel`].
     pub(crate) fn attach(&mut self, subscription: Subscription) {
         self.channel = Some(subscription);
+    }
+
+    /// Holds the subscription's messages back until [`release_channel`](Self::release_channel).
+    pub(crate) fn hold_channel(&mut self) {
+        self.channel_held = true;
+    }
+
+    /// Delivers the subscription's messages again (the caller polls next, so no wake-up is
+    /// needed).
+    pub(crate) fn release_channel(&mut self) {
+        self.channel_held = false;
     }
 
     /// The next event, or `None` once the connection is gone and no events remain.
@@ -139,6 +153,7 @@ impl Inbox {
     /// Polls for the next event; see [`recv`](Self::recv).
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Inbound>> {
         if self.channel_turn
+            && !self.channel_held
             && let Some(channel) = &mut self.channel
         {
             self.channel_turn = false;
@@ -152,8 +167,8 @@ impl Inbox {
             return connection;
         }
         match &mut self.channel {
-            Some(channel) => channel.poll_recv(cx).map(|message| Some(Inbound::Channel(message))),
-            None => Poll::Pending,
+            Some(channel) if !self.channel_held => channel.poll_recv(cx).map(|message| Some(Inbound::Channel(message))),
+            _ => Poll::Pending,
         }
     }
 }

@@ -4,6 +4,7 @@ use std::future::Future;
 
 use super::{ConsumerApp, ConsumerError, FromScope, settle};
 use crate::application::{Inbox, Outbox};
+use crate::layers::Since;
 use crate::error::AppError;
 use crate::event::{ChannelMessage, Inbound};
 
@@ -32,6 +33,16 @@ pub trait GenericConsumer: Send + 'static {
     /// The groups to join before `connect` (and leave at the end), e.g. a room from the URL.
     fn groups(&self) -> Vec<String> {
         Vec::new()
+    }
+
+    /// Where this connection starts in the history of the groups it joins that keep one
+    /// ([`HistoryConfig`](crate::layers::HistoryConfig)). `requested` is what the client asked
+    /// for with the `since` query-string parameter (`?since=<position>`: every message after
+    /// it); the default takes it as is. Return e.g. `Since { last: 50, ..requested }` to also
+    /// replay a room's last 50 messages on a fresh join or when resuming fails, or a position
+    /// the client sent another way.
+    fn since(&self, requested: Since) -> Since {
+        requested
     }
 
     /// Handles one event; return [`Flow::Stop`] to end the consumer.

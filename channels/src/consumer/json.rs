@@ -5,7 +5,9 @@ use std::future::{Future, ready};
 use serde::de::DeserializeOwned;
 
 use super::websocket::SocketConsumer;
-use super::{ConsumerApp, ConsumerError, FromScope, Websocket, unhandled_message};
+use super::websocket::unhandled_websocket_message;
+use super::{ConsumerApp, ConsumerError, FromScope, Websocket};
+use crate::layers::Since;
 use crate::event::{ChannelMessage, Message, close_code};
 
 /// A client frame that a JSON consumer could not decode.
@@ -51,6 +53,16 @@ pub trait JsonWebsocketConsumer: Send + 'static {
         Vec::new()
     }
 
+    /// Where this connection starts in the history of the groups it joins that keep one
+    /// ([`HistoryConfig`](crate::layers::HistoryConfig)). `requested` is what the client asked
+    /// for with the `since` query-string parameter (`?since=<position>`: every message after
+    /// it); the default takes it as is. Return e.g. `Since { last: 50, ..requested }` to also
+    /// replay a room's last 50 messages on a fresh join or when resuming fails, or a position
+    /// the client sent another way.
+    fn since(&self, requested: Since) -> Since {
+        requested
+    }
+
     /// The type client messages decode into (often an enum tagged by a field).
     type Incoming: DeserializeOwned + Send;
 
@@ -88,8 +100,7 @@ pub trait JsonWebsocketConsumer: Send + 'static {
         ws: &mut Websocket,
         message: ChannelMessage,
     ) -> impl Future<Output = Result<(), ConsumerError>> + Send {
-        let _ = ws;
-        ready(unhandled_message(&message))
+        unhandled_websocket_message(ws, message)
     }
 
     /// The connection is gone, with its close code.

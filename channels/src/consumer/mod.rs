@@ -46,14 +46,14 @@ pub use self::form::{Form, FormError, MAX_FIELDS};
 pub use self::generic::{Flow, GenericConsumer};
 pub use self::http::{HttpConsumer, HttpResponse};
 pub use self::json::{JsonDecodeError, JsonWebsocketConsumer};
-pub use self::websocket::{Websocket, WebsocketConsumer, WebsocketSender};
+pub use self::websocket::{Websocket, WebsocketConsumer, WebsocketSender, unhandled_websocket_message};
 
 use crate::BoxFuture;
 use crate::application::{Application, Inbox, Outbox};
 pub use crate::error::ConsumerError;
 use crate::error::{AppError, MethodNotAllowed};
 use crate::event::{ChannelMessage, Inbound};
-use crate::layers::Membership;
+use crate::layers::{Membership, Position, Since};
 use crate::scope::Scope;
 
 /// Builds a consumer for one connection from its scope. `#[consumer]` implements it (keeping
@@ -81,6 +81,11 @@ struct LayerUse<C> {
     receives: bool,
     /// The groups an instance joins before `connect`.
     groups: fn(&C) -> Vec<String>,
+    /// Where it starts in their histories, from what the client asked.
+    since: fn(&C, Since) -> Since,
+    /// Hold channel messages until `connect` ran (WebSocket consumers: a catch-up is sent
+    /// to an accepted socket).
+    hold_until_connect: bool,
 }
 
 impl<C> Clone for LayerUse<C> {
@@ -128,7 +133,12 @@ impl<C: Send + 'static> ConsumerApp<C> {
 impl<C: WebsocketConsumer> ConsumerApp<C> {
     /// Runs a [`WebsocketConsumer`] built by `build` for each connection.
     pub fn websocket(build: impl Fn(Scope) -> Result<C, ConsumerError> + Send + Sync + 'static) -> Self {
-        let layer = LayerUse { receives: C::RECEIVES_CHANNEL_MESSAGES, groups: C::groups };
+        let layer = LayerUse {
+            receives: C::RECEIVES_CHANNEL_MESSAGES,
+            groups: C::groups,
+            since: C::since,
+            hold_until_connect: true,
+        };
         ConsumerApp::new(
             build,
             |consumer, inbox, outbox| Box::pin(websocket::drive(websocket::Text(consumer), inbox, outbox)),
@@ -140,7 +150,12 @@ impl<C: WebsocketConsumer> ConsumerApp<C> {
 impl<C: JsonWebsocketConsumer> ConsumerApp<C> {
     /// Runs a [`JsonWebsocketConsumer`] built by `build` for each connection.
     pub fn json(build: impl Fn(Scope) -> Result<C, ConsumerError> + Send + Sync + 'static) -> Self {
-        let layer = LayerUse { receives: C::RECEIVES_CHANNEL_MESSAGES, groups: C::groups };
+        let layer = LayerUse {
+            receives: C::RECEIVES_CHANNEL_MESSAGES,
+            groups: C::groups,
+            since: C::since,
+            hold_until_connect: true,
+        };
         ConsumerApp::new(
             build,
             |consumer, inbox, outbox| Box::pin(websocket::drive(json::Json(consumer), inbox, outbox)),
@@ -152,7 +167,12 @@ impl<C: JsonWebsocketConsumer> ConsumerApp<C> {
 impl<C: HttpConsumer> ConsumerApp<C> {
     /// Runs an [`HttpConsumer`] built by `build` for each request.
     pub fn http(build: impl Fn(Scope) -> Result<C, ConsumerError> + Send + Sync + 'static) -> Self {
-        let layer = LayerUse { receives: C::RECEIVES_CHANNEL_MESSAGES, groups: C::groups };
+        let layer = LayerUse {
+            receives: C::RECEIVES_CHANNEL_MESSAGES,
+            groups: C::groups,
+            since: C::since,
+            hold_until_connect: false,
+        };
         ConsumerApp::new(build, |consumer, inbox, outbox| Box::pin(http::drive(consumer, inbox, outbox)), layer)
     }
 }
@@ -160,7 +180,12 @@ impl<C: HttpConsumer> ConsumerApp<C> {
 impl<C: GenericConsumer> ConsumerApp<C> {
     /// Runs a [`GenericConsumer`] built by `build` for each connection.
     pub fn generic(build: impl Fn(Scope) -> Result<C, ConsumerError> + Send + Sync + 'static) -> Self {
-        let layer = LayerUse { receives: C::RECEIVES_CHANNEL_MESSAGES, groups: C::groups };
+        let layer = LayerUse {
+            receives: C::RECEIVES_CHANNEL_MESSAGES,
+            groups: C::groups,
+            since: C::since,
+            hold_until_connect: false,
+        };
         ConsumerApp::new(build, |consumer, inbox, outbox| Box::pin(generic::drive(consumer, inbox, outbox)), layer)
     }
 }
@@ -225,27 +250,46 @@ impl<C: Send + 'static> Application for ConsumerApp<C> {
                 };
             }
         };
-        let channel = match layer.new_channel("specific").and_then(|name| Ok((layer.subscribe(&name)?, name))) {
-            Ok((subscription, name)) => {
-                inbox.attach(subscription);
-                scope.channel_name = Some(name.clone());
-                name
-            }
-            Err(err) => return Box::pin(ready(Err(AppError::Other(Box::new(err))))),
-        };
+        let (channel, subscription) =
+            match layer.new_channel("specific").and_then(|name| Ok((name.clone(), layer.subscribe(&name)?))) {
+                Ok(subscribed) => subscribed,
+                Err(err) => return Box::pin(ready(Err(AppError::Other(Box::new(err))))),
+            };
+        scope.channel_name = Some(channel.clone());
+        let (requested, invalid) = requested_since(&scope);
         let consumer = match (self.build)(scope) {
             Ok(consumer) => Box::new(consumer),
             Err(err) => return Box::pin(ready(Err(refusal(err)))),
         };
         let groups = (self.layer.groups)(&consumer);
-        let drive = self.drive;
+        let since = (self.layer.since)(&consumer, requested);
+        let (drive, hold) = (self.drive, self.layer.hold_until_connect);
         Box::pin(async move {
-            let membership =
-                Membership::join(layer, channel, groups).await.map_err(|err| AppError::Other(Box::new(err)))?;
+            let (membership, subscription) = Membership::join(layer, channel, groups, &since, invalid, subscription)
+                .await
+                .map_err(|err| AppError::Other(Box::new(err)))?;
+            inbox.attach(subscription.0);
+            if subscription.1 && hold {
+                inbox.hold_channel();
+            }
             let result = drive(consumer, inbox, outbox).await;
             membership.leave().await;
             result
         })
+    }
+}
+
+/// The client's `?since=<position>`, and whether it was given but is not a position.
+fn requested_since(scope: &Scope) -> (Since, bool) {
+    let Some((_, since)) = scope.query_pairs().find(|(key, _)| key == "since") else {
+        return (Since::now(), false);
+    };
+    match since.parse::<Position>() {
+        Ok(position) => (Since::after(position), false),
+        Err(err) => {
+            tracing::debug!(since = %since.chars().take(64).collect::<String>(), %err, "ignored `since`");
+            (Since::now(), true)
+        }
     }
 }
 

@@ -10,7 +10,7 @@ use super::{ConsumerApp, ConsumerError, FromScope, settle, unexpected, unhandled
 use crate::application::{Inbox, Outbox};
 use crate::error::{AppError, SendError};
 use crate::event::{Accept, ChannelMessage, Close, Inbound, Message, Outbound, Utf8Bytes, close_code};
-use crate::layers::CLOSE_TYPE;
+use crate::layers::{CLOSE_TYPE, NOT_RECOVERED_TYPE, Since};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -225,6 +225,16 @@ pub trait WebsocketConsumer: Send + 'static {
         Vec::new()
     }
 
+    /// Where this connection starts in the history of the groups it joins that keep one
+    /// ([`HistoryConfig`](crate::layers::HistoryConfig)). `requested` is what the client asked
+    /// for with the `since` query-string parameter (`?since=<position>`: every message after
+    /// it); the default takes it as is. Return e.g. `Since { last: 50, ..requested }` to also
+    /// replay a room's last 50 messages on a fresh join or when resuming fails, or a position
+    /// the client sent another way.
+    fn since(&self, requested: Since) -> Since {
+        requested
+    }
+
     /// The client asks to connect: call `ws.accept()` (the default) or `ws.close(code)` to refuse.
     fn connect(&mut self, ws: &mut Websocket) -> impl Future<Output = Result<(), ConsumerError>> + Send {
         async move {
@@ -249,8 +259,7 @@ pub trait WebsocketConsumer: Send + 'static {
         ws: &mut Websocket,
         message: ChannelMessage,
     ) -> impl Future<Output = Result<(), ConsumerError>> + Send {
-        let _ = ws;
-        ready(unhandled_message(&message))
+        unhandled_websocket_message(ws, message)
     }
 
     /// The connection is gone, with its close code (1006 when it dropped without a close frame).
@@ -333,7 +342,12 @@ pub(super) async fn drive<S: SocketConsumer>(
     let mut ws = Websocket::new(outbox);
     while let Some(event) = inbox.recv().await {
         let result = match event {
-            Inbound::WebsocketConnect => consumer.connect(&mut ws).instrument(event_span("connect", None)).await,
+            Inbound::WebsocketConnect => {
+                let result = consumer.connect(&mut ws).instrument(event_span("connect", None)).await;
+                // Catch-up of groups with history waits for the accept.
+                inbox.release_channel();
+                result
+            }
             Inbound::WebsocketReceive(message) => {
                 consumer.message(&mut ws, message).instrument(event_span("receive", None)).await
             }
@@ -359,6 +373,21 @@ pub(super) async fn drive<S: SocketConsumer>(
 /// The span of one consumer event (DEBUG: free unless asked for), inside the connection's.
 fn event_span(kind: &'static str, message_type: Option<&str>) -> tracing::Span {
     tracing::debug_span!("event", kind, r#type = message_type)
+}
+
+/// What a WebSocket consumer does with a channel-layer message that no handler takes (the
+/// default `handle_message`, and `#[consumer]`'s fallback): a group that could not be resumed
+/// ([`NOT_RECOVERED_TYPE`]) is told to the client as `{"recovered": false}` (the protocol the
+/// JavaScript client speaks; a `#[handler("group.not_recovered")]` replaces it), anything else
+/// is logged as [`unhandled_message`] does.
+///
+/// # Errors
+/// Sending to the client failed.
+pub async fn unhandled_websocket_message(ws: &mut Websocket, message: ChannelMessage) -> Result<(), ConsumerError> {
+    if message.message_type() == Some(NOT_RECOVERED_TYPE) {
+        return ws.send_text(r#"{"recovered":false}"#).await;
+    }
+    unhandled_message(&message)
 }
 
 /// A `"websocket.close"` layer message ([`close_message`](crate::layers::close_message)): the

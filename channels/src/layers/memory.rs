@@ -6,10 +6,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::time::Instant;
 
+use super::history::GroupHistory;
 use super::local::LocalChannels;
 use super::{
-    ChannelLayer, Counters, LayerConfig, LayerError, LayerStats, Subscription, check_message, validate_channel_name,
-    validate_group_name,
+    Catchup, ChannelLayer, Counters, HistoryConfig, LayerConfig, LayerError, LayerStats, Since, Subscription,
+    check_message, validate_channel_name, validate_group_name,
 };
 use crate::BoxFuture;
 use crate::event::ChannelMessage;
@@ -33,6 +34,10 @@ struct Inner {
     /// Group → member channel → membership expiry. Names are shared (`Arc<str>`), so a group
     /// send copies the member list without allocating a string per member.
     groups: Mutex<HashMap<String, HashMap<Arc<str>, Instant>>>,
+    /// Histories of the groups that keep one. A send to such a group appends and delivers
+    /// under its history's lock, so members receive its messages in offset order, and a join
+    /// under the same lock sees each message either in the history or live.
+    histories: Mutex<HashMap<String, Arc<Mutex<GroupHistory>>>>,
     counters: Counters,
     /// Distinguishes this layer's channel names from another layer's.
     id: u64,
@@ -65,6 +70,7 @@ impl InMemoryChannelLayer {
             inner: Arc::new(Inner {
                 channels: LocalChannels::new(config),
                 groups: Mutex::new(HashMap::new()),
+                histories: Mutex::new(HashMap::new()),
                 counters: Counters::default(),
                 id: NEXT_LAYER.fetch_add(1, Ordering::Relaxed),
                 next_channel: AtomicU64::new(1),
@@ -86,6 +92,11 @@ impl InMemoryChannelLayer {
     /// How many channels are members of `group`.
     pub fn group_size(&self, group: &str) -> usize {
         lock(&self.inner.groups).get(group).map_or(0, HashMap::len)
+    }
+
+    /// How many groups' histories this layer keeps.
+    pub fn history_count(&self) -> usize {
+        lock(&self.inner.histories).len()
     }
 
     /// How many groups have members.
@@ -111,6 +122,51 @@ impl Inner {
             members.retain(|_, expires| *expires > now);
             !members.is_empty()
         });
+    }
+
+    /// `group`'s history, created (with a new epoch) if it has none; at the
+    /// [`max_histories`](LayerConfig::max_histories) bound, stale histories go first, then the
+    /// least recently used one.
+    fn history(&self, group: &str) -> Arc<Mutex<GroupHistory>> {
+        let mut histories = lock(&self.histories);
+        if let Some(history) = histories.get(group) {
+            return history.clone();
+        }
+        let now = Instant::now();
+        let config = self.channels.config();
+        let max = config.max_histories.max(1);
+        if histories.len() >= max {
+            histories.retain(|name, history| {
+                let stale = config.history_for(name).is_none_or(|kept| lock(history).is_stale(&kept, now));
+                Arc::strong_count(history) > 1 || !stale
+            });
+        }
+        if histories.len() >= max
+            && let Some(oldest) = histories.iter().min_by_key(|(_, history)| lock(history).used).map(|(g, _)| g.clone())
+        {
+            histories.remove(&oldest);
+        }
+        let history = Arc::new(Mutex::new(GroupHistory::new(now)));
+        histories.insert(group.to_owned(), history.clone());
+        history
+    }
+
+    fn add(&self, group: &str, channel: &str) {
+        self.maybe_sweep();
+        let expires = Instant::now() + self.channels.config().group_expiry;
+        let mut groups = lock(&self.groups);
+        groups.entry(group.to_owned()).or_default().insert(Arc::from(channel), expires);
+    }
+
+    /// Delivers `message` to every member of `group`.
+    fn deliver_to_group(&self, group: &str, message: &ChannelMessage) {
+        let members = self.members(group);
+        crate::metrics::layer_group_send(members.len());
+        for channel in members {
+            if self.deliver(&channel, message.clone()).is_err() {
+                self.counters.dropped_for(group, 1);
+            }
+        }
     }
 
     /// The members of `group`, dropping lapsed memberships.
@@ -156,11 +212,38 @@ impl ChannelLayer for InMemoryChannelLayer {
     }
 
     fn group_add<'a>(&'a self, group: &'a str, channel: &'a str) -> BoxFuture<'a, Result<(), LayerError>> {
+        let result =
+            validate_group_name(group).and_then(|()| validate_channel_name(channel)).map(|()| self.inner.add(group, channel));
+        Box::pin(std::future::ready(result))
+    }
+
+    fn history_config(&self, group: &str) -> Option<HistoryConfig> {
+        self.inner.channels.config().history_for(group)
+    }
+
+    fn group_join<'a>(
+        &'a self,
+        group: &'a str,
+        channel: &'a str,
+        since: &'a Since,
+    ) -> BoxFuture<'a, Result<Catchup, LayerError>> {
         let result = validate_group_name(group).and_then(|()| validate_channel_name(channel)).map(|()| {
-            self.inner.maybe_sweep();
-            let expires = Instant::now() + self.inner.channels.config().group_expiry;
-            let mut groups = lock(&self.inner.groups);
-            groups.entry(group.to_owned()).or_default().insert(Arc::from(channel), expires);
+            let Some(config) = self.history_config(group) else {
+                self.inner.add(group, channel);
+                return Catchup::none();
+            };
+            let history = self.inner.history(group);
+            let mut history = lock(&history);
+            self.inner.add(group, channel);
+            history.catchup(since, &config, Instant::now())
+        });
+        Box::pin(std::future::ready(result))
+    }
+
+    fn group_history<'a>(&'a self, group: &'a str, since: &'a Since) -> BoxFuture<'a, Result<Catchup, LayerError>> {
+        let result = validate_group_name(group).map(|()| match self.history_config(group) {
+            Some(config) => lock(&self.inner.history(group)).catchup(since, &config, Instant::now()),
+            None => Catchup::none(),
         });
         Box::pin(std::future::ready(result))
     }
@@ -180,11 +263,13 @@ impl ChannelLayer for InMemoryChannelLayer {
 
     fn group_send<'a>(&'a self, group: &'a str, message: ChannelMessage) -> BoxFuture<'a, Result<(), LayerError>> {
         let result = validate_group_name(group).and_then(|()| check_message(&message)).map(|()| {
-            let members = self.inner.members(group);
-            crate::metrics::layer_group_send(members.len());
-            for channel in members {
-                if self.inner.deliver(&channel, message.clone()).is_err() {
-                    self.inner.counters.dropped_for(group, 1);
+            match self.history_config(group) {
+                None => self.inner.deliver_to_group(group, &message),
+                Some(config) => {
+                    let history = self.inner.history(group);
+                    let mut history = lock(&history);
+                    let stamped = history.push(group, &message, &config, Instant::now());
+                    self.inner.deliver_to_group(group, &stamped);
                 }
             }
         });
@@ -194,6 +279,7 @@ impl ChannelLayer for InMemoryChannelLayer {
     fn flush(&self) -> BoxFuture<'_, Result<(), LayerError>> {
         self.inner.channels.clear();
         lock(&self.inner.groups).clear();
+        lock(&self.inner.histories).clear();
         Box::pin(std::future::ready(Ok(())))
     }
 

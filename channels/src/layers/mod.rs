@@ -40,8 +40,10 @@
 //!   [`new_channel`](ChannelLayer::new_channel)). A bad name is [`LayerError::InvalidName`].
 //! - Messages of 1 MiB and more are fine.
 
+mod history;
 mod local;
 mod memory;
+mod resume;
 mod names;
 #[cfg(feature = "redis")]
 mod redis;
@@ -50,6 +52,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+pub use self::history::{
+    Catchup, GROUP_FIELD, HistoryConfig, Lost, NOT_RECOVERED_TYPE, POSITION_FIELD, Position, PositionError, Recovery,
+    Since,
+};
 pub use self::local::LocalChannels;
 pub use self::memory::InMemoryChannelLayer;
 pub use self::names::{validate_channel_name, validate_group_name};
@@ -162,6 +168,43 @@ pub trait ChannelLayer: Send + Sync + 'static {
 
     /// Counters since the layer was created.
     fn stats(&self) -> LayerStats;
+
+    /// The history `group` keeps, if any ([`LayerConfig::history`]). A layer without history
+    /// support keeps none (the default).
+    fn history_config(&self, group: &str) -> Option<HistoryConfig> {
+        let _ = group;
+        None
+    }
+
+    /// Adds `channel` to `group` and reads the group's history as `since` asks, in one step:
+    /// every message sent to the group is then either in the returned
+    /// [`Catchup::messages`] or delivered to `channel` afterwards, never both or neither.
+    /// For a group without history this is [`group_add`](Self::group_add) (the default).
+    ///
+    /// # Errors
+    /// As [`group_add`](Self::group_add).
+    fn group_join<'a>(
+        &'a self,
+        group: &'a str,
+        channel: &'a str,
+        since: &'a Since,
+    ) -> BoxFuture<'a, Result<Catchup, LayerError>> {
+        let _ = since;
+        Box::pin(async move {
+            self.group_add(group, channel).await?;
+            Ok(Catchup::none())
+        })
+    }
+
+    /// Reads `group`'s history as `since` asks, without joining it (the runtime fills gaps in
+    /// a member's messages with it). A group without history has none: [`Catchup::none`].
+    ///
+    /// # Errors
+    /// [`LayerError::InvalidName`], or a backend error.
+    fn group_history<'a>(&'a self, group: &'a str, since: &'a Since) -> BoxFuture<'a, Result<Catchup, LayerError>> {
+        let _ = (group, since);
+        Box::pin(std::future::ready(Ok(Catchup::none())))
+    }
 
     /// How a backend feeds consumers: a [`Subscription`] to `channel` (a name from
     /// [`new_channel`](Self::new_channel)), one per consumer instance, which the runtime polls
@@ -284,13 +327,46 @@ pub struct LayerConfig {
     pub capacity: usize,
     /// How long an unreceived message lives (default 60 s).
     pub expiry: Duration,
-    /// How long a group membership lives without being renewed (default 86400 s).
+    /// How long a group membership lives without being renewed (default 86400 s); also how
+    /// long a quiet group's history position is remembered.
     pub group_expiry: Duration,
+    /// Groups that keep a history, by name prefix (the longest matching prefix wins; a full
+    /// name is a prefix too): see [`HistoryConfig`] and [`with_history`](Self::with_history).
+    /// None by default.
+    pub history: Vec<(String, HistoryConfig)>,
+    /// The in-memory layer keeps the histories of at most this many groups (default 10,000);
+    /// past it, it forgets the least recently used one (whose clients then get "not
+    /// recovered"), so clients naming ever new groups cannot grow memory without bound.
+    pub max_histories: usize,
 }
 
 impl Default for LayerConfig {
     fn default() -> Self {
-        LayerConfig { capacity: 100, expiry: Duration::from_secs(60), group_expiry: Duration::from_secs(86_400) }
+        LayerConfig {
+            capacity: 100,
+            expiry: Duration::from_secs(60),
+            group_expiry: Duration::from_secs(86_400),
+            history: Vec::new(),
+            max_histories: 10_000,
+        }
+    }
+}
+
+impl LayerConfig {
+    /// Groups whose name starts with `prefix` keep `history`.
+    #[must_use]
+    pub fn with_history(mut self, prefix: impl Into<String>, history: HistoryConfig) -> Self {
+        self.history.push((prefix.into(), history));
+        self
+    }
+
+    /// The history `group` keeps, if any.
+    pub fn history_for(&self, group: &str) -> Option<HistoryConfig> {
+        self.history
+            .iter()
+            .filter(|(prefix, _)| group.starts_with(prefix.as_str()))
+            .max_by_key(|(prefix, _)| prefix.len())
+            .map(|(_, history)| *history)
     }
 }
 
@@ -360,14 +436,31 @@ pub(crate) struct Membership {
 }
 
 impl Membership {
-    pub(crate) async fn join(layer: Layer, channel: String, groups: Vec<String>) -> Result<Self, LayerError> {
+    /// Joins `groups` (those with history `since` that position; `invalid`: the client gave
+    /// a position that is not one), and returns the consumer's subscription with their
+    /// catch-up in front, and whether there is any (then it waits for `connect`).
+    pub(crate) async fn join(
+        layer: Layer,
+        channel: String,
+        groups: Vec<String>,
+        since: &Since,
+        invalid: bool,
+        live: Subscription,
+    ) -> Result<(Self, (Subscription, bool)), LayerError> {
         let mut membership = Membership { layer, channel, groups: Vec::with_capacity(groups.len()) };
+        let mut resumed = resume::Resumed::new(live, membership.layer.clone());
         for group in groups {
             // On an error, Drop leaves the groups joined so far.
-            membership.layer.group_add(&group, &membership.channel).await?;
+            let catchup = membership.layer.group_join(&group, &membership.channel, since).await?;
+            if invalid && catchup.position.is_some() {
+                resumed.invalid_position(&group);
+            }
+            resumed.joined(&group, catchup);
             membership.groups.push(group);
         }
-        Ok(membership)
+        let tracks = resumed.tracks_history();
+        let subscription = if tracks { Subscription::new(resumed) } else { resumed.into_live() };
+        Ok((membership, (subscription, tracks)))
     }
 
     pub(crate) async fn leave(mut self) {

@@ -11,8 +11,9 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnecti
 use redis::{AsyncConnectionConfig, Client, Script};
 
 use super::{
-    ChannelLayer, Counters, LayerConfig, LayerError, LayerStats, LocalChannels, Subscription, check_message,
-    validate_channel_name, validate_group_name,
+    Catchup, ChannelLayer, Counters, GROUP_FIELD, HistoryConfig, LayerConfig, LayerError, LayerStats, LocalChannels,
+    Lost, POSITION_FIELD, Position, Recovery, Since, Subscription, check_message, validate_channel_name,
+    validate_group_name,
 };
 use crate::BoxFuture;
 use crate::error::BackendError;
@@ -147,6 +148,8 @@ struct Scripts {
     cr_send: Script,
     cr_deliver_many: Script,
     cr_group_members: Script,
+    history_send: Script,
+    history_read: Script,
 }
 
 impl std::fmt::Debug for Inner {
@@ -285,6 +288,103 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, tonumber(t[1]) - tonumber(ARGV[1]))
 return redis.call('ZRANGE', KEYS[1], 0, -1)
 ";
 
+/// Lua shared by the history scripts. KEYS[1] = the group's history meta (a hash: `epoch`, the
+/// last `offset`), KEYS[2] = its stream, whose entry ids are `<offset>-<unix ms>` (so a range
+/// by offset is a range by id, and an entry's age is in its id) with the message in field `m`.
+const HISTORY: &str = r"
+local function history_epoch(candidate, ttl)
+  local epoch = redis.call('HGET', KEYS[1], 'epoch')
+  if not epoch then
+    epoch = candidate
+    redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', 0)
+    redis.call('DEL', KEYS[2])
+  end
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  return epoch
+end
+local function entry_offset(id)
+  return tonumber(string.match(id, '^(%d+)-'))
+end
+local function trim_age(now, max_age)
+  if max_age <= 0 then return end
+  for _ = 1, 8 do
+    local oldest = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 32)
+    if #oldest == 0 then return end
+    for _, entry in ipairs(oldest) do
+      if tonumber(string.match(entry[1], '-(%d+)$')) > now - max_age then
+        redis.call('XTRIM', KEYS[2], 'MINID', entry[1])
+        return
+      end
+    end
+    redis.call('XTRIM', KEYS[2], 'MINID', (entry_offset(oldest[#oldest][1]) + 1) .. '-0')
+  end
+end
+";
+
+/// `group_send` to a group with history: KEYS[3] = group; ARGV[5] = group expiry (ms), ARGV[6]
+/// = message id, ARGV[7] and ARGV[8] = the payload before and after its position, ARGV[9] = a
+/// new epoch if the history has none, ARGV[10] = meta TTL (ms), ARGV[11] = max age (ms, 0:
+/// none), ARGV[12] = max messages, ARGV[13] = stream TTL (ms), ARGV[14] = '1' to deliver here
+/// (one host) or '0' to return the members. Returns {members, delivered, expired, payload}
+/// or {0, 0, 0, payload, members}.
+const HISTORY_SEND: &str = r"
+local epoch = history_epoch(ARGV[9], ARGV[10])
+local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
+trim_age(now, tonumber(ARGV[11]))
+local payload = ARGV[7] .. epoch .. '-' .. offset .. ARGV[8]
+redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[12], offset .. '-' .. now, 'm', payload)
+redis.call('PEXPIRE', KEYS[2], ARGV[13])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[5]))
+local members = redis.call('ZRANGE', KEYS[3], 0, -1)
+if ARGV[14] ~= '1' then
+  return {0, 0, 0, payload, members}
+end
+local delivered, expired = 0, 0
+for i, channel in ipairs(members) do
+  local sent, gone = deliver(channel, ARGV[6] .. string.format('%06d', i) .. '\n' .. channel .. '\n' .. payload)
+  delivered = delivered + sent
+  expired = expired + gone
+end
+return {#members, delivered, expired, payload}
+";
+
+/// A join (and/or read) of a group with history: KEYS[3] = group; ARGV[1] = a new epoch if
+/// the history has none, ARGV[2] = meta TTL (ms), ARGV[3] = max age (ms, 0: none), ARGV[4] =
+/// the epoch to resume ('' for none), ARGV[5] = the offset to resume after, ARGV[6] = how many
+/// last messages to give otherwise, ARGV[7] = the channel joining ('' to only read), ARGV[8]
+/// = its membership score, ARGV[9] = group expiry (ms). Returns {status, epoch, offset,
+/// payloads}.
+const HISTORY_READ: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if ARGV[7] ~= '' then
+  redis.call('ZADD', KEYS[3], ARGV[8], ARGV[7])
+  redis.call('PEXPIRE', KEYS[3], ARGV[9])
+end
+local epoch = history_epoch(ARGV[1], ARGV[2])
+local offset = tonumber(redis.call('HGET', KEYS[1], 'offset'))
+trim_age(now, tonumber(ARGV[3]))
+local function last(status)
+  local n = tonumber(ARGV[6])
+  local out = {}
+  if n > 0 then
+    local newest = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', n)
+    for i = #newest, 1, -1 do out[#out + 1] = newest[i][2][2] end
+  end
+  return {status, epoch, offset, out}
+end
+if ARGV[4] == '' then return last('fresh') end
+if ARGV[4] ~= epoch then return last('other_epoch') end
+local after = tonumber(ARGV[5])
+if after > offset then return last('future') end
+if after == offset then return {'recovered', epoch, offset, {}} end
+local entries = redis.call('XRANGE', KEYS[2], (after + 1) .. '-0', '+')
+if #entries == 0 or entry_offset(entries[1][1]) ~= after + 1 then return last('too_old') end
+local out = {}
+for i, entry in ipairs(entries) do out[i] = entry[2][2] end
+return {'recovered', epoch, offset, out}
+";
+
 /// The key under which channels_redis keeps a channel's messages: the prefix, then the channel
 /// name, cut after its `!` for a process-specific one.
 fn channels_redis_key(prefix: &str, channel: &str) -> String {
@@ -315,6 +415,11 @@ impl RedisChannelLayer {
     pub async fn connect_with(config: RedisLayerConfig) -> Result<Self, LayerError> {
         if config.hosts.is_empty() {
             return Err(LayerError::Backend(BackendError::msg("RedisLayerConfig::hosts is empty")));
+        }
+        if config.wire == Wire::ChannelsRedis && !config.layer.history.is_empty() {
+            return Err(LayerError::Backend(BackendError::msg(
+                "groups with history (LayerConfig::history) need the native wire, not channels_redis's",
+            )));
         }
         if config.wire == Wire::ChannelsRedis && config.hosts.len() > 1 {
             // channels_redis spreads channels over its hosts by its own hash ring: a layer here
@@ -353,6 +458,8 @@ impl RedisChannelLayer {
                 cr_send: Script::new(CR_SEND),
                 cr_deliver_many: Script::new(CR_DELIVER_MANY),
                 cr_group_members: Script::new(CR_GROUP_MEMBERS),
+                history_send: Script::new(&format!("{DELIVER}{HISTORY}{HISTORY_SEND}")),
+                history_read: Script::new(&format!("{HISTORY}{HISTORY_READ}")),
             },
         });
         for index in 0..inner.shards.len() {
@@ -435,38 +542,166 @@ impl Inner {
 
     async fn group_send(&self, group: &str, payload: &str) -> Result<(), LayerError> {
         let group_key = self.group_key(group);
-        let mut totals = (0u64, 0u64, 0u64);
-        if self.config.wire == Wire::ChannelsRedis {
-            totals = self.channels_redis_group_send(&group_key, payload).await?;
+        let totals = if self.config.wire == Wire::ChannelsRedis {
+            self.channels_redis_group_send(&group_key, payload).await?
         } else if self.shards.len() == 1 {
             let mut invocation = self.scripts.group_send.key(&group_key);
             self.deliver_args(&mut invocation).arg(self.group_expiry_ms()).arg(self.message_id()).arg(payload);
-            totals = retry_script(&self.shards[0].commands, &invocation).await?;
+            retry_script(&self.shards[0].commands, &invocation).await?
         } else {
             let commands = self.commands(&group_key);
             let mut invocation = self.scripts.group_members.key(&group_key);
             invocation.arg(self.group_expiry_ms());
             let members: Vec<String> = retry_script(&commands, &invocation).await?;
-            let mut by_shard: HashMap<usize, Vec<String>> = HashMap::new();
-            for member in members {
-                by_shard.entry(self.shard_of(&self.key(&member))).or_default().push(member);
-            }
-            for (shard, channels) in by_shard {
-                let mut invocation = self.scripts.deliver_many.prepare_invoke();
-                self.deliver_args(&mut invocation).arg(self.message_id()).arg(payload).arg(channels);
-                let (members, delivered, expired): (u64, u64, u64) =
-                    retry_script(&self.shards[shard].commands, &invocation).await?;
-                totals = (totals.0 + members, totals.1 + delivered, totals.2 + expired);
-            }
+            self.deliver_sharded(members, payload).await?
+        };
+        self.count_group_send(group, totals);
+        Ok(())
+    }
+
+    /// Delivers `payload` to `members`, one script per shard holding some of them.
+    async fn deliver_sharded(&self, members: Vec<String>, payload: &str) -> Result<(u64, u64, u64), LayerError> {
+        let mut totals = (0u64, 0u64, 0u64);
+        let mut by_shard: HashMap<usize, Vec<String>> = HashMap::new();
+        for member in members {
+            by_shard.entry(self.shard_of(&self.key(&member))).or_default().push(member);
         }
-        let (members, delivered, expired) = totals;
+        for (shard, channels) in by_shard {
+            let mut invocation = self.scripts.deliver_many.prepare_invoke();
+            self.deliver_args(&mut invocation).arg(self.message_id()).arg(payload).arg(channels);
+            let (members, delivered, expired): (u64, u64, u64) =
+                retry_script(&self.shards[shard].commands, &invocation).await?;
+            totals = (totals.0 + members, totals.1 + delivered, totals.2 + expired);
+        }
+        Ok(totals)
+    }
+
+    /// Counts a group send's {members, delivered, expired}.
+    fn count_group_send(&self, group: &str, (members, delivered, expired): (u64, u64, u64)) {
         crate::metrics::layer_group_send(usize::try_from(members).unwrap_or(usize::MAX));
         self.counters.sent(delivered);
         self.counters.expired(expired);
         if delivered < members {
             self.counters.dropped_for(group, members - delivered);
         }
+    }
+
+    /// The keys of `group`'s history: its meta hash and its stream.
+    fn history_keys(&self, group: &str) -> [String; 2] {
+        [format!("{}:hmeta:{group}", self.config.prefix), format!("{}:history:{group}", self.config.prefix)]
+    }
+
+    /// TTLs and limits of a history, in the scripts' units: {meta TTL, max age (0: none),
+    /// stream TTL} in ms.
+    fn history_times(&self, config: &HistoryConfig) -> (u64, u64, u64) {
+        let ms = |duration: Duration| u64::try_from(duration.as_millis()).unwrap_or(u64::MAX).max(1);
+        let meta = self.group_expiry_ms().max(1);
+        let max_age = config.max_age.map_or(0, ms);
+        (meta, max_age, if max_age == 0 { meta } else { max_age })
+    }
+
+    /// `group_send` to a group with history: appended to its stream and delivered in one
+    /// script, so members get its messages in offset order (on one host).
+    async fn history_send(&self, group: &str, message: &ChannelMessage, config: &HistoryConfig) -> Result<(), LayerError> {
+        let mut value = message.value().clone();
+        if let serde_json::Value::Object(map) = &mut value {
+            map.remove(GROUP_FIELD);
+            map.remove(POSITION_FIELD);
+        }
+        let json = serde_json::to_string(&value).map_err(|err| LayerError::Backend(BackendError::new(err)))?;
+        let group_json = serde_json::to_string(group).map_err(|err| LayerError::Backend(BackendError::new(err)))?;
+        // `{"__group__":"g","__position__":"` + position + `",` + the message without its `{`.
+        let head = format!("{{\"{GROUP_FIELD}\":{group_json},\"{POSITION_FIELD}\":\"");
+        let tail = match json.get(1..) {
+            Some(rest) if rest != "}" => format!("\",{rest}"),
+            _ => "\"}".to_owned(),
+        };
+        let group_key = self.group_key(group);
+        let [meta, stream] = self.history_keys(group);
+        let (meta_ttl, max_age, stream_ttl) = self.history_times(config);
+        let here = self.shards.len() == 1;
+        let mut invocation = self.scripts.history_send.key(&meta);
+        invocation.key(&stream).key(&group_key);
+        self.deliver_args(&mut invocation)
+            .arg(self.group_expiry_ms())
+            .arg(self.message_id())
+            .arg(head)
+            .arg(tail)
+            .arg(format!("{:016x}", Position::new_epoch()))
+            .arg(meta_ttl)
+            .arg(max_age)
+            .arg(config.max_messages)
+            .arg(stream_ttl)
+            .arg(if here { "1" } else { "0" });
+        let commands = self.commands(&group_key);
+        let totals = if here {
+            let (members, delivered, expired, _payload): (u64, u64, u64, String) =
+                retry_script(&commands, &invocation).await?;
+            (members, delivered, expired)
+        } else {
+            let (_, _, _, payload, members): (u64, u64, u64, String, Vec<String>) =
+                retry_script(&commands, &invocation).await?;
+            self.deliver_sharded(members, &payload).await?
+        };
+        self.count_group_send(group, totals);
         Ok(())
+    }
+
+    /// Reads `group`'s history as `since` asks, joining `channel` to it in the same script.
+    async fn history_read(
+        &self,
+        group: &str,
+        channel: Option<&str>,
+        since: &Since,
+        config: &HistoryConfig,
+    ) -> Result<Catchup, LayerError> {
+        let group_key = self.group_key(group);
+        let [meta, stream] = self.history_keys(group);
+        let (meta_ttl, max_age, _) = self.history_times(config);
+        let (after_epoch, after_offset) =
+            since.after.map_or((String::new(), 0), |after| (format!("{:016x}", after.epoch), after.offset));
+        let mut invocation = self.scripts.history_read.key(&meta);
+        invocation
+            .key(&stream)
+            .key(&group_key)
+            .arg(format!("{:016x}", Position::new_epoch()))
+            .arg(meta_ttl)
+            .arg(max_age)
+            .arg(after_epoch)
+            .arg(after_offset)
+            .arg(since.last.min(config.max_messages))
+            .arg(channel.unwrap_or(""))
+            .arg(self.membership_score())
+            .arg(self.group_expiry_ms());
+        let (status, epoch, offset, payloads): (String, String, u64, Vec<String>) =
+            retry_script(&self.commands(&group_key), &invocation).await?;
+        let epoch = u64::from_str_radix(&epoch, 16)
+            .map_err(|_| LayerError::Backend(BackendError::msg(format!("bad history epoch {epoch:?} in Redis"))))?;
+        let recovery = match status.as_str() {
+            "fresh" => Recovery::Fresh,
+            "recovered" => Recovery::Recovered,
+            "other_epoch" => Recovery::NotRecovered(Lost::OtherEpoch),
+            "future" => Recovery::NotRecovered(Lost::Future),
+            _ => Recovery::NotRecovered(Lost::TooOld),
+        };
+        let messages = payloads
+            .iter()
+            .filter_map(|payload| match serde_json::from_str::<serde_json::Value>(payload) {
+                Ok(value) => Some(ChannelMessage::new(value)),
+                Err(err) => {
+                    tracing::error!(group, %err, "undecodable message in a group's history; skipped");
+                    None
+                }
+            })
+            .collect();
+        Ok(Catchup { position: Some(Position { epoch, offset }), recovery, messages })
+    }
+
+    /// Remembers a membership of this process's channel, to restore it after an outage.
+    fn remember(&self, group: &str, channel: &str) {
+        if self.is_own(channel) {
+            lock(&self.memberships).entry(group.to_owned()).or_default().insert(channel.to_owned());
+        }
     }
 
     /// channels_redis's `group_send`: the members, then one message per Redis key naming its
@@ -877,10 +1112,41 @@ impl ChannelLayer for RedisChannelLayer {
             })
             .await
             .map_err(backend)?;
-            if inner.is_own(channel) {
-                lock(&inner.memberships).entry(group.to_owned()).or_default().insert(channel.to_owned());
-            }
+            inner.remember(group, channel);
             Ok(())
+        })
+    }
+
+    fn history_config(&self, group: &str) -> Option<HistoryConfig> {
+        self.inner.config.layer.history_for(group)
+    }
+
+    fn group_join<'a>(
+        &'a self,
+        group: &'a str,
+        channel: &'a str,
+        since: &'a Since,
+    ) -> BoxFuture<'a, Result<Catchup, LayerError>> {
+        Box::pin(async move {
+            let Some(config) = self.history_config(group) else {
+                self.group_add(group, channel).await?;
+                return Ok(Catchup::none());
+            };
+            validate_group_name(group)?;
+            validate_channel_name(channel)?;
+            let catchup = self.inner.history_read(group, Some(channel), since, &config).await?;
+            self.inner.remember(group, channel);
+            Ok(catchup)
+        })
+    }
+
+    fn group_history<'a>(&'a self, group: &'a str, since: &'a Since) -> BoxFuture<'a, Result<Catchup, LayerError>> {
+        Box::pin(async move {
+            validate_group_name(group)?;
+            match self.history_config(group) {
+                Some(config) => self.inner.history_read(group, None, since, &config).await,
+                None => Ok(Catchup::none()),
+            }
         })
     }
 
@@ -915,6 +1181,9 @@ impl ChannelLayer for RedisChannelLayer {
         Box::pin(async move {
             validate_group_name(group)?;
             check_message(&message)?;
+            if let Some(config) = self.history_config(group) {
+                return self.inner.history_send(group, &message, &config).await;
+            }
             let payload =
                 serde_json::to_string(message.value()).map_err(|err| LayerError::Backend(BackendError::new(err)))?;
             self.inner.group_send(group, &payload).await
