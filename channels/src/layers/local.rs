@@ -53,6 +53,8 @@ struct MailboxState {
     waiters: Vec<Waker>,
     /// A consumer's subscription holds the channel: it is not swept while subscribed.
     subscribed: bool,
+    /// A message was refused (full) or expired since the subscriber last asked.
+    lost: bool,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -69,6 +71,7 @@ impl Mailbox {
         let expired = state.drop_expired(now);
         counters.expired(expired);
         if state.queue.len() >= config.capacity {
+            state.lost = true;
             return Err(config.capacity);
         }
         state.queue.push_back((now + config.expiry, message));
@@ -100,6 +103,7 @@ impl MailboxState {
             self.queue.pop_front();
             expired += 1;
         }
+        self.lost |= expired > 0;
         expired
     }
 }
@@ -218,6 +222,10 @@ struct LocalSubscription {
 impl SubscriptionSource for LocalSubscription {
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<ChannelMessage> {
         self.mailbox.poll_pop(cx, &self.inner.counters)
+    }
+
+    fn take_lost(&mut self) -> bool {
+        std::mem::take(&mut lock(&self.mailbox.state).lost)
     }
 }
 

@@ -388,6 +388,13 @@ impl std::fmt::Debug for Subscription {
 pub trait SubscriptionSource: Send + Sync {
     /// The next message, when there is one.
     fn poll_recv(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<ChannelMessage>;
+
+    /// Whether a message for this channel was dropped (the channel was full, or the message
+    /// expired) since the last call. The runtime then reads the history of the consumer's
+    /// groups that keep one, so nothing is missed. The default: never.
+    fn take_lost(&mut self) -> bool {
+        false
+    }
 }
 
 impl Subscription {
@@ -399,6 +406,12 @@ impl Subscription {
     /// Polls for the next message of the channel.
     pub fn poll_recv(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<ChannelMessage> {
         self.inner.poll_recv(cx)
+    }
+
+    /// Whether a message for the channel was dropped since the last call (see
+    /// [`SubscriptionSource::take_lost`]).
+    pub fn take_lost(&mut self) -> bool {
+        self.inner.take_lost()
     }
 
     /// The next message of the channel.

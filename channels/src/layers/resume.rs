@@ -17,12 +17,13 @@ pub(crate) struct Tracked {
     position: Position,
 }
 
-/// A gap being filled: which group, the history read, and the live message that revealed it.
+/// A gap being filled: which group, the history read, and the live message that revealed it
+/// (none when the channel reported a loss).
 struct Fill {
     group: usize,
     // In a Mutex only to make the source `Sync`; polled through `get_mut`, never locked.
     read: Mutex<BoxFuture<'static, Result<Catchup, LayerError>>>,
-    waiting: ChannelMessage,
+    waiting: Option<ChannelMessage>,
 }
 
 /// Wraps a consumer's [`Subscription`]: hands out each group's catch-up (or "not recovered")
@@ -34,11 +35,13 @@ pub(crate) struct Resumed {
     groups: Vec<Tracked>,
     ready: VecDeque<ChannelMessage>,
     fill: Option<Fill>,
+    /// Groups whose history to read because the channel lost messages.
+    to_check: VecDeque<usize>,
 }
 
 impl Resumed {
     pub(crate) fn new(live: Subscription, layer: Layer) -> Self {
-        Resumed { live, layer, groups: Vec::new(), ready: VecDeque::new(), fill: None }
+        Resumed { live, layer, groups: Vec::new(), ready: VecDeque::new(), fill: None, to_check: VecDeque::new() }
     }
 
     /// Records a join's catch-up: its messages come first, after a "not recovered" message
@@ -95,14 +98,20 @@ impl Resumed {
             self.ready.push_back(message);
             return;
         }
+        self.start_fill(index, Some(message));
+    }
+
+    /// Reads group `index`'s history after the last position handed out.
+    fn start_fill(&mut self, index: usize, waiting: Option<ChannelMessage>) {
+        let tracked = &self.groups[index];
         let (layer, group, since) = (self.layer.clone(), tracked.group.clone(), Since::after(tracked.position));
         let read: BoxFuture<'static, _> = Box::pin(async move { layer.group_history(&group, &since).await });
-        self.fill = Some(Fill { group: index, read: Mutex::new(read), waiting: message });
+        self.fill = Some(Fill { group: index, read: Mutex::new(read), waiting });
     }
 
     /// A gap's messages arrived (or could not be read): hand them out, then the message
     /// that was waiting for them.
-    fn filled(&mut self, index: usize, result: Result<Catchup, LayerError>, waiting: ChannelMessage) {
+    fn filled(&mut self, index: usize, result: Result<Catchup, LayerError>, waiting: Option<ChannelMessage>) {
         let tracked = &mut self.groups[index];
         match result {
             Ok(catchup) if catchup.recovery.is_recovered() => {
@@ -129,7 +138,8 @@ impl Resumed {
                 self.ready.push_back(not_recovered_message(&tracked.group, Lost::TooOld));
             }
         }
-        if let Some(position) = Position::of(&waiting)
+        if let Some(waiting) = waiting
+            && let Some(position) = Position::of(&waiting)
             && position.offset > tracked.position.offset
         {
             // Still ahead after the fill only if the history could not give the gap.
@@ -153,8 +163,16 @@ impl SubscriptionSource for Resumed {
                 }
                 continue;
             }
-            let message = ready!(self.live.poll_recv(cx));
-            self.take(message);
+            if let Some(index) = self.to_check.pop_front() {
+                self.start_fill(index, None);
+                continue;
+            }
+            match self.live.poll_recv(cx) {
+                Poll::Ready(message) => self.take(message),
+                // Drained: if the channel dropped messages meanwhile, the histories have them.
+                Poll::Pending if self.live.take_lost() => self.to_check.extend(0..self.groups.len()),
+                Poll::Pending => return Poll::Pending,
+            }
         }
     }
 }
