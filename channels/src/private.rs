@@ -16,7 +16,7 @@ pub use crate::consumer::{
     unhandled_websocket_message,
 };
 pub use crate::event::{ChannelMessage, Inbound, Message};
-pub use crate::layers::Since;
+pub use crate::layers::{Since, Track};
 pub use crate::middleware::{AuthMiddlewareStack, Middleware, Wrapped};
 pub use crate::routing::{ProtocolTypeRouter, URLRouter, nest, path, re_nest, re_path};
 pub use crate::scope::{Protocol, Scope};

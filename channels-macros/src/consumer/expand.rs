@@ -154,8 +154,15 @@ pub(crate) fn consumer_impl(model: &ConsumerImpl) -> TokenStream {
             }
         });
     }
+    if let Some(span) = model.presence {
+        methods.push(quote_spanned! {span=>
+            fn presence(&self) -> ::core::option::Option<#p::Track> {
+                <#self_ty>::presence(self)
+            }
+        });
+    }
     // Only consumers with handlers or groups get a channel on the layer.
-    let receives = !model.handlers.is_empty() || model.groups.is_some();
+    let receives = !model.handlers.is_empty() || model.groups.is_some() || model.presence.is_some();
     methods.insert(0, quote!(const RECEIVES_CHANNEL_MESSAGES: bool = #receives;));
     quote! {
         #item

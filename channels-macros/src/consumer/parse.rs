@@ -487,6 +487,8 @@ pub(crate) struct ConsumerImpl {
     pub(crate) groups: Option<Span>,
     /// The span of a `fn since(&self, requested: Since) -> Since`, if the block has one.
     pub(crate) since: Option<Span>,
+    /// The span of a `fn presence(&self) -> Option<Track>`, if the block has one.
+    pub(crate) presence: Option<Span>,
 }
 
 impl ConsumerImpl {
@@ -516,6 +518,7 @@ impl ConsumerImpl {
         let mut handler_sigs = Vec::new();
         let mut groups = None;
         let mut since = None;
+        let mut presence = None;
         for impl_item in &mut item.items {
             let ImplItem::Fn(method) = impl_item else { continue };
             let handler_attr = take_handler_attr(&mut method.attrs, errors);
@@ -524,10 +527,13 @@ impl ConsumerImpl {
                 check_groups_signature(&method.sig, errors);
                 groups = Some(method.sig.span());
             } else if name == "since" && handler_attr.is_none() {
-                check_since_signature(&method.sig, errors);
+                check_plain_signature(&method.sig, "`fn since(&self, requested: Since) -> Since`", 1, errors);
                 since = Some(method.sig.span());
+            } else if name == "presence" && handler_attr.is_none() {
+                check_plain_signature(&method.sig, "`fn presence(&self) -> Option<Track>`", 0, errors);
+                presence = Some(method.sig.span());
             } else if let Some((message_type, spawn)) = handler_attr {
-                if is_lifecycle(&name.to_string()) || name == "groups" || name == "since" {
+                if is_lifecycle(&name.to_string()) || matches!(name.to_string().as_str(), "groups" | "since" | "presence") {
                     errors.on(&name, format!("`{name}` is a lifecycle method; give the handler another name"));
                     continue;
                 }
@@ -575,7 +581,7 @@ impl ConsumerImpl {
             }
         }
         let lifecycle = lifecycle.into_iter().map(|(method, _)| method).collect();
-        ConsumerImpl { item, krate: Krate::new(args.krate), kind, lifecycle, handlers, groups, since }
+        ConsumerImpl { item, krate: Krate::new(args.krate), kind, lifecycle, handlers, groups, since, presence }
     }
 }
 
@@ -676,20 +682,20 @@ fn check_groups_signature(sig: &syn::Signature, errors: &mut Errors) {
     }
 }
 
-/// `fn since(&self, requested: Since) -> Since`: plain, `&self`, one parameter (it runs before
-/// `connect`, once per connection).
-fn check_since_signature(sig: &syn::Signature, errors: &mut Errors) {
-    const SHAPE: &str = "`fn since(&self, requested: Since) -> Since`";
+/// `fn since(&self, requested: Since) -> Since`, `fn presence(&self) -> Option<Track>`: plain,
+/// `&self`, `params` parameters (they run before `connect`, once per connection).
+fn check_plain_signature(sig: &syn::Signature, shape: &str, params: usize, errors: &mut Errors) {
+    let name = &sig.ident;
     if let Some(asyncness) = &sig.asyncness {
-        errors.on(asyncness, format!("`since` is a plain (not async) fn: {SHAPE}"));
+        errors.on(asyncness, format!("`{name}` is a plain (not async) fn: {shape}"));
     }
     match sig.receiver() {
         Some(receiver) if matches!(receiver.kind, syn::ReceiverKind::Reference(_, _, None)) => {}
-        Some(receiver) => errors.on(receiver, format!("`since` takes `&self`: {SHAPE}")),
-        None => errors.on(&sig.ident, format!("`since` takes `&self`: {SHAPE}")),
+        Some(receiver) => errors.on(receiver, format!("`{name}` takes `&self`: {shape}")),
+        None => errors.on(name, format!("`{name}` takes `&self`: {shape}")),
     }
-    if sig.inputs.iter().filter(|arg| typed(arg).is_some()).count() != 1 {
-        errors.on(&sig.inputs, format!("`since` takes the requested `Since` besides `&self`: {SHAPE}"));
+    if sig.inputs.iter().filter(|arg| typed(arg).is_some()).count() != params {
+        errors.on(&sig.inputs, format!("`{name}` takes {params} parameter(s) besides `&self`: {shape}"));
     }
 }
 

@@ -4,7 +4,7 @@ use std::future::Future;
 
 use super::{ConsumerApp, ConsumerError, FromScope, settle};
 use crate::application::{Inbox, Outbox};
-use crate::layers::Since;
+use crate::layers::{Since, Track};
 use crate::error::AppError;
 use crate::event::{ChannelMessage, Inbound};
 
@@ -43,6 +43,14 @@ pub trait GenericConsumer: Send + 'static {
     /// the client sent another way.
     fn since(&self, requested: Since) -> Since {
         requested
+    }
+
+    /// What to track in a group's presence while this connection lives (e.g. the user, in the
+    /// room's group): tracked after the groups are joined, untracked when the consumer ends.
+    /// The consumer then gets the group's state first (`"presence.state"`) and its changes
+    /// (`"presence.diff"`). `None` (the default): nothing.
+    fn presence(&self) -> Option<Track> {
+        None
     }
 
     /// Handles one event; return [`Flow::Stop`] to end the consumer.

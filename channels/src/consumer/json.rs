@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 use super::websocket::SocketConsumer;
 use super::websocket::unhandled_websocket_message;
 use super::{ConsumerApp, ConsumerError, FromScope, Websocket};
-use crate::layers::Since;
+use crate::layers::{Since, Track};
 use crate::event::{ChannelMessage, Message, close_code};
 
 /// A client frame that a JSON consumer could not decode.
@@ -61,6 +61,14 @@ pub trait JsonWebsocketConsumer: Send + 'static {
     /// the client sent another way.
     fn since(&self, requested: Since) -> Since {
         requested
+    }
+
+    /// What to track in a group's presence while this connection lives (e.g. the user, in the
+    /// room's group): tracked after the groups are joined, untracked when the consumer ends.
+    /// The consumer then gets the group's state first (`"presence.state"`) and its changes
+    /// (`"presence.diff"`). `None` (the default): nothing.
+    fn presence(&self) -> Option<Track> {
+        None
     }
 
     /// The type client messages decode into (often an enum tagged by a field).

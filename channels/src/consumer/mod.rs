@@ -53,7 +53,7 @@ use crate::application::{Application, Inbox, Outbox};
 pub use crate::error::ConsumerError;
 use crate::error::{AppError, MethodNotAllowed};
 use crate::event::{ChannelMessage, Inbound};
-use crate::layers::{Membership, Position, Since};
+use crate::layers::{Membership, Position, Since, Track};
 use crate::scope::Scope;
 
 /// Builds a consumer for one connection from its scope. `#[consumer]` implements it (keeping
@@ -83,6 +83,8 @@ struct LayerUse<C> {
     groups: fn(&C) -> Vec<String>,
     /// Where it starts in their histories, from what the client asked.
     since: fn(&C, Since) -> Since,
+    /// What it tracks in a group's presence.
+    presence: fn(&C) -> Option<Track>,
     /// Hold channel messages until `connect` ran (WebSocket consumers: a catch-up is sent
     /// to an accepted socket).
     hold_until_connect: bool,
@@ -137,6 +139,7 @@ impl<C: WebsocketConsumer> ConsumerApp<C> {
             receives: C::RECEIVES_CHANNEL_MESSAGES,
             groups: C::groups,
             since: C::since,
+            presence: C::presence,
             hold_until_connect: true,
         };
         ConsumerApp::new(
@@ -154,6 +157,7 @@ impl<C: JsonWebsocketConsumer> ConsumerApp<C> {
             receives: C::RECEIVES_CHANNEL_MESSAGES,
             groups: C::groups,
             since: C::since,
+            presence: C::presence,
             hold_until_connect: true,
         };
         ConsumerApp::new(
@@ -171,6 +175,7 @@ impl<C: HttpConsumer> ConsumerApp<C> {
             receives: C::RECEIVES_CHANNEL_MESSAGES,
             groups: C::groups,
             since: C::since,
+            presence: C::presence,
             hold_until_connect: false,
         };
         ConsumerApp::new(build, |consumer, inbox, outbox| Box::pin(http::drive(consumer, inbox, outbox)), layer)
@@ -184,6 +189,7 @@ impl<C: GenericConsumer> ConsumerApp<C> {
             receives: C::RECEIVES_CHANNEL_MESSAGES,
             groups: C::groups,
             since: C::since,
+            presence: C::presence,
             hold_until_connect: false,
         };
         ConsumerApp::new(build, |consumer, inbox, outbox| Box::pin(generic::drive(consumer, inbox, outbox)), layer)
@@ -263,9 +269,10 @@ impl<C: Send + 'static> Application for ConsumerApp<C> {
         };
         let groups = (self.layer.groups)(&consumer);
         let since = (self.layer.since)(&consumer, requested);
+        let track = (self.layer.presence)(&consumer);
         let (drive, hold) = (self.drive, self.layer.hold_until_connect);
         Box::pin(async move {
-            let (membership, subscription) = Membership::join(layer, channel, groups, &since, invalid, subscription)
+            let (membership, subscription) = Membership::join(layer, channel, groups, (&since, invalid), track, subscription)
                 .await
                 .map_err(|err| AppError::Other(Box::new(err)))?;
             inbox.attach(subscription.0);

@@ -10,7 +10,7 @@ use super::{ConsumerApp, ConsumerError, FromScope, settle, unexpected, unhandled
 use crate::application::{Inbox, Outbox};
 use crate::error::{AppError, SendError};
 use crate::event::{Accept, ChannelMessage, Close, Inbound, Message, Outbound, Utf8Bytes, close_code};
-use crate::layers::{CLOSE_TYPE, NOT_RECOVERED_TYPE, Since};
+use crate::layers::{CLOSE_TYPE, NOT_RECOVERED_TYPE, PRESENCE_DIFF_TYPE, PRESENCE_STATE_TYPE, Since, Track};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -235,6 +235,14 @@ pub trait WebsocketConsumer: Send + 'static {
         requested
     }
 
+    /// What to track in a group's presence while this connection lives (e.g. the user, in the
+    /// room's group): tracked after the groups are joined, untracked when the consumer ends.
+    /// The consumer then gets the group's state first (`"presence.state"`) and its changes
+    /// (`"presence.diff"`). `None` (the default): nothing.
+    fn presence(&self) -> Option<Track> {
+        None
+    }
+
     /// The client asks to connect: call `ws.accept()` (the default) or `ws.close(code)` to refuse.
     fn connect(&mut self, ws: &mut Websocket) -> impl Future<Output = Result<(), ConsumerError>> + Send {
         async move {
@@ -376,18 +384,30 @@ fn event_span(kind: &'static str, message_type: Option<&str>) -> tracing::Span {
 }
 
 /// What a WebSocket consumer does with a channel-layer message that no handler takes (the
-/// default `handle_message`, and `#[consumer]`'s fallback): a group that could not be resumed
-/// ([`NOT_RECOVERED_TYPE`]) is told to the client as `{"recovered": false}` (the protocol the
-/// JavaScript client speaks; a `#[handler("group.not_recovered")]` replaces it), anything else
-/// is logged as [`unhandled_message`] does.
+/// default `handle_message`, and `#[consumer]`'s fallback), in the protocol the JavaScript
+/// client speaks (a `#[handler("...")]` for the type replaces it):
+///
+/// | Message type | Sent to the client |
+/// |---|---|
+/// | `"group.not_recovered"` ([`NOT_RECOVERED_TYPE`]) | `{"recovered": false}` |
+/// | `"presence.state"` | `{"presence_state": {key: [{"id", "meta"}]}}` |
+/// | `"presence.diff"` | `{"presence_diff": {"joins": {...}, "leaves": {...}}}` |
+///
+/// Anything else is logged as [`unhandled_message`] does.
 ///
 /// # Errors
 /// Sending to the client failed.
 pub async fn unhandled_websocket_message(ws: &mut Websocket, message: ChannelMessage) -> Result<(), ConsumerError> {
-    if message.message_type() == Some(NOT_RECOVERED_TYPE) {
-        return ws.send_text(r#"{"recovered":false}"#).await;
+    let value = message.value();
+    match message.message_type() {
+        Some(NOT_RECOVERED_TYPE) => ws.send_text(r#"{"recovered":false}"#).await,
+        Some(PRESENCE_STATE_TYPE) => ws.send_json(&serde_json::json!({ "presence_state": value["state"] })).await,
+        Some(PRESENCE_DIFF_TYPE) => {
+            let diff = serde_json::json!({ "joins": value["joins"], "leaves": value["leaves"] });
+            ws.send_json(&serde_json::json!({ "presence_diff": diff })).await
+        }
+        _ => unhandled_message(&message),
     }
-    unhandled_message(&message)
 }
 
 /// A `"websocket.close"` layer message ([`close_message`](crate::layers::close_message)): the

@@ -8,6 +8,7 @@ use tokio::time::Instant;
 
 use super::history::GroupHistory;
 use super::local::LocalChannels;
+use super::presence::{PresenceDiff, PresenceMeta, PresenceState, entry_id, state_of};
 use super::{
     Catchup, ChannelLayer, Counters, HistoryConfig, LayerConfig, LayerError, LayerStats, Since, Subscription,
     check_message, validate_channel_name, validate_group_name,
@@ -38,6 +39,9 @@ struct Inner {
     /// under its history's lock, so members receive its messages in offset order, and a join
     /// under the same lock sees each message either in the history or live.
     histories: Mutex<HashMap<String, Arc<Mutex<GroupHistory>>>>,
+    /// Group → tracked channel → (key, meta). Diffs are delivered under this lock, so members
+    /// see them in the order the changes happened.
+    presence: Mutex<HashMap<String, HashMap<String, (String, serde_json::Value)>>>,
     counters: Counters,
     /// Distinguishes this layer's channel names from another layer's.
     id: u64,
@@ -71,6 +75,7 @@ impl InMemoryChannelLayer {
                 channels: LocalChannels::new(config),
                 groups: Mutex::new(HashMap::new()),
                 histories: Mutex::new(HashMap::new()),
+                presence: Mutex::new(HashMap::new()),
                 counters: Counters::default(),
                 id: NEXT_LAYER.fetch_add(1, Ordering::Relaxed),
                 next_channel: AtomicU64::new(1),
@@ -240,6 +245,61 @@ impl ChannelLayer for InMemoryChannelLayer {
         Box::pin(std::future::ready(result))
     }
 
+    fn presence_track<'a>(
+        &'a self,
+        group: &'a str,
+        channel: &'a str,
+        key: &'a str,
+        meta: serde_json::Value,
+    ) -> BoxFuture<'a, Result<(), LayerError>> {
+        let result = validate_group_name(group).and_then(|()| validate_channel_name(channel)).map(|()| {
+            let mut presence = lock(&self.inner.presence);
+            let entry = (key.to_owned(), meta.clone());
+            let previous = presence.entry(group.to_owned()).or_default().insert(channel.to_owned(), entry);
+            if previous.as_ref().is_some_and(|(old_key, old_meta)| old_key == key && *old_meta == meta) {
+                return;
+            }
+            let id = entry_id(channel);
+            let leaves = previous.map(|(old_key, old_meta)| (old_key, PresenceMeta { id: id.clone(), meta: old_meta }));
+            let diff = PresenceDiff {
+                group: group.to_owned(),
+                joins: state_of([(key, PresenceMeta { id, meta })]),
+                leaves: state_of(leaves.iter().map(|(key, meta)| (key.as_str(), meta.clone()))),
+            };
+            self.inner.deliver_to_group(group, &diff.to_message());
+        });
+        Box::pin(std::future::ready(result))
+    }
+
+    fn presence_untrack<'a>(&'a self, group: &'a str, channel: &'a str) -> BoxFuture<'a, Result<(), LayerError>> {
+        let result = validate_group_name(group).and_then(|()| validate_channel_name(channel)).map(|()| {
+            let mut presence = lock(&self.inner.presence);
+            let Some(entries) = presence.get_mut(group) else { return };
+            let Some((key, meta)) = entries.remove(channel) else { return };
+            if entries.is_empty() {
+                presence.remove(group);
+            }
+            let diff = PresenceDiff {
+                group: group.to_owned(),
+                leaves: state_of([(key.as_str(), PresenceMeta { id: entry_id(channel), meta })]),
+                ..PresenceDiff::default()
+            };
+            self.inner.deliver_to_group(group, &diff.to_message());
+        });
+        Box::pin(std::future::ready(result))
+    }
+
+    fn presence_list<'a>(&'a self, group: &'a str) -> BoxFuture<'a, Result<PresenceState, LayerError>> {
+        let result = validate_group_name(group).map(|()| {
+            let presence = lock(&self.inner.presence);
+            let entries = presence.get(group).into_iter().flatten();
+            state_of(entries.map(|(channel, (key, meta))| {
+                (key.as_str(), PresenceMeta { id: entry_id(channel), meta: meta.clone() })
+            }))
+        });
+        Box::pin(std::future::ready(result))
+    }
+
     fn group_history<'a>(&'a self, group: &'a str, since: &'a Since) -> BoxFuture<'a, Result<Catchup, LayerError>> {
         let result = validate_group_name(group).map(|()| match self.history_config(group) {
             Some(config) => lock(&self.inner.history(group)).catchup(since, &config, Instant::now()),
@@ -280,6 +340,7 @@ impl ChannelLayer for InMemoryChannelLayer {
         self.inner.channels.clear();
         lock(&self.inner.groups).clear();
         lock(&self.inner.histories).clear();
+        lock(&self.inner.presence).clear();
         Box::pin(std::future::ready(Ok(())))
     }
 

@@ -43,6 +43,7 @@
 mod history;
 mod local;
 mod memory;
+mod presence;
 mod resume;
 mod names;
 #[cfg(feature = "redis")]
@@ -58,6 +59,9 @@ pub use self::history::{
 };
 pub use self::local::LocalChannels;
 pub use self::memory::InMemoryChannelLayer;
+pub use self::presence::{
+    PRESENCE_DIFF_TYPE, PRESENCE_STATE_TYPE, PresenceDiff, PresenceMeta, PresenceState, Track,
+};
 pub use self::names::{validate_channel_name, validate_group_name};
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisChannelLayer, RedisLayerConfig, Wire};
@@ -194,6 +198,42 @@ pub trait ChannelLayer: Send + Sync + 'static {
             self.group_add(group, channel).await?;
             Ok(Catchup::none())
         })
+    }
+
+    /// Tracks `channel` in `group`'s presence under `key` with `meta` (again: replaces its
+    /// meta), and sends the group a `"presence.diff"` when it is new. See
+    /// [`presence`](self#presence) for how entries of a dead process lapse.
+    ///
+    /// # Errors
+    /// [`LayerError::InvalidName`], a backend error, or a layer without presence.
+    fn presence_track<'a>(
+        &'a self,
+        group: &'a str,
+        channel: &'a str,
+        key: &'a str,
+        meta: serde_json::Value,
+    ) -> BoxFuture<'a, Result<(), LayerError>> {
+        let _ = (group, channel, key, meta);
+        Box::pin(std::future::ready(Err(no_presence())))
+    }
+
+    /// Stops tracking `channel` in `group` (no error if it was not tracked); the group gets a
+    /// leave diff.
+    ///
+    /// # Errors
+    /// As [`presence_track`](Self::presence_track).
+    fn presence_untrack<'a>(&'a self, group: &'a str, channel: &'a str) -> BoxFuture<'a, Result<(), LayerError>> {
+        let _ = (group, channel);
+        Box::pin(std::future::ready(Err(no_presence())))
+    }
+
+    /// Who is tracked in `group` now.
+    ///
+    /// # Errors
+    /// As [`presence_track`](Self::presence_track).
+    fn presence_list<'a>(&'a self, group: &'a str) -> BoxFuture<'a, Result<PresenceState, LayerError>> {
+        let _ = group;
+        Box::pin(std::future::ready(Err(no_presence())))
     }
 
     /// Reads `group`'s history as `since` asks, without joining it (the runtime fills gaps in
@@ -440,27 +480,31 @@ pub fn close_message(code: u16) -> ChannelMessage {
 /// The message type the runtime handles by closing the WebSocket.
 pub const CLOSE_TYPE: &str = "websocket.close";
 
-/// A consumer's channel and declared groups: joined before `connect`, left when the consumer
-/// ends — on every path, a panic included (then from `Drop`, in a spawned task).
+/// A consumer's channel, declared groups and presence: joined (tracked) before `connect`, left
+/// (untracked) when the consumer ends — on every path, a panic included (then from `Drop`, in
+/// a spawned task).
 pub(crate) struct Membership {
     layer: Layer,
     channel: String,
     groups: Vec<String>,
+    /// The group it is tracked in.
+    tracked: Option<String>,
 }
 
 impl Membership {
     /// Joins `groups` (those with history `since` that position; `invalid`: the client gave
-    /// a position that is not one), and returns the consumer's subscription with their
-    /// catch-up in front, and whether there is any (then it waits for `connect`).
+    /// a position that is not one), tracks `track`, and returns the consumer's subscription
+    /// with the catch-up and presence state in front, and whether there is any (then it
+    /// waits for `connect`).
     pub(crate) async fn join(
         layer: Layer,
         channel: String,
         groups: Vec<String>,
-        since: &Since,
-        invalid: bool,
+        (since, invalid): (&Since, bool),
+        track: Option<Track>,
         live: Subscription,
     ) -> Result<(Self, (Subscription, bool)), LayerError> {
-        let mut membership = Membership { layer, channel, groups: Vec::with_capacity(groups.len()) };
+        let mut membership = Membership { layer, channel, groups: Vec::with_capacity(groups.len()), tracked: None };
         let mut resumed = resume::Resumed::new(live, membership.layer.clone());
         for group in groups {
             // On an error, Drop leaves the groups joined so far.
@@ -471,18 +515,29 @@ impl Membership {
             resumed.joined(&group, catchup);
             membership.groups.push(group);
         }
+        if let Some(Track { group, key, meta }) = track {
+            membership.layer.presence_track(&group, &membership.channel, &key, meta).await?;
+            membership.tracked = Some(group.clone());
+            let state = membership.layer.presence_list(&group).await?;
+            resumed.presence_state(&group, &state);
+        }
         let tracks = resumed.tracks_history();
         let subscription = if tracks { Subscription::new(resumed) } else { resumed.into_live() };
         Ok((membership, (subscription, tracks)))
     }
 
     pub(crate) async fn leave(mut self) {
-        let groups = std::mem::take(&mut self.groups);
-        leave(&self.layer, &self.channel, &groups).await;
+        let (groups, tracked) = (std::mem::take(&mut self.groups), self.tracked.take());
+        leave(&self.layer, &self.channel, &groups, tracked.as_deref()).await;
     }
 }
 
-async fn leave(layer: &Layer, channel: &str, groups: &[String]) {
+async fn leave(layer: &Layer, channel: &str, groups: &[String], tracked: Option<&str>) {
+    if let Some(group) = tracked
+        && let Err(err) = layer.presence_untrack(group, channel).await
+    {
+        tracing::warn!(group, channel, %err, "could not untrack presence; the entry will lapse");
+    }
     for group in groups {
         if let Err(err) = layer.group_discard(group, channel).await {
             tracing::warn!(group, channel, %err, "could not leave a group; the membership will expire");
@@ -492,18 +547,27 @@ async fn leave(layer: &Layer, channel: &str, groups: &[String]) {
 
 impl Drop for Membership {
     fn drop(&mut self) {
-        if self.groups.is_empty() {
+        if self.groups.is_empty() && self.tracked.is_none() {
             return;
         }
-        let (layer, channel, groups) =
-            (self.layer.clone(), std::mem::take(&mut self.channel), std::mem::take(&mut self.groups));
+        let (layer, channel, groups, tracked) =
+            (self.layer.clone(), std::mem::take(&mut self.channel), std::mem::take(&mut self.groups), self.tracked.take());
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
-                runtime.spawn(async move { leave(&layer, &channel, &groups).await });
+                runtime.spawn(async move { leave(&layer, &channel, &groups, tracked.as_deref()).await });
             }
             Err(_) => tracing::warn!(channel, "no runtime to leave groups from; the memberships will expire"),
         }
     }
+}
+
+fn no_presence() -> LayerError {
+    LayerError::Backend(crate::error::BackendError::msg("this channel layer does not implement presence"))
+}
+
+/// FNV-1a: the same value for the same string in every process (std's hasher is seeded).
+pub(crate) fn stable_hash(key: &str) -> u64 {
+    key.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// Checks that a message is a JSON object with a string `"type"`.

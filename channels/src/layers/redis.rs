@@ -15,6 +15,8 @@ use super::{
     Lost, POSITION_FIELD, Position, Recovery, Since, Subscription, check_message, validate_channel_name,
     validate_group_name,
 };
+use super::presence::entry_id;
+use super::{PresenceDiff, PresenceMeta, PresenceState, stable_hash};
 use crate::BoxFuture;
 use crate::error::BackendError;
 use crate::event::ChannelMessage;
@@ -32,6 +34,10 @@ pub struct RedisLayerConfig {
     pub layer: LayerConfig,
     /// The format and key layout of messages in Redis.
     pub wire: Wire,
+    /// How long a presence entry lives without being renewed (default 30 s): each process
+    /// renews its own every third of it, so a process that dies leaves the other processes'
+    /// [`presence_list`](super::ChannelLayer::presence_list) within this time.
+    pub presence_ttl: Duration,
 }
 
 /// How a [`RedisChannelLayer`] lays its messages out in Redis.
@@ -61,6 +67,7 @@ impl RedisLayerConfig {
             prefix: "asgi".to_owned(),
             layer: LayerConfig::default(),
             wire: Wire::Native,
+            presence_ttl: Duration::from_secs(30),
         }
     }
 
@@ -111,6 +118,9 @@ struct Inner {
     counters: Counters,
     /// Memberships of this process's channels, re-added after Redis comes back.
     memberships: Mutex<HashMap<String, HashSet<String>>>,
+    /// Presence entries of this process's channels: group → channel → entry (JSON), renewed
+    /// in Redis every third of the presence TTL.
+    tracked: Mutex<HashMap<String, HashMap<String, String>>>,
     /// Pops of named channels in flight, one per channel (see `receive`).
     pops: Mutex<HashMap<String, Arc<Pop>>>,
     scripts: Scripts,
@@ -150,6 +160,9 @@ struct Scripts {
     cr_group_members: Script,
     history_send: Script,
     history_read: Script,
+    presence_track: Script,
+    presence_untrack: Script,
+    presence_list: Script,
 }
 
 impl std::fmt::Debug for Inner {
@@ -385,6 +398,59 @@ for i, entry in ipairs(entries) do out[i] = entry[2][2] end
 return {'recovered', epoch, offset, out}
 ";
 
+/// Lua shared by the presence scripts. KEYS[1] = the group's entries (a hash: channel → `{"key":
+/// ..., "meta": ...}`), KEYS[2] = their expiry times (a sorted set: channel → unix ms).
+/// `sweep()` removes lapsed entries and returns them as {channel, entry, ...}.
+const PRESENCE: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local function sweep()
+  local left = {}
+  for _, channel in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)) do
+    local entry = redis.call('HGET', KEYS[1], channel)
+    redis.call('HDEL', KEYS[1], channel)
+    redis.call('ZREM', KEYS[2], channel)
+    if entry then
+      left[#left + 1] = channel
+      left[#left + 1] = entry
+    end
+  end
+  return left
+end
+";
+
+/// Tracks (or renews) entries: ARGV[1] = TTL (ms), then channel, entry pairs. Returns {joined
+/// pairs, left pairs}: the entries that were not there, and the lapsed ones swept.
+const PRESENCE_TRACK: &str = r"
+local left = sweep()
+local ttl = tonumber(ARGV[1])
+local joined = {}
+for i = 2, #ARGV, 2 do
+  if redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) == 1 then
+    joined[#joined + 1] = ARGV[i]
+    joined[#joined + 1] = ARGV[i + 1]
+  end
+  redis.call('ZADD', KEYS[2], now + ttl, ARGV[i])
+end
+redis.call('PEXPIRE', KEYS[1], ttl)
+redis.call('PEXPIRE', KEYS[2], ttl)
+return {joined, left}
+";
+
+/// Untracks ARGV[1]: returns its entry, or nil.
+const PRESENCE_UNTRACK: &str = r"
+local entry = redis.call('HGET', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+return entry
+";
+
+/// Lists a group's entries after sweeping lapsed ones: {all pairs, left pairs}.
+const PRESENCE_LIST: &str = r"
+local left = sweep()
+return {redis.call('HGETALL', KEYS[1]), left}
+";
+
 /// The key under which channels_redis keeps a channel's messages: the prefix, then the channel
 /// name, cut after its `!` for a process-specific one.
 fn channels_redis_key(prefix: &str, channel: &str) -> String {
@@ -394,10 +460,6 @@ fn channels_redis_key(prefix: &str, channel: &str) -> String {
     }
 }
 
-/// FNV-1a: the same shard for the same key in every process (std's hasher is seeded).
-fn stable_hash(key: &str) -> u64 {
-    key.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3))
-}
 
 impl RedisChannelLayer {
     /// Connects to one Redis with default settings.
@@ -449,6 +511,7 @@ impl RedisChannelLayer {
             next_seq: AtomicU64::new(1),
             counters: Counters::default(),
             memberships: Mutex::new(HashMap::new()),
+            tracked: Mutex::new(HashMap::new()),
             pops: Mutex::new(HashMap::new()),
             scripts: Scripts {
                 send: Script::new(&format!("{DELIVER}{SEND}")),
@@ -460,6 +523,9 @@ impl RedisChannelLayer {
                 cr_group_members: Script::new(CR_GROUP_MEMBERS),
                 history_send: Script::new(&format!("{DELIVER}{HISTORY}{HISTORY_SEND}")),
                 history_read: Script::new(&format!("{HISTORY}{HISTORY_READ}")),
+                presence_track: Script::new(&format!("{PRESENCE}{PRESENCE_TRACK}")),
+                presence_untrack: Script::new(PRESENCE_UNTRACK),
+                presence_list: Script::new(&format!("{PRESENCE}{PRESENCE_LIST}")),
             },
         });
         for index in 0..inner.shards.len() {
@@ -467,6 +533,7 @@ impl RedisChannelLayer {
             crate::metrics::redis_connection(index, true);
             tokio::spawn(watch(Arc::downgrade(&inner), index, connection));
         }
+        tokio::spawn(presence_heartbeat(Arc::downgrade(&inner), inner.config.presence_ttl));
         Ok(RedisChannelLayer { inner })
     }
 
@@ -697,6 +764,48 @@ impl Inner {
         Ok(Catchup { position: Some(Position { epoch, offset }), recovery, messages })
     }
 
+    /// The keys of `group`'s presence: its entries and their expiry times.
+    fn presence_keys(&self, group: &str) -> [String; 2] {
+        [format!("{}:presence:{group}", self.config.prefix), format!("{}:pexpiry:{group}", self.config.prefix)]
+    }
+
+    /// Tracks (or renews) `entries` (channel, entry JSON) in `group`, and sends the group the
+    /// diff of what joined and what lapsed.
+    async fn presence_track(&self, group: &str, entries: &[(String, String)]) -> Result<(), LayerError> {
+        let [hash, expiry] = self.presence_keys(group);
+        let mut invocation = self.scripts.presence_track.key(&hash);
+        invocation.key(&expiry).arg(u64::try_from(self.config.presence_ttl.as_millis()).unwrap_or(u64::MAX).max(1));
+        for (channel, entry) in entries {
+            invocation.arg(channel).arg(entry);
+        }
+        let (joined, left): (Vec<String>, Vec<String>) = retry_script(&self.commands(&hash), &invocation).await?;
+        self.send_presence_diff(group, &joined, &left).await
+    }
+
+    /// Sends `group` a diff from {channel, entry} pairs (nothing when both are empty).
+    async fn send_presence_diff(&self, group: &str, joined: &[String], left: &[String]) -> Result<(), LayerError> {
+        if joined.is_empty() && left.is_empty() {
+            return Ok(());
+        }
+        let diff = PresenceDiff { group: group.to_owned(), joins: presence_state(joined), leaves: presence_state(left) };
+        let payload =
+            serde_json::to_string(diff.to_message().value()).map_err(|err| LayerError::Backend(BackendError::new(err)))?;
+        self.group_send(group, &payload).await
+    }
+
+    /// Renews this process's presence entries (and sweeps lapsed ones in their groups).
+    async fn renew_presence(&self) {
+        let groups: Vec<(String, Vec<(String, String)>)> = lock(&self.tracked)
+            .iter()
+            .map(|(group, entries)| (group.clone(), entries.iter().map(|(c, e)| (c.clone(), e.clone())).collect()))
+            .collect();
+        for (group, entries) in groups {
+            if let Err(err) = self.presence_track(&group, &entries).await {
+                tracing::warn!(group, %err, "could not renew presence entries");
+            }
+        }
+    }
+
     /// Remembers a membership of this process's channel, to restore it after an outage.
     fn remember(&self, group: &str, channel: &str) {
         if self.is_own(channel) {
@@ -847,6 +956,34 @@ impl Inner {
         pipe.query_async::<()>(&mut commands).await?;
         tracing::info!(groups = memberships.len(), "group memberships restored in Redis");
         Ok(())
+    }
+}
+
+/// A presence state from {channel, entry JSON} pairs (entries that do not decode are skipped).
+fn presence_state(pairs: &[String]) -> PresenceState {
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        key: String,
+        meta: serde_json::Value,
+    }
+    let entries = pairs.chunks_exact(2).filter_map(|pair| {
+        let entry: Entry = serde_json::from_str(&pair[1]).ok()?;
+        Some((entry.key, PresenceMeta { id: entry_id(&pair[0]), meta: entry.meta }))
+    });
+    let mut state = PresenceState::new();
+    for (key, meta) in entries {
+        state.entry(key).or_default().push(meta);
+    }
+    state
+}
+
+/// Every third of the presence TTL while the layer lives: renews this process's entries.
+async fn presence_heartbeat(layer: Weak<Inner>, ttl: Duration) {
+    let period = (ttl / 3).max(Duration::from_millis(50));
+    loop {
+        tokio::time::sleep(period).await;
+        let Some(inner) = layer.upgrade() else { return };
+        inner.renew_presence().await;
     }
 }
 
@@ -1140,6 +1277,64 @@ impl ChannelLayer for RedisChannelLayer {
         })
     }
 
+    fn presence_track<'a>(
+        &'a self,
+        group: &'a str,
+        channel: &'a str,
+        key: &'a str,
+        meta: serde_json::Value,
+    ) -> BoxFuture<'a, Result<(), LayerError>> {
+        Box::pin(async move {
+            validate_group_name(group)?;
+            validate_channel_name(channel)?;
+            let entry = serde_json::json!({ "key": key, "meta": meta }).to_string();
+            let inner = &self.inner;
+            inner.presence_track(group, &[(channel.to_owned(), entry.clone())]).await?;
+            if inner.is_own(channel) {
+                lock(&inner.tracked).entry(group.to_owned()).or_default().insert(channel.to_owned(), entry);
+            }
+            Ok(())
+        })
+    }
+
+    fn presence_untrack<'a>(&'a self, group: &'a str, channel: &'a str) -> BoxFuture<'a, Result<(), LayerError>> {
+        Box::pin(async move {
+            validate_group_name(group)?;
+            validate_channel_name(channel)?;
+            let inner = &self.inner;
+            {
+                let mut tracked = lock(&inner.tracked);
+                if let Some(entries) = tracked.get_mut(group) {
+                    entries.remove(channel);
+                    if entries.is_empty() {
+                        tracked.remove(group);
+                    }
+                }
+            }
+            let [hash, expiry] = inner.presence_keys(group);
+            let mut invocation = inner.scripts.presence_untrack.key(&hash);
+            invocation.key(&expiry).arg(channel);
+            let entry: Option<String> = retry_script(&inner.commands(&hash), &invocation).await?;
+            match entry {
+                Some(entry) => inner.send_presence_diff(group, &[], &[channel.to_owned(), entry]).await,
+                None => Ok(()),
+            }
+        })
+    }
+
+    fn presence_list<'a>(&'a self, group: &'a str) -> BoxFuture<'a, Result<PresenceState, LayerError>> {
+        Box::pin(async move {
+            validate_group_name(group)?;
+            let inner = &self.inner;
+            let [hash, expiry] = inner.presence_keys(group);
+            let mut invocation = inner.scripts.presence_list.key(&hash);
+            invocation.key(&expiry);
+            let (all, left): (Vec<String>, Vec<String>) = retry_script(&inner.commands(&hash), &invocation).await?;
+            inner.send_presence_diff(group, &[], &left).await?;
+            Ok(presence_state(&all))
+        })
+    }
+
     fn group_history<'a>(&'a self, group: &'a str, since: &'a Since) -> BoxFuture<'a, Result<Catchup, LayerError>> {
         Box::pin(async move {
             validate_group_name(group)?;
@@ -1206,6 +1401,7 @@ impl ChannelLayer for RedisChannelLayer {
                 }
             }
             lock(&self.inner.memberships).clear();
+            lock(&self.inner.tracked).clear();
             self.inner.local.clear();
             Ok(())
         })

@@ -56,6 +56,11 @@ impl Resumed {
         self.groups.push(Tracked { group: group.to_owned(), position });
     }
 
+    /// The group's presence state, handed out before live diffs.
+    pub(crate) fn presence_state(&mut self, group: &str, state: &super::PresenceState) {
+        self.ready.push_back(super::presence::state_message(group, state));
+    }
+
     /// The client's position was not a position: the consumer hears "not recovered" first.
     pub(crate) fn invalid_position(&mut self, group: &str) {
         self.ready.push_back(not_recovered_message(group, Lost::Invalid));
