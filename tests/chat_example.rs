@@ -104,8 +104,10 @@ async fn chat_example_logs_in_chats_and_logs_out() {
     let mut alice_ws = open_room(addr, "lobby", Some(&alice), &origin).await.expect("alice connects");
     let mut bob_ws = open_room(addr, "lobby", Some(&bob), &origin).await.expect("bob connects");
     send_text(&mut alice_ws, r#"{"message": "hello, bob"}"#).await;
-    let expected = serde_json::json!({ "user": "alice", "message": "hello, bob" });
-    assert_eq!(json(next_message(&mut alice_ws).await), expected, "the sender gets it too");
+    let to_alice = json(next_message(&mut alice_ws).await);
+    let id = to_alice["id"].as_str().expect("chat messages carry their id").to_owned();
+    let expected = serde_json::json!({ "user": "alice", "message": "hello, bob", "id": id });
+    assert_eq!(to_alice, expected, "the sender gets it too");
     assert_eq!(json(next_message(&mut bob_ws).await), expected);
 
     assert_eq!(open_room(addr, "lobby", None, &origin).await.err(), Some(403), "anonymous");

@@ -26,6 +26,7 @@ const ORDER: &[&str] = &[
     "django",
     "routing",
     "consumer",
+    "client",
     "server",
     "axum",
     "worker",

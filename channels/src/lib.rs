@@ -97,6 +97,7 @@
 pub mod application;
 #[cfg(feature = "axum")]
 pub mod axum;
+pub mod client;
 pub mod connection;
 pub mod consumer;
 #[cfg(feature = "django")]

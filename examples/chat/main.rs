@@ -26,15 +26,27 @@
 //!   them; `channels_connections_open{protocol="websocket"}` is the open chat sockets), for
 //!   clients on this machine only (others get 404): scrape it locally or through your proxy.
 //! - WebSocket `/ws/chat/<room>/`: send `{"message": "..."}`; every member of the room, the
-//!   sender too, receives `{"user": "<username>", "message": "..."}`. Anonymous connections and
-//!   cross-site `Origin`s are refused with HTTP 403.
+//!   sender too, receives `{"user": "<username>", "message": "...", "id": "<opaque>"}`. A fresh
+//!   connection first gets the room's last 50 messages. With `?since=<id>` it first gets every
+//!   message of the room after that id, in order, then live ones; when that cannot be done
+//!   (the room's history no longer reaches back that far, was lost, or the id is not one), the
+//!   first message is `{"recovered": false}`, then the last 50. With `?presence=1` it also
+//!   gets `{"presence_state": {...}}` and `{"presence_diff": {...}}` (who is online; the
+//!   protocol of `channels::docs::protocol`). With `--redis`, any process serving the room
+//!   resumes what another delivered. Anonymous connections and cross-site `Origin`s are
+//!   refused with HTTP 403.
+//! - `GET /static/channels.js`: the JavaScript client the page uses.
 
 mod db;
 mod pages;
 
-use channels::consumer::Form;
+use channels::client::ClientScript;
+use channels::consumer::{Form, unhandled_websocket_message};
 use channels::http::{HeaderMap, HeaderValue};
-use channels::layers::{InMemoryChannelLayer, Layer, RedisChannelLayer, close_message, user_group};
+use channels::layers::{
+    HistoryConfig, InMemoryChannelLayer, Layer, LayerConfig, RedisChannelLayer, RedisLayerConfig, Since, Track,
+    close_message, user_group,
+};
 use channels::middleware::{
     AllowedHostsOriginValidator, AuthConfig, AuthMiddlewareStack, CsrfMiddleware, InMemorySessionStore,
     RedisSessionStore, SecurityHeaders, login, logout,
@@ -186,6 +198,9 @@ struct Incoming {
 struct ChatMessage {
     user: String,
     message: String,
+    /// The message's position in the room's history: clients reconnect with `?since=<id>`.
+    #[serde(rename(deserialize = "__position__", serialize = "id"), default)]
+    id: Option<String>,
 }
 
 /// A chat room over WebSocket; logged-in users only.
@@ -204,6 +219,18 @@ impl ChatConsumer {
         std::iter::once(format!("chat.{}", self.room)).chain(user).collect()
     }
 
+    /// Where a connection starts: after `?since=<id>` when the client gives one (the runtime
+    /// reads it), and the room's last 50 messages on a fresh join or when resuming fails.
+    fn since(&self, requested: Since) -> Since {
+        Since { last: 50, ..requested }
+    }
+
+    /// Who is online: the user, once per open tab, in the room's presence.
+    fn presence(&self) -> Option<Track> {
+        let user = self.scope.user.downcast_ref::<db::User>()?;
+        Some(Track::new(format!("chat.{}", self.room), &user.username, json!({})))
+    }
+
     async fn receive_json(&mut self, _ws: &mut Websocket, incoming: Incoming) -> Result<(), ConsumerError> {
         let user = self.scope.user.downcast_ref::<db::User>().map_or("?", |user| user.username.as_str());
         let message = incoming.message.chars().take(2000).collect::<String>();
@@ -217,6 +244,27 @@ impl ChatConsumer {
     #[handler("chat.message")]
     async fn chat_message(&mut self, ws: &mut Websocket, event: ChatMessage) -> Result<(), ConsumerError> {
         ws.send_json(&event).await
+    }
+
+    /// The room's presence goes to clients that ask for it (`?presence=1`, as the page does),
+    /// in the JavaScript client's protocol; other clients only get chat messages.
+    #[handler("presence.state")]
+    async fn presence_state(&mut self, ws: &mut Websocket, event: serde_json::Value) -> Result<(), ConsumerError> {
+        self.forward_presence(ws, event).await
+    }
+
+    #[handler("presence.diff")]
+    async fn presence_diff(&mut self, ws: &mut Websocket, event: serde_json::Value) -> Result<(), ConsumerError> {
+        self.forward_presence(ws, event).await
+    }
+}
+
+impl ChatConsumer {
+    async fn forward_presence(&self, ws: &mut Websocket, event: serde_json::Value) -> Result<(), ConsumerError> {
+        if self.scope.query_pairs().any(|(key, value)| key == "presence" && value == "1") {
+            unhandled_websocket_message(ws, event.into()).await?;
+        }
+        Ok(())
     }
 }
 
@@ -259,6 +307,7 @@ fn app(logins: Logins, allowed_origins: Vec<String>, auth: AuthConfig, layer: La
         http: [
             "" => SecurityHeaders([
                 "metrics" => MetricsPage,
+                "static/channels.js" => { ClientScript::as_app() },
                 "" => CsrfMiddleware([
                     "chat/<slug:room>/" => ChatPage,
                     "" => AuthMiddlewareStack([
@@ -313,14 +362,19 @@ async fn main() -> Result<(), channels::application::BoxError> {
             .map(|host| host.rsplit_once(':').map_or(host.as_str(), |(name, _)| name).to_owned());
         (names.collect(), args.allowed_hosts.clone())
     };
+    // Rooms keep their last 1,000 messages for a day: clients resume after a reconnect.
+    let rooms = LayerConfig::default()
+        .with_history("chat.", HistoryConfig::last(1_000).max_age(std::time::Duration::from_secs(86_400)));
     let (auth, layer): (AuthConfig, Layer) = match &args.redis {
         Some(url) => (
             AuthConfig::new(users.clone()).keys(keys).store(RedisSessionStore::connect(url, "chat").await?),
-            RedisChannelLayer::connect(url).await?.into_layer(),
+            RedisChannelLayer::connect_with(RedisLayerConfig { layer: rooms, ..RedisLayerConfig::new(url.as_str()) })
+                .await?
+                .into_layer(),
         ),
         None => (
             AuthConfig::new(users.clone()).keys(keys).store(InMemorySessionStore::new()),
-            InMemoryChannelLayer::new().into_layer(),
+            InMemoryChannelLayer::with_config(rooms).into_layer(),
         ),
     };
     let logins = Logins { users, limiter: std::sync::Arc::new(LoginLimiter::new(args.login_attempts)) };

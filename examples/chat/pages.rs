@@ -22,35 +22,43 @@ pub fn login(error: Option<&str>) -> String {
     )
 }
 
-/// The chat page for `room`, as `user`.
+/// The chat page for `room`, as `user`: the JavaScript client (served at `/static/channels.js`)
+/// reconnects with backoff, catches up on what it missed (a notice when it cannot), and shows
+/// who is online.
 pub fn chat(room: &str, user: &str) -> String {
     let (room, user) = (escape(room), escape(user));
     format!(
         "<!doctype html><meta charset=\"utf-8\"><title>#{room} · channels chat</title><style>{STYLE}</style>\
          <h1>#{room}</h1><p>Logged in as <b id=\"user\">{user}</b>.\
          <form method=\"post\" action=\"/logout/\" style=\"display:inline\"><button>Log out</button></form></p>\
+         <p>Online: <span id=\"online\"></span></p>\
          <div id=\"log\"></div>\
          <form id=\"send\"><input id=\"message\" autocomplete=\"off\" size=\"50\"> <button>Send</button></form>\
          <p id=\"status\">connecting…</p>\
-         <script>\
+         <script type=\"module\">\
+         import {{ Socket }} from '/static/channels.js';\
          const log = document.getElementById('log');\
          const status = document.getElementById('status');\
-         const scheme = location.protocol === 'https:' ? 'wss' : 'ws';\
-         const socket = new WebSocket(`${{scheme}}://${{location.host}}/ws/chat/{room}/`);\
-         socket.onopen = () => status.textContent = 'connected';\
-         socket.onclose = (event) => status.textContent = 'closed ' + event.code;\
-         socket.onmessage = (event) => {{\
-           const data = JSON.parse(event.data);\
+         const online = document.getElementById('online');\
+         const socket = new Socket('/ws/chat/{room}/', {{ presence: true }});\
+         window.chatSocket = socket;\
+         const names = {{ open: 'connected', connecting: 'connecting…', reconnecting: 'reconnecting…' }};\
+         socket.on('status', (state) => {{ if (names[state]) status.textContent = names[state]; }});\
+         socket.on('close', (event) => {{ if (socket.status === 'closed') status.textContent = 'closed ' + event.code; }});\
+         const add = (className, text) => {{\
            const line = document.createElement('div');\
-           line.className = 'line';\
-           line.textContent = data.user + ': ' + data.message;\
+           line.className = className;\
+           line.textContent = text;\
            log.appendChild(line);\
            log.scrollTop = log.scrollHeight;\
          }};\
+         socket.on('message', (data) => add('line', data.user + ': ' + data.message));\
+         socket.on('notrecovered', () => add('notice', '(some messages could not be recovered)'));\
+         socket.on('presence', (state) => {{ online.textContent = Object.keys(state).sort().join(', '); }});\
          document.getElementById('send').onsubmit = (event) => {{\
            event.preventDefault();\
            const input = document.getElementById('message');\
-           if (input.value) socket.send(JSON.stringify({{message: input.value}}));\
+           if (input.value) socket.send({{message: input.value}});\
            input.value = '';\
          }};\
          </script>"

@@ -46,7 +46,7 @@ pub use self::form::{Form, FormError, MAX_FIELDS};
 pub use self::generic::{Flow, GenericConsumer};
 pub use self::http::{HttpConsumer, HttpResponse};
 pub use self::json::{JsonDecodeError, JsonWebsocketConsumer};
-pub use self::websocket::{Websocket, WebsocketConsumer, WebsocketSender, unhandled_websocket_message};
+pub use self::websocket::{HEARTBEAT, Websocket, WebsocketConsumer, WebsocketSender, unhandled_websocket_message};
 
 use crate::BoxFuture;
 use crate::application::{Application, Inbox, Outbox};

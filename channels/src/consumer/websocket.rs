@@ -356,6 +356,10 @@ pub(super) async fn drive<S: SocketConsumer>(
                 inbox.release_channel();
                 result
             }
+            // The JavaScript client's heartbeat: answered here, never seen by the consumer.
+            Inbound::WebsocketReceive(Message::Text(text)) if text.as_str() == HEARTBEAT => {
+                ws.send_text(HEARTBEAT).await
+            }
             Inbound::WebsocketReceive(message) => {
                 consumer.message(&mut ws, message).instrument(event_span("receive", None)).await
             }
@@ -382,6 +386,10 @@ pub(super) async fn drive<S: SocketConsumer>(
 fn event_span(kind: &'static str, message_type: Option<&str>) -> tracing::Span {
     tracing::debug_span!("event", kind, r#type = message_type)
 }
+
+/// The heartbeat text message of the JavaScript client's protocol: a WebSocket consumer's
+/// runtime answers it with the same text, without calling the consumer.
+pub const HEARTBEAT: &str = r#"{"heartbeat":true}"#;
 
 /// What a WebSocket consumer does with a channel-layer message that no handler takes (the
 /// default `handle_message`, and `#[consumer]`'s fallback), in the protocol the JavaScript
