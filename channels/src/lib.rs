@@ -128,6 +128,12 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[doc = include_str!("docs/internals.md")]
 pub mod internals {}
 
+/// Guides that are not about one item.
+pub mod docs {
+    #[doc = include_str!("docs/protocol.md")]
+    pub mod protocol {}
+}
+
 #[doc(hidden)]
 #[path = "private.rs"]
 pub mod __private;

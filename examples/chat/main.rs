@@ -6,7 +6,9 @@
 //! `--allowed-host HOST` (repeatable; the names the site is reached by, as Django's
 //! `ALLOWED_HOSTS`; default: the address it serves on and `localhost`, on its port only),
 //! `--login-attempts N` (per client address and minute, default 20),
-//! `--create-user NAME:PASSWORD`, `--redis URL` (channel layer and sessions in Redis).
+//! `--create-user NAME:PASSWORD`, `--redis URL` (channel layer and sessions in Redis),
+//! `--presence-ttl SECONDS` (with `--redis`: how soon a dead process's users leave the online
+//! list, default 30).
 //!
 //! Security defaults: cross-site form posts are refused (`CsrfMiddleware`), responses carry
 //! Django's security headers, `?next=` only redirects within the site, password checks run on
@@ -293,6 +295,10 @@ struct Args {
     /// Sessions and rooms in Redis, so several processes serve one chat.
     #[arg(long, value_name = "URL")]
     redis: Option<String>,
+    /// With --redis: seconds after which the online list drops the users of a process that
+    /// died (it renews its own every third of that).
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
+    presence_ttl: f64,
 }
 
 fn parse_user(spec: &str) -> Result<(String, String), String> {
@@ -368,9 +374,13 @@ async fn main() -> Result<(), channels::application::BoxError> {
     let (auth, layer): (AuthConfig, Layer) = match &args.redis {
         Some(url) => (
             AuthConfig::new(users.clone()).keys(keys).store(RedisSessionStore::connect(url, "chat").await?),
-            RedisChannelLayer::connect_with(RedisLayerConfig { layer: rooms, ..RedisLayerConfig::new(url.as_str()) })
-                .await?
-                .into_layer(),
+            RedisChannelLayer::connect_with(RedisLayerConfig {
+                layer: rooms,
+                presence_ttl: std::time::Duration::try_from_secs_f64(args.presence_ttl)?,
+                ..RedisLayerConfig::new(url.as_str())
+            })
+            .await?
+            .into_layer(),
         ),
         None => (
             AuthConfig::new(users.clone()).keys(keys).store(InMemorySessionStore::new()),
