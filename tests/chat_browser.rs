@@ -1,6 +1,8 @@
 //! The chat example in headless Chromium, driven over the DevTools protocol: log in through
 //! the page, open a room, send a message and see it with the username; then, logged out, a
-//! page's WebSocket is refused. A screenshot is saved to `target/chat-browser.png`.
+//! page's WebSocket is refused. A screenshot is saved to `target/chat-browser.png`. With Redis,
+//! the page (its JavaScript client) shows who is online, and after the server process is
+//! killed and restarted it catches up with the messages sent meanwhile.
 //!
 //! Needs Debian's `chromium` (`.ci/run` installs it); without it the test says it skipped.
 
@@ -75,7 +77,9 @@ impl Page {
 }
 
 async fn open_browser(binary: &str) -> (Browser, Page) {
-    let profile = std::env::temp_dir().join(format!("channels-chromium-{}", std::process::id()));
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let profile = std::env::temp_dir().join(format!("channels-chromium-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&profile);
     let process = Command::new(binary)
         .args([
@@ -197,5 +201,97 @@ async fn chat_in_a_real_browser() {
         ))
         .await;
     assert_eq!(outcome, json!("closed 1006"), "the handshake was refused (403), so the browser saw 1006");
+    let _ = std::fs::remove_file(&db);
+}
+
+/// Logs `user` in through the page and opens `room`; returns once the socket is connected.
+async fn open_room_page(page: &mut Page, addr: std::net::SocketAddr, user: &str, room: &str) {
+    page.call("Page.navigate", json!({ "url": format!("http://{addr}/login/?next=/chat/{room}/") })).await;
+    page.wait_for("document.readyState === 'complete' && !!document.getElementById('login')").await;
+    page.eval(&format!(
+        "document.getElementById('username').value = '{user}';\
+         document.getElementById('password').value = 'demo-pw';\
+         document.getElementById('login').submit(); true"
+    ))
+    .await;
+    page.wait_for(&format!(
+        "location.pathname === '/chat/{room}/' && document.getElementById('status')?.textContent === 'connected'"
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chat_page_recovers_after_a_restart_and_shows_who_is_online() {
+    use channels::layers::{ChannelLayer, HistoryConfig, LayerConfig, RedisChannelLayer, RedisLayerConfig};
+    let Some(binary) = chromium() else {
+        assert!(std::env::var_os("CI").is_none(), "CI=true but chromium is not installed (.ci/run installs it)");
+        eprintln!("SKIPPED the_chat_page_recovers_after_a_restart: chromium is not installed (apt-get install chromium)");
+        return;
+    };
+    let Some(url) = redis_url("the_chat_page_recovers_after_a_restart_and_shows_who_is_online") else { return };
+    let db = std::env::temp_dir().join(format!("channels-chat-browser-restart-{}.sqlite3", std::process::id()));
+    let _ = std::fs::remove_file(&db);
+    let addr = free_addr().await;
+    let args = ["--addr", &addr.to_string(), "--db", db.to_str().unwrap(), "--demo-password", "demo-pw", "--redis", &url];
+    let mut chat = Example::start("chat", &args).await;
+    wait_until_listening(addr).await;
+    let (_browser, mut page) = open_browser(binary).await;
+    let room = format!("restart{}", std::process::id());
+    open_room_page(&mut page, addr, "alice", &room).await;
+    page.wait_for("document.getElementById('online').textContent === 'alice'").await;
+    // The JavaScript module's pure parts, as the page imports them.
+    let checks = page
+        .eval(
+            "import('/static/channels.js').then(({ applyPresenceDiff, backoff }) => {\
+               const state = { ann: [{ id: 'a', meta: {} }] };\
+               applyPresenceDiff(state, { joins: { bo: [{ id: 'b', meta: {} }], ann: [{ id: 'a', meta: {} }] } });\
+               applyPresenceDiff(state, { leaves: { ann: [{ id: 'a', meta: {} }] } });\
+               const waits = [0, 1, 2, 10].map(n => backoff(n, {}, () => 0));\
+               const jittered = backoff(3, {}, () => 1);\
+               return JSON.stringify({ keys: Object.keys(state), ids: state.bo.map(m => m.id), waits, jittered });\
+             })",
+        )
+        .await;
+    assert_eq!(
+        serde_json::from_str::<Value>(checks.as_str().unwrap()).unwrap(),
+        json!({ "keys": ["bo"], "ids": ["b"], "waits": [500, 1000, 2000, 10000], "jittered": 2000 }),
+    );
+    page.eval(
+        "document.getElementById('message').value = 'before the restart';\
+         document.getElementById('send').requestSubmit(); true",
+    )
+    .await;
+    page.wait_for("[...document.querySelectorAll('.line')].some(l => l.textContent === 'alice: before the restart')")
+        .await;
+
+    // The server dies; messages are sent to the room while it is down.
+    chat.0.kill().unwrap();
+    let _ = chat.0.wait();
+    page.wait_for("document.getElementById('status').textContent === 'reconnecting…'").await;
+    let rooms = LayerConfig::default().with_history("chat.", HistoryConfig::last(1_000).max_age(Duration::from_secs(86_400)));
+    let publisher =
+        RedisChannelLayer::connect_with(RedisLayerConfig { layer: rooms, ..RedisLayerConfig::new(url.as_str()) })
+            .await
+            .unwrap();
+    for n in 1..=3 {
+        let message = json!({ "type": "chat.message", "user": "bob", "message": format!("missed {n}") });
+        publisher.group_send(&format!("chat.{room}"), message.into()).await.unwrap();
+    }
+    let _chat = Example::start("chat", &args).await;
+    wait_until_listening(addr).await;
+    page.wait_for(
+        "[...document.querySelectorAll('.line')].map(l => l.textContent).join('|')\
+         .endsWith('alice: before the restart|bob: missed 1|bob: missed 2|bob: missed 3')",
+    )
+    .await;
+    page.wait_for("document.getElementById('status').textContent === 'connected'").await;
+    assert_eq!(page.eval("document.querySelectorAll('.notice').length").await, json!(0), "everything was recovered");
+    assert_eq!(
+        page.eval("[...document.querySelectorAll('.line')].filter(l => l.textContent === 'alice: before the restart').length")
+            .await,
+        json!(1),
+        "nothing twice"
+    );
+    page.wait_for("document.getElementById('online').textContent === 'alice'").await;
     let _ = std::fs::remove_file(&db);
 }
