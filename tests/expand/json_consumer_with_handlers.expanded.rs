@@ -101,7 +101,10 @@ const _: () = {
                         ::core::option::Option::None => ::core::result::Result::Ok(()),
                     }
                 }
-                _ => ::channels::__private::unhandled_message(&message),
+                _ => {
+                    ::channels::__private::unhandled_websocket_message(handle, message)
+                        .await
+                }
             }
         }
     }

@@ -695,7 +695,8 @@ fn check_plain_signature(sig: &syn::Signature, shape: &str, params: usize, error
         None => errors.on(name, format!("`{name}` takes `&self`: {shape}")),
     }
     if sig.inputs.iter().filter(|arg| typed(arg).is_some()).count() != params {
-        errors.on(&sig.inputs, format!("`{name}` takes {params} parameter(s) besides `&self`: {shape}"));
+        let count = if params == 0 { "no parameters" } else { "one parameter" };
+        errors.on(&sig.inputs, format!("`{name}` takes {count} besides `&self`: {shape}"));
     }
 }
 

@@ -39,6 +39,14 @@
 //!   characters; a channel name may contain one `!` (process-local channels, as returned by
 //!   [`new_channel`](ChannelLayer::new_channel)). A bad name is [`LayerError::InvalidName`].
 //! - Messages of 1 MiB and more are fine.
+//!
+//! ## Beyond at most once: history and presence (both backends)
+//! - Groups matching a [`LayerConfig::history`] prefix keep their last messages; each message
+//!   gets a [`Position`], and [`group_join`](ChannelLayer::group_join) resumes after one (see
+//!   [`Since`], [`Catchup`], and the runtime's side in the consumer traits' `since`). Every
+//!   process that sends to such a group needs the same history settings: the sender appends.
+//! - [`presence_track`](ChannelLayer::presence_track) / [`presence_list`](ChannelLayer::presence_list):
+//!   who is in a group, with [`PresenceDiff`] messages to its members (see [`Track`]).
 
 mod history;
 mod local;
@@ -201,8 +209,8 @@ pub trait ChannelLayer: Send + Sync + 'static {
     }
 
     /// Tracks `channel` in `group`'s presence under `key` with `meta` (again: replaces its
-    /// meta), and sends the group a `"presence.diff"` when it is new. See
-    /// [`presence`](self#presence) for how entries of a dead process lapse.
+    /// meta), and sends the group a `"presence.diff"` when it is new. See [`PresenceDiff`] for
+    /// how entries of a dead process lapse.
     ///
     /// # Errors
     /// [`LayerError::InvalidName`], a backend error, or a layer without presence.

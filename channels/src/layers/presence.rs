@@ -9,7 +9,7 @@
 //!
 //! A consumer that ends, however it ends, is untracked (consumers track with `fn presence`,
 //! see [`Track`]). With Redis, each process renews its entries every third of
-//! [`RedisLayerConfig::presence_ttl`](super::RedisLayerConfig::presence_ttl); the entries of
+//! `RedisLayerConfig::presence_ttl` (feature `redis`); the entries of
 //! a process that died lapse after that time, and the next process to renew its own entries in
 //! the group (or to list it) removes them and sends their leave diff.
 //!
@@ -56,6 +56,12 @@ pub struct PresenceMeta {
 pub type PresenceState = BTreeMap<String, Vec<PresenceMeta>>;
 
 /// A change in a group's presence, as its members receive it (`"type": "presence.diff"`).
+///
+/// A consumer that ends, however it ends, is untracked (a leave). With Redis, each process
+/// renews its entries every third of
+/// `RedisLayerConfig::presence_ttl` (feature `redis`); the entries of a
+/// process that died lapse after that time, and the next process to renew its own entries in
+/// the group (or to list it) removes them and sends their leave.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PresenceDiff {
     /// The group.
