@@ -200,3 +200,22 @@ async fn a_dead_processs_entries_lapse_on_the_others() {
     assert!(started.elapsed() < Duration::from_secs(3), "lapsed within TTL + one renewal: {:?}", started.elapsed());
     assert_eq!(keys(&survivor.presence_list("room.z").await.unwrap()), [("sam", 1)]);
 }
+
+/// Tracking a connection again with another meta is a leave of the old entry and a join of the
+/// new one, in one diff, on both layers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_meta_is_one_diff_on_both_layers() {
+    for backend in [Backend::Memory, Backend::Redis] {
+        let Some(layer) = make_layer(backend, LayerConfig::default(), "presence-meta-change").await else { return };
+        let me = layer.new_channel("specific").unwrap();
+        layer.group_add("room.m", &me).await.unwrap();
+        layer.presence_track("room.m", &me, "ann", json!({ "status": "here" })).await.unwrap();
+        assert!(diff(&layer, &me).await.joins.contains_key("ann"));
+        layer.presence_track("room.m", &me, "ann", json!({ "status": "away" })).await.unwrap();
+        let changed = diff(&layer, &me).await;
+        assert_eq!(changed.leaves["ann"][0].meta["status"], "here");
+        assert_eq!(changed.joins["ann"][0].meta["status"], "away");
+        assert_eq!(changed.leaves["ann"][0].id, changed.joins["ann"][0].id);
+        assert_eq!(layer.presence_list("room.m").await.unwrap()["ann"][0].meta["status"], "away");
+    }
+}

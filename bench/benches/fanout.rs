@@ -89,5 +89,35 @@ fn fanout(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, fanout);
+/// The send path alone, without cross-thread wake-ups: one `group_send` to 10 members on one
+/// thread, each member's message then taken with a no-op waker. Plain group vs one with history.
+fn send_path(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let config = LayerConfig::default().with_history("history.", HistoryConfig::last(1_000));
+    let layer = InMemoryChannelLayer::with_config(config).into_layer();
+    let mut benchmarks = c.benchmark_group("group_send_path");
+    benchmarks.throughput(Throughput::Elements(10));
+    for (group, name) in [("bench.path", "in_memory_10_members"), ("history.path", "in_memory_10_members_history")] {
+        let mut members: Vec<_> = (0..10)
+            .map(|_| {
+                let channel = layer.new_channel("specific").expect("channel");
+                runtime.block_on(layer.group_add(group, &channel)).expect("group_add");
+                layer.subscribe(&channel).expect("subscribe")
+            })
+            .collect();
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        benchmarks.bench_function(name, |b| {
+            b.iter(|| {
+                let message = serde_json::json!({ "type": "bench.tick", "text": "hello" }).into();
+                runtime.block_on(layer.group_send(group, message)).expect("group_send");
+                for member in &mut members {
+                    assert!(member.poll_recv(&mut cx).is_ready());
+                }
+            });
+        });
+    }
+    benchmarks.finish();
+}
+
+criterion_group!(benches, fanout, send_path);
 criterion_main!(benches);

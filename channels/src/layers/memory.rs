@@ -264,7 +264,7 @@ impl ChannelLayer for InMemoryChannelLayer {
             let diff = PresenceDiff {
                 group: group.to_owned(),
                 joins: state_of([(key, PresenceMeta { id, meta })]),
-                leaves: state_of(leaves.iter().map(|(key, meta)| (key.as_str(), meta.clone()))),
+                leaves: state_of(leaves),
             };
             self.inner.deliver_to_group(group, &diff.to_message());
         });
@@ -281,7 +281,7 @@ impl ChannelLayer for InMemoryChannelLayer {
             }
             let diff = PresenceDiff {
                 group: group.to_owned(),
-                leaves: state_of([(key.as_str(), PresenceMeta { id: entry_id(channel), meta })]),
+                leaves: state_of([(key, PresenceMeta { id: entry_id(channel), meta })]),
                 ..PresenceDiff::default()
             };
             self.inner.deliver_to_group(group, &diff.to_message());

@@ -112,10 +112,10 @@ pub(crate) fn entry_id(channel: &str) -> String {
 }
 
 /// `entries` (key, meta) as a state.
-pub(crate) fn state_of<'a>(entries: impl IntoIterator<Item = (&'a str, PresenceMeta)>) -> PresenceState {
+pub(crate) fn state_of<K: Into<String>>(entries: impl IntoIterator<Item = (K, PresenceMeta)>) -> PresenceState {
     let mut state = PresenceState::new();
     for (key, meta) in entries {
-        state.entry(key.to_owned()).or_default().push(meta);
+        state.entry(key.into()).or_default().push(meta);
     }
     state
 }

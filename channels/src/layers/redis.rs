@@ -15,7 +15,7 @@ use super::{
     Lost, POSITION_FIELD, Position, Recovery, Since, Subscription, check_message, validate_channel_name,
     validate_group_name,
 };
-use super::presence::entry_id;
+use super::presence::{entry_id, state_of};
 use super::{PresenceDiff, PresenceMeta, PresenceState, stable_hash};
 use crate::BoxFuture;
 use crate::error::BackendError;
@@ -338,8 +338,8 @@ end
 /// = message id, ARGV[7] and ARGV[8] = the payload before and after its position, ARGV[9] = a
 /// new epoch if the history has none, ARGV[10] = meta TTL (ms), ARGV[11] = max age (ms, 0:
 /// none), ARGV[12] = max messages, ARGV[13] = stream TTL (ms), ARGV[14] = '1' to deliver here
-/// (one host) or '0' to return the members. Returns {members, delivered, expired, payload}
-/// or {0, 0, 0, payload, members}.
+/// (one host) or '0' to return the members. Returns {members, delivered, expired} or
+/// {0, 0, 0, payload, members}.
 const HISTORY_SEND: &str = r"
 local epoch = history_epoch(ARGV[9], ARGV[10])
 local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
@@ -358,7 +358,7 @@ for i, channel in ipairs(members) do
   delivered = delivered + sent
   expired = expired + gone
 end
-return {#members, delivered, expired, payload}
+return {#members, delivered, expired}
 ";
 
 /// A join (and/or read) of a group with history: KEYS[3] = group; ARGV[1] = a new epoch if
@@ -420,15 +420,22 @@ end
 ";
 
 /// Tracks (or renews) entries: ARGV[1] = TTL (ms), then channel, entry pairs. Returns {joined
-/// pairs, left pairs}: the entries that were not there, and the lapsed ones swept.
+/// pairs, left pairs}: the entries that were not there (or changed: the old one left), and the
+/// lapsed ones swept.
 const PRESENCE_TRACK: &str = r"
 local left = sweep()
 local ttl = tonumber(ARGV[1])
 local joined = {}
 for i = 2, #ARGV, 2 do
-  if redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) == 1 then
+  local old = redis.call('HGET', KEYS[1], ARGV[i])
+  if old ~= ARGV[i + 1] then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
     joined[#joined + 1] = ARGV[i]
     joined[#joined + 1] = ARGV[i + 1]
+    if old then
+      left[#left + 1] = ARGV[i]
+      left[#left + 1] = old
+    end
   end
   redis.call('ZADD', KEYS[2], now + ttl, ARGV[i])
 end
@@ -702,9 +709,7 @@ impl Inner {
             .arg(if here { "1" } else { "0" });
         let commands = self.commands(&group_key);
         let totals = if here {
-            let (members, delivered, expired, _payload): (u64, u64, u64, String) =
-                retry_script(&commands, &invocation).await?;
-            (members, delivered, expired)
+            retry_script(&commands, &invocation).await?
         } else {
             let (_, _, _, payload, members): (u64, u64, u64, String, Vec<String>) =
                 retry_script(&commands, &invocation).await?;
@@ -966,15 +971,10 @@ fn presence_state(pairs: &[String]) -> PresenceState {
         key: String,
         meta: serde_json::Value,
     }
-    let entries = pairs.chunks_exact(2).filter_map(|pair| {
+    state_of(pairs.chunks_exact(2).filter_map(|pair| {
         let entry: Entry = serde_json::from_str(&pair[1]).ok()?;
         Some((entry.key, PresenceMeta { id: entry_id(&pair[0]), meta: entry.meta }))
-    });
-    let mut state = PresenceState::new();
-    for (key, meta) in entries {
-        state.entry(key).or_default().push(meta);
-    }
-    state
+    }))
 }
 
 /// Every third of the presence TTL while the layer lives: renews this process's entries.
