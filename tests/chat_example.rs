@@ -38,8 +38,19 @@ async fn log_in(addr: SocketAddr, user: &str) -> String {
 }
 
 async fn open_room(addr: SocketAddr, room: &str, cookie: Option<&str>, origin: &str) -> Result<Client, u16> {
+    open_room_with(addr, room, "", cookie, origin).await
+}
+
+/// `open_room` with a query string (`?since=...`).
+async fn open_room_with(
+    addr: SocketAddr,
+    room: &str,
+    query: &str,
+    cookie: Option<&str>,
+    origin: &str,
+) -> Result<Client, u16> {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let mut request = format!("ws://{addr}/ws/chat/{room}/").into_client_request().unwrap();
+    let mut request = format!("ws://{addr}/ws/chat/{room}/{query}").into_client_request().unwrap();
     request.headers_mut().insert("origin", HeaderValue::from_str(origin).unwrap());
     if let Some(cookie) = cookie {
         request.headers_mut().insert("cookie", HeaderValue::from_str(&format!("sessionid={cookie}")).unwrap());
@@ -251,4 +262,51 @@ async fn chat_example_login_floods_are_bounded() {
     assert_eq!(statuses, ["200", "200", "200", "429", "429"]);
     let _ = std::fs::remove_file(&db);
     let _ = std::fs::remove_file(&db2);
+}
+
+/// The room's history over the stable interface, with a plain WebSocket client: a fresh
+/// connection gets the last messages first, `?since=<id>` gets exactly what came after that id,
+/// and an id that cannot be resumed gets `{"recovered": false}` first.
+#[tokio::test]
+async fn chat_example_resumes_with_since_and_says_when_it_cannot() {
+    let db = std::env::temp_dir().join(format!("channels-chat-since-{}.sqlite3", std::process::id()));
+    let _ = std::fs::remove_file(&db);
+    let addr = free_addr().await;
+    let args = ["--addr", &addr.to_string(), "--db", db.to_str().unwrap(), "--demo-password", "demo-pw"];
+    let _chat = Example::start("chat", &args).await;
+    wait_until_listening(addr).await;
+    let origin = format!("http://{addr}");
+    let alice = log_in(addr, "alice").await;
+    let mut writer = open_room(addr, "history", Some(&alice), &origin).await.expect("alice connects");
+    let mut ids = Vec::new();
+    for n in 0..60 {
+        send_text(&mut writer, &format!(r#"{{"message": "m{n}"}}"#)).await;
+        let echoed = json(next_message(&mut writer).await);
+        assert_eq!(echoed["message"], format!("m{n}"));
+        ids.push(echoed["id"].as_str().expect("an id").to_owned());
+        if n % 15 == 14 {
+            // Stay under the per-socket rate limit (20 messages a second).
+            tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+        }
+    }
+    // A fresh join: the last 50, oldest first.
+    let mut fresh = open_room(addr, "history", Some(&alice), &origin).await.unwrap();
+    for n in 10..60 {
+        assert_eq!(json(next_message(&mut fresh).await)["message"], format!("m{n}"));
+    }
+    // Resuming after m41: m42..m59, then live ones.
+    let mut resumed = open_room_with(addr, "history", &format!("?since={}", ids[41]), Some(&alice), &origin)
+        .await
+        .unwrap();
+    for n in 42..60 {
+        let message = json(next_message(&mut resumed).await);
+        assert_eq!((message["message"].as_str(), message["id"].as_str()), (Some(&*format!("m{n}")), Some(&*ids[n])));
+    }
+    send_text(&mut writer, r#"{"message": "live"}"#).await;
+    assert_eq!(json(next_message(&mut resumed).await)["message"], "live");
+    // Not an id: `{"recovered": false}` first, then the last 50.
+    let mut lost = open_room_with(addr, "history", "?since=not-an-id", Some(&alice), &origin).await.unwrap();
+    assert_eq!(json(next_message(&mut lost).await), serde_json::json!({ "recovered": false }));
+    assert_eq!(json(next_message(&mut lost).await)["message"], "m11");
+    let _ = std::fs::remove_file(&db);
 }
