@@ -225,14 +225,17 @@ async fn the_chat_page_recovers_after_a_restart_and_shows_who_is_online() {
     use channels::layers::{ChannelLayer, HistoryConfig, LayerConfig, RedisChannelLayer, RedisLayerConfig};
     let Some(binary) = chromium() else {
         assert!(std::env::var_os("CI").is_none(), "CI=true but chromium is not installed (.ci/run installs it)");
-        eprintln!("SKIPPED the_chat_page_recovers_after_a_restart: chromium is not installed (apt-get install chromium)");
+        eprintln!(
+            "SKIPPED the_chat_page_recovers_after_a_restart: chromium is not installed (apt-get install chromium)"
+        );
         return;
     };
     let Some(url) = redis_url("the_chat_page_recovers_after_a_restart_and_shows_who_is_online") else { return };
     let db = std::env::temp_dir().join(format!("channels-chat-browser-restart-{}.sqlite3", std::process::id()));
     let _ = std::fs::remove_file(&db);
     let addr = free_addr().await;
-    let args = ["--addr", &addr.to_string(), "--db", db.to_str().unwrap(), "--demo-password", "demo-pw", "--redis", &url];
+    let args =
+        ["--addr", &addr.to_string(), "--db", db.to_str().unwrap(), "--demo-password", "demo-pw", "--redis", &url];
     let mut chat = Example::start("chat", &args).await;
     wait_until_listening(addr).await;
     let (_browser, mut page) = open_browser(binary).await;
@@ -268,7 +271,8 @@ async fn the_chat_page_recovers_after_a_restart_and_shows_who_is_online() {
     chat.0.kill().unwrap();
     let _ = chat.0.wait();
     page.wait_for("document.getElementById('status').textContent === 'reconnecting…'").await;
-    let rooms = LayerConfig::default().with_history("chat.", HistoryConfig::last(1_000).max_age(Duration::from_secs(86_400)));
+    let rooms =
+        LayerConfig::default().with_history("chat.", HistoryConfig::last(1_000).max_age(Duration::from_secs(86_400)));
     let publisher =
         RedisChannelLayer::connect_with(RedisLayerConfig { layer: rooms, ..RedisLayerConfig::new(url.as_str()) })
             .await
@@ -287,8 +291,10 @@ async fn the_chat_page_recovers_after_a_restart_and_shows_who_is_online() {
     page.wait_for("document.getElementById('status').textContent === 'connected'").await;
     assert_eq!(page.eval("document.querySelectorAll('.notice').length").await, json!(0), "everything was recovered");
     assert_eq!(
-        page.eval("[...document.querySelectorAll('.line')].filter(l => l.textContent === 'alice: before the restart').length")
-            .await,
+        page.eval(
+            "[...document.querySelectorAll('.line')].filter(l => l.textContent === 'alice: before the restart').length"
+        )
+        .await,
         json!(1),
         "nothing twice"
     );

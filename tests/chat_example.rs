@@ -295,9 +295,8 @@ async fn chat_example_resumes_with_since_and_says_when_it_cannot() {
         assert_eq!(json(next_message(&mut fresh).await)["message"], format!("m{n}"));
     }
     // Resuming after m41: m42..m59, then live ones.
-    let mut resumed = open_room_with(addr, "history", &format!("?since={}", ids[41]), Some(&alice), &origin)
-        .await
-        .unwrap();
+    let mut resumed =
+        open_room_with(addr, "history", &format!("?since={}", ids[41]), Some(&alice), &origin).await.unwrap();
     for n in 42..60 {
         let message = json(next_message(&mut resumed).await);
         assert_eq!((message["message"].as_str(), message["id"].as_str()), (Some(&*format!("m{n}")), Some(&*ids[n])));

@@ -68,11 +68,15 @@ async fn the_javascript_client_is_served_with_its_types_and_an_etag() {
     assert!(js.to_ascii_lowercase().contains("content-type: text/javascript"), "{js}");
     assert!(js.ends_with(JS) && JS.contains("export class Socket"), "the module itself");
     let etag = js.lines().find_map(|line| line.strip_prefix("etag: ").or(line.strip_prefix("ETag: "))).expect("etag");
-    let again = raw_http(server.addr, get("/static/channels.js", &format!("If-None-Match: {etag}\r\n")).as_bytes()).await;
+    let again =
+        raw_http(server.addr, get("/static/channels.js", &format!("If-None-Match: {etag}\r\n")).as_bytes()).await;
     assert!(again.starts_with("HTTP/1.1 304"), "{again}");
     let types = raw_http(server.addr, get("/static/channels.d.ts", "").as_bytes()).await;
     assert!(types.to_ascii_lowercase().contains("content-type: application/typescript") && types.ends_with(TYPES));
-    let post = format!("POST /static/channels.js HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", server.addr);
+    let post = format!(
+        "POST /static/channels.js HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        server.addr
+    );
     assert!(raw_http(server.addr, post.as_bytes()).await.starts_with("HTTP/1.1 405"));
 }
 

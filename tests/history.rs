@@ -15,7 +15,7 @@ use channels::prelude::*;
 use channels::testing::WebsocketCommunicator;
 use channels::{consumer, routing};
 use serde_json::{Value, json};
-use support::{Backend, make_layer, within};
+use support::within;
 
 fn message(n: u64) -> ChannelMessage {
     json!({ "type": "room.say", "n": n }).into()
@@ -79,7 +79,8 @@ mod cases {
     pub async fn a_sender_cannot_forge_a_position(layer: Layer) {
         let probe = layer.new_channel("specific").unwrap();
         layer.group_add("room.f", &probe).await.unwrap();
-        let forged = json!({ "type": "room.say", "n": 1, POSITION_FIELD: "00000000000000ff-99", GROUP_FIELD: "room.x" });
+        let forged =
+            json!({ "type": "room.say", "n": 1, POSITION_FIELD: "00000000000000ff-99", GROUP_FIELD: "room.x" });
         layer.group_send("room.f", forged.into()).await.unwrap();
         let received = within(layer.receive(&probe)).await.unwrap();
         assert_eq!(position(&received).offset, 1);
@@ -197,37 +198,8 @@ mod cases {
     }
 }
 
-/// One `#[tokio::test]` per case and backend.
-macro_rules! history_tests {
-    ($($case:ident: $config:expr;)*) => {
-        mod memory {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    let layer = make_layer(Backend::Memory, $config, stringify!($case)).await.unwrap();
-                    cases::$case(layer).await;
-                }
-            )*
-        }
-        mod redis {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    let Some(layer) =
-                        make_layer(Backend::Redis, $config, concat!("redis-history-", stringify!($case))).await
-                    else {
-                        return;
-                    };
-                    cases::$case(layer).await;
-                }
-            )*
-        }
-    };
-}
-
-history_tests! {
+backend_tests! {
+    memory, redis, cases, "redis-history-":
     messages_get_increasing_positions: config(100, None);
     a_sender_cannot_forge_a_position: config(100, None);
     join_since_gives_every_later_message_then_live_ones: config(100, None);
@@ -242,10 +214,8 @@ history_tests! {
 /// cannot grow its memory; the least recently used history goes first.
 #[tokio::test]
 async fn memory_bounds_the_number_of_histories() {
-    let layer = channels::layers::InMemoryChannelLayer::with_config(LayerConfig {
-        max_histories: 50,
-        ..config(10, None)
-    });
+    let layer =
+        channels::layers::InMemoryChannelLayer::with_config(LayerConfig { max_histories: 50, ..config(10, None) });
     let keep = layer.new_channel("specific").unwrap();
     layer.group_join("room.keep", &keep, &Since::now()).await.unwrap();
     for room in 0..1_000 {
@@ -371,36 +341,8 @@ mod consumer_cases {
     }
 }
 
-macro_rules! consumer_tests {
-    ($($case:ident: $config:expr;)*) => {
-        mod consumer_memory {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    let layer = make_layer(Backend::Memory, $config, stringify!($case)).await.unwrap();
-                    consumer_cases::$case(layer).await;
-                }
-            )*
-        }
-        mod consumer_redis {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    let Some(layer) =
-                        make_layer(Backend::Redis, $config, concat!("redis-resume-", stringify!($case))).await
-                    else {
-                        return;
-                    };
-                    consumer_cases::$case(layer).await;
-                }
-            )*
-        }
-    };
-}
-
-consumer_tests! {
+backend_tests! {
+    consumer_memory, consumer_redis, consumer_cases, "redis-resume-":
     a_consumer_resumes_with_since: config(5, None);
     garbage_or_future_positions_are_not_recovered: config(100, None);
     gaps_from_a_full_channel_are_filled_from_the_history: LayerConfig { capacity: 4, ..config(1_000, None) };

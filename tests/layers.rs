@@ -230,36 +230,8 @@ mod cases {
     }
 }
 
-/// One `#[tokio::test]` per case and backend; the config is per case.
-macro_rules! layer_tests {
-    ($($case:ident: $config:expr;)*) => {
-        mod memory {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    let layer = make_layer(Backend::Memory, $config, stringify!($case)).await.unwrap();
-                    cases::$case(layer).await;
-                }
-            )*
-        }
-        mod redis {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    let Some(layer) = make_layer(Backend::Redis, $config, concat!("redis-", stringify!($case))).await
-                    else {
-                        return;
-                    };
-                    cases::$case(layer).await;
-                }
-            )*
-        }
-    };
-}
-
-layer_tests! {
+backend_tests! {
+    memory, redis, cases, "redis-":
     send_then_receive: LayerConfig::default();
     receive_waits_for_a_later_send: LayerConfig::default();
     messages_arrive_in_send_order: LayerConfig::default();

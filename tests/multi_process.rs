@@ -6,7 +6,7 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use channels::layers::{Layer, RedisChannelLayer, RedisLayerConfig, close_message, user_group};
@@ -89,37 +89,16 @@ async fn per_user_close_reaches_sockets_on_two_servers() {
     second.shutdown().await;
 }
 
-/// A `redis-server` of the test's own on `port`, without persistence.
-fn start_redis(port: u16) -> Child {
-    Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start redis-server")
-}
-
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn layer_survives_a_redis_restart() {
     if redis_url("layer_survives_a_redis_restart").is_none() {
         return;
     }
-    if Command::new("redis-server").arg("--version").output().is_err() {
-        assert!(std::env::var_os("CI").is_none(), "CI=true but redis-server is not on the PATH");
-        eprintln!("SKIPPED layer_survives_a_redis_restart: redis-server is not on the PATH");
+    if !redis_server_available("layer_survives_a_redis_restart") {
         return;
     }
     let addr: SocketAddr = free_addr().await;
-    let mut redis = KillOnDrop(start_redis(addr.port()));
+    let mut redis = OwnRedis::start(addr.port());
     wait_until_listening(addr).await;
     let url = format!("redis://{addr}");
     let layer = redis_layer(&url, "restart").await;
@@ -149,7 +128,7 @@ async fn layer_survives_a_redis_restart() {
 
     // Redis comes back empty (no persistence): the layer reconnects by itself and restores
     // this process's memberships, so the consumer hears the group again.
-    redis = KillOnDrop(start_redis(addr.port()));
+    redis = OwnRedis::start(addr.port());
     wait_until_listening(addr).await;
     within(async {
         while !layer.is_connected() {
@@ -169,13 +148,13 @@ async fn layer_answers_the_first_call_after_a_quick_redis_restart() {
         return;
     }
     let addr: SocketAddr = free_addr().await;
-    let redis = KillOnDrop(start_redis(addr.port()));
+    let redis = OwnRedis::start(addr.port());
     wait_until_listening(addr).await;
     let layer = redis_layer(&format!("redis://{addr}"), "quick-restart").await;
     let message = |n: u64| json!({ "type": "test.message", "n": n });
     layer.send("plain.before", message(1).into()).await.unwrap();
     drop(redis);
-    let _redis = KillOnDrop(start_redis(addr.port()));
+    let _redis = OwnRedis::start(addr.port());
     wait_until_listening(addr).await;
     // The layer's connection is the dead one from before the restart: the first call finds it
     // broken and is retried once on a new one, instead of failing a user's request.
@@ -190,7 +169,7 @@ async fn sharded_layer_spreads_keys_over_two_hosts_and_still_delivers() {
         return;
     }
     let (a, b) = (free_addr().await, free_addr().await);
-    let _hosts = (KillOnDrop(start_redis(a.port())), KillOnDrop(start_redis(b.port())));
+    let _hosts = (OwnRedis::start(a.port()), OwnRedis::start(b.port()));
     wait_until_listening(a).await;
     wait_until_listening(b).await;
     let config = || RedisLayerConfig {

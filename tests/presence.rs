@@ -134,39 +134,10 @@ async fn connect(app: &Arc<ProtocolTypeRouter>, path: &str) -> WebsocketCommunic
     ws
 }
 
-macro_rules! presence_tests {
-    ($($case:ident;)*) => {
-        mod memory {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    let layer = make_layer(Backend::Memory, LayerConfig::default(), stringify!($case)).await.unwrap();
-                    cases::$case(layer).await;
-                }
-            )*
-        }
-        mod redis {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    let Some(layer) =
-                        make_layer(Backend::Redis, LayerConfig::default(), concat!("redis-presence-", stringify!($case)))
-                            .await
-                    else {
-                        return;
-                    };
-                    cases::$case(layer).await;
-                }
-            )*
-        }
-    };
-}
-
-presence_tests! {
-    track_list_untrack_with_several_tabs;
-    consumers_are_tracked_while_connected;
+backend_tests! {
+    memory, redis, cases, "redis-presence-":
+    track_list_untrack_with_several_tabs: LayerConfig::default();
+    consumers_are_tracked_while_connected: LayerConfig::default();
 }
 
 /// Two layer instances stand for two processes on one Redis; the first one dies (its heartbeat

@@ -7,7 +7,6 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use channels::client::{Client, ClientConfig, Event};
@@ -54,7 +53,8 @@ fn config(addr: SocketAddr, cookie: &str, since: Option<String>) -> ClientConfig
 
 /// The publisher: a layer of its own with the chat's room history settings.
 async fn publisher(url: &str) -> RedisChannelLayer {
-    let rooms = LayerConfig::default().with_history("chat.", HistoryConfig::last(1_000).max_age(Duration::from_secs(86_400)));
+    let rooms =
+        LayerConfig::default().with_history("chat.", HistoryConfig::last(1_000).max_age(Duration::from_secs(86_400)));
     RedisChannelLayer::connect_with(RedisLayerConfig { layer: rooms, ..RedisLayerConfig::new(url) }).await.unwrap()
 }
 
@@ -131,37 +131,16 @@ async fn a_client_resumes_on_another_process_after_its_server_is_killed() {
     let _ = std::fs::remove_file(&db);
 }
 
-/// A `redis-server` of the test's own on `port`, without persistence.
-fn start_redis(port: u16) -> Child {
-    Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start redis-server")
-}
-
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_restart_is_reported_never_a_silent_gap() {
     if skip_unless_redis("a_redis_restart_is_reported_never_a_silent_gap").is_none() {
         return;
     }
-    if Command::new("redis-server").arg("--version").output().is_err() {
-        assert!(std::env::var_os("CI").is_none(), "CI=true but redis-server is not on the PATH");
-        eprintln!("SKIPPED a_redis_restart_is_reported_never_a_silent_gap: redis-server is not on the PATH");
+    if !redis_server_available("a_redis_restart_is_reported_never_a_silent_gap") {
         return;
     }
     let redis_addr = free_addr().await;
-    let mut redis = KillOnDrop(start_redis(redis_addr.port()));
+    let mut redis = OwnRedis::start(redis_addr.port());
     wait_until_listening(redis_addr).await;
     let url = format!("redis://{redis_addr}");
     let db = std::env::temp_dir().join(format!("channels-recovery-restart-{}.sqlite3", std::process::id()));
@@ -182,9 +161,7 @@ async fn a_redis_restart_is_reported_never_a_silent_gap() {
         }
         if !restarted && got.len() >= 3_000 {
             restarted = true;
-            let _ = redis.0.kill();
-            let _ = redis.0.wait();
-            redis = KillOnDrop(start_redis(redis_addr.port()));
+            redis.restart(redis_addr.port());
         }
     }
     sender.await.unwrap();

@@ -131,7 +131,8 @@ asyncio.run(main())
     // A client that opens TCP and never starts TLS holds nothing past the handshake timeout.
     let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut buf = [0u8; 16];
-    let read = tokio::time::timeout(std::time::Duration::from_secs(5), tokio::io::AsyncReadExt::read(&mut silent, &mut buf));
+    let read =
+        tokio::time::timeout(std::time::Duration::from_secs(5), tokio::io::AsyncReadExt::read(&mut silent, &mut buf));
     assert!(matches!(read.await, Ok(Ok(0) | Err(_))), "closed by the server after handshake_timeout (2 s)");
 
     // A broken renewal keeps the working certificate.

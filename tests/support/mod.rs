@@ -285,6 +285,78 @@ pub async fn make_layer(
     }
 }
 
+/// One `#[tokio::test]` per case and backend: modules `$memory` and `$redis` each get a test
+/// per case calling `$cases::$case(layer)` with a fresh layer of that backend made from the
+/// case's config (Redis ones, named `$prefix` + the case, skip without `REDIS_URL`).
+#[macro_export]
+macro_rules! backend_tests {
+    ($memory:ident, $redis:ident, $cases:ident, $prefix:literal: $($case:ident: $config:expr;)*) => {
+        mod $memory {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let layer = support::make_layer(support::Backend::Memory, $config, stringify!($case)).await;
+                    $cases::$case(layer.unwrap()).await;
+                }
+            )*
+        }
+        mod $redis {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let name = concat!($prefix, stringify!($case));
+                    let Some(layer) = support::make_layer(support::Backend::Redis, $config, name).await else {
+                        return;
+                    };
+                    $cases::$case(layer).await;
+                }
+            )*
+        }
+    };
+}
+
+/// A `redis-server` of the test's own on `port`, without persistence, killed when dropped.
+pub struct OwnRedis(pub std::process::Child);
+
+impl OwnRedis {
+    /// Starts it (`redis-server` must be on the PATH: see [`redis_server_available`]).
+    pub fn start(port: u16) -> OwnRedis {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        OwnRedis(child)
+    }
+
+    /// Kills it and starts a fresh one (empty: no persistence) on the same port.
+    pub fn restart(&mut self, port: u16) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        *self = OwnRedis::start(port);
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Whether `redis-server` can be started; without it a test says it skipped (not under CI).
+pub fn redis_server_available(test: &str) -> bool {
+    if std::process::Command::new("redis-server").arg("--version").output().is_ok() {
+        return true;
+    }
+    assert!(std::env::var_os("CI").is_none(), "CI=true but redis-server is not on the PATH");
+    eprintln!("SKIPPED {test}: redis-server is not on the PATH");
+    false
+}
+
 /// A running example binary, killed when dropped.
 pub struct Example(pub std::process::Child);
 

@@ -533,7 +533,9 @@ impl ConsumerImpl {
                 check_plain_signature(&method.sig, "`fn presence(&self) -> Option<Track>`", 0, errors);
                 presence = Some(method.sig.span());
             } else if let Some((message_type, spawn)) = handler_attr {
-                if is_lifecycle(&name.to_string()) || matches!(name.to_string().as_str(), "groups" | "since" | "presence") {
+                if is_lifecycle(&name.to_string())
+                    || matches!(name.to_string().as_str(), "groups" | "since" | "presence")
+                {
                     errors.on(&name, format!("`{name}` is a lifecycle method; give the handler another name"));
                     continue;
                 }

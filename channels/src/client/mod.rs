@@ -74,7 +74,8 @@ impl HttpConsumer for ClientScript {
         let mut headers = HeaderMap::new();
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
         headers.insert(ETAG, HeaderValue::from_str(&tag)?);
-        if self.scope.header(IF_NONE_MATCH.as_str()).is_some_and(|given| given.split(',').any(|one| one.trim() == tag)) {
+        if self.scope.header(IF_NONE_MATCH.as_str()).is_some_and(|given| given.split(',').any(|one| one.trim() == tag))
+        {
             return response.send_response(StatusCode::NOT_MODIFIED, headers, bytes::Bytes::new()).await;
         }
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));

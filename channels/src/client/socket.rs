@@ -7,9 +7,9 @@ use futures_util::{SinkExt, StreamExt};
 use http::{HeaderName, HeaderValue, Uri};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::WebSocketStream;
 
 use super::HEARTBEAT;
 use crate::layers::{PresenceDiff, PresenceState};
@@ -268,7 +268,10 @@ impl Client {
         let mut url = self.url.clone();
         let mut params = Vec::new();
         if let Some(id) = &self.last_id {
-            params.push(format!("since={}", percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC)));
+            params.push(format!(
+                "since={}",
+                percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC)
+            ));
         }
         if self.config.presence {
             params.push("presence=1".to_owned());
@@ -282,8 +285,9 @@ impl Client {
             return Err(ClientError::Url(url));
         }
         let host = uri.host().ok_or_else(|| ClientError::Url(url.clone()))?;
-        let tcp = TcpStream::connect((host.trim_start_matches('[').trim_end_matches(']'), uri.port_u16().unwrap_or(80)))
-            .await?;
+        let tcp =
+            TcpStream::connect((host.trim_start_matches('[').trim_end_matches(']'), uri.port_u16().unwrap_or(80)))
+                .await?;
         let mut request = url.as_str().into_client_request()?;
         for (name, value) in &self.config.headers {
             let (Ok(name), Ok(value)) = (HeaderName::try_from(name.as_str()), HeaderValue::try_from(value.as_str()))

@@ -4,9 +4,9 @@ use std::future::Future;
 
 use super::{ConsumerApp, ConsumerError, FromScope, settle};
 use crate::application::{Inbox, Outbox};
-use crate::layers::{Since, Track};
 use crate::error::AppError;
 use crate::event::{ChannelMessage, Inbound};
+use crate::layers::{Since, Track};
 
 /// What a [`GenericConsumer`] wants after an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,9 +9,9 @@ use serde::Serialize;
 
 use super::{ConsumerApp, ConsumerError, FromScope, settle, unhandled_message};
 use crate::application::{Inbox, Outbox};
-use crate::layers::{Since, Track};
 use crate::error::{AppError, SendError};
 use crate::event::{ChannelMessage, Inbound, Outbound, ResponseStart};
+use crate::layers::{Since, Track};
 
 /// What Django's `iri_to_uri` encodes: everything but letters, digits and
 /// `/#%[]=:;$&()+,!?*@'~-._`.

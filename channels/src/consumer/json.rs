@@ -7,8 +7,8 @@ use serde::de::DeserializeOwned;
 use super::websocket::SocketConsumer;
 use super::websocket::unhandled_websocket_message;
 use super::{ConsumerApp, ConsumerError, FromScope, Websocket};
-use crate::layers::{Since, Track};
 use crate::event::{ChannelMessage, Message, close_code};
+use crate::layers::{Since, Track};
 
 /// A client frame that a JSON consumer could not decode.
 #[derive(Debug, thiserror::Error)]

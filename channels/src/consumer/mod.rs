@@ -272,9 +272,10 @@ impl<C: Send + 'static> Application for ConsumerApp<C> {
         let track = (self.layer.presence)(&consumer);
         let (drive, hold) = (self.drive, self.layer.hold_until_connect);
         Box::pin(async move {
-            let (membership, subscription) = Membership::join(layer, channel, groups, (&since, invalid), track, subscription)
-                .await
-                .map_err(|err| AppError::Other(Box::new(err)))?;
+            let (membership, subscription) =
+                Membership::join(layer, channel, groups, (&since, invalid), track, subscription)
+                    .await
+                    .map_err(|err| AppError::Other(Box::new(err)))?;
             inbox.attach(subscription.0);
             if subscription.1 && hold {
                 inbox.hold_channel();

@@ -104,9 +104,7 @@ impl Position {
         // Without an OS random source, a clock- and counter-seeded value still differs per run.
         if getrandom::fill(&mut bytes).is_err() {
             use std::hash::BuildHasher;
-            bytes = std::collections::hash_map::RandomState::new()
-                .hash_one(std::time::SystemTime::now())
-                .to_le_bytes();
+            bytes = std::collections::hash_map::RandomState::new().hash_one(std::time::SystemTime::now()).to_le_bytes();
         }
         u64::from_le_bytes(bytes).max(1)
     }
@@ -335,10 +333,18 @@ mod tests {
         let position = Position { epoch: 0x3f2a_9c01_d4e5_b6a7, offset: 42 };
         assert_eq!(position.to_string(), "3f2a9c01d4e5b6a7-42");
         assert_eq!("3f2a9c01d4e5b6a7-42".parse(), Ok(position));
-        for garbage in
-            ["", "-", "42", "3f2a9c01d4e5b6a7", "3f2a9c01d4e5b6a7-", "zz2a9c01d4e5b6a7-1", "0000000000000000-1",
-             "3f2a9c01d4e5b6a7-+1", "3f2a9c01d4e5b6a7-1-2", "3f2a9c01d4e5b6a7-99999999999999999999999"]
-        {
+        for garbage in [
+            "",
+            "-",
+            "42",
+            "3f2a9c01d4e5b6a7",
+            "3f2a9c01d4e5b6a7-",
+            "zz2a9c01d4e5b6a7-1",
+            "0000000000000000-1",
+            "3f2a9c01d4e5b6a7-+1",
+            "3f2a9c01d4e5b6a7-1-2",
+            "3f2a9c01d4e5b6a7-99999999999999999999999",
+        ] {
             assert_eq!(garbage.parse::<Position>(), Err(PositionError), "{garbage:?}");
         }
     }

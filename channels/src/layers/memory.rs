@@ -217,8 +217,9 @@ impl ChannelLayer for InMemoryChannelLayer {
     }
 
     fn group_add<'a>(&'a self, group: &'a str, channel: &'a str) -> BoxFuture<'a, Result<(), LayerError>> {
-        let result =
-            validate_group_name(group).and_then(|()| validate_channel_name(channel)).map(|()| self.inner.add(group, channel));
+        let result = validate_group_name(group)
+            .and_then(|()| validate_channel_name(channel))
+            .map(|()| self.inner.add(group, channel));
         Box::pin(std::future::ready(result))
     }
 

@@ -51,11 +51,11 @@
 mod history;
 mod local;
 mod memory;
-mod presence;
-mod resume;
 mod names;
+mod presence;
 #[cfg(feature = "redis")]
 mod redis;
+mod resume;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -67,10 +67,8 @@ pub use self::history::{
 };
 pub use self::local::LocalChannels;
 pub use self::memory::InMemoryChannelLayer;
-pub use self::presence::{
-    PRESENCE_DIFF_TYPE, PRESENCE_STATE_TYPE, PresenceDiff, PresenceMeta, PresenceState, Track,
-};
 pub use self::names::{validate_channel_name, validate_group_name};
+pub use self::presence::{PRESENCE_DIFF_TYPE, PRESENCE_STATE_TYPE, PresenceDiff, PresenceMeta, PresenceState, Track};
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisChannelLayer, RedisLayerConfig, Wire};
 
@@ -558,8 +556,12 @@ impl Drop for Membership {
         if self.groups.is_empty() && self.tracked.is_none() {
             return;
         }
-        let (layer, channel, groups, tracked) =
-            (self.layer.clone(), std::mem::take(&mut self.channel), std::mem::take(&mut self.groups), self.tracked.take());
+        let (layer, channel, groups, tracked) = (
+            self.layer.clone(),
+            std::mem::take(&mut self.channel),
+            std::mem::take(&mut self.groups),
+            self.tracked.take(),
+        );
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 runtime.spawn(async move { leave(&layer, &channel, &groups, tracked.as_deref()).await });

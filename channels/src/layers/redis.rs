@@ -10,12 +10,12 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Client, Script};
 
+use super::presence::{entry_id, state_of};
 use super::{
     Catchup, ChannelLayer, Counters, GROUP_FIELD, HistoryConfig, LayerConfig, LayerError, LayerStats, LocalChannels,
     Lost, POSITION_FIELD, Position, Recovery, Since, Subscription, check_message, validate_channel_name,
     validate_group_name,
 };
-use super::presence::{entry_id, state_of};
 use super::{PresenceDiff, PresenceMeta, PresenceState, stable_hash};
 use crate::BoxFuture;
 use crate::error::BackendError;
@@ -467,7 +467,6 @@ fn channels_redis_key(prefix: &str, channel: &str) -> String {
     }
 }
 
-
 impl RedisChannelLayer {
     /// Connects to one Redis with default settings.
     ///
@@ -676,7 +675,12 @@ impl Inner {
 
     /// `group_send` to a group with history: appended to its stream and delivered in one
     /// script, so members get its messages in offset order (on one host).
-    async fn history_send(&self, group: &str, message: &ChannelMessage, config: &HistoryConfig) -> Result<(), LayerError> {
+    async fn history_send(
+        &self,
+        group: &str,
+        message: &ChannelMessage,
+        config: &HistoryConfig,
+    ) -> Result<(), LayerError> {
         let mut value = message.value().clone();
         if let serde_json::Value::Object(map) = &mut value {
             map.remove(GROUP_FIELD);
@@ -792,9 +796,10 @@ impl Inner {
         if joined.is_empty() && left.is_empty() {
             return Ok(());
         }
-        let diff = PresenceDiff { group: group.to_owned(), joins: presence_state(joined), leaves: presence_state(left) };
-        let payload =
-            serde_json::to_string(diff.to_message().value()).map_err(|err| LayerError::Backend(BackendError::new(err)))?;
+        let diff =
+            PresenceDiff { group: group.to_owned(), joins: presence_state(joined), leaves: presence_state(left) };
+        let payload = serde_json::to_string(diff.to_message().value())
+            .map_err(|err| LayerError::Backend(BackendError::new(err)))?;
         self.group_send(group, &payload).await
     }
 

@@ -6,7 +6,9 @@ use std::sync::Mutex;
 use std::task::{Context, Poll, ready};
 
 use super::history::not_recovered_message;
-use super::{Catchup, GROUP_FIELD, Layer, LayerError, Lost, Position, Recovery, Since, Subscription, SubscriptionSource};
+use super::{
+    Catchup, GROUP_FIELD, Layer, LayerError, Lost, Position, Recovery, Since, Subscription, SubscriptionSource,
+};
 use crate::BoxFuture;
 use crate::event::ChannelMessage;
 
@@ -135,7 +137,11 @@ impl Resumed {
                     Recovery::NotRecovered(lost) => lost,
                     _ => Lost::TooOld,
                 };
-                tracing::debug!(group = tracked.group, reason = lost.as_str(), "gap in a group's messages not recovered");
+                tracing::debug!(
+                    group = tracked.group,
+                    reason = lost.as_str(),
+                    "gap in a group's messages not recovered"
+                );
                 self.ready.push_back(not_recovered_message(&tracked.group, lost));
             }
             Err(err) => {
