@@ -41,7 +41,7 @@ struct Inner {
     histories: Mutex<HashMap<String, Arc<Mutex<GroupHistory>>>>,
     /// Group → tracked channel → (key, meta). Diffs are delivered under this lock, so members
     /// see them in the order the changes happened.
-    presence: Mutex<HashMap<String, HashMap<String, (String, serde_json::Value)>>>,
+    presence: Mutex<HashMap<String, Tracked>>,
     counters: Counters,
     /// Distinguishes this layer's channel names from another layer's.
     id: u64,
@@ -49,6 +49,9 @@ struct Inner {
     /// Group operations since the last sweep of lapsed memberships.
     ops: AtomicU64,
 }
+
+/// A group's tracked channels: channel → (key, meta).
+type Tracked = HashMap<String, (String, serde_json::Value)>;
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section is a single map update: a poisoned lock is used as is.
