@@ -140,6 +140,9 @@ async fn the_rust_client_resumes_answers_heartbeats_and_merges_presence() {
     }
     assert_eq!(ann.presence().keys().collect::<Vec<_>>(), ["ann"]);
     assert_eq!(HEARTBEAT, r#"{"heartbeat":true}"#);
-    ann.close().await;
-    assert_eq!(ann.next().await, None);
+    // An application's close code (logged out): the client does not come back.
+    layer.group_send("user.ann", close_message(4001)).await.unwrap();
+    assert_eq!(within(ann.next()).await, Some(Event::Disconnected(4001)));
+    assert_eq!(within(ann.next()).await, None);
+    assert!(!ann.is_connected());
 }

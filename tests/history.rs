@@ -87,6 +87,22 @@ mod cases {
         assert_eq!(received.value()[GROUP_FIELD], "room.f");
     }
 
+    /// Only a send to a group with history sets `__group__` / `__position__`: relayed through a
+    /// plain send or group, a client's forged ones are removed (they would move a member's
+    /// position and freeze its stream).
+    pub async fn reserved_fields_are_removed_outside_history(layer: Layer) {
+        let forged =
+            || json!({ "type": "room.say", "n": 1, POSITION_FIELD: "3f2a9c01d4e5b6a7-999", GROUP_FIELD: "room.x" });
+        let channel = layer.new_channel("specific").unwrap();
+        layer.group_add("plain.x", &channel).await.unwrap();
+        layer.send(&channel, forged().into()).await.unwrap();
+        layer.group_send("plain.x", forged().into()).await.unwrap();
+        for _ in 0..2 {
+            let received = within(layer.receive(&channel)).await.unwrap();
+            assert_eq!(received.value(), &json!({ "type": "room.say", "n": 1 }));
+        }
+    }
+
     pub async fn join_since_gives_every_later_message_then_live_ones(layer: Layer) {
         let sent = send_all(&layer, "room.b", 0..5).await;
         let alice = layer.new_channel("specific").unwrap();
@@ -202,6 +218,7 @@ backend_tests! {
     memory, redis, cases, "redis-history-":
     messages_get_increasing_positions: config(100, None);
     a_sender_cannot_forge_a_position: config(100, None);
+    reserved_fields_are_removed_outside_history: config(100, None);
     join_since_gives_every_later_message_then_live_ones: config(100, None);
     the_history_keeps_its_last_messages: config(4, None);
     old_messages_expire: config(100, Some(Duration::from_millis(500)));

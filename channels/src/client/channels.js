@@ -9,6 +9,8 @@
 //   socket.send({ message: "hi" });
 
 const HEARTBEAT = '{"heartbeat":true}';
+// The shape of a position (`<epoch>-<offset>`): only such an `id` is remembered for resuming.
+const POSITION = /^[0-9a-f]{16}-[0-9]{1,20}$/;
 
 const DEFAULTS = {
   backoffInitial: 500, // ms before the first reconnect
@@ -58,6 +60,7 @@ export class Socket {
     this.presence = {};
     this.status = "connecting";
     this.attempt = 0;
+    this.openedAt = 0;
     this.listeners = {};
     this.closedByUser = false;
     this.ws = null;
@@ -117,10 +120,17 @@ export class Socket {
 
   _connect() {
     this._setStatus(this.attempt === 0 ? "connecting" : "reconnecting");
-    const ws = new this.options.WebSocket(this._connectUrl());
+    let ws;
+    try {
+      ws = new this.options.WebSocket(this._connectUrl());
+    } catch (err) {
+      // (e.g. a SecurityError): counts as a failed attempt, and the next one is scheduled.
+      this._lost({ code: 1006, reason: String(err), wasClean: false });
+      return;
+    }
     this.ws = ws;
     ws.onopen = () => {
-      this.attempt = 0;
+      this.openedAt = Date.now();
       this._setStatus("open");
       this._emit("open");
       this._scheduleHeartbeat();
@@ -141,6 +151,9 @@ export class Socket {
       return;
     }
     this._setStatus("reconnecting");
+    // A connection that lasted resets the backoff; one that opens and drops at once does not.
+    if (this.openedAt && Date.now() - this.openedAt >= this.options.backoffMax) this.attempt = 0;
+    this.openedAt = 0;
     const wait = backoff(this.attempt++, this.options);
     this.timers.reconnect = setTimeout(() => this._connect(), wait);
   }
@@ -187,7 +200,7 @@ export class Socket {
         this._emit("presence", this.presence);
         return;
       }
-      if (typeof data.id === "string") this.lastId = data.id;
+      if (typeof data.id === "string" && POSITION.test(data.id)) this.lastId = data.id;
     }
     this._emit("message", data);
   }

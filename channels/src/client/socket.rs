@@ -36,6 +36,8 @@ pub struct ClientConfig {
     pub headers: Vec<(String, String)>,
     /// Connection attempts after which [`Client::next`] gives up (`None`: never).
     pub max_attempts: Option<u32>,
+    /// How long connecting (TCP and handshake) and sending may take (default 10 s).
+    pub timeout: Duration,
 }
 
 impl Default for ClientConfig {
@@ -50,6 +52,7 @@ impl Default for ClientConfig {
             since: None,
             headers: Vec::new(),
             max_attempts: None,
+            timeout: Duration::from_secs(10),
         }
     }
 }
@@ -64,7 +67,9 @@ pub enum Event {
     NotRecovered,
     /// The presence state changed; see [`Client::presence`].
     Presence,
-    /// The connection dropped (close code, 1006 without one); the client reconnects.
+    /// The connection dropped (close code, 1006 without one); the client reconnects, except
+    /// after 1000 and 4000–4999 (the application's codes, e.g. logged out): then
+    /// [`next`](Client::next) returns `None` next.
     Disconnected(u16),
     /// Connected again after a drop, resuming after [`Client::last_id`].
     Reconnected,
@@ -77,6 +82,9 @@ pub enum ClientError {
     /// The URL is not a `ws://` URL with a host.
     #[error("not a ws:// URL: {0}")]
     Url(String),
+    /// Connecting or sending took longer than [`ClientConfig::timeout`].
+    #[error("timed out")]
+    Timeout,
     /// Connecting or talking to the server failed.
     #[error("WebSocket: {0}")]
     WebSocket(#[from] tokio_tungstenite::tungstenite::Error),
@@ -103,6 +111,8 @@ pub struct Client {
     last_id: Option<String>,
     presence: PresenceState,
     attempt: u32,
+    /// When the current connection opened (the attempt count resets once it has lasted).
+    opened: Instant,
     next_heartbeat: Instant,
     /// A heartbeat is out: the connection is dead if nothing arrives by then.
     dead_at: Option<Instant>,
@@ -124,6 +134,7 @@ impl Client {
             socket: None,
             presence: PresenceState::new(),
             attempt: 0,
+            opened: Instant::now(),
             next_heartbeat: Instant::now(),
             dead_at: None,
             closed: false,
@@ -155,7 +166,9 @@ impl Client {
     pub async fn send_json<T: serde::Serialize + ?Sized>(&mut self, value: &T) -> Result<(), ClientError> {
         let text = serde_json::to_string(value).map_err(|err| ClientError::Url(err.to_string()))?;
         let socket = self.socket.as_mut().ok_or(ClientError::NotConnected)?;
-        socket.send(Message::Text(text.into())).await?;
+        tokio::time::timeout(self.config.timeout, socket.send(Message::Text(text.into())))
+            .await
+            .map_err(|_| ClientError::Timeout)??;
         Ok(())
     }
 
@@ -193,9 +206,9 @@ impl Client {
                         self.socket = None;
                         return Some(Event::Disconnected(1006));
                     }
-                    let sent = socket.send(Message::Text(HEARTBEAT.into())).await;
+                    let sent = tokio::time::timeout(self.config.timeout, socket.send(Message::Text(HEARTBEAT.into()))).await;
                     self.dead_at = Some(Instant::now() + self.config.heartbeat_timeout);
-                    if sent.is_err() {
+                    if !matches!(sent, Ok(Ok(()))) {
                         self.socket = None;
                         return Some(Event::Disconnected(1006));
                     }
@@ -212,7 +225,10 @@ impl Client {
                 }
                 Some(Ok(Message::Close(frame))) => {
                     self.socket = None;
-                    return Some(Event::Disconnected(frame.map_or(1005, |frame| u16::from(frame.code))));
+                    let code = frame.map_or(1005, |frame| u16::from(frame.code));
+                    // A normal close or an application's code (e.g. logged out): do not come back.
+                    self.closed = code == 1000 || (4000..5000).contains(&code);
+                    return Some(Event::Disconnected(code));
                 }
                 Some(Ok(_)) => {}
                 Some(Err(_)) | None => {
@@ -244,7 +260,10 @@ impl Client {
                 apply_diff(&mut self.presence, diff);
                 return Some(Event::Presence);
             }
-            if let Some(id) = object.get("id").and_then(serde_json::Value::as_str) {
+            // Only a position is remembered for resuming (an app's own `id` fields are not).
+            if let Some(id) = object.get("id").and_then(serde_json::Value::as_str)
+                && id.parse::<crate::layers::Position>().is_ok()
+            {
                 self.last_id = Some(id.to_owned());
             }
         }
@@ -252,7 +271,12 @@ impl Client {
     }
 
     /// The wait before the next attempt: exponential, capped, shortened by up to `jitter`.
+    /// A connection that lasted at least `backoff_max` resets the count (one that opens and
+    /// drops at once keeps backing off).
     fn backoff(&mut self) -> Duration {
+        if self.opened.elapsed() >= self.config.backoff_max {
+            self.attempt = 0;
+        }
         let full = self.config.backoff_initial.saturating_mul(2u32.saturating_pow(self.attempt.min(16)));
         let full = full.min(self.config.backoff_max);
         // xorshift: jitter needs no cryptographic randomness.
@@ -296,9 +320,11 @@ impl Client {
             };
             request.headers_mut().insert(name, value);
         }
-        let (socket, _) = tokio_tungstenite::client_async(request, tcp).await?;
+        let (socket, _) = tokio::time::timeout(self.config.timeout, tokio_tungstenite::client_async(request, tcp))
+            .await
+            .map_err(|_| ClientError::Timeout)??;
         self.socket = Some(socket);
-        self.attempt = 0;
+        self.opened = Instant::now();
         self.dead_at = None;
         self.next_heartbeat = Instant::now() + self.config.heartbeat_interval;
         Ok(())

@@ -269,6 +269,8 @@ impl<C: Send + 'static> Application for ConsumerApp<C> {
         };
         let groups = (self.layer.groups)(&consumer);
         let since = (self.layer.since)(&consumer, requested);
+        // A consumer that found a position elsewhere overrides the client's garbage.
+        let invalid = invalid && since.after.is_none();
         let track = (self.layer.presence)(&consumer);
         let (drive, hold) = (self.drive, self.layer.hold_until_connect);
         Box::pin(async move {

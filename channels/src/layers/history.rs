@@ -214,8 +214,8 @@ impl Lost {
 /// was resumed, and the messages to deliver before live ones (oldest first).
 #[derive(Debug, Clone)]
 pub struct Catchup {
-    /// The group's latest position (offset 0: nothing sent in this epoch yet); `None` when the
-    /// group keeps no history.
+    /// The group's latest position (offset 0: nothing sent in this epoch yet; epoch 0: the
+    /// group has no history yet); `None` when the group keeps no history.
     pub position: Option<Position>,
     /// The outcome of [`Since::after`].
     pub recovery: Recovery,
@@ -232,7 +232,7 @@ impl Catchup {
 
 /// `message` as members of a group with history receive it: with its group and position.
 pub(crate) fn stamp(message: &ChannelMessage, group: &str, position: Position) -> ChannelMessage {
-    let mut value = message.value().clone();
+    let mut value = message.value().clone(); // (a sender's own fields of these names are replaced)
     if let serde_json::Value::Object(map) = &mut value {
         map.insert(GROUP_FIELD.to_owned(), group.into());
         map.insert(POSITION_FIELD.to_owned(), position.to_string().into());

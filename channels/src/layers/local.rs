@@ -166,6 +166,21 @@ impl LocalChannels {
         }
     }
 
+    /// Marks every channel as having lost messages (e.g. they may have expired in Redis during
+    /// an outage), and wakes its receivers: consumers of groups with history then read what they
+    /// missed.
+    pub(crate) fn mark_all_lost(&self) {
+        for shard in &self.inner.shards {
+            for mailbox in lock(shard).values() {
+                let mut state = lock(&mailbox.state);
+                state.lost = true;
+                for waker in state.waiters.drain(..) {
+                    waker.wake();
+                }
+            }
+        }
+    }
+
     /// How many channels currently have a queue (tests check that nothing leaks).
     pub fn channel_count(&self) -> usize {
         self.inner.shards.iter().map(|shard| lock(shard).len()).sum()

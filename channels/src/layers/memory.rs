@@ -11,7 +11,7 @@ use super::local::LocalChannels;
 use super::presence::{PresenceDiff, PresenceMeta, PresenceState, entry_id, state_of};
 use super::{
     Catchup, ChannelLayer, Counters, HistoryConfig, LayerConfig, LayerError, LayerStats, Since, Subscription,
-    check_message, validate_channel_name, validate_group_name,
+    check_message, validate_channel_name, validate_group_name, without_reserved,
 };
 use crate::BoxFuture;
 use crate::event::ChannelMessage;
@@ -150,7 +150,11 @@ impl Inner {
             });
         }
         if histories.len() >= max
-            && let Some(oldest) = histories.iter().min_by_key(|(_, history)| lock(history).used).map(|(g, _)| g.clone())
+            && let Some(oldest) = histories
+                .iter()
+                .filter(|(_, history)| Arc::strong_count(history) == 1)
+                .min_by_key(|(_, history)| lock(history).used)
+                .map(|(group, _)| group.clone())
         {
             histories.remove(&oldest);
         }
@@ -196,7 +200,7 @@ impl ChannelLayer for InMemoryChannelLayer {
         crate::metrics::layer_send();
         let result = validate_channel_name(channel)
             .and_then(|()| check_message(&message))
-            .and_then(|()| self.inner.deliver(channel, message));
+            .and_then(|()| self.inner.deliver(channel, without_reserved(message)));
         Box::pin(std::future::ready(result))
     }
 
@@ -328,7 +332,7 @@ impl ChannelLayer for InMemoryChannelLayer {
     fn group_send<'a>(&'a self, group: &'a str, message: ChannelMessage) -> BoxFuture<'a, Result<(), LayerError>> {
         let result = validate_group_name(group).and_then(|()| check_message(&message)).map(|()| {
             match self.history_config(group) {
-                None => self.inner.deliver_to_group(group, &message),
+                None => self.inner.deliver_to_group(group, &without_reserved(message)),
                 Some(config) => {
                     let history = self.inner.history(group);
                     let mut history = lock(&history);

@@ -499,7 +499,7 @@ pub(crate) struct Membership {
 
 impl Membership {
     /// Joins `groups` (those with history `since` that position; `invalid`: the client gave
-    /// a position that is not one), tracks `track`, and returns the consumer's subscription
+    /// a position that is not one, and the consumer gave none instead), tracks `track`, and returns the consumer's subscription
     /// with the catch-up and presence state in front, and whether there is any (then it
     /// waits for `connect`).
     pub(crate) async fn join(
@@ -515,10 +515,7 @@ impl Membership {
         for group in groups {
             // On an error, Drop leaves the groups joined so far.
             let catchup = membership.layer.group_join(&group, &membership.channel, since).await?;
-            if invalid && catchup.position.is_some() {
-                resumed.invalid_position(&group);
-            }
-            resumed.joined(&group, catchup);
+            resumed.joined(&group, catchup, invalid);
             membership.groups.push(group);
         }
         if let Some(Track { group, key, meta }) = track {
@@ -527,7 +524,7 @@ impl Membership {
             let state = membership.layer.presence_list(&group).await?;
             resumed.presence_state(&group, &state);
         }
-        let tracks = resumed.tracks_history();
+        let tracks = resumed.is_needed();
         let subscription = if tracks { Subscription::new(resumed) } else { resumed.into_live() };
         Ok((membership, (subscription, tracks)))
     }
@@ -578,6 +575,21 @@ fn no_presence() -> LayerError {
 /// FNV-1a: the same value for the same string in every process (std's hasher is seeded).
 pub(crate) fn stable_hash(key: &str) -> u64 {
     key.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// `message` without the fields only a send to a group with history may set (`"__group__"`,
+/// `"__position__"`): a message relayed from a client must not move a member's position.
+pub(crate) fn without_reserved(message: ChannelMessage) -> ChannelMessage {
+    let value = message.value();
+    if value.get(GROUP_FIELD).is_none() && value.get(POSITION_FIELD).is_none() {
+        return message;
+    }
+    let mut value = value.clone();
+    if let serde_json::Value::Object(map) = &mut value {
+        map.remove(GROUP_FIELD);
+        map.remove(POSITION_FIELD);
+    }
+    ChannelMessage::new(value)
 }
 
 /// Checks that a message is a JSON object with a string `"type"`.

@@ -16,7 +16,7 @@ use super::{
     Lost, POSITION_FIELD, Position, Recovery, Since, Subscription, check_message, validate_channel_name,
     validate_group_name,
 };
-use super::{PresenceDiff, PresenceMeta, PresenceState, stable_hash};
+use super::{PresenceDiff, PresenceMeta, PresenceState, stable_hash, without_reserved};
 use crate::BoxFuture;
 use crate::error::BackendError;
 use crate::event::ChannelMessage;
@@ -121,6 +121,9 @@ struct Inner {
     /// Presence entries of this process's channels: group → channel → entry (JSON), renewed
     /// in Redis every third of the presence TTL.
     tracked: Mutex<HashMap<String, HashMap<String, String>>>,
+    /// Serialises this process's presence writes, so a renewal that read `tracked` before an
+    /// untrack cannot put the untracked entry back in Redis (a ghost join).
+    presence_writes: tokio::sync::Mutex<()>,
     /// Pops of named channels in flight, one per channel (see `receive`).
     pops: Mutex<HashMap<String, Arc<Pop>>>,
     scripts: Scripts,
@@ -361,24 +364,27 @@ end
 return {#members, delivered, expired}
 ";
 
-/// A join (and/or read) of a group with history: KEYS[3] = group; ARGV[1] = a new epoch if
-/// the history has none, ARGV[2] = meta TTL (ms), ARGV[3] = max age (ms, 0: none), ARGV[4] =
-/// the epoch to resume ('' for none), ARGV[5] = the offset to resume after, ARGV[6] = how many
-/// last messages to give otherwise, ARGV[7] = the channel joining ('' to only read), ARGV[8]
-/// = its membership score, ARGV[9] = group expiry (ms). Returns {status, epoch, offset,
-/// payloads}.
+/// A join (and/or read) of a group with history: KEYS[3] = group; ARGV[1] = max age (ms, 0:
+/// none), ARGV[2] = the epoch to resume ('' for none), ARGV[3] = the offset to resume after,
+/// ARGV[4] = how many last messages to give otherwise, ARGV[5] = the channel joining ('' to
+/// only read), ARGV[6] = its membership score, ARGV[7] = group expiry (ms). Returns {status,
+/// epoch ('' when the group has no history yet: a read creates nothing), offset, payloads}.
 const HISTORY_READ: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if ARGV[7] ~= '' then
-  redis.call('ZADD', KEYS[3], ARGV[8], ARGV[7])
-  redis.call('PEXPIRE', KEYS[3], ARGV[9])
+if ARGV[5] ~= '' then
+  redis.call('ZADD', KEYS[3], ARGV[6], ARGV[5])
+  redis.call('PEXPIRE', KEYS[3], ARGV[7])
 end
-local epoch = history_epoch(ARGV[1], ARGV[2])
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  if ARGV[2] == '' then return {'fresh', '', 0, {}} end
+  return {'other_epoch', '', 0, {}}
+end
 local offset = tonumber(redis.call('HGET', KEYS[1], 'offset'))
-trim_age(now, tonumber(ARGV[3]))
+trim_age(now, tonumber(ARGV[1]))
 local function last(status)
-  local n = tonumber(ARGV[6])
+  local n = tonumber(ARGV[4])
   local out = {}
   if n > 0 then
     local newest = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', n)
@@ -386,9 +392,9 @@ local function last(status)
   end
   return {status, epoch, offset, out}
 end
-if ARGV[4] == '' then return last('fresh') end
-if ARGV[4] ~= epoch then return last('other_epoch') end
-local after = tonumber(ARGV[5])
+if ARGV[2] == '' then return last('fresh') end
+if ARGV[2] ~= epoch then return last('other_epoch') end
+local after = tonumber(ARGV[3])
 if after > offset then return last('future') end
 if after == offset then return {'recovered', epoch, offset, {}} end
 local entries = redis.call('XRANGE', KEYS[2], (after + 1) .. '-0', '+')
@@ -397,7 +403,6 @@ local out = {}
 for i, entry in ipairs(entries) do out[i] = entry[2][2] end
 return {'recovered', epoch, offset, out}
 ";
-
 /// Lua shared by the presence scripts. KEYS[1] = the group's entries (a hash: channel → `{"key":
 /// ..., "meta": ...}`), KEYS[2] = their expiry times (a sorted set: channel → unix ms).
 /// `sweep()` removes lapsed entries and returns them as {channel, entry, ...}.
@@ -518,6 +523,7 @@ impl RedisChannelLayer {
             counters: Counters::default(),
             memberships: Mutex::new(HashMap::new()),
             tracked: Mutex::new(HashMap::new()),
+            presence_writes: tokio::sync::Mutex::new(()),
             pops: Mutex::new(HashMap::new()),
             scripts: Scripts {
                 send: Script::new(&format!("{DELIVER}{SEND}")),
@@ -681,12 +687,8 @@ impl Inner {
         message: &ChannelMessage,
         config: &HistoryConfig,
     ) -> Result<(), LayerError> {
-        let mut value = message.value().clone();
-        if let serde_json::Value::Object(map) = &mut value {
-            map.remove(GROUP_FIELD);
-            map.remove(POSITION_FIELD);
-        }
-        let json = serde_json::to_string(&value).map_err(|err| LayerError::Backend(BackendError::new(err)))?;
+        let message = without_reserved(message.clone());
+        let json = serde_json::to_string(message.value()).map_err(|err| LayerError::Backend(BackendError::new(err)))?;
         let group_json = serde_json::to_string(group).map_err(|err| LayerError::Backend(BackendError::new(err)))?;
         // `{"__group__":"g","__position__":"` + position + `",` + the message without its `{`.
         let head = format!("{{\"{GROUP_FIELD}\":{group_json},\"{POSITION_FIELD}\":\"");
@@ -713,10 +715,10 @@ impl Inner {
             .arg(if here { "1" } else { "0" });
         let commands = self.commands(&group_key);
         let totals = if here {
-            retry_script(&commands, &invocation).await?
+            script_once(&commands, &invocation).await?
         } else {
             let (_, _, _, payload, members): (u64, u64, u64, String, Vec<String>) =
-                retry_script(&commands, &invocation).await?;
+                script_once(&commands, &invocation).await?;
             self.deliver_sharded(members, &payload).await?
         };
         self.count_group_send(group, totals);
@@ -733,15 +735,13 @@ impl Inner {
     ) -> Result<Catchup, LayerError> {
         let group_key = self.group_key(group);
         let [meta, stream] = self.history_keys(group);
-        let (meta_ttl, max_age, _) = self.history_times(config);
+        let (_, max_age, _) = self.history_times(config);
         let (after_epoch, after_offset) =
             since.after.map_or((String::new(), 0), |after| (format!("{:016x}", after.epoch), after.offset));
         let mut invocation = self.scripts.history_read.key(&meta);
         invocation
             .key(&stream)
             .key(&group_key)
-            .arg(format!("{:016x}", Position::new_epoch()))
-            .arg(meta_ttl)
             .arg(max_age)
             .arg(after_epoch)
             .arg(after_offset)
@@ -751,7 +751,8 @@ impl Inner {
             .arg(self.group_expiry_ms());
         let (status, epoch, offset, payloads): (String, String, u64, Vec<String>) =
             retry_script(&self.commands(&group_key), &invocation).await?;
-        let epoch = u64::from_str_radix(&epoch, 16)
+        // '' (epoch 0): the group has no history yet.
+        let epoch = if epoch.is_empty() { Ok(0) } else { u64::from_str_radix(&epoch, 16) }
             .map_err(|_| LayerError::Backend(BackendError::msg(format!("bad history epoch {epoch:?} in Redis"))))?;
         let recovery = match status.as_str() {
             "fresh" => Recovery::Fresh,
@@ -805,11 +806,13 @@ impl Inner {
 
     /// Renews this process's presence entries (and sweeps lapsed ones in their groups).
     async fn renew_presence(&self) {
-        let groups: Vec<(String, Vec<(String, String)>)> = lock(&self.tracked)
-            .iter()
-            .map(|(group, entries)| (group.clone(), entries.iter().map(|(c, e)| (c.clone(), e.clone())).collect()))
-            .collect();
-        for (group, entries) in groups {
+        let groups: Vec<String> = lock(&self.tracked).keys().cloned().collect();
+        for group in groups {
+            let _writing = self.presence_writes.lock().await;
+            let entries: Vec<(String, String)> = match lock(&self.tracked).get(&group) {
+                Some(entries) => entries.iter().map(|(channel, entry)| (channel.clone(), entry.clone())).collect(),
+                None => continue,
+            };
             if let Err(err) = self.presence_track(&group, &entries).await {
                 tracing::warn!(group, %err, "could not renew presence entries");
             }
@@ -1054,6 +1057,9 @@ async fn watch(layer: Weak<Inner>, shard: usize, connection: MultiplexedConnecti
                     inner.shards[shard].connected.store(true, Ordering::Relaxed);
                     crate::metrics::redis_connection(shard, true);
                     backoff = Duration::from_millis(100);
+                    // Messages may have expired or vanished in Redis meanwhile: consumers of
+                    // groups with history read what they missed.
+                    inner.local.mark_all_lost();
                 }
                 for member in &popped {
                     inner.dispatch(member);
@@ -1144,6 +1150,18 @@ async fn pop_once(inner: &Inner, channel: &str) -> Result<Option<ChannelMessage>
     }
 }
 
+/// Runs a script exactly once: for a script that must not run twice (a history append would
+/// store the message again under a new offset), a broken connection is the caller's error.
+async fn script_once<T: redis::FromRedisValue>(
+    commands: &ConnectionManager,
+    invocation: &redis::ScriptInvocation<'_>,
+) -> Result<T, LayerError> {
+    let started = std::time::Instant::now();
+    let result = invocation.invoke_async(&mut commands.clone()).await;
+    crate::metrics::redis_round_trip(started.elapsed());
+    result.map_err(backend)
+}
+
 /// Runs a script (once more on a broken connection: see [`crate::redis_retry`]).
 async fn retry_script<T: redis::FromRedisValue>(
     commands: &ConnectionManager,
@@ -1165,6 +1183,7 @@ impl ChannelLayer for RedisChannelLayer {
             crate::metrics::layer_send();
             validate_channel_name(channel)?;
             check_message(&message)?;
+            let message = without_reserved(message);
             let inner = &self.inner;
             let (sent, expired): (u64, u64) = if inner.config.wire == Wire::ChannelsRedis {
                 // Only a process-specific channel's message names its receiver.
@@ -1294,6 +1313,7 @@ impl ChannelLayer for RedisChannelLayer {
             validate_channel_name(channel)?;
             let entry = serde_json::json!({ "key": key, "meta": meta }).to_string();
             let inner = &self.inner;
+            let _writing = inner.presence_writes.lock().await;
             inner.presence_track(group, &[(channel.to_owned(), entry.clone())]).await?;
             if inner.is_own(channel) {
                 lock(&inner.tracked).entry(group.to_owned()).or_default().insert(channel.to_owned(), entry);
@@ -1307,6 +1327,7 @@ impl ChannelLayer for RedisChannelLayer {
             validate_group_name(group)?;
             validate_channel_name(channel)?;
             let inner = &self.inner;
+            let _writing = inner.presence_writes.lock().await;
             {
                 let mut tracked = lock(&inner.tracked);
                 if let Some(entries) = tracked.get_mut(group) {
@@ -1384,6 +1405,7 @@ impl ChannelLayer for RedisChannelLayer {
             if let Some(config) = self.history_config(group) {
                 return self.inner.history_send(group, &message, &config).await;
             }
+            let message = without_reserved(message);
             let payload =
                 serde_json::to_string(message.value()).map_err(|err| LayerError::Backend(BackendError::new(err)))?;
             self.inner.group_send(group, &payload).await

@@ -6,76 +6,121 @@ use std::sync::Mutex;
 use std::task::{Context, Poll, ready};
 
 use super::history::not_recovered_message;
+use super::presence::state_message;
 use super::{
-    Catchup, GROUP_FIELD, Layer, LayerError, Lost, Position, Recovery, Since, Subscription, SubscriptionSource,
+    Catchup, GROUP_FIELD, Layer, LayerError, Lost, Position, PresenceState, Recovery, Since, Subscription,
+    SubscriptionSource,
 };
 use crate::BoxFuture;
 use crate::event::ChannelMessage;
 
-/// A group with history this consumer joined, and the last position it was given.
+/// Epochs a group left behind that are still recognised (a late message from one is dropped).
+const OLD_EPOCHS: usize = 4;
+
+/// A group with history this consumer joined, and the last position it was given. Epoch 0:
+/// the group had no history yet when the consumer joined (everything in its first epoch is new).
 #[derive(Debug)]
-pub(crate) struct Tracked {
+struct Tracked {
     group: String,
     position: Position,
+    /// Epochs this group moved away from, newest last.
+    old_epochs: Vec<u64>,
 }
 
-/// A gap being filled: which group, the history read, and the live message that revealed it
-/// (none when the channel reported a loss).
+impl Tracked {
+    /// Moves to `epoch` (the history was lost and restarted), remembering the old one.
+    fn change_epoch(&mut self, epoch: u64) {
+        if self.position.epoch != 0 {
+            if self.old_epochs.len() == OLD_EPOCHS {
+                self.old_epochs.remove(0);
+            }
+            self.old_epochs.push(self.position.epoch);
+        }
+        self.position = Position { epoch, offset: 0 };
+    }
+}
+
+/// What a fill reads.
+enum Read {
+    /// A group's history after its last position; the live message that revealed the gap
+    /// (none when the channel reported a loss).
+    History { group: usize, waiting: Option<ChannelMessage> },
+    /// The presence state again (diffs were lost).
+    Presence,
+}
+
+enum Answer {
+    History(Result<Catchup, LayerError>),
+    Presence(Result<PresenceState, LayerError>),
+}
+
 struct Fill {
-    group: usize,
+    read: Read,
     // In a Mutex only to make the source `Sync`; polled through `get_mut`, never locked.
-    read: Mutex<BoxFuture<'static, Result<Catchup, LayerError>>>,
-    waiting: Option<ChannelMessage>,
+    answer: Mutex<BoxFuture<'static, Answer>>,
 }
 
 /// Wraps a consumer's [`Subscription`]: hands out each group's catch-up (or "not recovered")
-/// first, then live messages; for groups with history, drops a message already handed out
-/// and, before a message that skips offsets, reads the skipped ones from the history.
+/// and the presence state first, then live messages; for groups with history, drops a message
+/// already handed out and, before a message that skips offsets, reads the skipped ones from
+/// the history. When the channel lost messages (full, expired, a Redis outage), it reads the
+/// histories and the presence state again.
 pub(crate) struct Resumed {
     live: Subscription,
     layer: Layer,
     groups: Vec<Tracked>,
+    /// The group this consumer is tracked in, if any.
+    presence: Option<String>,
     ready: VecDeque<ChannelMessage>,
     fill: Option<Fill>,
-    /// Groups whose history to read because the channel lost messages.
-    to_check: VecDeque<usize>,
+    /// Reads to make because the channel lost messages.
+    to_check: VecDeque<Read>,
 }
 
 impl Resumed {
     pub(crate) fn new(live: Subscription, layer: Layer) -> Self {
-        Resumed { live, layer, groups: Vec::new(), ready: VecDeque::new(), fill: None, to_check: VecDeque::new() }
+        Resumed {
+            live,
+            layer,
+            groups: Vec::new(),
+            presence: None,
+            ready: VecDeque::new(),
+            fill: None,
+            to_check: VecDeque::new(),
+        }
     }
 
     /// Records a join's catch-up: its messages come first, after a "not recovered" message
-    /// when it did not resume.
-    pub(crate) fn joined(&mut self, group: &str, catchup: Catchup) {
+    /// when it did not resume (or when the client's position was not one: `invalid`).
+    pub(crate) fn joined(&mut self, group: &str, catchup: Catchup, invalid: bool) {
         let Some(position) = catchup.position else { return };
-        if let Recovery::NotRecovered(lost) = catchup.recovery {
+        let lost = match catchup.recovery {
+            Recovery::NotRecovered(lost) => Some(lost),
+            _ if invalid => Some(Lost::Invalid),
+            _ => None,
+        };
+        if let Some(lost) = lost {
             tracing::debug!(group, reason = lost.as_str(), "group history not recovered");
             self.ready.push_back(not_recovered_message(group, lost));
         }
         self.ready.extend(catchup.messages);
-        self.groups.push(Tracked { group: group.to_owned(), position });
+        self.groups.push(Tracked { group: group.to_owned(), position, old_epochs: Vec::new() });
     }
 
     /// The group's presence state, handed out before live diffs.
-    pub(crate) fn presence_state(&mut self, group: &str, state: &super::PresenceState) {
-        self.ready.push_back(super::presence::state_message(group, state));
+    pub(crate) fn presence_state(&mut self, group: &str, state: &PresenceState) {
+        self.ready.push_back(state_message(group, state));
+        self.presence = Some(group.to_owned());
     }
 
-    /// The client's position was not a position: the consumer hears "not recovered" first.
-    pub(crate) fn invalid_position(&mut self, group: &str) {
-        self.ready.push_back(not_recovered_message(group, Lost::Invalid));
-    }
-
-    /// The plain subscription (when no group keeps a history).
+    /// The plain subscription (when no group keeps a history and nothing is tracked).
     pub(crate) fn into_live(self) -> Subscription {
         self.live
     }
 
-    /// Whether any joined group keeps a history (otherwise the plain subscription will do).
-    pub(crate) fn tracks_history(&self) -> bool {
-        !self.groups.is_empty() || !self.ready.is_empty()
+    /// Whether this wrapper has anything to do (otherwise the plain subscription will do).
+    pub(crate) fn is_needed(&self) -> bool {
+        !self.groups.is_empty() || self.presence.is_some() || !self.ready.is_empty()
     }
 
     /// Takes a live message: ready it, drop it as a duplicate, or start filling the gap
@@ -92,10 +137,15 @@ impl Resumed {
         };
         let tracked = &mut self.groups[index];
         if position.epoch != tracked.position.epoch {
-            // The history restarted (e.g. Redis lost it): what came before is gone.
-            tracing::debug!(group = tracked.group, "group history changed epoch; not recovered");
-            self.ready.push_back(not_recovered_message(&tracked.group, Lost::OtherEpoch));
-            tracked.position = Position { epoch: position.epoch, offset: 0 };
+            if tracked.old_epochs.contains(&position.epoch) {
+                return; // late, from a history already given up on
+            }
+            if tracked.position.epoch != 0 {
+                // The history restarted (e.g. Redis lost it): what came before is gone.
+                tracing::debug!(group = tracked.group, "group history changed epoch; not recovered");
+                self.ready.push_back(not_recovered_message(&tracked.group, Lost::OtherEpoch));
+            }
+            tracked.change_epoch(position.epoch);
         }
         if position.offset <= tracked.position.offset {
             return;
@@ -105,22 +155,46 @@ impl Resumed {
             self.ready.push_back(message);
             return;
         }
-        self.start_fill(index, Some(message));
+        self.start(Read::History { group: index, waiting: Some(message) });
     }
 
-    /// Reads group `index`'s history after the last position handed out.
-    fn start_fill(&mut self, index: usize, waiting: Option<ChannelMessage>) {
-        let tracked = &self.groups[index];
-        let (layer, group, since) = (self.layer.clone(), tracked.group.clone(), Since::after(tracked.position));
-        let read: BoxFuture<'static, _> = Box::pin(async move { layer.group_history(&group, &since).await });
-        self.fill = Some(Fill { group: index, read: Mutex::new(read), waiting });
+    /// Starts `read`.
+    fn start(&mut self, read: Read) {
+        let layer = self.layer.clone();
+        let answer: BoxFuture<'static, Answer> = match &read {
+            Read::History { group, .. } => {
+                let tracked = &self.groups[*group];
+                let (group, since) = (tracked.group.clone(), Since::after(tracked.position));
+                Box::pin(async move { Answer::History(layer.group_history(&group, &since).await) })
+            }
+            Read::Presence => {
+                let group = self.presence.clone().unwrap_or_default();
+                Box::pin(async move { Answer::Presence(layer.presence_list(&group).await) })
+            }
+        };
+        self.fill = Some(Fill { read, answer: Mutex::new(answer) });
     }
 
-    /// A gap's messages arrived (or could not be read): hand them out, then the message
-    /// that was waiting for them.
-    fn filled(&mut self, index: usize, result: Result<Catchup, LayerError>, waiting: Option<ChannelMessage>) {
+    /// A read's answer arrived: hand out what it brings.
+    fn filled(&mut self, read: Read, answer: Answer) {
+        match (read, answer) {
+            (Read::History { group, waiting }, Answer::History(result)) => self.history_filled(group, result, waiting),
+            (_, Answer::Presence(Ok(state))) => {
+                if let Some(group) = &self.presence {
+                    self.ready.push_back(state_message(group, &state));
+                }
+            }
+            (_, Answer::Presence(Err(err))) => tracing::warn!(%err, "could not read the presence state again"),
+            (Read::Presence, Answer::History(_)) => {}
+        }
+    }
+
+    /// A gap's messages arrived (or could not be read): hand them out, then the message that
+    /// was waiting for them. When they are gone, say so once and go on from the waiting
+    /// message (or the history's newest position), so the same loss is not reported again.
+    fn history_filled(&mut self, index: usize, result: Result<Catchup, LayerError>, waiting: Option<ChannelMessage>) {
         let tracked = &mut self.groups[index];
-        match result {
+        let (lost, newest) = match result {
             Ok(catchup) if catchup.recovery.is_recovered() => {
                 for message in catchup.messages {
                     if let Some(position) = Position::of(&message)
@@ -131,31 +205,47 @@ impl Resumed {
                         self.ready.push_back(message);
                     }
                 }
+                (None, None)
             }
             Ok(catchup) => {
                 let lost = match catchup.recovery {
                     Recovery::NotRecovered(lost) => lost,
                     _ => Lost::TooOld,
                 };
-                tracing::debug!(
-                    group = tracked.group,
-                    reason = lost.as_str(),
-                    "gap in a group's messages not recovered"
-                );
-                self.ready.push_back(not_recovered_message(&tracked.group, lost));
+                (Some(lost), catchup.position.filter(|newest| newest.epoch != 0))
             }
             Err(err) => {
                 tracing::warn!(group = tracked.group, %err, "could not read a group's history to fill a gap");
-                self.ready.push_back(not_recovered_message(&tracked.group, Lost::TooOld));
+                (Some(Lost::TooOld), None)
             }
+        };
+        let waiting = waiting.and_then(|message| Some((Position::of(&message)?, message)));
+        let Some(lost) = lost else {
+            // Recovered: the waiting message goes out unless the fill already covered it.
+            if let Some((position, message)) = waiting
+                && position.epoch == tracked.position.epoch
+                && position.offset > tracked.position.offset
+            {
+                if position.offset > tracked.position.offset + 1 {
+                    // The history no longer had all of the gap: say so rather than skip.
+                    self.ready.push_back(not_recovered_message(&tracked.group, Lost::TooOld));
+                }
+                tracked.position = position;
+                self.ready.push_back(message);
+            }
+            return;
+        };
+        tracing::debug!(group = tracked.group, reason = lost.as_str(), "gap in a group's messages not recovered");
+        self.ready.push_back(not_recovered_message(&tracked.group, lost));
+        let resume_at = waiting.as_ref().map(|(position, _)| *position).or(newest);
+        if let Some(resume_at) = resume_at {
+            if resume_at.epoch != tracked.position.epoch {
+                tracked.change_epoch(resume_at.epoch);
+            }
+            tracked.position.offset = tracked.position.offset.max(resume_at.offset);
         }
-        if let Some(waiting) = waiting
-            && let Some(position) = Position::of(&waiting)
-            && position.offset > tracked.position.offset
-        {
-            // Still ahead after the fill only if the history could not give the gap.
-            tracked.position = position;
-            self.ready.push_back(waiting);
+        if let Some((_, message)) = waiting {
+            self.ready.push_back(message);
         }
     }
 }
@@ -167,21 +257,30 @@ impl SubscriptionSource for Resumed {
                 return Poll::Ready(message);
             }
             if let Some(fill) = &mut self.fill {
-                let read = fill.read.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
-                let result = ready!(read.as_mut().poll(cx));
-                if let Some(Fill { group, waiting, .. }) = self.fill.take() {
-                    self.filled(group, result, waiting);
+                let answer = fill.answer.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let answer = ready!(answer.as_mut().poll(cx));
+                if let Some(fill) = self.fill.take() {
+                    self.filled(fill.read, answer);
                 }
                 continue;
             }
-            if let Some(index) = self.to_check.pop_front() {
-                self.start_fill(index, None);
+            if let Some(read) = self.to_check.pop_front() {
+                self.start(read);
                 continue;
             }
             match self.live.poll_recv(cx) {
                 Poll::Ready(message) => self.take(message),
-                // Drained: if the channel dropped messages meanwhile, the histories have them.
-                Poll::Pending if self.live.take_lost() => self.to_check.extend(0..self.groups.len()),
+                // Drained: if the channel dropped messages meanwhile, the histories have them,
+                // and the presence state is read again.
+                Poll::Pending if self.live.take_lost() => {
+                    // (A group whose epoch is not known yet gave this consumer nothing so far: its
+                    // next message shows the gap.)
+                    let known = self.groups.iter().enumerate().filter(|(_, tracked)| tracked.position.epoch != 0);
+                    self.to_check.extend(known.map(|(group, _)| Read::History { group, waiting: None }));
+                    if self.presence.is_some() {
+                        self.to_check.push_back(Read::Presence);
+                    }
+                }
                 Poll::Pending => return Poll::Pending,
             }
         }
