@@ -382,13 +382,20 @@ if not epoch then
   return {'other_epoch', '', 0, {}}
 end
 local offset = tonumber(redis.call('HGET', KEYS[1], 'offset'))
-trim_age(now, tonumber(ARGV[1]))
+local max_age = tonumber(ARGV[1])
+trim_age(now, max_age)
+-- (trim_age removes a bounded number per call: older entries may remain, never returned.)
+local function fresh(entry)
+  return max_age <= 0 or tonumber(string.match(entry[1], '-(%d+)$')) > now - max_age
+end
 local function last(status)
   local n = tonumber(ARGV[4])
   local out = {}
   if n > 0 then
     local newest = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', n)
-    for i = #newest, 1, -1 do out[#out + 1] = newest[i][2][2] end
+    for i = #newest, 1, -1 do
+      if fresh(newest[i]) then out[#out + 1] = newest[i][2][2] end
+    end
   end
   return {status, epoch, offset, out}
 end
@@ -398,7 +405,9 @@ local after = tonumber(ARGV[3])
 if after > offset then return last('future') end
 if after == offset then return {'recovered', epoch, offset, {}} end
 local entries = redis.call('XRANGE', KEYS[2], (after + 1) .. '-0', '+')
-if #entries == 0 or entry_offset(entries[1][1]) ~= after + 1 then return last('too_old') end
+if #entries == 0 or entry_offset(entries[1][1]) ~= after + 1 or not fresh(entries[1]) then
+  return last('too_old')
+end
 local out = {}
 for i, entry in ipairs(entries) do out[i] = entry[2][2] end
 return {'recovered', epoch, offset, out}
