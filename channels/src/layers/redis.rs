@@ -117,7 +117,7 @@ struct Inner {
     next_seq: AtomicU64,
     counters: Counters,
     /// Memberships of this process's channels, re-added after Redis comes back.
-    memberships: Mutex<HashMap<String, HashSet<String>>>,
+    memberships: Mutex<HashMap<String, HashMap<String, Joined>>>,
     /// Presence entries of this process's channels: group → channel → entry (JSON), renewed
     /// in Redis every third of the presence TTL.
     tracked: Mutex<HashMap<String, HashMap<String, String>>>,
@@ -197,12 +197,18 @@ const POP_BATCH: usize = 1000;
 
 /// Lua shared by the scripts: `deliver(channel, member)` adds one message to a channel's key
 /// unless it is full, after dropping expired messages; returns 1 (sent) or 0 (full) and the
-/// number expired. ARGV[1] = key prefix, ARGV[2] = capacity, ARGV[3] = capacity of a
+/// number expired. A group member `@<process>` stands for all of that process's channels in
+/// the group: `deliver_group` sends it one copy (`<id>\n#<group>\n<payload>`), which the
+/// process hands to its members itself; other members get theirs as before. It returns
+/// {direct members, delivered to them, expired, process copies, copies delivered}. ARGV[1] = key prefix, ARGV[2] = capacity, ARGV[3] = capacity of a
 /// process's shared key, ARGV[4] = expiry (ms).
 const DELIVER: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local function channel_key(channel)
+  if string.sub(channel, 1, 1) == '@' then
+    return ARGV[1] .. ':local:' .. string.sub(channel, 2), tonumber(ARGV[3])
+  end
   local bang = string.find(channel, '!', 1, true)
   if bang then
     local process = string.match(string.sub(channel, 1, bang - 1), '([^.]*)$')
@@ -220,6 +226,23 @@ local function deliver(channel, member)
   redis.call('PEXPIRE', key, ARGV[4])
   return 1, expired
 end
+local function deliver_group(members, id, group, payload)
+  local delivered, expired, copies, copies_sent = 0, 0, 0, 0
+  for i, channel in ipairs(members) do
+    local head = id .. string.format('%06d', i) .. '\n'
+    if string.sub(channel, 1, 1) == '@' then
+      local sent, gone = deliver(channel, head .. '#' .. group .. '\n' .. payload)
+      copies = copies + 1
+      copies_sent = copies_sent + sent
+      expired = expired + gone
+    else
+      local sent, gone = deliver(channel, head .. channel .. '\n' .. payload)
+      delivered = delivered + sent
+      expired = expired + gone
+    end
+  end
+  return {#members - copies, delivered, expired, copies, copies_sent}
+end
 ";
 
 /// `send`: ARGV[5] = channel, ARGV[6] = member.
@@ -229,29 +252,18 @@ return {sent, expired}
 ";
 
 /// `group_send` on one host: KEYS[1] = group; ARGV[5] = group expiry (ms), ARGV[6] = message
-/// id, ARGV[7] = payload. Returns {members, delivered, expired}.
+/// id, ARGV[7] = payload, ARGV[8] = the group's name. Returns what `deliver_group` does.
 const GROUP_SEND: &str = r"
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[5]))
-local members = redis.call('ZRANGE', KEYS[1], 0, -1)
-local delivered, expired = 0, 0
-for i, channel in ipairs(members) do
-  local sent, gone = deliver(channel, ARGV[6] .. string.format('%06d', i) .. '\n' .. channel .. '\n' .. ARGV[7])
-  delivered = delivered + sent
-  expired = expired + gone
-end
-return {#members, delivered, expired}
+return deliver_group(redis.call('ZRANGE', KEYS[1], 0, -1), ARGV[6], ARGV[8], ARGV[7])
 ";
 
-/// Delivery to listed channels (several hosts): ARGV[5] = message id, ARGV[6] = payload,
-/// ARGV[7..] = channels.
+/// Delivery to listed members (several hosts): ARGV[5] = message id, ARGV[6] = the group's
+/// name, ARGV[7] = payload, ARGV[8..] = members.
 const DELIVER_MANY: &str = r"
-local delivered, expired = 0, 0
-for i = 7, #ARGV do
-  local sent, gone = deliver(ARGV[i], ARGV[5] .. string.format('%06d', i) .. '\n' .. ARGV[i] .. '\n' .. ARGV[6])
-  delivered = delivered + sent
-  expired = expired + gone
-end
-return {#ARGV - 6, delivered, expired}
+local members = {}
+for i = 8, #ARGV do members[#members + 1] = ARGV[i] end
+return deliver_group(members, ARGV[5], ARGV[6], ARGV[7])
 ";
 
 /// Live members of a group (several hosts): KEYS[1] = group, ARGV[1] = group expiry (ms).
@@ -341,8 +353,8 @@ end
 /// = message id, ARGV[7] and ARGV[8] = the payload before and after its position, ARGV[9] = a
 /// new epoch if the history has none, ARGV[10] = meta TTL (ms), ARGV[11] = max age (ms, 0:
 /// none), ARGV[12] = max messages, ARGV[13] = stream TTL (ms), ARGV[14] = '1' to deliver here
-/// (one host) or '0' to return the members. Returns {members, delivered, expired} or
-/// {0, 0, 0, payload, members}.
+/// (one host) or '0' to return the members, ARGV[15] = the group's name. Returns what
+/// `deliver_group` does, or {0, 0, 0, payload, members}.
 const HISTORY_SEND: &str = r"
 local epoch = history_epoch(ARGV[9], ARGV[10])
 local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
@@ -355,13 +367,7 @@ local members = redis.call('ZRANGE', KEYS[3], 0, -1)
 if ARGV[14] ~= '1' then
   return {0, 0, 0, payload, members}
 end
-local delivered, expired = 0, 0
-for i, channel in ipairs(members) do
-  local sent, gone = deliver(channel, ARGV[6] .. string.format('%06d', i) .. '\n' .. channel .. '\n' .. payload)
-  delivered = delivered + sent
-  expired = expired + gone
-end
-return {#members, delivered, expired}
+return deliver_group(members, ARGV[6], ARGV[15], payload)
 ";
 
 /// A join (and/or read) of a group with history: KEYS[3] = group; ARGV[1] = max age (ms, 0:
@@ -554,7 +560,7 @@ impl RedisChannelLayer {
             crate::metrics::redis_connection(index, true);
             tokio::spawn(watch(Arc::downgrade(&inner), index, connection));
         }
-        tokio::spawn(presence_heartbeat(Arc::downgrade(&inner), inner.config.presence_ttl));
+        tokio::spawn(heartbeat(Arc::downgrade(&inner), inner.config.presence_ttl, inner.config.layer.group_expiry));
         Ok(RedisChannelLayer { inner })
     }
 
@@ -573,6 +579,9 @@ impl Inner {
     fn key(&self, channel: &str) -> String {
         if self.config.wire == Wire::ChannelsRedis {
             return channels_redis_key(&self.config.prefix, channel);
+        }
+        if let Some(process) = channel.strip_prefix('@') {
+            return format!("{}:local:{process}", self.config.prefix);
         }
         match channel.split_once('!') {
             Some((head, _)) => {
@@ -634,43 +643,66 @@ impl Inner {
             self.channels_redis_group_send(&group_key, payload).await?
         } else if self.shards.len() == 1 {
             let mut invocation = self.scripts.group_send.key(&group_key);
-            self.deliver_args(&mut invocation).arg(self.group_expiry_ms()).arg(self.message_id()).arg(payload);
-            retry_script(&self.shards[0].commands, &invocation).await?
+            self.deliver_args(&mut invocation)
+                .arg(self.group_expiry_ms())
+                .arg(self.message_id())
+                .arg(payload)
+                .arg(group);
+            Fanout::from(retry_script::<[u64; 5]>(&self.shards[0].commands, &invocation).await?)
         } else {
             let commands = self.commands(&group_key);
             let mut invocation = self.scripts.group_members.key(&group_key);
             invocation.arg(self.group_expiry_ms());
             let members: Vec<String> = retry_script(&commands, &invocation).await?;
-            self.deliver_sharded(members, payload).await?
+            self.deliver_sharded(group, members, payload).await?
         };
         self.count_group_send(group, totals);
         Ok(())
     }
 
-    /// Delivers `payload` to `members`, one script per shard holding some of them.
-    async fn deliver_sharded(&self, members: Vec<String>, payload: &str) -> Result<(u64, u64, u64), LayerError> {
-        let mut totals = (0u64, 0u64, 0u64);
+    /// Delivers `payload` to `group`'s `members`, one script per shard holding some of them.
+    async fn deliver_sharded(&self, group: &str, members: Vec<String>, payload: &str) -> Result<Fanout, LayerError> {
+        let mut totals = Fanout::default();
         let mut by_shard: HashMap<usize, Vec<String>> = HashMap::new();
         for member in members {
             by_shard.entry(self.shard_of(&self.key(&member))).or_default().push(member);
         }
         for (shard, channels) in by_shard {
             let mut invocation = self.scripts.deliver_many.prepare_invoke();
-            self.deliver_args(&mut invocation).arg(self.message_id()).arg(payload).arg(channels);
-            let (members, delivered, expired): (u64, u64, u64) =
-                retry_script(&self.shards[shard].commands, &invocation).await?;
-            totals = (totals.0 + members, totals.1 + delivered, totals.2 + expired);
+            self.deliver_args(&mut invocation).arg(self.message_id()).arg(group).arg(payload).arg(channels);
+            let one: [u64; 5] = retry_script(&self.shards[shard].commands, &invocation).await?;
+            totals.add(Fanout::from(one));
         }
         Ok(totals)
     }
 
-    /// Counts a group send's {members, delivered, expired}.
-    fn count_group_send(&self, group: &str, (members, delivered, expired): (u64, u64, u64)) {
+    /// Counts a group send: deliveries to members named one by one here; a process copy is
+    /// counted by the process that hands it to its members (as a delivery each, or a drop).
+    fn count_group_send(&self, group: &str, totals: Fanout) {
+        let members = totals.direct + totals.copies;
         crate::metrics::layer_group_send(usize::try_from(members).unwrap_or(usize::MAX));
-        self.counters.sent(delivered);
-        self.counters.expired(expired);
-        if delivered < members {
-            self.counters.dropped_for(group, members - delivered);
+        self.counters.sent(totals.delivered);
+        self.counters.expired(totals.expired);
+        let dropped = (totals.direct - totals.delivered.min(totals.direct))
+            + (totals.copies - totals.copies_sent.min(totals.copies));
+        if dropped > 0 {
+            self.counters.dropped_for(group, dropped);
+        }
+    }
+
+    /// How this process stands in group memberships: `@<process id>` stands for all of its
+    /// channels in a group (see `deliver_group`).
+    fn marker(&self) -> String {
+        format!("@{}", self.id)
+    }
+
+    /// The member to store in a group for `channel`: this process's marker for its own
+    /// channels (native wire), the channel itself otherwise.
+    fn group_member<'a>(&self, channel: &'a str) -> std::borrow::Cow<'a, str> {
+        if self.config.wire == Wire::Native && self.is_own(channel) {
+            std::borrow::Cow::Owned(self.marker())
+        } else {
+            std::borrow::Cow::Borrowed(channel)
         }
     }
 
@@ -721,14 +753,15 @@ impl Inner {
             .arg(max_age)
             .arg(config.max_messages)
             .arg(stream_ttl)
-            .arg(if here { "1" } else { "0" });
+            .arg(if here { "1" } else { "0" })
+            .arg(group);
         let commands = self.commands(&group_key);
         let totals = if here {
-            script_once(&commands, &invocation).await?
+            Fanout::from(script_once::<[u64; 5]>(&commands, &invocation).await?)
         } else {
             let (_, _, _, payload, members): (u64, u64, u64, String, Vec<String>) =
                 script_once(&commands, &invocation).await?;
-            self.deliver_sharded(members, &payload).await?
+            self.deliver_sharded(group, members, &payload).await?
         };
         self.count_group_send(group, totals);
         Ok(())
@@ -755,7 +788,7 @@ impl Inner {
             .arg(after_epoch)
             .arg(after_offset)
             .arg(since.last.min(config.max_messages))
-            .arg(channel.unwrap_or(""))
+            .arg(channel.map(|channel| self.group_member(channel)).as_deref().unwrap_or(""))
             .arg(self.membership_score())
             .arg(self.group_expiry_ms());
         let (status, epoch, offset, payloads): (String, String, u64, Vec<String>) =
@@ -828,16 +861,49 @@ impl Inner {
         }
     }
 
-    /// Remembers a membership of this process's channel, to restore it after an outage.
-    fn remember(&self, group: &str, channel: &str) {
+    /// Remembers a membership of this process's channel (to hand it the group's copies, and
+    /// to restore it after an outage).
+    fn remember(&self, group: &str, channel: &str, joined: Joined) {
         if self.is_own(channel) {
-            lock(&self.memberships).entry(group.to_owned()).or_default().insert(channel.to_owned());
+            lock(&self.memberships).entry(group.to_owned()).or_default().insert(channel.to_owned(), joined);
+        }
+    }
+
+    /// Forgets a membership of this process's channel.
+    fn forget(&self, group: &str, channel: &str) {
+        let mut memberships = lock(&self.memberships);
+        if let Some(channels) = memberships.get_mut(group) {
+            channels.remove(channel);
+            if channels.is_empty() {
+                memberships.remove(group);
+            }
+        }
+    }
+
+    /// A join of a group with history is done, its catch-up ending at `position`: copies held
+    /// meanwhile that the catch-up did not have are delivered, and later copies go through
+    /// when they come after it.
+    fn joined(&self, group: &str, channel: &str, position: Position) {
+        let held = {
+            let mut memberships = lock(&self.memberships);
+            let Some(joined) = memberships.get_mut(group).and_then(|channels| channels.get_mut(channel)) else {
+                return;
+            };
+            match std::mem::replace(joined, Joined::After(position)) {
+                Joined::Holding(held) => held,
+                _ => Vec::new(),
+            }
+        };
+        for message in held {
+            if Joined::After(position).wants(&message) && self.local.deliver(channel, message).is_err() {
+                self.counters.dropped_for(group, 1);
+            }
         }
     }
 
     /// channels_redis's `group_send`: the members, then one message per Redis key naming its
     /// receivers in `__asgi_channel__`. Returns {members, delivered, expired} as the native one.
-    async fn channels_redis_group_send(&self, group_key: &str, payload: &str) -> Result<(u64, u64, u64), LayerError> {
+    async fn channels_redis_group_send(&self, group_key: &str, payload: &str) -> Result<Fanout, LayerError> {
         let mut invocation = self.scripts.cr_group_members.key(group_key);
         invocation.arg(self.config.layer.group_expiry.as_secs());
         let members: Vec<String> = retry_script(&self.commands(group_key), &invocation).await?;
@@ -878,7 +944,8 @@ impl Inner {
             delivered +=
                 result.iter().skip(1).zip(&counts).filter(|(sent, _)| **sent == 1).map(|(_, count)| count).sum::<u64>();
         }
-        Ok((u64::try_from(members.len()).unwrap_or(u64::MAX), delivered, expired))
+        let direct = u64::try_from(members.len()).unwrap_or(u64::MAX);
+        Ok(Fanout { direct, delivered, expired, ..Fanout::default() })
     }
 
     /// A member as channels_redis writes it: a 12-byte prefix that keeps equal messages apart in
@@ -952,25 +1019,52 @@ impl Inner {
                 return;
             }
         };
+        if let Some(group) = channel.strip_prefix('#') {
+            // One copy for this process's members of `group`: handed to each here (a member
+            // still joining a group with history holds it until its catch-up is known).
+            let mut members = Vec::new();
+            if let Some(channels) = lock(&self.memberships).get_mut(group) {
+                for (member, joined) in channels.iter_mut() {
+                    match joined {
+                        Joined::Holding(held) if held.len() < self.config.layer.capacity => held.push(message.clone()),
+                        Joined::Holding(_) => self.counters.dropped_for(group, 1),
+                        joined if joined.wants(&message) => members.push(member.clone()),
+                        _ => {}
+                    }
+                }
+            }
+            let mut delivered = 0;
+            for member in &members {
+                match self.local.deliver(member, message.clone()) {
+                    Ok(()) => delivered += 1,
+                    Err(_) => self.counters.dropped_for(group, 1),
+                }
+            }
+            self.counters.sent(delivered);
+            return;
+        }
         if self.local.deliver(channel, message).is_err() {
             self.counters.dropped_for(channel, 1);
         }
     }
 
-    /// Re-adds this process's memberships of groups on `shard` (after Redis came back).
+    /// Re-adds this process's memberships of groups on `shard` (after Redis came back, and
+    /// periodically so they do not lapse).
     async fn restore_memberships(&self, shard: usize) -> Result<(), redis::RedisError> {
         let memberships: Vec<(String, Vec<String>)> = lock(&self.memberships)
             .iter()
             .filter(|(group, _)| self.shard_of(&self.group_key(group)) == shard)
-            .map(|(group, channels)| (self.group_key(group), channels.iter().cloned().collect()))
+            .map(|(group, channels)| (self.group_key(group), channels.keys().cloned().collect()))
             .collect();
         if memberships.is_empty() {
             return Ok(());
         }
         let mut pipe = redis::pipe();
         for (group_key, channels) in &memberships {
-            for channel in channels {
-                pipe.cmd("ZADD").arg(group_key).arg(self.membership_score()).arg(channel).ignore();
+            let members: HashSet<std::borrow::Cow<'_, str>> =
+                channels.iter().map(|channel| self.group_member(channel)).collect();
+            for member in members {
+                pipe.cmd("ZADD").arg(group_key).arg(self.membership_score()).arg(&*member).ignore();
             }
             pipe.cmd("PEXPIRE").arg(group_key).arg(self.group_expiry_ms()).ignore();
         }
@@ -994,13 +1088,78 @@ fn presence_state(pairs: &[String]) -> PresenceState {
     }))
 }
 
-/// Every third of the presence TTL while the layer lives: renews this process's entries.
-async fn presence_heartbeat(layer: Weak<Inner>, ttl: Duration) {
+/// While the layer lives: every third of the presence TTL, renews this process's presence
+/// entries; every quarter of the group expiry, its group memberships (one `@<process>` member
+/// per group stands for all of its channels there, so it must not lapse while they live).
+async fn heartbeat(layer: Weak<Inner>, ttl: Duration, group_expiry: Duration) {
     let period = (ttl / 3).max(Duration::from_millis(50));
+    let mut memberships_renewed = std::time::Instant::now();
     loop {
         tokio::time::sleep(period).await;
         let Some(inner) = layer.upgrade() else { return };
         inner.renew_presence().await;
+        if memberships_renewed.elapsed() >= group_expiry / 4 {
+            memberships_renewed = std::time::Instant::now();
+            for shard in 0..inner.shards.len() {
+                if let Err(err) = inner.restore_memberships(shard).await {
+                    tracing::warn!(%err, "could not renew group memberships");
+                }
+            }
+        }
+    }
+}
+
+/// How this process hands a group's copies to one of its member channels.
+#[derive(Debug)]
+enum Joined {
+    /// Every copy.
+    Plain,
+    /// Joining a group with history: copies wait here (up to the channel capacity) until the
+    /// catch-up's position is known.
+    Holding(Vec<ChannelMessage>),
+    /// Copies after this position of the group's history (the catch-up had the rest); copies
+    /// of another epoch too.
+    After(Position),
+}
+
+impl Joined {
+    fn wants(&self, message: &ChannelMessage) -> bool {
+        match (self, Position::of(message)) {
+            (Joined::After(after), Some(position)) => position.epoch != after.epoch || position.offset > after.offset,
+            (Joined::Holding(_), _) => false,
+            _ => true,
+        }
+    }
+}
+
+/// What one group send did (`deliver_group`'s answer, summed over shards).
+#[derive(Debug, Default, Clone, Copy)]
+struct Fanout {
+    /// Members named one by one (another process's channels, named channels).
+    direct: u64,
+    /// Deliveries to them.
+    delivered: u64,
+    /// Messages found expired on the way.
+    expired: u64,
+    /// Processes sent one copy for all of their members.
+    copies: u64,
+    /// Copies that fitted in their process's key.
+    copies_sent: u64,
+}
+
+impl From<[u64; 5]> for Fanout {
+    fn from([direct, delivered, expired, copies, copies_sent]: [u64; 5]) -> Self {
+        Fanout { direct, delivered, expired, copies, copies_sent }
+    }
+}
+
+impl Fanout {
+    fn add(&mut self, other: Fanout) {
+        self.direct += other.direct;
+        self.delivered += other.delivered;
+        self.expired += other.expired;
+        self.copies += other.copies;
+        self.copies_sent += other.copies_sent;
     }
 }
 
@@ -1265,11 +1424,13 @@ impl ChannelLayer for RedisChannelLayer {
             let inner = &self.inner;
             let key = inner.group_key(group);
             let commands = inner.commands(&key);
+            // Remembered first: a copy for the group that arrives right after the ZADD finds it.
+            inner.remember(group, channel, Joined::Plain);
             let mut pipe = redis::pipe();
             pipe.cmd("ZADD")
                 .arg(&key)
                 .arg(inner.membership_score())
-                .arg(channel)
+                .arg(&*inner.group_member(channel))
                 .ignore()
                 .cmd("PEXPIRE")
                 .arg(&key)
@@ -1282,7 +1443,6 @@ impl ChannelLayer for RedisChannelLayer {
             })
             .await
             .map_err(backend)?;
-            inner.remember(group, channel);
             Ok(())
         })
     }
@@ -1304,9 +1464,16 @@ impl ChannelLayer for RedisChannelLayer {
             };
             validate_group_name(group)?;
             validate_channel_name(channel)?;
-            let catchup = self.inner.history_read(group, Some(channel), since, &config).await?;
-            self.inner.remember(group, channel);
-            Ok(catchup)
+            // Copies arriving while the join runs are held until its catch-up is known, so
+            // that no message is both in the catch-up and delivered live.
+            self.inner.remember(group, channel, Joined::Holding(Vec::new()));
+            let catchup = self.inner.history_read(group, Some(channel), since, &config).await;
+            match &catchup {
+                Ok(Catchup { position: Some(position), .. }) => self.inner.joined(group, channel, *position),
+                Ok(_) => self.inner.joined(group, channel, Position { epoch: 0, offset: 0 }),
+                Err(_) => self.inner.forget(group, channel),
+            }
+            catchup
         })
     }
 
@@ -1385,15 +1552,7 @@ impl ChannelLayer for RedisChannelLayer {
             validate_group_name(group)?;
             validate_channel_name(channel)?;
             let inner = &self.inner;
-            {
-                let mut memberships = lock(&inner.memberships);
-                if let Some(channels) = memberships.get_mut(group) {
-                    channels.remove(channel);
-                    if channels.is_empty() {
-                        memberships.remove(group);
-                    }
-                }
-            }
+            inner.forget(group, channel);
             let key = inner.group_key(group);
             let commands = inner.commands(&key);
             let zrem = redis::cmd("ZREM").arg(&key).arg(channel).clone();
