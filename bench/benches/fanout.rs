@@ -1,7 +1,8 @@
 //! Group fan-out: one `group_send` to 1,000 (and 10) members, until every member has received
 //! it, to a plain group and to one that keeps a history (`*_history`: positions stamped, the
 //! message appended to the history). Throughput is in deliveries per second. The Redis
-//! variants run when `REDIS_URL` is set.
+//! variants (members spread over two layers, as over two server processes) run when
+//! `REDIS_URL` is set.
 //!
 //! `cargo bench -p channels-bench --bench fanout` (add `REDIS_URL=redis://127.0.0.1:6379`).
 
@@ -24,10 +25,12 @@ struct Fanout {
 }
 
 impl Fanout {
-    async fn new(layer: Layer, group: &'static str, members: u64) -> Fanout {
+    /// Members spread round-robin over `layers` (several Redis layers stand for several
+    /// server processes); the first one sends.
+    async fn new(layers: &[Layer], group: &'static str, members: u64) -> Fanout {
         let received = Arc::new(AtomicU64::new(0));
         let progress = Arc::new(Notify::new());
-        for _ in 0..members {
+        for (layer, _) in layers.iter().cycle().zip(0..members) {
             let channel = layer.new_channel("specific").expect("channel");
             layer.group_add(group, &channel).await.expect("group_add");
             let mut subscription = layer.subscribe(&channel).expect("subscribe");
@@ -40,7 +43,7 @@ impl Fanout {
                 }
             });
         }
-        Fanout { layer, group, members, received, progress }
+        Fanout { layer: layers[0].clone(), group, members, received, progress }
     }
 
     /// `iters` group sends, each awaited until all members have it.
@@ -58,11 +61,12 @@ impl Fanout {
     }
 }
 
-/// Plain and history groups of 1,000 and 10 members on `layer`, named `<backend>_<n>_members[_history]`.
-fn bench(c: &mut Criterion, backend: &str, runtime: &Runtime, layer: &Layer) {
+/// Plain and history groups of 1,000 and 10 members on `layers`, named
+/// `<backend>_<n>_members[_history]`.
+fn bench(c: &mut Criterion, backend: &str, runtime: &Runtime, layers: &[Layer]) {
     for (members, plain, kept) in [(1000, "bench.fanout", "history.fanout"), (10, "bench.small", "history.small")] {
         for (group, suffix) in [(plain, ""), (kept, "_history")] {
-            let fanout = runtime.block_on(Fanout::new(layer.clone(), group, members));
+            let fanout = runtime.block_on(Fanout::new(layers, group, members));
             let mut benchmarks = c.benchmark_group("group_send");
             benchmarks.throughput(Throughput::Elements(members));
             let name = format!("{backend}_{members}_members{suffix}");
@@ -76,14 +80,16 @@ fn fanout(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     // `history.*` groups keep their last 1,000 messages.
     let config = LayerConfig::default().with_history("history.", HistoryConfig::last(1_000));
-    bench(c, "in_memory", &runtime, &InMemoryChannelLayer::with_config(config.clone()).into_layer());
+    bench(c, "in_memory", &runtime, &[InMemoryChannelLayer::with_config(config.clone()).into_layer()]);
     match std::env::var("REDIS_URL") {
         Ok(url) => {
             let config = RedisLayerConfig { prefix: "bench".to_owned(), layer: config, ..RedisLayerConfig::new(url) };
-            let layer = runtime.block_on(RedisChannelLayer::connect_with(config)).expect("connect to REDIS_URL");
-            let layer = layer.into_layer();
-            runtime.block_on(layer.flush()).expect("flush");
-            bench(c, "redis", &runtime, &layer);
+            // Two layers: two server processes' worth of members (each has its own key and
+            // receive loop), half of the members on each.
+            let connect = || runtime.block_on(RedisChannelLayer::connect_with(config.clone())).expect("REDIS_URL");
+            let layers = [connect().into_layer(), connect().into_layer()];
+            runtime.block_on(layers[0].flush()).expect("flush");
+            bench(c, "redis_2_processes", &runtime, &layers);
         }
         Err(_) => eprintln!("SKIPPED redis_*: REDIS_URL is not set"),
     }

@@ -81,14 +81,16 @@ impl RedisLayerConfig {
 
 /// A channel layer in Redis: any number of server processes share channels and groups.
 ///
-/// How it works (as channels_redis): each channel is a sorted set of messages scored by their
-/// send time, so expiry and capacity are checked in the same Lua script that adds a message;
-/// a group is a sorted set of channel names scored by join time. `group_send` is one Lua
-/// script (one round trip with a single host; with several, one to read the group and one per
-/// shard holding members), which delivers to every member inside Redis. Consumers' channels
-/// are process-local (`specific.<process>!<n>`): all of a process's consumer messages share one
-/// Redis key that a single background task pops and hands out in memory, so a connection costs
-/// no Redis connection and no task.
+/// How it works: each channel is a sorted set of messages scored by their send time, so expiry
+/// and capacity are checked in the same Lua script that adds a message; a group is a sorted set
+/// of members scored by join time. Consumers' channels are process-local
+/// (`specific.<process>!<n>`): all of a process's consumer messages share one Redis key that a
+/// single background task pops and hands out in memory, so a connection costs no Redis
+/// connection and no task. In a group, one member `@<process>` stands for all of a process's
+/// channels there: `group_send` (one Lua script on one host) writes **one copy per process**, and
+/// each process hands its copy to its own members, so a send costs Redis work and traffic in
+/// proportion to the processes, not the members. Named channels (and another process's channels
+/// added by name) are members one by one, as in channels_redis.
 ///
 /// **Outages.** Commands fail with [`LayerError::Backend`] while Redis is unreachable (the
 /// consumers keep their sockets; a failed `group_send` is the caller's to handle). The layer
@@ -895,7 +897,7 @@ impl Inner {
             }
         };
         for message in held {
-            if Joined::After(position).wants(&message) && self.local.deliver(channel, message).is_err() {
+            if Joined::After(position).wants(Position::of(&message)) && self.local.deliver(channel, message).is_err() {
                 self.counters.dropped_for(group, 1);
             }
         }
@@ -1023,12 +1025,13 @@ impl Inner {
             // One copy for this process's members of `group`: handed to each here (a member
             // still joining a group with history holds it until its catch-up is known).
             let mut members = Vec::new();
+            let position = Position::of(&message);
             if let Some(channels) = lock(&self.memberships).get_mut(group) {
                 for (member, joined) in channels.iter_mut() {
                     match joined {
                         Joined::Holding(held) if held.len() < self.config.layer.capacity => held.push(message.clone()),
                         Joined::Holding(_) => self.counters.dropped_for(group, 1),
-                        joined if joined.wants(&message) => members.push(member.clone()),
+                        joined if joined.wants(position) => members.push(member.clone()),
                         _ => {}
                     }
                 }
@@ -1123,8 +1126,9 @@ enum Joined {
 }
 
 impl Joined {
-    fn wants(&self, message: &ChannelMessage) -> bool {
-        match (self, Position::of(message)) {
+    /// Whether to hand over a copy at `position` (the copy's, if it has one).
+    fn wants(&self, position: Option<Position>) -> bool {
+        match (self, position) {
             (Joined::After(after), Some(position)) => position.epoch != after.epoch || position.offset > after.offset,
             (Joined::Holding(_), _) => false,
             _ => true,
