@@ -65,6 +65,7 @@ for round in $(seq "$rounds"); do
         fi
         load --mode broadcast --path /ws/broadcast/ --connections 100 --label "$server broadcast-100" "${common[@]}"
         load --mode broadcast --path /ws/broadcast/ --connections "$big" --label "$server broadcast-$big" "${common[@]}"
+        load --mode broadcast-closed --path /ws/broadcast/ --connections 100 --label "$server broadcast-closed-100" "${common[@]}"
         load --mode idle --path /ws/auth-echo/ --cookie "$cookie" --connections "$idle" --label "$server idle-$idle" \
             --addr "127.0.0.1:$port" --server-pid "$pid" --seconds 2
         kill "$pid"

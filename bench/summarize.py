@@ -27,7 +27,13 @@ def spread(values):
     return f"{statistics.median(values):,.0f} ({min(values):,.0f}-{max(values):,.0f})"
 
 
-names = sorted({name for name, _ in runs}, key=lambda n: (n.split("-")[0], int(n.split("-")[1]) if "-" in n else 0))
+def order(name):
+    """`echo-100` before `echo-1000`; `broadcast-closed-100` after `broadcast-*`; `handshake` alone."""
+    kind, _, size = name.rpartition("-")
+    return (kind, int(size)) if size.isdigit() else (name, 0)
+
+
+names = sorted({name for name, _ in runs}, key=order)
 print(f"| measurement | unit | ours | baseline | ours/baseline | server CPU µs/op ours / baseline | p99 µs ours / baseline |")
 print("|---|---|---|---|---|---|---|")
 rows = []

@@ -8,6 +8,9 @@
 //! load --mode idle      --addr ... --path /ws/auth-echo/ --cookie ... --connections 10000 --server-pid PID
 //!      [--sources 127.0.0.2,127.0.0.3]   # bind these source addresses in turn (for many connections)
 //! load --mode broadcast --addr ... --path /ws/broadcast/ --connections 100 --seconds 10
+//! load --mode broadcast-closed --addr ... --path /ws/broadcast/ --connections 100 --seconds 10
+//!   (closed loop: publish one message, wait until every subscriber has it, repeat; messages
+//!   are deliveries, latencies are whole rounds)
 //! ```
 
 use std::net::{IpAddr, SocketAddr};
@@ -411,6 +414,64 @@ async fn broadcast(args: &Args) -> Result<Report, Error> {
     Ok(Report { messages, elapsed, latencies, extra: serde_json::json!({ "sent": sent }) })
 }
 
+/// Closed-loop broadcast: one message at a time, the next once every subscriber has it. What it
+/// measures is the server's fan-out path end to end (deliveries per second and round time),
+/// without the open loop's queueing.
+async fn broadcast_closed(args: &Args) -> Result<Report, Error> {
+    let mut subscribers = Vec::with_capacity(args.connections);
+    for i in 0..args.connections {
+        subscribers.push(connect(args, i).await?);
+    }
+    let sender = connect(args, args.connections).await?;
+    let received = Arc::new(AtomicU64::new(0));
+    let progress = Arc::new(tokio::sync::Notify::new());
+    let stop = Arc::new(AtomicBool::new(false));
+    let total = args.connections as u64;
+    let tasks: Vec<_> = subscribers
+        .into_iter()
+        .map(|mut ws| {
+            let (received, progress, stop) = (received.clone(), progress.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    match tokio::time::timeout(Duration::from_millis(500), ws.next()).await {
+                        Ok(Some(Ok(Message::Text(_)))) => {
+                            if received.fetch_add(1, Ordering::Relaxed) % total == total - 1 {
+                                progress.notify_one();
+                            }
+                        }
+                        Ok(Some(Ok(_))) | Err(_) => {}
+                        _ => break,
+                    }
+                }
+                (0u64, Vec::new())
+            })
+        })
+        .collect();
+    let (mut sink, mut own) = sender.split();
+    let drain = tokio::spawn(async move { while let Some(Ok(_)) = own.next().await {} });
+    let (start, mut rounds, mut latencies) = (Instant::now(), 0u64, Vec::new());
+    while start.elapsed() < Duration::from_secs(args.seconds) {
+        let target = received.load(Ordering::Relaxed) + total;
+        let sent_at = Instant::now();
+        sink.send(Message::Text(rounds.to_string().into())).await?;
+        while received.load(Ordering::Relaxed) < target {
+            if tokio::time::timeout(Duration::from_secs(5), progress.notified()).await.is_err() {
+                return Err(format!("round {rounds}: only {} of {total} delivered in 5 s", target - received.load(Ordering::Relaxed)).into());
+            }
+        }
+        if latencies.len() < 100_000 {
+            latencies.push(sent_at.elapsed().as_micros().min(u32::MAX as u128) as u32);
+        }
+        rounds += 1;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    gather(tasks).await?;
+    drain.abort();
+    let _ = sink.close().await;
+    Ok(Report { messages: rounds * total, elapsed, latencies, extra: serde_json::json!({ "rounds": rounds }) })
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     let args = match parse_args() {
@@ -426,6 +487,7 @@ async fn main() -> Result<(), Error> {
         "handshake" => handshake(&args).await?,
         "idle" => idle(&args).await?,
         "broadcast" => broadcast(&args).await?,
+        "broadcast-closed" => broadcast_closed(&args).await?,
         other => return Err(format!("unknown mode {other}").into()),
     };
     let cpu = cpu_seconds(args.server_pid).zip(cpu_before).map(|(after, before)| after - before);
