@@ -456,7 +456,11 @@ async fn broadcast_closed(args: &Args) -> Result<Report, Error> {
         sink.send(Message::Text(rounds.to_string().into())).await?;
         while received.load(Ordering::Relaxed) < target {
             if tokio::time::timeout(Duration::from_secs(5), progress.notified()).await.is_err() {
-                return Err(format!("round {rounds}: only {} of {total} delivered in 5 s", target - received.load(Ordering::Relaxed)).into());
+                return Err(format!(
+                    "round {rounds}: only {} of {total} delivered in 5 s",
+                    target - received.load(Ordering::Relaxed)
+                )
+                .into());
             }
         }
         if latencies.len() < 100_000 {
