@@ -7,6 +7,8 @@
 #   bash bench/run.sh                 # full: 3 rounds, 10 s per measurement, 10,000 idle connections
 #   bash bench/run.sh --rounds 5 --seconds 20
 #   bash bench/run.sh --smoke         # seconds, for CI: the harness still works
+#
+# Rows `mtN-*` run both servers on tokio's multi-thread runtime with N workers (`--workers N`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -70,6 +72,25 @@ for round in $(seq "$rounds"); do
             --addr "127.0.0.1:$port" --server-pid "$pid" --seconds 2
         kill "$pid"
         wait "$pid" 2>/dev/null || true
+    done
+    # Tokio's default runtime (`#[tokio::main]`), one and two worker threads on the server's one
+    # core: echo and broadcast at $big connections, both servers (issue 17's fairness rows).
+    for workers in 1 2; do
+        for server in ours baseline; do
+            port=$((18003 + round * 10 + workers * 2)); [ "$server" = baseline ] && port=$((port + 1))
+            if [ "$server" = ours ]; then
+                "${pin0[@]}" "$bin/examples/bench" --addr "127.0.0.1:$port" --workers "$workers" 2>/dev/null &
+            else
+                "${pin0[@]}" "$bin/baseline" --addr "127.0.0.1:$port" --workers "$workers" 2>/dev/null &
+            fi
+            pid=$!
+            wait_port "$port"
+            common=(--addr "127.0.0.1:$port" --server-pid "$pid" --seconds "$seconds")
+            load --mode echo --path /ws/echo/ --connections "$big" --label "$server mt$workers-echo-$big" "${common[@]}"
+            load --mode broadcast --path /ws/broadcast/ --connections "$big" --label "$server mt$workers-broadcast-$big" "${common[@]}"
+            kill "$pid"
+            wait "$pid" 2>/dev/null || true
+        done
     done
     # The second baseline, deno's fastwebsockets: echo only (the bar for CPU per message).
     port=$((18002 + round * 10))

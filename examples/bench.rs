@@ -1,5 +1,5 @@
 //! The benchmark server: this framework doing Channels' work, for `bench/run.sh`.
-//! Run with `cargo run --release --example bench -- [--addr 127.0.0.1:8000] [--print-cookie] [--multi-thread]`.
+//! Run with `cargo run --release --example bench -- [--addr 127.0.0.1:8000] [--print-cookie] [--multi-thread] [--workers N]`.
 //!
 //! - `/ws/echo/`: every message comes back.
 //! - `/ws/auth-echo/`: the same behind the full auth stack (cookie ► session ► user lookup);
@@ -130,6 +130,10 @@ struct Args {
     /// Run on tokio's multi-thread runtime instead of a one-thread one.
     #[arg(long)]
     multi_thread: bool,
+    /// Worker threads of the multi-thread runtime (implies `--multi-thread`; tokio's default is
+    /// one per core the process may run on).
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
     /// Install a Prometheus recorder (what metrics cost on the hot path).
     #[arg(long)]
     metrics: bool,
@@ -141,15 +145,19 @@ struct Args {
 /// The harness pins each server to one core, where a one-thread runtime is the fitting choice
 /// (the baseline server runs the same way); `--multi-thread` runs tokio's default runtime.
 fn main() -> Result<(), BoxError> {
-    let Args { addr, print_cookie, multi_thread, metrics, log } = clap::Parser::parse();
+    let Args { addr, print_cookie, multi_thread, workers, metrics, log } = clap::Parser::parse();
     if log {
         tracing_subscriber::fmt().with_env_filter("info").with_writer(std::io::stderr).init();
     }
     if metrics {
         metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
     }
-    let runtime = if multi_thread {
-        tokio::runtime::Builder::new_multi_thread().enable_all().build()?
+    let runtime = if multi_thread || workers.is_some() {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        if let Some(workers) = workers {
+            builder.worker_threads(workers);
+        }
+        builder.enable_all().build()?
     } else {
         tokio::runtime::Builder::new_current_thread().enable_all().build()?
     };

@@ -1,31 +1,256 @@
-//! One retry for a Redis command whose connection turned out to be broken, shared by the Redis
-//! channel layer and session store.
+//! The Redis connections of the channel layer and the session store: one server named by a
+//! `redis://` URL, or the master that Redis Sentinel names (`redis+sentinel://`), followed
+//! across failovers; and one retry for a command whose connection turned out to be broken.
 //!
 //! After a Redis restart the connection manager still holds the dead connection: the first
 //! command fails on it, and the manager reconnects. Without a retry, that first command is a
 //! user's failed login or refused handshake. The retry happens only for errors of a connection
-//! that was dropped or refused, where the command almost surely never ran; if Redis died while
-//! running it, a retried send may be delivered twice (at-most-once turns into at-least-once for
-//! that one message).
+//! that was dropped or refused, where the command almost surely never ran, and for writes a
+//! demoted master refused (`READONLY`, which never ran); if Redis died while running a command,
+//! a retried send may be delivered twice (at-most-once turns into at-least-once for that one
+//! message).
+//!
+//! With Sentinel, a failover moves the master: the old one is dead (connections fail) or comes
+//! back as a replica (writes fail with `READONLY`). Either error makes the [`Node`] ask the
+//! sentinels for the master again and reconnect there, before its one retry.
 
 use std::future::Future;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
+use redis::{Client, IntoConnectionInfo, RedisError, RedisResult};
 
 /// True for errors of a dropped or refused connection, where a retry may succeed.
-pub(crate) fn is_broken_connection(err: &redis::RedisError) -> bool {
-    err.is_io_error() || err.is_connection_dropped() || err.is_connection_refusal()
+pub(crate) fn is_broken_connection(err: &RedisError) -> bool {
+    err.is_io_error() || err.is_connection_dropped() || err.is_connection_refusal() || err.is_timeout()
 }
 
-/// Runs `command`, and once more when it failed on a broken connection.
-pub(crate) async fn retry_once<T, F, Fut>(mut command: F) -> redis::RedisResult<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = redis::RedisResult<T>>,
-{
-    match command().await {
-        Err(err) if is_broken_connection(&err) => {
-            tracing::debug!(%err, "Redis connection broken; retrying once on a new one");
-            command().await
+/// True for a write refused by a replica: the master it was sent to has been demoted.
+fn is_read_only(err: &RedisError) -> bool {
+    err.code() == Some("READONLY")
+}
+
+/// How long asking the sentinels for the master may take.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Default port of a sentinel named without one.
+const SENTINEL_PORT: u16 = 26379;
+
+/// One Redis master: a fixed server, or the one Sentinel names.
+pub(crate) struct Node {
+    /// The URL without its password, for logs.
+    name: String,
+    sentinel: Option<tokio::sync::Mutex<SentinelClient>>,
+    config: ConnectionManagerConfig,
+    current: Mutex<Current>,
+}
+
+#[derive(Clone)]
+struct Current {
+    client: Client,
+    commands: ConnectionManager,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// Connects to `url`: `redis://…` (one server) or
+    /// `redis+sentinel://[[user]:password@]host[:port][,host[:port]…]/<master name>[/<db>][?sentinel_password=…]`
+    /// (the master the sentinels name; the credentials and database are the master's).
+    pub(crate) async fn connect(url: &str, config: ConnectionManagerConfig) -> RedisResult<Node> {
+        let (name, mut sentinel) = match url.strip_prefix("redis+sentinel://") {
+            Some(rest) => {
+                let (name, client) = sentinel_client(rest)?;
+                (name, Some(client))
+            }
+            None => (without_password(url), None),
+        };
+        let client = match &mut sentinel {
+            Some(sentinel) => resolve(sentinel).await?,
+            None => Client::open(url)?,
+        };
+        let commands = ConnectionManager::new_with_config(client.clone(), config.clone()).await?;
+        Ok(Node {
+            name,
+            sentinel: sentinel.map(tokio::sync::Mutex::new),
+            config,
+            current: Mutex::new(Current { client, commands }),
+        })
+    }
+
+    /// The URL this node was made from, without its password.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// True when Sentinel names the master.
+    pub(crate) fn is_sentinel(&self) -> bool {
+        self.sentinel.is_some()
+    }
+
+    /// The current master's command connection (cheap to clone; reconnects by itself).
+    pub(crate) fn commands(&self) -> ConnectionManager {
+        self.current.lock().unwrap_or_else(PoisonError::into_inner).commands.clone()
+    }
+
+    /// The current master's client, for dedicated connections (blocking pops).
+    pub(crate) fn client(&self) -> Client {
+        self.current.lock().unwrap_or_else(PoisonError::into_inner).client.clone()
+    }
+
+    /// After `err`: with Sentinel, when the error says the master may have moved, asks the
+    /// sentinels for it and reconnects there. True when the master moved.
+    pub(crate) async fn recover(&self, err: &RedisError) -> bool {
+        if self.sentinel.is_none() || !(is_broken_connection(err) || is_read_only(err)) {
+            return false;
         }
-        result => result,
+        match self.follow_master().await {
+            Ok(moved) => moved,
+            Err(err) => {
+                tracing::debug!(node = %self.name, %err, "could not ask Redis Sentinel for the master yet");
+                false
+            }
+        }
+    }
+
+    /// With Sentinel: asks for the master; reconnects when it moved. True when it did.
+    async fn follow_master(&self) -> RedisResult<bool> {
+        let Some(sentinel) = &self.sentinel else { return Ok(false) };
+        let client = resolve(&mut *sentinel.lock().await).await?;
+        let old = self.client();
+        if old.get_connection_info().addr() == client.get_connection_info().addr() {
+            return Ok(false);
+        }
+        let commands = ConnectionManager::new_with_config(client.clone(), self.config.clone()).await?;
+        tracing::warn!(
+            node = %self.name,
+            from = %old.get_connection_info().addr(),
+            to = %client.get_connection_info().addr(),
+            "Redis Sentinel moved the master; following it"
+        );
+        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Current { client, commands };
+        Ok(true)
+    }
+
+    /// Runs `command`, and once more when it failed on a broken connection or on a demoted
+    /// master (then on the master Sentinel names).
+    pub(crate) async fn retry<T, F, Fut>(&self, mut command: F) -> RedisResult<T>
+    where
+        F: FnMut(ConnectionManager) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        match command(self.commands()).await {
+            Err(err) if is_broken_connection(&err) || is_read_only(&err) => {
+                tracing::debug!(node = %self.name, %err, "Redis connection broken; retrying once");
+                self.recover(&err).await;
+                command(self.commands()).await
+            }
+            result => result,
+        }
+    }
+}
+
+/// The master the sentinels name now.
+async fn resolve(sentinel: &mut SentinelClient) -> RedisResult<Client> {
+    match tokio::time::timeout(RESOLVE_TIMEOUT, sentinel.async_get_client()).await {
+        Ok(client) => client,
+        Err(_) => Err(RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "no Redis Sentinel answered in time",
+        ))),
+    }
+}
+
+/// `url` with its password (between `:` and `@` in the authority) replaced by `***`.
+fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => match rest[..at].find(':') {
+            Some(colon) => format!("{scheme}://{}:***{}", &rest[..colon], &rest[at..]),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+/// The sentinel client and log name of a `redis+sentinel://` URL (`rest` follows the scheme).
+fn sentinel_client(rest: &str) -> RedisResult<(String, SentinelClient)> {
+    let invalid = |reason: &'static str| RedisError::from((redis::ErrorKind::InvalidClientConfig, reason));
+    let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let (authority, path) = rest.split_once('/').ok_or_else(|| invalid("redis+sentinel:// URL needs /<master name>"))?;
+    let (userinfo, hosts) = match authority.rfind('@') {
+        Some(at) => (Some(&authority[..at]), &authority[at + 1..]),
+        None => (None, authority),
+    };
+    let mut segments = path.split('/').filter(|segment| !segment.is_empty());
+    let service = segments.next().ok_or_else(|| invalid("redis+sentinel:// URL needs /<master name>"))?;
+    let db = segments.next();
+    if segments.next().is_some() {
+        return Err(invalid("redis+sentinel:// URL path is /<master name>[/<db>]"));
+    }
+    let mut sentinel_password = None;
+    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+        match pair.split_once('=') {
+            Some(("sentinel_password", value)) => sentinel_password = Some(value),
+            _ => return Err(invalid("redis+sentinel:// URL knows one query parameter, sentinel_password")),
+        }
+    }
+    let sentinels = hosts
+        .split(',')
+        .filter(|host| !host.is_empty())
+        .map(|host| {
+            let host = if host.rsplit_once(':').is_some_and(|(_, port)| port.parse::<u16>().is_ok()) {
+                host.to_owned()
+            } else {
+                format!("{host}:{SENTINEL_PORT}")
+            };
+            match sentinel_password {
+                Some(password) => format!("redis://:{password}@{host}"),
+                None => format!("redis://{host}"),
+            }
+        })
+        .collect::<Vec<_>>();
+    if sentinels.is_empty() {
+        return Err(invalid("redis+sentinel:// URL names no sentinel"));
+    }
+    // The master's credentials and database, parsed as the crate parses a `redis://` URL.
+    let node_url = format!(
+        "redis://{}localhost/{}",
+        userinfo.map(|userinfo| format!("{userinfo}@")).unwrap_or_default(),
+        db.unwrap_or("0")
+    );
+    let node = SentinelNodeConnectionInfo::default()
+        .set_redis_connection_info(node_url.into_connection_info()?.redis_settings().clone());
+    let client = SentinelClient::build(sentinels, service.to_owned(), Some(node), SentinelServerType::Master)?;
+    let name = without_password(&format!("redis+sentinel://{}", rest));
+    Ok((name, client))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_stay_out_of_logs() {
+        assert_eq!(without_password("redis://:secret@h:1/0"), "redis://:***@h:1/0");
+        assert_eq!(without_password("redis://user:secret@h:1"), "redis://user:***@h:1");
+        assert_eq!(without_password("redis://h:1/0"), "redis://h:1/0");
+        assert_eq!(without_password("redis+sentinel://:pw@a:1,b:2/m"), "redis+sentinel://:***@a:1,b:2/m");
+    }
+
+    #[test]
+    fn sentinel_urls_are_parsed_strictly() {
+        assert!(sentinel_client("a:1,b/mymaster/2?sentinel_password=x").is_ok());
+        assert!(sentinel_client(":pw@a:26380/mymaster").is_ok());
+        for bad in ["a:1", "a:1/", "a:1/m/0/extra", "/m", "a:1/m?db=2", "a:1/m/notanumber"] {
+            assert!(sentinel_client(bad).is_err(), "{bad} should be refused");
+        }
     }
 }

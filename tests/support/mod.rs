@@ -323,12 +323,31 @@ pub struct OwnRedis(pub std::process::Child);
 impl OwnRedis {
     /// Starts it (`redis-server` must be on the PATH: see [`redis_server_available`]).
     pub fn start(port: u16) -> OwnRedis {
+        OwnRedis::start_with(port, &[])
+    }
+
+    /// Starts it with more arguments (`--replicaof 127.0.0.1 6390`, say).
+    pub fn start_with(port: u16, args: &[&str]) -> OwnRedis {
         let child = std::process::Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(args)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("start redis-server");
+        OwnRedis(child)
+    }
+
+    /// Starts a Redis Sentinel from the configuration file `config` (written by the test: a
+    /// sentinel rewrites its file).
+    pub fn sentinel(config: &std::path::Path) -> OwnRedis {
+        let child = std::process::Command::new("redis-server")
+            .arg(config)
+            .arg("--sentinel")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start redis-server --sentinel");
         OwnRedis(child)
     }
 
@@ -355,6 +374,16 @@ pub fn redis_server_available(test: &str) -> bool {
     assert!(std::env::var_os("CI").is_none(), "CI=true but redis-server is not on the PATH");
     eprintln!("SKIPPED {test}: redis-server is not on the PATH");
     false
+}
+
+/// `redis-cli -p <port> <args>`'s output (for tests that administer their own Redis).
+pub fn redis_cli(port: u16, args: &[&str]) -> String {
+    let output = std::process::Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("run redis-cli");
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 /// A running example binary, killed when dropped.

@@ -76,10 +76,11 @@ async fn serve(tcp: TcpStream, hub: broadcast::Sender<String>) {
 }
 
 /// One-thread runtime, as the bench server (both are pinned to one core); `--multi-thread` for
-/// tokio's default runtime.
+/// tokio's default runtime, `--workers N` for it with N worker threads.
 fn main() -> std::io::Result<()> {
     let mut addr: SocketAddr = "127.0.0.1:8001".parse().map_err(std::io::Error::other)?;
     let mut multi_thread = false;
+    let mut workers = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -88,11 +89,21 @@ fn main() -> std::io::Result<()> {
                 addr = value.parse().map_err(std::io::Error::other)?;
             }
             "--multi-thread" => multi_thread = true,
-            _ => return Err(std::io::Error::other("usage: baseline [--addr HOST:PORT] [--multi-thread]")),
+            "--workers" => {
+                let value = args.next().ok_or_else(|| std::io::Error::other("--workers needs N"))?;
+                workers = Some(value.parse::<usize>().map_err(std::io::Error::other)?);
+            }
+            _ => {
+                return Err(std::io::Error::other("usage: baseline [--addr HOST:PORT] [--multi-thread] [--workers N]"));
+            }
         }
     }
-    let runtime = if multi_thread {
-        tokio::runtime::Builder::new_multi_thread().enable_all().build()?
+    let runtime = if multi_thread || workers.is_some() {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        if let Some(workers) = workers {
+            builder.worker_threads(workers);
+        }
+        builder.enable_all().build()?
     } else {
         tokio::runtime::Builder::new_current_thread().enable_all().build()?
     };

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::aio::{ConnectionManagerConfig, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Client, Script};
 
 use super::presence::{entry_id, state_of};
@@ -20,7 +20,7 @@ use super::{PresenceDiff, PresenceMeta, PresenceState, stable_hash, without_rese
 use crate::BoxFuture;
 use crate::error::BackendError;
 use crate::event::ChannelMessage;
-use crate::redis_retry::retry_once;
+use crate::redis_retry::Node;
 
 /// Settings of a [`RedisChannelLayer`] (channels_redis' names and defaults).
 #[derive(Debug, Clone)]
@@ -177,8 +177,7 @@ impl std::fmt::Debug for Inner {
 }
 
 struct Shard {
-    client: Client,
-    commands: ConnectionManager,
+    node: Node,
     connected: AtomicBool,
 }
 
@@ -319,15 +318,22 @@ return redis.call('ZRANGE', KEYS[1], 0, -1)
 ";
 
 /// Lua shared by the history scripts. KEYS[1] = the group's history meta (a hash: `epoch`, the
-/// last `offset`), KEYS[2] = its stream, whose entry ids are `<offset>-<unix ms>` (so a range
+/// last `offset`, the `replid` of the master that wrote it), KEYS[2] = its stream, whose entry ids are `<offset>-<unix ms>` (so a range
 /// by offset is a range by id, and an entry's age is in its id) with the message in field `m`.
 const HISTORY: &str = r"
 local function history_epoch(candidate, ttl)
-  local epoch = redis.call('HGET', KEYS[1], 'epoch')
-  if not epoch then
+  local meta = redis.call('HMGET', KEYS[1], 'epoch', 'replid')
+  local replid = string.match(redis.call('INFO', 'replication'), 'master_replid:(%x+)')
+  local epoch = meta[1]
+  if not epoch or (meta[2] and meta[2] ~= replid) then
+    -- New, or made on another master: this one is a promoted replica (a failover), which may
+    -- lack the last writes (replication is asynchronous), so the offsets handed out may come
+    -- again. The history starts over in a new epoch, as after a restart without persistence.
     epoch = candidate
-    redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', 0)
+    redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', 0, 'replid', replid)
     redis.call('DEL', KEYS[2])
+  elseif not meta[2] then
+    redis.call('HSET', KEYS[1], 'replid', replid)
   end
   redis.call('PEXPIRE', KEYS[1], ttl)
   return epoch
@@ -520,14 +526,13 @@ impl RedisChannelLayer {
         }
         let mut shards = Vec::with_capacity(config.hosts.len());
         for url in &config.hosts {
-            let client = Client::open(url.as_str()).map_err(backend)?;
             let manager_config = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(Duration::from_secs(2)))
                 .set_response_timeout(Some(Duration::from_secs(5)))
                 .set_number_of_retries(2)
                 .set_max_delay(Duration::from_secs(1));
-            let commands = ConnectionManager::new_with_config(client.clone(), manager_config).await.map_err(backend)?;
-            shards.push(Shard { client, commands, connected: AtomicBool::new(true) });
+            let node = Node::connect(url, manager_config).await.map_err(backend)?;
+            shards.push(Shard { node, connected: AtomicBool::new(true) });
         }
         let seed = RandomState::new().hash_one((std::process::id(), std::time::SystemTime::now()));
         let inner = Arc::new(Inner {
@@ -558,7 +563,7 @@ impl RedisChannelLayer {
             },
         });
         for index in 0..inner.shards.len() {
-            let connection = watch_connection(&inner.shards[index].client).await.map_err(backend)?;
+            let connection = watch_connection(&inner.shards[index].node.client()).await.map_err(backend)?;
             crate::metrics::redis_connection(index, true);
             tokio::spawn(watch(Arc::downgrade(&inner), index, connection));
         }
@@ -602,8 +607,9 @@ impl Inner {
         (stable_hash(key) % self.shards.len() as u64) as usize
     }
 
-    fn commands(&self, key: &str) -> ConnectionManager {
-        self.shards[self.shard_of(key)].commands.clone()
+    /// The node holding `key`.
+    fn commands(&self, key: &str) -> &Node {
+        &self.shards[self.shard_of(key)].node
     }
 
     /// ARGV[1..=4] of every delivering script.
@@ -650,12 +656,12 @@ impl Inner {
                 .arg(self.message_id())
                 .arg(payload)
                 .arg(group);
-            Fanout::from(retry_script::<[u64; 5]>(&self.shards[0].commands, &invocation).await?)
+            Fanout::from(retry_script::<[u64; 5]>(&self.shards[0].node, &invocation).await?)
         } else {
             let commands = self.commands(&group_key);
             let mut invocation = self.scripts.group_members.key(&group_key);
             invocation.arg(self.group_expiry_ms());
-            let members: Vec<String> = retry_script(&commands, &invocation).await?;
+            let members: Vec<String> = retry_script(commands, &invocation).await?;
             self.deliver_sharded(group, members, payload).await?
         };
         self.count_group_send(group, totals);
@@ -672,7 +678,7 @@ impl Inner {
         for (shard, channels) in by_shard {
             let mut invocation = self.scripts.deliver_many.prepare_invoke();
             self.deliver_args(&mut invocation).arg(self.message_id()).arg(group).arg(payload).arg(channels);
-            let one: [u64; 5] = retry_script(&self.shards[shard].commands, &invocation).await?;
+            let one: [u64; 5] = retry_script(&self.shards[shard].node, &invocation).await?;
             totals.add(Fanout::from(one));
         }
         Ok(totals)
@@ -759,10 +765,10 @@ impl Inner {
             .arg(group);
         let commands = self.commands(&group_key);
         let totals = if here {
-            Fanout::from(script_once::<[u64; 5]>(&commands, &invocation).await?)
+            Fanout::from(script_once::<[u64; 5]>(commands, &invocation).await?)
         } else {
             let (_, _, _, payload, members): (u64, u64, u64, String, Vec<String>) =
-                script_once(&commands, &invocation).await?;
+                script_once(commands, &invocation).await?;
             self.deliver_sharded(group, members, &payload).await?
         };
         self.count_group_send(group, totals);
@@ -794,7 +800,7 @@ impl Inner {
             .arg(self.membership_score())
             .arg(self.group_expiry_ms());
         let (status, epoch, offset, payloads): (String, String, u64, Vec<String>) =
-            retry_script(&self.commands(&group_key), &invocation).await?;
+            retry_script(self.commands(&group_key), &invocation).await?;
         // '' (epoch 0): the group has no history yet.
         let epoch = if epoch.is_empty() { Ok(0) } else { u64::from_str_radix(&epoch, 16) }
             .map_err(|_| LayerError::Backend(BackendError::msg(format!("bad history epoch {epoch:?} in Redis"))))?;
@@ -832,7 +838,7 @@ impl Inner {
         for (channel, entry) in entries {
             invocation.arg(channel).arg(entry);
         }
-        let (joined, left): (Vec<String>, Vec<String>) = retry_script(&self.commands(&hash), &invocation).await?;
+        let (joined, left): (Vec<String>, Vec<String>) = retry_script(self.commands(&hash), &invocation).await?;
         self.send_presence_diff(group, &joined, &left).await
     }
 
@@ -908,7 +914,7 @@ impl Inner {
     async fn channels_redis_group_send(&self, group_key: &str, payload: &str) -> Result<Fanout, LayerError> {
         let mut invocation = self.scripts.cr_group_members.key(group_key);
         invocation.arg(self.config.layer.group_expiry.as_secs());
-        let members: Vec<String> = retry_script(&self.commands(group_key), &invocation).await?;
+        let members: Vec<String> = retry_script(self.commands(group_key), &invocation).await?;
         let message: serde_json::Value =
             serde_json::from_str(payload).map_err(|err| LayerError::Backend(BackendError::new(err)))?;
         // Channels sharing a key (one process's) get one message listing them all.
@@ -940,7 +946,7 @@ impl Inner {
                 invocation.arg(message.as_slice());
             }
             invocation.arg(self.config.layer.capacity).arg(self.config.layer.expiry.as_secs());
-            let result: Vec<u64> = retry_script(&self.shards[shard].commands, &invocation).await?;
+            let result: Vec<u64> = retry_script(&self.shards[shard].node, &invocation).await?;
             expired += result.first().copied().unwrap_or(0);
             // A key over capacity misses the message for every channel it stands for.
             delivered +=
@@ -1071,7 +1077,7 @@ impl Inner {
             }
             pipe.cmd("PEXPIRE").arg(group_key).arg(self.group_expiry_ms()).ignore();
         }
-        let mut commands = self.shards[shard].commands.clone();
+        let mut commands = self.shards[shard].node.commands();
         pipe.query_async::<()>(&mut commands).await?;
         tracing::info!(groups = memberships.len(), "group memberships restored in Redis");
         Ok(())
@@ -1200,7 +1206,7 @@ async fn watch(layer: Weak<Inner>, shard: usize, connection: MultiplexedConnecti
         let Some(inner) = layer.upgrade() else { return };
         let result: Result<Vec<Vec<u8>>, redis::RedisError> = async {
             if connection.is_none() {
-                connection = Some(watch_connection(&inner.shards[shard].client).await?);
+                connection = Some(watch_connection(&inner.shards[shard].node.client()).await?);
             }
             let Some(conn) = connection.as_mut() else { return Ok(Vec::new()) };
             if pops {
@@ -1220,7 +1226,7 @@ async fn watch(layer: Weak<Inner>, shard: usize, connection: MultiplexedConnecti
         match result {
             Ok(popped) => {
                 if let Some(since) = down_since.take() {
-                    tracing::info!(host = %inner.config.hosts[shard], outage = ?since.elapsed(), "Redis is back");
+                    tracing::info!(host = %inner.shards[shard].node.name(), outage = ?since.elapsed(), "Redis is back");
                     if let Err(err) = inner.restore_memberships(shard).await {
                         tracing::warn!(%err, "could not restore group memberships yet");
                         down_since = Some(since);
@@ -1245,14 +1251,23 @@ async fn watch(layer: Weak<Inner>, shard: usize, connection: MultiplexedConnecti
                 let err: redis::RedisError = err;
                 connection = None;
                 if down_since.is_none() {
-                    tracing::error!(host = %inner.config.hosts[shard], %err, "Redis unreachable; the channel layer retries");
+                    tracing::error!(host = %inner.shards[shard].node.name(), %err, "Redis unreachable; the channel layer retries");
                     inner.shards[shard].connected.store(false, Ordering::Relaxed);
                     crate::metrics::redis_connection(shard, false);
                     down_since = Some(std::time::Instant::now());
                 }
+                // With Sentinel, the master may have moved (a failover): pop there at once
+                // (messages for this process pile up there meanwhile), and ask again soon while
+                // the sentinels still name the dead one.
+                let node = &inner.shards[shard].node;
+                if node.recover(&err).await {
+                    backoff = Duration::from_millis(100);
+                    continue;
+                }
+                let max_backoff = if node.is_sentinel() { Duration::from_millis(500) } else { Duration::from_secs(2) };
                 drop(inner);
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
+                backoff = (backoff * 2).min(max_backoff);
             }
         }
     }
@@ -1294,7 +1309,8 @@ async fn pop_once(inner: &Inner, channel: &str) -> Result<Option<ChannelMessage>
     let key = inner.key(channel);
     let config = AsyncConnectionConfig::new().set_response_timeout(None);
     let mut conn = inner.shards[inner.shard_of(&key)]
-        .client
+        .node
+        .client()
         .get_multiplexed_async_connection_with_config(&config)
         .await
         .map_err(backend)?;
@@ -1325,26 +1341,26 @@ async fn pop_once(inner: &Inner, channel: &str) -> Result<Option<ChannelMessage>
 /// Runs a script exactly once: for a script that must not run twice (a history append would
 /// store the message again under a new offset), a broken connection is the caller's error.
 async fn script_once<T: redis::FromRedisValue>(
-    commands: &ConnectionManager,
+    node: &Node,
     invocation: &redis::ScriptInvocation<'_>,
 ) -> Result<T, LayerError> {
     let started = std::time::Instant::now();
-    let result = invocation.invoke_async(&mut commands.clone()).await;
+    let result = invocation.invoke_async(&mut node.commands()).await;
     crate::metrics::redis_round_trip(started.elapsed());
+    if let Err(err) = &result {
+        // Not retried (see the callers), but the next call goes to the new master.
+        node.recover(err).await;
+    }
     result.map_err(backend)
 }
 
 /// Runs a script (once more on a broken connection: see [`crate::redis_retry`]).
 async fn retry_script<T: redis::FromRedisValue>(
-    commands: &ConnectionManager,
+    node: &Node,
     invocation: &redis::ScriptInvocation<'_>,
 ) -> Result<T, LayerError> {
     let started = std::time::Instant::now();
-    let result = retry_once(|| {
-        let mut commands = commands.clone();
-        async move { invocation.invoke_async(&mut commands).await }
-    })
-    .await;
+    let result = node.retry(|mut commands| async move { invocation.invoke_async(&mut commands).await }).await;
     crate::metrics::redis_round_trip(started.elapsed());
     result.map_err(backend)
 }
@@ -1364,14 +1380,14 @@ impl ChannelLayer for RedisChannelLayer {
                 let key = inner.key(channel);
                 let mut invocation = inner.scripts.cr_send.key(&key);
                 invocation.arg(member).arg(inner.config.layer.capacity).arg(inner.config.layer.expiry.as_secs());
-                retry_script(&inner.commands(&key), &invocation).await?
+                retry_script(inner.commands(&key), &invocation).await?
             } else {
                 let payload = serde_json::to_string(message.value())
                     .map_err(|err| LayerError::Backend(BackendError::new(err)))?;
                 let member = format!("{}\n{channel}\n{payload}", inner.message_id());
                 let mut invocation = inner.scripts.send.prepare_invoke();
                 inner.deliver_args(&mut invocation).arg(channel).arg(member);
-                retry_script(&inner.commands(&inner.key(channel)), &invocation).await?
+                retry_script(inner.commands(&inner.key(channel)), &invocation).await?
             };
             inner.counters.expired(expired);
             if sent == 0 {
@@ -1440,13 +1456,8 @@ impl ChannelLayer for RedisChannelLayer {
                 .arg(&key)
                 .arg(inner.group_expiry_ms())
                 .ignore();
-            retry_once(|| {
-                let mut commands = commands.clone();
-                let pipe = &pipe;
-                async move { pipe.query_async::<()>(&mut commands).await }
-            })
-            .await
-            .map_err(backend)?;
+            let pipe = &pipe;
+            commands.retry(|mut commands| async move { pipe.query_async::<()>(&mut commands).await }).await.map_err(backend)?;
             Ok(())
         })
     }
@@ -1520,7 +1531,7 @@ impl ChannelLayer for RedisChannelLayer {
             let [hash, expiry] = inner.presence_keys(group);
             let mut invocation = inner.scripts.presence_untrack.key(&hash);
             invocation.key(&expiry).arg(channel);
-            let entry: Option<String> = retry_script(&inner.commands(&hash), &invocation).await?;
+            let entry: Option<String> = retry_script(inner.commands(&hash), &invocation).await?;
             match entry {
                 Some(entry) => inner.send_presence_diff(group, &[], &[channel.to_owned(), entry]).await,
                 None => Ok(()),
@@ -1535,7 +1546,7 @@ impl ChannelLayer for RedisChannelLayer {
             let [hash, expiry] = inner.presence_keys(group);
             let mut invocation = inner.scripts.presence_list.key(&hash);
             invocation.key(&expiry);
-            let (all, left): (Vec<String>, Vec<String>) = retry_script(&inner.commands(&hash), &invocation).await?;
+            let (all, left): (Vec<String>, Vec<String>) = retry_script(inner.commands(&hash), &invocation).await?;
             inner.send_presence_diff(group, &[], &left).await?;
             Ok(presence_state(&all))
         })
@@ -1560,13 +1571,8 @@ impl ChannelLayer for RedisChannelLayer {
             let key = inner.group_key(group);
             let commands = inner.commands(&key);
             let zrem = redis::cmd("ZREM").arg(&key).arg(channel).clone();
-            retry_once(|| {
-                let mut commands = commands.clone();
-                let zrem = &zrem;
-                async move { zrem.query_async::<()>(&mut commands).await }
-            })
-            .await
-            .map_err(backend)
+            let zrem = &zrem;
+            commands.retry(|mut commands| async move { zrem.query_async::<()>(&mut commands).await }).await.map_err(backend)
         })
     }
 
@@ -1592,7 +1598,7 @@ impl ChannelLayer for RedisChannelLayer {
                 Wire::ChannelsRedis => format!("{}*", self.inner.config.prefix),
             };
             for shard in &self.inner.shards {
-                let mut commands = shard.commands.clone();
+                let mut commands = shard.node.commands();
                 let keys: Vec<String> =
                     redis::cmd("KEYS").arg(&pattern).query_async(&mut commands).await.map_err(backend)?;
                 for chunk in keys.chunks(512) {

@@ -1,18 +1,23 @@
 //! [`RedisSessionStore`]: sessions shared by every process connected to one Redis.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManagerConfig;
 
 use super::{SessionData, SessionError, SessionStore, new_key};
 use crate::BoxFuture;
-use crate::redis_retry::retry_once;
+use crate::redis_retry::Node;
 
 /// Sessions in Redis (`<prefix>:session:<key>`, JSON, TTL = session age): any number of server
 /// processes share them. A new key is created with `SET NX`, so ids never collide.
+///
+/// The URL names one server (`redis://host:6379/0`) or a master behind Redis Sentinel
+/// (`redis+sentinel://sentinel1:26379,sentinel2:26379/mymaster/0`), which the store follows
+/// across failovers.
 #[derive(Clone)]
 pub struct RedisSessionStore {
-    commands: ConnectionManager,
+    node: Arc<Node>,
     prefix: String,
 }
 
@@ -27,30 +32,23 @@ fn store_error(err: redis::RedisError) -> SessionError {
 }
 
 /// Runs `command` (once more on a broken connection: see [`crate::redis_retry`]).
-async fn query<T: redis::FromRedisValue>(
-    commands: &ConnectionManager,
-    command: &redis::Cmd,
-) -> Result<T, SessionError> {
-    retry_once(|| {
-        let mut commands = commands.clone();
-        async move { command.query_async(&mut commands).await }
-    })
-    .await
-    .map_err(store_error)
+async fn query<T: redis::FromRedisValue>(node: &Node, command: &redis::Cmd) -> Result<T, SessionError> {
+    node.retry(|mut commands| async move { command.query_async(&mut commands).await }).await.map_err(store_error)
 }
 
 impl RedisSessionStore {
-    /// Connects to `url`; keys start with `prefix` (e.g. `"asgi"`).
+    /// Connects to `url` (`redis://…` or `redis+sentinel://…`, see the type's docs); keys start
+    /// with `prefix` (e.g. `"asgi"`).
     ///
     /// # Errors
-    /// [`SessionError::Store`] when the URL is invalid or Redis does not answer.
+    /// [`SessionError::Store`] when the URL is invalid or Redis (or every sentinel) does not
+    /// answer.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, SessionError> {
-        let client = redis::Client::open(url).map_err(store_error)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(2)));
-        let commands = ConnectionManager::new_with_config(client, config).await.map_err(store_error)?;
-        Ok(RedisSessionStore { commands, prefix: prefix.to_owned() })
+        let node = Node::connect(url, config).await.map_err(store_error)?;
+        Ok(RedisSessionStore { node: Arc::new(node), prefix: prefix.to_owned() })
     }
 
     fn key(&self, value: &str) -> String {
@@ -61,8 +59,8 @@ impl RedisSessionStore {
 impl SessionStore for RedisSessionStore {
     fn load<'a>(&'a self, value: &'a str) -> BoxFuture<'a, Result<Option<SessionData>, SessionError>> {
         Box::pin(async move {
-            let commands = &self.commands;
-            let json: Option<String> = query(commands, redis::cmd("GET").arg(self.key(value))).await?;
+            let node = &*self.node;
+            let json: Option<String> = query(node, redis::cmd("GET").arg(self.key(value))).await?;
             // Data that does not decode is no session, not an error page.
             Ok(json.and_then(|json| serde_json::from_str(&json).ok()))
         })
@@ -77,17 +75,17 @@ impl SessionStore for RedisSessionStore {
         Box::pin(async move {
             let json = serde_json::to_string(data)?;
             let ttl = u64::try_from(age.as_millis()).unwrap_or(u64::MAX).max(1);
-            let commands = &self.commands;
+            let node = &*self.node;
             if let Some(value) = current {
                 // `XX`: a session deleted meanwhile (a logout elsewhere) is not brought back.
                 let set = redis::cmd("SET").arg(self.key(value)).arg(&json).arg("XX").arg("PX").arg(ttl).clone();
-                let updated: Option<String> = query(commands, &set).await?;
+                let updated: Option<String> = query(node, &set).await?;
                 return updated.map(|_| value.to_owned()).ok_or(SessionError::Deleted);
             }
             loop {
                 let value = new_key();
                 let set = redis::cmd("SET").arg(self.key(&value)).arg(&json).arg("NX").arg("PX").arg(ttl).clone();
-                let created: Option<String> = query(commands, &set).await?;
+                let created: Option<String> = query(node, &set).await?;
                 if created.is_some() {
                     return Ok(value);
                 }
@@ -97,8 +95,8 @@ impl SessionStore for RedisSessionStore {
 
     fn delete<'a>(&'a self, value: &'a str) -> BoxFuture<'a, Result<(), SessionError>> {
         Box::pin(async move {
-            let commands = &self.commands;
-            query::<()>(commands, redis::cmd("DEL").arg(self.key(value))).await
+            let node = &*self.node;
+            query::<()>(node, redis::cmd("DEL").arg(self.key(value))).await
         })
     }
 }

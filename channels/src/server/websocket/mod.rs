@@ -132,7 +132,7 @@ pub(super) async fn handshake(
             app_conn.abort(close_code::ERROR, "internal error");
         }
         // The application is done: the writer sends what is queued, then the close frame.
-        app_conn.token.cancel();
+        app_conn.cancel();
         let _ = finished_tx.send(result);
     };
     // The writer arrives when the handshake is accepted (dropped unsent when it is refused).

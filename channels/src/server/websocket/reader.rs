@@ -12,10 +12,9 @@ use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::error::{Error as WsError, ProtocolError};
-use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::{Opened, Stream};
-use crate::connection::{ConnState, EventSource};
+use crate::connection::{CancelWait, ConnState, EventSource};
 use crate::event::{Inbound, Message, Utf8Bytes, close_code};
 use crate::server::{RateLimit, ServerState};
 use futures_util::stream::SplitStream;
@@ -36,7 +35,7 @@ pub(super) struct WsSource {
     state: ReadState,
     /// [`ServerConfig::inbound_rate`](super::ServerConfig::inbound_rate), when set.
     throttle: Option<Box<Throttle>>,
-    cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
+    cancelled: CancelWait,
     conn: Arc<ConnState>,
     /// For its metrics.
     server: Arc<ServerState>,
@@ -67,7 +66,7 @@ impl WsSource {
         WsSource {
             throttle: server.config.inbound_rate.map(|rate| Box::new(Throttle::new(rate))),
             state: ReadState::Connecting(opened),
-            cancelled: Box::pin(conn.token.clone().cancelled_owned()),
+            cancelled: CancelWait::new(&conn),
             conn,
             server,
         }
@@ -90,7 +89,7 @@ impl WsSource {
     fn poll_recv_inner(&mut self, cx: &mut Context<'_>) -> Poll<Option<Inbound>> {
         loop {
             if !matches!(self.state, ReadState::Connecting(_) | ReadState::Done)
-                && self.cancelled.as_mut().poll(cx).is_ready()
+                && self.cancelled.poll(&self.conn, cx).is_ready()
             {
                 return self.disconnect(self.conn.close_reason().code);
             }
