@@ -207,3 +207,147 @@ async fn sharded_layer_spreads_keys_over_two_hosts_and_still_delivers() {
         assert_eq!(within(subscription.recv()).await.value()["text"], "everyone");
     }
 }
+
+/// A Redis in a network namespace of the test's own, reached over a veth pair: its link can be
+/// cut (a network fault: packets vanish, nothing is refused) and mended. Removed when dropped.
+struct NetnsRedis {
+    namespace: String,
+    inner_link: String,
+    redis: std::process::Child,
+    url: String,
+}
+
+fn ip(args: &[&str]) -> bool {
+    Command::new("ip").args(args).status().is_ok_and(|status| status.success())
+}
+
+impl NetnsRedis {
+    /// None (with the reason printed) where namespaces cannot be made: not root, no `ip`.
+    fn start(test: &str) -> Option<NetnsRedis> {
+        let id = std::process::id();
+        let namespace = format!("chtest{id}");
+        let (outer_link, inner_link) = (format!("cho{}", id % 1_000_000), format!("chi{}", id % 1_000_000));
+        let subnet = format!("10.213.{}", id % 250);
+        if !ip(&["netns", "add", &namespace]) {
+            assert!(std::env::var_os("CI").is_none(), "CI=true but `ip netns add` failed (needs root and iproute2)");
+            eprintln!("SKIPPED {test}: cannot make a network namespace (needs root and iproute2)");
+            return None;
+        }
+        let (outer, inner) = (format!("{subnet}.1/30"), format!("{subnet}.2/30"));
+        let made = ip(&["link", "add", &outer_link, "type", "veth", "peer", "name", &inner_link])
+            && ip(&["link", "set", &inner_link, "netns", &namespace])
+            && ip(&["addr", "add", &outer, "dev", &outer_link])
+            && ip(&["link", "set", &outer_link, "up"])
+            && ip(&["-n", &namespace, "addr", "add", &inner, "dev", &inner_link])
+            && ip(&["-n", &namespace, "link", "set", &inner_link, "up"])
+            && ip(&["-n", &namespace, "link", "set", "lo", "up"]);
+        let address = format!("{subnet}.2");
+        let redis = Command::new("ip")
+            .args(["netns", "exec", &namespace, "redis-server", "--port", "6379", "--bind", &address])
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+        let redis = match (made, redis) {
+            (true, Ok(redis)) => redis,
+            _ => {
+                ip(&["netns", "del", &namespace]);
+                panic!("could not set up the namespace's link and Redis");
+            }
+        };
+        Some(NetnsRedis { namespace, inner_link, redis, url: format!("redis://{address}:6379") })
+    }
+
+    /// Cuts (`down`) or mends (`up`) the link from inside the namespace: the outer end keeps
+    /// its address and route, so packets sent meanwhile are lost, not refused.
+    fn link(&self, state: &str) {
+        assert!(ip(&["-n", &self.namespace, "link", "set", &self.inner_link, state]), "ip link set {state}");
+    }
+}
+
+impl Drop for NetnsRedis {
+    fn drop(&mut self) {
+        let _ = self.redis.kill();
+        let _ = self.redis.wait();
+        // Deleting the namespace deletes the veth pair with it.
+        ip(&["netns", "del", &self.namespace]);
+    }
+}
+
+async fn until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    tokio::time::timeout(limit, async {
+        while !check() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{what} did not happen within {limit:?}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layer_rides_out_a_network_cut() {
+    let test = "layer_rides_out_a_network_cut";
+    if redis_url(test).is_none() || !redis_server_available(test) {
+        return;
+    }
+    let Some(redis) = NetnsRedis::start(test) else { return };
+    let redis_addr: SocketAddr = redis.url.trim_start_matches("redis://").parse().unwrap();
+    wait_until_listening(redis_addr).await;
+    // This server's layer, and another process's that sends to the group.
+    let layer = redis_layer(&redis.url, "netcut").await;
+    let other = redis_layer(&redis.url, "netcut").await;
+    let server = server_on(layer.clone().into_layer()).await;
+    let mut client = server.connect("/rooms/phoenix/ann/").await;
+    let say = |text: &str| json!({ "type": "room.say", "text": text });
+    other.group_send("room.phoenix", say("before").into()).await.unwrap();
+    assert_eq!(text(next_message(&mut client).await), "before");
+
+    redis.link("down");
+    // A layer call fails with an error (after the response timeout), it does not hang or panic.
+    let during = tokio::time::timeout(Duration::from_secs(30), other.group_send("room.phoenix", say("during").into()))
+        .await
+        .expect("a layer call during the cut ends");
+    assert!(during.is_err(), "a send while Redis is unreachable fails: {during:?}");
+    // The server notices the outage and reports it...
+    until("the outage noticed", Duration::from_secs(30), || !layer.is_connected()).await;
+    // ...and keeps its sockets: the client is not closed.
+    send_text(&mut client, "still here?").await;
+    assert!(nothing_arrives(&mut client).await, "the socket stays open and quiet");
+    // A new consumer needs its groups joined: refused cleanly (503) while Redis is out of reach.
+    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let during = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio_tungstenite::client_async(server.request("/rooms/phoenix/carol/"), tcp),
+    )
+    .await
+    .expect("the handshake ends");
+    match during {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => assert_eq!(response.status().as_u16(), 503),
+        other => {
+            panic!("a handshake during the cut should get 503: {:?}", other.map(|(_, response)| response.status()))
+        }
+    }
+    assert!(
+        other.group_send("room.phoenix", say("during").into()).await.is_err(),
+        "a send once the outage is known fails at once"
+    );
+
+    redis.link("up");
+    until("the recovery", Duration::from_secs(30), || layer.is_connected()).await;
+    // Memberships are back (both sockets hear the group) and calls succeed again.
+    until("the other process's reconnection", Duration::from_secs(30), || other.is_connected()).await;
+    let mut second = server.connect("/rooms/phoenix/bob/").await;
+    other.group_send("room.phoenix", say("after").into()).await.expect("a send after the cut");
+    let mut heard = Vec::new();
+    for client in [&mut client, &mut second] {
+        loop {
+            let message = text(next_message(client).await);
+            if message == "after" {
+                heard.push(message);
+                break;
+            }
+        }
+    }
+    assert_eq!(heard.len(), 2);
+    server.shutdown().await;
+}

@@ -370,11 +370,13 @@ async fn a_sentinel_failover_loses_nothing_silently_and_delivers_nothing_twice()
     .await;
     setup.master.0.kill().unwrap();
     let _ = setup.master.0.wait();
-    let retried = tokio::time::timeout(Duration::from_secs(120), sender).await.expect("the publisher finishes").unwrap();
+    let retried =
+        tokio::time::timeout(Duration::from_secs(120), sender).await.expect("the publisher finishes").unwrap();
     assert!(!retried.is_empty(), "sends failed during the failover (the master was gone)");
     assert!(redis_cli(setup.replica_port, &["role"]).starts_with("master"), "the replica was promoted");
     for follower in followers {
-        let got = tokio::time::timeout(Duration::from_secs(60), follower).await.expect("the client catches up").unwrap();
+        let got =
+            tokio::time::timeout(Duration::from_secs(60), follower).await.expect("the client catches up").unwrap();
         let reports = assert_no_silent_gap(&got, &retried);
         // The promoted replica starts the room's history over in a new epoch: one report.
         assert!(reports <= 2, "a failover is reported once, not again and again: {reports} reports");

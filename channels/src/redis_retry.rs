@@ -15,6 +15,7 @@
 //! sentinels for the master again and reconnect there, before its one retry.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -22,9 +23,10 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 use redis::{Client, IntoConnectionInfo, RedisError, RedisResult};
 
-/// True for errors of a dropped or refused connection, where a retry may succeed.
+/// True for errors of a dropped or refused connection, where a retry may succeed. Not a
+/// timeout: a command that timed out may have run.
 pub(crate) fn is_broken_connection(err: &RedisError) -> bool {
-    err.is_io_error() || err.is_connection_dropped() || err.is_connection_refusal() || err.is_timeout()
+    (err.is_io_error() && !err.is_timeout()) || err.is_connection_dropped() || err.is_connection_refusal()
 }
 
 /// True for a write refused by a replica: the master it was sent to has been demoted.
@@ -34,6 +36,9 @@ fn is_read_only(err: &RedisError) -> bool {
 
 /// How long asking the sentinels for the master may take.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long a command may take while an outage is known (see [`Node::attempt`]).
+const OUTAGE_PROBE: Duration = Duration::from_secs(1);
 
 /// Default port of a sentinel named without one.
 const SENTINEL_PORT: u16 = 26379;
@@ -45,6 +50,10 @@ pub(crate) struct Node {
     sentinel: Option<tokio::sync::Mutex<SentinelClient>>,
     config: ConnectionManagerConfig,
     current: Mutex<Current>,
+    /// False while an outage is known (the channel layer's watch task sets it): commands then
+    /// get [`OUTAGE_PROBE`] instead of the response timeout, so that handshakes and sends
+    /// during an outage fail soon (and do not pile up), while a Redis that came back answers.
+    reachable: AtomicBool,
 }
 
 #[derive(Clone)]
@@ -81,12 +90,31 @@ impl Node {
             sentinel: sentinel.map(tokio::sync::Mutex::new),
             config,
             current: Mutex::new(Current { client, commands }),
+            reachable: AtomicBool::new(true),
         })
     }
 
     /// The URL this node was made from, without its password.
     pub(crate) fn name(&self) -> &str {
         &self.name
+    }
+
+    /// False while an outage is known.
+    pub(crate) fn is_reachable(&self) -> bool {
+        self.reachable.load(Ordering::Relaxed)
+    }
+
+    /// Records an outage (false) or its end.
+    pub(crate) fn set_reachable(&self, reachable: bool) {
+        self.reachable.store(reachable, Ordering::Relaxed);
+    }
+
+    /// The error of a command refused because an outage is known.
+    pub(crate) fn unreachable(&self) -> RedisError {
+        RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::NotConnected,
+            format!("Redis ({}) is unreachable; the connection is being retried", self.name),
+        ))
     }
 
     /// True when Sentinel names the master.
@@ -107,7 +135,7 @@ impl Node {
     /// After `err`: with Sentinel, when the error says the master may have moved, asks the
     /// sentinels for it and reconnects there. True when the master moved.
     pub(crate) async fn recover(&self, err: &RedisError) -> bool {
-        if self.sentinel.is_none() || !(is_broken_connection(err) || is_read_only(err)) {
+        if self.sentinel.is_none() || !(is_broken_connection(err) || err.is_timeout() || is_read_only(err)) {
             return false;
         }
         match self.follow_master().await {
@@ -145,14 +173,24 @@ impl Node {
         F: FnMut(ConnectionManager) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
-        match command(self.commands()).await {
+        match self.attempt(command(self.commands())).await {
             Err(err) if is_broken_connection(&err) || is_read_only(&err) => {
                 tracing::debug!(node = %self.name, %err, "Redis connection broken; retrying once");
                 self.recover(&err).await;
-                command(self.commands()).await
+                self.attempt(command(self.commands())).await
             }
             result => result,
         }
+    }
+
+    /// Runs one attempt of a command: while an outage is known, for at most [`OUTAGE_PROBE`]
+    /// (a Redis that came back answers at once; one out of reach costs the caller a second,
+    /// not the response timeout).
+    pub(crate) async fn attempt<T>(&self, command: impl Future<Output = RedisResult<T>>) -> RedisResult<T> {
+        if self.is_reachable() {
+            return command.await;
+        }
+        tokio::time::timeout(OUTAGE_PROBE, command).await.unwrap_or_else(|_| Err(self.unreachable()))
     }
 }
 
@@ -184,7 +222,8 @@ fn without_password(url: &str) -> String {
 fn sentinel_client(rest: &str) -> RedisResult<(String, SentinelClient)> {
     let invalid = |reason: &'static str| RedisError::from((redis::ErrorKind::InvalidClientConfig, reason));
     let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
-    let (authority, path) = rest.split_once('/').ok_or_else(|| invalid("redis+sentinel:// URL needs /<master name>"))?;
+    let (authority, path) =
+        rest.split_once('/').ok_or_else(|| invalid("redis+sentinel:// URL needs /<master name>"))?;
     let (userinfo, hosts) = match authority.rfind('@') {
         Some(at) => (Some(&authority[..at]), &authority[at + 1..]),
         None => (None, authority),

@@ -178,7 +178,6 @@ impl std::fmt::Debug for Inner {
 
 struct Shard {
     node: Node,
-    connected: AtomicBool,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -532,7 +531,7 @@ impl RedisChannelLayer {
                 .set_number_of_retries(2)
                 .set_max_delay(Duration::from_secs(1));
             let node = Node::connect(url, manager_config).await.map_err(backend)?;
-            shards.push(Shard { node, connected: AtomicBool::new(true) });
+            shards.push(Shard { node });
         }
         let seed = RandomState::new().hash_one((std::process::id(), std::time::SystemTime::now()));
         let inner = Arc::new(Inner {
@@ -578,7 +577,7 @@ impl RedisChannelLayer {
 
     /// False while a Redis host is unreachable (the outage is also logged).
     pub fn is_connected(&self) -> bool {
-        self.inner.shards.iter().all(|shard| shard.connected.load(Ordering::Relaxed))
+        self.inner.shards.iter().all(|shard| shard.node.is_reachable())
     }
 }
 
@@ -1232,7 +1231,7 @@ async fn watch(layer: Weak<Inner>, shard: usize, connection: MultiplexedConnecti
                         down_since = Some(since);
                         continue;
                     }
-                    inner.shards[shard].connected.store(true, Ordering::Relaxed);
+                    inner.shards[shard].node.set_reachable(true);
                     crate::metrics::redis_connection(shard, true);
                     backoff = Duration::from_millis(100);
                     // Messages may have expired or vanished in Redis meanwhile: consumers of
@@ -1252,7 +1251,7 @@ async fn watch(layer: Weak<Inner>, shard: usize, connection: MultiplexedConnecti
                 connection = None;
                 if down_since.is_none() {
                     tracing::error!(host = %inner.shards[shard].node.name(), %err, "Redis unreachable; the channel layer retries");
-                    inner.shards[shard].connected.store(false, Ordering::Relaxed);
+                    inner.shards[shard].node.set_reachable(false);
                     crate::metrics::redis_connection(shard, false);
                     down_since = Some(std::time::Instant::now());
                 }
@@ -1345,7 +1344,7 @@ async fn script_once<T: redis::FromRedisValue>(
     invocation: &redis::ScriptInvocation<'_>,
 ) -> Result<T, LayerError> {
     let started = std::time::Instant::now();
-    let result = invocation.invoke_async(&mut node.commands()).await;
+    let result = node.attempt(invocation.invoke_async(&mut node.commands())).await;
     crate::metrics::redis_round_trip(started.elapsed());
     if let Err(err) = &result {
         // Not retried (see the callers), but the next call goes to the new master.
@@ -1457,7 +1456,10 @@ impl ChannelLayer for RedisChannelLayer {
                 .arg(inner.group_expiry_ms())
                 .ignore();
             let pipe = &pipe;
-            commands.retry(|mut commands| async move { pipe.query_async::<()>(&mut commands).await }).await.map_err(backend)?;
+            commands
+                .retry(|mut commands| async move { pipe.query_async::<()>(&mut commands).await })
+                .await
+                .map_err(backend)?;
             Ok(())
         })
     }
@@ -1572,7 +1574,10 @@ impl ChannelLayer for RedisChannelLayer {
             let commands = inner.commands(&key);
             let zrem = redis::cmd("ZREM").arg(&key).arg(channel).clone();
             let zrem = &zrem;
-            commands.retry(|mut commands| async move { zrem.query_async::<()>(&mut commands).await }).await.map_err(backend)
+            commands
+                .retry(|mut commands| async move { zrem.query_async::<()>(&mut commands).await })
+                .await
+                .map_err(backend)
         })
     }
 

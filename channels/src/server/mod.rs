@@ -638,6 +638,10 @@ pub(crate) fn error_status(error: &AppError, protocol: &Protocol) -> ::http::Sta
         AppError::Refused(_) if *protocol == Protocol::Websocket => StatusCode::FORBIDDEN,
         AppError::Refused(_) => StatusCode::NOT_FOUND,
         AppError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+        // The channel layer's backend (Redis) is out of reach: the groups could not be joined.
+        AppError::Other(err) if matches!(err.downcast_ref(), Some(crate::layers::LayerError::Backend(_))) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

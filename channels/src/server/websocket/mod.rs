@@ -219,6 +219,7 @@ fn unserved(finished: Result<Result<(), AppError>, oneshot::error::RecvError>) -
     crate::metrics::handshake(match status {
         StatusCode::NOT_FOUND => "not_found",
         StatusCode::FORBIDDEN => "refused",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
         _ => "error",
     });
     status
