@@ -303,6 +303,7 @@ async fn sentinel_setup() -> SentinelSetup {
         )
         .unwrap();
         sentinels.push(OwnRedis::sentinel(&config));
+        wait_until_listening(([127, 0, 0, 1], port).into()).await;
         ports.push(port);
     }
     // A failover needs each sentinel to know the replica and the other two (a majority votes).

@@ -189,6 +189,16 @@ impl BackendError {
     pub fn get(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
         &*self.0
     }
+
+    /// True when the backend could not be reached (a dropped, refused or timed-out
+    /// connection): the failure is the backend's availability, not the request's (HTTP 503).
+    pub fn is_unreachable(&self) -> bool {
+        #[cfg(feature = "redis")]
+        if let Some(err) = self.0.downcast_ref::<redis::RedisError>() {
+            return err.is_io_error() || err.is_connection_dropped() || err.is_connection_refusal() || err.is_timeout();
+        }
+        self.0.downcast_ref::<std::io::Error>().is_some()
+    }
 }
 
 impl fmt::Display for BackendError {

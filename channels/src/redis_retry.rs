@@ -47,13 +47,19 @@ const SENTINEL_PORT: u16 = 26379;
 pub(crate) struct Node {
     /// The URL without its password, for logs.
     name: String,
-    sentinel: Option<tokio::sync::Mutex<SentinelClient>>,
+    sentinel: Option<tokio::sync::Mutex<Lookup>>,
     config: ConnectionManagerConfig,
     current: Mutex<Current>,
     /// False while an outage is known (the channel layer's watch task sets it): commands then
     /// get [`OUTAGE_PROBE`] instead of the response timeout, so that handshakes and sends
     /// during an outage fail soon (and do not pile up), while a Redis that came back answers.
     reachable: AtomicBool,
+}
+
+/// The sentinels, and when they were last asked.
+struct Lookup {
+    client: SentinelClient,
+    last: Option<std::time::Instant>,
 }
 
 #[derive(Clone)]
@@ -87,7 +93,7 @@ impl Node {
         let commands = ConnectionManager::new_with_config(client.clone(), config.clone()).await?;
         Ok(Node {
             name,
-            sentinel: sentinel.map(tokio::sync::Mutex::new),
+            sentinel: sentinel.map(|client| tokio::sync::Mutex::new(Lookup { client, last: None })),
             config,
             current: Mutex::new(Current { client, commands }),
             reachable: AtomicBool::new(true),
@@ -111,8 +117,9 @@ impl Node {
 
     /// The error of a command refused because an outage is known.
     pub(crate) fn unreachable(&self) -> RedisError {
+        // `TimedOut`: never retried, since the command given up on may still run.
         RedisError::from(std::io::Error::new(
-            std::io::ErrorKind::NotConnected,
+            std::io::ErrorKind::TimedOut,
             format!("Redis ({}) is unreachable; the connection is being retried", self.name),
         ))
     }
@@ -147,10 +154,19 @@ impl Node {
         }
     }
 
-    /// With Sentinel: asks for the master; reconnects when it moved. True when it did.
+    /// With Sentinel: asks for the master; reconnects when it moved. True when it did. One
+    /// lookup at a time, and callers that waited for another's lookup take its answer instead
+    /// of asking again (the failures of a burst of commands cost one lookup, not one each).
     async fn follow_master(&self) -> RedisResult<bool> {
         let Some(sentinel) = &self.sentinel else { return Ok(false) };
-        let client = resolve(&mut *sentinel.lock().await).await?;
+        let asked = std::time::Instant::now();
+        let mut lookup = sentinel.lock().await;
+        if lookup.last.is_some_and(|last| last >= asked) {
+            return Ok(false);
+        }
+        let resolved = resolve(&mut lookup.client).await;
+        lookup.last = Some(std::time::Instant::now());
+        let client = resolved?;
         let old = self.client();
         if old.get_connection_info().addr() == client.get_connection_info().addr() {
             return Ok(false);
@@ -205,8 +221,20 @@ async fn resolve(sentinel: &mut SentinelClient) -> RedisResult<Client> {
     }
 }
 
-/// `url` with its password (between `:` and `@` in the authority) replaced by `***`.
+/// `url` with its password (between `:` and `@` in the authority, or a unix socket URL's
+/// `pass=`) replaced by `***`.
 fn without_password(url: &str) -> String {
+    if let Some((head, query)) = url.split_once('?') {
+        let query = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some(("pass" | "password", _)) => format!("{}=***", pair.split('=').next().unwrap_or_default()),
+                _ => pair.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join("&");
+        return format!("{}?{query}", without_password(head));
+    }
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
     let authority_end = rest.find('/').unwrap_or(rest.len());
     match rest[..authority_end].rfind('@') {
@@ -282,6 +310,10 @@ mod tests {
         assert_eq!(without_password("redis://user:secret@h:1"), "redis://user:***@h:1");
         assert_eq!(without_password("redis://h:1/0"), "redis://h:1/0");
         assert_eq!(without_password("redis+sentinel://:pw@a:1,b:2/m"), "redis+sentinel://:***@a:1,b:2/m");
+        assert_eq!(
+            without_password("redis+unix:///run/redis.sock?db=1&pass=secret"),
+            "redis+unix:///run/redis.sock?db=1&pass=***"
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! load --mode echo      --addr 127.0.0.1:8000 --path /ws/echo/ --connections 100 --seconds 10 [--in-flight 4]
 //! load --mode handshake --addr ... --path /ws/auth-echo/ --cookie 'sessionid=...' --connections 8
 //! load --mode idle      --addr ... --path /ws/auth-echo/ --cookie ... --connections 10000 --server-pid PID
+//!      [--origin http://127.0.0.1:8000]   (for servers that check it)
 //!      [--sources 127.0.0.2,127.0.0.3]   # bind these source addresses in turn (for many connections)
 //! load --mode broadcast --addr ... --path /ws/broadcast/ --connections 100 --seconds 10
 //! load --mode broadcast-closed --addr ... --path /ws/broadcast/ --connections 100 --seconds 10
@@ -42,6 +43,9 @@ struct Args {
     addr: SocketAddr,
     path: String,
     cookie: Option<String>,
+    /// `--origin`: the Origin header (servers that check it, like the chat example, refuse
+    /// handshakes without one).
+    origin: Option<String>,
     connections: usize,
     seconds: u64,
     size: usize,
@@ -61,6 +65,7 @@ fn parse_args() -> Result<Args, String> {
         addr: "127.0.0.1:8000".parse().map_err(|e| format!("{e}"))?,
         path: "/ws/echo/".into(),
         cookie: None,
+        origin: None,
         connections: 100,
         seconds: 10,
         size: 32,
@@ -76,6 +81,7 @@ fn parse_args() -> Result<Args, String> {
             "--addr" => parsed.addr = value.parse().map_err(|e| format!("--addr: {e}"))?,
             "--path" => parsed.path = value,
             "--cookie" => parsed.cookie = Some(value),
+            "--origin" => parsed.origin = Some(value),
             "--connections" => parsed.connections = value.parse().map_err(|e| format!("--connections: {e}"))?,
             "--seconds" => parsed.seconds = value.parse().map_err(|e| format!("--seconds: {e}"))?,
             "--size" => parsed.size = value.parse().map_err(|e| format!("--size: {e}"))?,
@@ -151,6 +157,9 @@ async fn connect(args: &Args, index: usize) -> Result<Ws, Error> {
     let mut request = format!("ws://{}{}", args.addr, args.path).into_client_request()?;
     if let Some(cookie) = &args.cookie {
         request.headers_mut().insert("cookie", HeaderValue::from_str(cookie)?);
+    }
+    if let Some(origin) = &args.origin {
+        request.headers_mut().insert("origin", HeaderValue::from_str(origin)?);
     }
     // The library's default 128 KiB read buffer per connection would make the client, not the
     // server, the limit on how many connections one machine holds.

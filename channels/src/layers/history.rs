@@ -3,8 +3,9 @@
 //! A group matching a [`LayerConfig::history`](super::LayerConfig::history) rule keeps its last
 //! messages (a count and/or an age, [`HistoryConfig`]). Every message sent to it gets a
 //! [`Position`]: an offset that grows by one per message, and an **epoch** that names this run
-//! of the history and changes when the history is lost (the in-memory layer restarted, Redis
-//! restarted without persistence, the group was quiet longer than its history lives). The
+//! of the history and changes when the history is lost or may have lost its last messages (the
+//! in-memory layer restarted, Redis restarted (even with persistence, which may lose the last
+//! writes too) or failed over to a replica, the group was quiet longer than its history lives). The
 //! message reaches members with two extra fields: `"__group__"` (the group) and `"__position__"`
 //! (the position as a string, e.g. `"3f2a9c01d4e5b6a7-42"`): handlers forward it to the client,
 //! which gives it back when it reconnects.

@@ -26,7 +26,10 @@ use crate::redis_retry::Node;
 #[derive(Debug, Clone)]
 pub struct RedisLayerConfig {
     /// Redis URLs (`redis://127.0.0.1:6379`); with several, keys are sharded by hash, the same
-    /// way in every process (list the hosts in the same order everywhere).
+    /// way in every process (list the hosts in the same order everywhere). A host may be a
+    /// master behind Redis Sentinel, followed across failovers:
+    /// `redis+sentinel://[[user]:password@]host:port[,host:port…]/<master name>[/<db>][?sentinel_password=…]`
+    /// (the credentials and database are the master's).
     pub hosts: Vec<String>,
     /// Prefix of every Redis key (default `"asgi"`), to share one Redis between applications.
     pub prefix: String,
@@ -97,7 +100,10 @@ impl RedisLayerConfig {
 /// reconnects by itself, logs the outage and its end, and [`is_connected`](Self::is_connected)
 /// tells its state. Lost in an outage: messages sent while Redis was down (their senders got
 /// errors) and messages waiting in Redis if it restarted without persistence. Kept: group
-/// memberships of this process's consumers, which the layer re-adds after reconnecting.
+/// memberships of this process's consumers, which the layer re-adds after reconnecting. Once
+/// the outage is known, commands get one second instead of the response timeout (5 s).
+/// With Redis Sentinel (see [`RedisLayerConfig::hosts`]), a failover is an outage that ends on
+/// the promoted replica; groups with history start a new epoch there.
 ///
 /// A process-local channel's capacity is enforced where it is received (a full consumer's
 /// messages are dropped and counted there), so `send` to another process's consumer does not
@@ -172,7 +178,8 @@ struct Scripts {
 
 impl std::fmt::Debug for Inner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisChannelLayer").field("hosts", &self.config.hosts).field("id", &self.id).finish()
+        let hosts = self.shards.iter().map(|shard| shard.node.name()).collect::<Vec<_>>();
+        f.debug_struct("RedisChannelLayer").field("hosts", &hosts).field("id", &self.id).finish()
     }
 }
 
@@ -322,11 +329,12 @@ return redis.call('ZRANGE', KEYS[1], 0, -1)
 const HISTORY: &str = r"
 local function history_epoch(candidate, ttl)
   local meta = redis.call('HMGET', KEYS[1], 'epoch', 'replid')
-  local replid = string.match(redis.call('INFO', 'replication'), 'master_replid:(%x+)')
+  local replid = string.match(redis.call('INFO', 'replication'), 'master_replid:(%x+)') or ''
   local epoch = meta[1]
   if not epoch or (meta[2] and meta[2] ~= replid) then
     -- New, or made on another master: this one is a promoted replica (a failover), which may
-    -- lack the last writes (replication is asynchronous), so the offsets handed out may come
+    -- lack the last writes (replication is asynchronous), or a restarted one (a new replid even
+    -- with persistence, which may lose the last second too), so offsets handed out may come
     -- again. The history starts over in a new epoch, as after a restart without persistence.
     epoch = candidate
     redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', 0, 'replid', replid)

@@ -639,7 +639,7 @@ pub(crate) fn error_status(error: &AppError, protocol: &Protocol) -> ::http::Sta
         AppError::Refused(_) => StatusCode::NOT_FOUND,
         AppError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
         // The channel layer's backend (Redis) is out of reach: the groups could not be joined.
-        AppError::Other(err) if matches!(err.downcast_ref(), Some(crate::layers::LayerError::Backend(_))) => {
+        AppError::Other(err) if matches!(err.downcast_ref(), Some(crate::layers::LayerError::Backend(backend)) if backend.is_unreachable()) => {
             StatusCode::SERVICE_UNAVAILABLE
         }
         _ => StatusCode::INTERNAL_SERVER_ERROR,

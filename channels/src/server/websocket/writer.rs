@@ -70,7 +70,10 @@ impl Keepalive {
             return std::task::Poll::Pending;
         }
         let poll = self.timer.as_mut().poll(cx);
-        self.registered = if poll.is_pending() { Some(cx.waker().clone()) } else { None };
+        // A timer polled with the task's budget spent returns `Pending` without registering:
+        // it must be polled again, so nothing is remembered then.
+        let armed = poll.is_pending() && tokio::task::coop::has_budget_remaining();
+        self.registered = if armed { Some(cx.waker().clone()) } else { None };
         poll
     }
 
