@@ -274,3 +274,22 @@ async fn redis_refuses_receive_on_another_processs_channel() {
     let Some(second) = make_layer(Backend::Redis, LayerConfig::default(), "redis-not-local").await else { return };
     another_instances_process_channel_is_refused(first, second, true).await;
 }
+
+/// A cluster URL is the only host, is not for channels_redis's wire, and a configuration's
+/// `Debug` (in logs, panics) never shows a password.
+#[tokio::test]
+async fn redis_cluster_misconfigurations_are_refused_and_passwords_stay_out_of_debug() {
+    use channels::layers::{RedisChannelLayer, RedisLayerConfig};
+    let mut two = RedisLayerConfig::new("redis+cluster://127.0.0.1:1");
+    two.hosts.push("redis://127.0.0.1:2".to_owned());
+    let err = RedisChannelLayer::connect_with(two).await.unwrap_err();
+    assert!(err.to_string().contains("must be the only host"), "{err}");
+    let python = RedisLayerConfig::new("redis+cluster://127.0.0.1:1").channels_redis();
+    let err = RedisChannelLayer::connect_with(python).await.unwrap_err();
+    assert!(err.to_string().contains("does not speak to a Redis Cluster"), "{err}");
+    let err = RedisChannelLayer::connect("redis+cluster://127.0.0.1:1/3").await.unwrap_err();
+    assert!(err.to_string().contains("one database"), "{err}");
+    let config = RedisLayerConfig::new("redis+cluster://user:hunter2@127.0.0.1:7000,127.0.0.1:7001");
+    let shown = format!("{config:?}");
+    assert!(!shown.contains("hunter2") && shown.contains("user:***@127.0.0.1:7000"), "{shown}");
+}

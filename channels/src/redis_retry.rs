@@ -1,6 +1,8 @@
 //! The Redis connections of the channel layer and the session store: one server named by a
-//! `redis://` URL, or the master that Redis Sentinel names (`redis+sentinel://`), followed
-//! across failovers; and one retry for a command whose connection turned out to be broken.
+//! `redis://` URL, the master that Redis Sentinel names (`redis+sentinel://`), followed across
+//! failovers, or a Redis Cluster (`redis+cluster://`), whose client routes each command to the
+//! master of its key's slot and follows slot moves and failovers itself; and one retry for a
+//! command whose connection turned out to be broken.
 //!
 //! After a Redis restart the connection manager still holds the dead connection: the first
 //! command fails on it, and the manager reconnects. Without a retry, that first command is a
@@ -19,9 +21,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::cluster_async::ClusterConnection;
 use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
-use redis::{Client, IntoConnectionInfo, RedisError, RedisResult};
+use redis::{AsyncConnectionConfig, Client, ConnectionInfo, IntoConnectionInfo, RedisError, RedisFuture, RedisResult};
 
 /// True for errors of a dropped or refused connection, where a retry may succeed. Not a
 /// timeout: a command that timed out may have run.
@@ -43,12 +47,14 @@ const OUTAGE_PROBE: Duration = Duration::from_secs(1);
 /// Default port of a sentinel named without one.
 const SENTINEL_PORT: u16 = 26379;
 
-/// One Redis master: a fixed server, or the one Sentinel names.
+/// One Redis master (a fixed server, or the one Sentinel names), or a Redis Cluster.
 pub(crate) struct Node {
     /// The URL without its password, for logs.
     name: String,
     sentinel: Option<tokio::sync::Mutex<Lookup>>,
-    config: ConnectionManagerConfig,
+    /// With Redis Cluster: its seed nodes, for dedicated connections.
+    cluster: Option<Vec<ConnectionInfo>>,
+    timeouts: Timeouts,
     current: Mutex<Current>,
     /// False while an outage is known (the channel layer's watch task sets it): commands then
     /// get [`OUTAGE_PROBE`] instead of the response timeout, so that handshakes and sends
@@ -64,8 +70,56 @@ struct Lookup {
 
 #[derive(Clone)]
 struct Current {
-    client: Client,
-    commands: ConnectionManager,
+    /// The server's (or Sentinel's master's) client; none for a cluster.
+    client: Option<Client>,
+    commands: Commands,
+}
+
+/// How long connecting and a command may take.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timeouts {
+    pub(crate) connection: Duration,
+    pub(crate) response: Duration,
+}
+
+/// A connection commands are sent on: one server's (shared, reconnecting by itself, or
+/// dedicated to blocking commands), or a cluster's (routing each command by its key's slot).
+#[derive(Clone)]
+pub(crate) enum Commands {
+    Manager(ConnectionManager),
+    Dedicated(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Commands {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> RedisFuture<'a, redis::Value> {
+        match self {
+            Commands::Manager(connection) => connection.req_packed_command(cmd),
+            Commands::Dedicated(connection) => connection.req_packed_command(cmd),
+            Commands::Cluster(connection) => connection.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Commands::Manager(connection) => connection.req_packed_commands(pipeline, offset, count),
+            Commands::Dedicated(connection) => connection.req_packed_commands(pipeline, offset, count),
+            Commands::Cluster(connection) => connection.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Commands::Manager(connection) => connection.get_db(),
+            Commands::Dedicated(connection) => connection.get_db(),
+            Commands::Cluster(connection) => connection.get_db(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Node {
@@ -75,10 +129,24 @@ impl std::fmt::Debug for Node {
 }
 
 impl Node {
-    /// Connects to `url`: `redis://…` (one server) or
+    /// Connects to `url`: `redis://…` (one server),
     /// `redis+sentinel://[[user]:password@]host[:port][,host[:port]…]/<master name>[/<db>][?sentinel_password=…]`
-    /// (the master the sentinels name; the credentials and database are the master's).
-    pub(crate) async fn connect(url: &str, config: ConnectionManagerConfig) -> RedisResult<Node> {
+    /// (the master the sentinels name; the credentials and database are the master's) or
+    /// `redis+cluster://[[user]:password@]host:port[,host:port…]` (a Redis Cluster, found from
+    /// any of these nodes).
+    pub(crate) async fn connect(url: &str, timeouts: Timeouts) -> RedisResult<Node> {
+        if let Some(rest) = url.strip_prefix("redis+cluster://") {
+            let seeds = cluster_seeds(rest)?;
+            let commands = cluster_client(&seeds, Some(timeouts.response), timeouts)?.get_async_connection().await?;
+            return Ok(Node {
+                name: without_password(url),
+                sentinel: None,
+                cluster: Some(seeds),
+                timeouts,
+                current: Mutex::new(Current { client: None, commands: Commands::Cluster(commands) }),
+                reachable: AtomicBool::new(true),
+            });
+        }
         let (name, mut sentinel) = match url.strip_prefix("redis+sentinel://") {
             Some(rest) => {
                 let (name, client) = sentinel_client(rest)?;
@@ -90,12 +158,13 @@ impl Node {
             Some(sentinel) => resolve(sentinel).await?,
             None => Client::open(url)?,
         };
-        let commands = ConnectionManager::new_with_config(client.clone(), config.clone()).await?;
+        let commands = ConnectionManager::new_with_config(client.clone(), manager_config(timeouts)).await?;
         Ok(Node {
             name,
             sentinel: sentinel.map(|client| tokio::sync::Mutex::new(Lookup { client, last: None })),
-            config,
-            current: Mutex::new(Current { client, commands }),
+            cluster: None,
+            timeouts,
+            current: Mutex::new(Current { client: Some(client), commands: Commands::Manager(commands) }),
             reachable: AtomicBool::new(true),
         })
     }
@@ -129,14 +198,36 @@ impl Node {
         self.sentinel.is_some()
     }
 
-    /// The current master's command connection (cheap to clone; reconnects by itself).
-    pub(crate) fn commands(&self) -> ConnectionManager {
+    /// True for a Redis Cluster: keys live on the masters of their slots, and a command (a
+    /// script, a pipeline) may only touch keys of one slot.
+    pub(crate) fn is_cluster(&self) -> bool {
+        self.cluster.is_some()
+    }
+
+    /// The command connection (cheap to clone; reconnects by itself).
+    pub(crate) fn commands(&self) -> Commands {
         self.current.lock().unwrap_or_else(PoisonError::into_inner).commands.clone()
     }
 
-    /// The current master's client, for dedicated connections (blocking pops).
-    pub(crate) fn client(&self) -> Client {
-        self.current.lock().unwrap_or_else(PoisonError::into_inner).client.clone()
+    /// A connection of its own to the current master (or the cluster), for blocking commands,
+    /// waiting at most `response_timeout` for an answer (`None`: as long as it takes).
+    pub(crate) async fn dedicated(&self, response_timeout: Option<Duration>) -> RedisResult<Commands> {
+        if let Some(seeds) = &self.cluster {
+            let client = cluster_client(seeds, response_timeout, self.timeouts)?;
+            return Ok(Commands::Cluster(client.get_async_connection().await?));
+        }
+        let client = self.current.lock().unwrap_or_else(PoisonError::into_inner).client.clone();
+        let Some(client) = client else { return Err(self.unreachable()) };
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.timeouts.connection))
+            .set_response_timeout(response_timeout);
+        Ok(Commands::Dedicated(client.get_multiplexed_async_connection_with_config(&config).await?))
+    }
+
+    /// The address of the current master (not for a cluster).
+    fn address(&self) -> Option<String> {
+        let current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        current.client.as_ref().map(|client| client.get_connection_info().addr().to_string())
     }
 
     /// After `err`: with Sentinel, when the error says the master may have moved, asks the
@@ -167,18 +258,15 @@ impl Node {
         let resolved = resolve(&mut lookup.client).await;
         lookup.last = Some(std::time::Instant::now());
         let client = resolved?;
-        let old = self.client();
-        if old.get_connection_info().addr() == client.get_connection_info().addr() {
+        let old = self.address().unwrap_or_default();
+        let new = client.get_connection_info().addr().to_string();
+        if old == new {
             return Ok(false);
         }
-        let commands = ConnectionManager::new_with_config(client.clone(), self.config.clone()).await?;
-        tracing::warn!(
-            node = %self.name,
-            from = %old.get_connection_info().addr(),
-            to = %client.get_connection_info().addr(),
-            "Redis Sentinel moved the master; following it"
-        );
-        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Current { client, commands };
+        let commands = ConnectionManager::new_with_config(client.clone(), manager_config(self.timeouts)).await?;
+        tracing::warn!(node = %self.name, from = %old, to = %new, "Redis Sentinel moved the master; following it");
+        *self.current.lock().unwrap_or_else(PoisonError::into_inner) =
+            Current { client: Some(client), commands: Commands::Manager(commands) };
         Ok(true)
     }
 
@@ -186,7 +274,7 @@ impl Node {
     /// master (then on the master Sentinel names).
     pub(crate) async fn retry<T, F, Fut>(&self, mut command: F) -> RedisResult<T>
     where
-        F: FnMut(ConnectionManager) -> Fut,
+        F: FnMut(Commands) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
         match self.attempt(command(self.commands())).await {
@@ -210,6 +298,54 @@ impl Node {
     }
 }
 
+/// The shared connection's settings: it reconnects by itself, twice at most per command.
+fn manager_config(timeouts: Timeouts) -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(timeouts.connection))
+        .set_response_timeout(Some(timeouts.response))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_secs(1))
+}
+
+/// A cluster client from its seed nodes: a command (with the client's own retries on moved
+/// slots and reconnections) takes `response_timeout` in all (`None`: as long as it takes).
+fn cluster_client(
+    seeds: &[ConnectionInfo],
+    response_timeout: Option<Duration>,
+    timeouts: Timeouts,
+) -> RedisResult<ClusterClient> {
+    let mut builder = ClusterClientBuilder::new(seeds.to_vec()).connection_timeout(timeouts.connection);
+    if let Some(timeout) = response_timeout {
+        builder = builder.response_timeout(timeout);
+    }
+    builder.overall_response_timeout(response_timeout).build()
+}
+
+/// The seed nodes of a `redis+cluster://` URL (`rest` follows the scheme).
+fn cluster_seeds(rest: &str) -> RedisResult<Vec<ConnectionInfo>> {
+    let invalid = |reason: &'static str| RedisError::from((redis::ErrorKind::InvalidClientConfig, reason));
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    if !matches!(path, "" | "0") {
+        return Err(invalid("redis+cluster:// URL: a Redis Cluster has one database (0) and takes no other path"));
+    }
+    let (userinfo, hosts) = match authority.rfind('@') {
+        Some(at) => (Some(&authority[..at]), &authority[at + 1..]),
+        None => (None, authority),
+    };
+    let seeds = hosts
+        .split(',')
+        .filter(|host| !host.is_empty())
+        .map(|host| {
+            let userinfo = userinfo.map(|userinfo| format!("{userinfo}@")).unwrap_or_default();
+            format!("redis://{userinfo}{host}").into_connection_info()
+        })
+        .collect::<RedisResult<Vec<_>>>()?;
+    if seeds.is_empty() {
+        return Err(invalid("redis+cluster:// URL names no node"));
+    }
+    Ok(seeds)
+}
+
 /// The master the sentinels name now.
 async fn resolve(sentinel: &mut SentinelClient) -> RedisResult<Client> {
     match tokio::time::timeout(RESOLVE_TIMEOUT, sentinel.async_get_client()).await {
@@ -223,7 +359,7 @@ async fn resolve(sentinel: &mut SentinelClient) -> RedisResult<Client> {
 
 /// `url` with its password (between `:` and `@` in the authority, or a unix socket URL's
 /// `pass=`) replaced by `***`.
-fn without_password(url: &str) -> String {
+pub(crate) fn without_password(url: &str) -> String {
     if let Some((head, query)) = url.split_once('?') {
         let query = query
             .split('&')
@@ -322,6 +458,18 @@ mod tests {
         assert!(sentinel_client(":pw@a:26380/mymaster").is_ok());
         for bad in ["a:1", "a:1/", "a:1/m/0/extra", "/m", "a:1/m?db=2", "a:1/m/notanumber"] {
             assert!(sentinel_client(bad).is_err(), "{bad} should be refused");
+        }
+    }
+
+    #[test]
+    fn cluster_urls_name_seed_nodes() {
+        let seeds = cluster_seeds(":pw@a:7000,b:7001/").unwrap();
+        assert_eq!(seeds.len(), 2);
+        assert_eq!(seeds[1].addr().to_string(), "b:7001");
+        assert_eq!(seeds[0].redis_settings().password(), Some("pw"));
+        assert_eq!(without_password("redis+cluster://u:pw@a:7000,b:7001"), "redis+cluster://u:***@a:7000,b:7001");
+        for bad in ["", ",", "a:7000/1", "a:7000/x"] {
+            assert!(cluster_seeds(bad).is_err(), "{bad} should be refused");
         }
     }
 }

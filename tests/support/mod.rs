@@ -313,6 +313,21 @@ macro_rules! backend_tests {
                     $cases::$case(layer).await;
                 }
             )*
+
+            /// Every case again, one after the other, on a Redis Cluster of this test's own
+            /// (3 masters): the keys of a group share a slot, deliveries go slot by slot.
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn every_case_on_a_redis_cluster() {
+                let test = concat!($prefix, "cluster");
+                if support::redis_url(test).is_none() || !support::redis_server_available(test) {
+                    return;
+                }
+                let cluster = support::OwnCluster::start(3, 0).await;
+                $(
+                    let name = concat!($prefix, "cluster-", stringify!($case));
+                    $cases::$case(support::make_cluster_layer(&cluster.url(), $config, name).await).await;
+                )*
+            }
         }
     };
 }
@@ -364,6 +379,160 @@ impl Drop for OwnRedis {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Polls `check` every 100 ms for up to `limit`; fails the test with `what` if it never holds.
+pub async fn eventually(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !check() {
+        assert!(std::time::Instant::now() < deadline, "{what} did not happen within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A Redis Cluster of the test's own: `masters` masters with `replicas` replicas each, on spare
+/// ports, in a directory of its own (nodes write their cluster configuration there); every
+/// node killed and the directory removed when dropped.
+pub struct OwnCluster {
+    /// The nodes and their ports, in creation order (`redis-cli --cluster create` makes the
+    /// first `masters` the masters).
+    pub nodes: Vec<(u16, OwnRedis)>,
+    dir: std::path::PathBuf,
+}
+
+impl OwnCluster {
+    /// Starts the nodes, creates the cluster and waits until every node reports it ok.
+    pub async fn start(masters: usize, replicas: usize) -> OwnCluster {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("channels-cluster-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut nodes = Vec::new();
+        for _ in 0..masters * (1 + replicas) {
+            let port = cluster_port().await;
+            let dir = dir.to_str().unwrap();
+            let node = OwnRedis::start_with(
+                port,
+                &[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-node-timeout",
+                    "1000",
+                    "--cluster-config-file",
+                    &format!("nodes-{port}.conf"),
+                    "--dir",
+                    dir,
+                ],
+            );
+            nodes.push((port, node));
+        }
+        for (port, _) in &nodes {
+            wait_until_listening(([127, 0, 0, 1], *port).into()).await;
+        }
+        let addresses = nodes.iter().map(|(port, _)| format!("127.0.0.1:{port}")).collect::<Vec<_>>();
+        let output = std::process::Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
+            .output()
+            .expect("run redis-cli --cluster create");
+        assert!(output.status.success(), "redis-cli --cluster create: {}", String::from_utf8_lossy(&output.stdout));
+        let cluster = OwnCluster { nodes, dir };
+        eventually(Duration::from_secs(30), "the cluster's state ok on every node", || {
+            cluster.nodes.iter().all(|(port, _)| {
+                let info = redis_cli(*port, &["cluster", "info"]);
+                info.contains("cluster_state:ok")
+                    && info.contains(&format!("cluster_known_nodes:{}", cluster.nodes.len()))
+            })
+        })
+        .await;
+        if replicas > 0 {
+            eventually(Duration::from_secs(30), "every replica in sync", || {
+                cluster
+                    .nodes
+                    .iter()
+                    .skip(masters)
+                    .all(|(port, _)| redis_cli(*port, &["info", "replication"]).contains("master_link_status:up"))
+            })
+            .await;
+        }
+        cluster
+    }
+
+    /// The `redis+cluster://` URL naming every node.
+    pub fn url(&self) -> String {
+        let hosts = self.nodes.iter().map(|(port, _)| format!("127.0.0.1:{port}")).collect::<Vec<_>>();
+        format!("redis+cluster://{}", hosts.join(","))
+    }
+
+    /// The port of the master now serving `key`'s slot.
+    pub fn master_of(&self, key: &str) -> u16 {
+        // Asked of any live node.
+        let slot: u16 = self
+            .nodes
+            .iter()
+            .find_map(|(port, _)| redis_cli(*port, &["cluster", "keyslot", key]).trim().parse().ok())
+            .expect("a live node");
+        for (port, _) in &self.nodes {
+            let output = redis_cli(*port, &["cluster", "nodes"]);
+            for line in output.lines() {
+                let fields: Vec<&str> = line.split(' ').collect();
+                if fields.len() < 9 || !fields[2].contains("master") || fields[2].contains("fail") {
+                    continue;
+                }
+                let serves = fields[8..].iter().any(|range| match range.split_once('-') {
+                    Some((low, high)) => (low.parse().unwrap_or(u16::MAX)..=high.parse().unwrap_or(0)).contains(&slot),
+                    None => range.parse() == Ok(slot),
+                });
+                if serves {
+                    let address = fields[1].split('@').next().unwrap_or_default();
+                    return address.rsplit(':').next().unwrap().parse().unwrap();
+                }
+            }
+        }
+        panic!("no master serves slot {slot}");
+    }
+
+    /// Kills the node on `port` (SIGKILL).
+    pub fn kill(&mut self, port: u16) {
+        let (_, node) = self.nodes.iter_mut().find(|(known, _)| *known == port).expect("a node of this cluster");
+        let _ = node.0.kill();
+        let _ = node.0.wait();
+    }
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        self.nodes.clear();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A spare port whose cluster bus port (+10000) is spare too.
+async fn cluster_port() -> u16 {
+    loop {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        if port < 55_000 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// A fresh layer on `cluster` (a `redis+cluster://` URL) with `config` and a key prefix of
+/// the test's own.
+pub async fn make_cluster_layer(
+    cluster: &str,
+    config: channels::layers::LayerConfig,
+    test: &str,
+) -> channels::layers::Layer {
+    use channels::layers::{RedisChannelLayer, RedisLayerConfig};
+    let prefix = format!("test-{}-{}", test.replace("::", "-"), std::process::id());
+    let config = RedisLayerConfig { prefix, layer: config, ..RedisLayerConfig::new(cluster) };
+    let layer = RedisChannelLayer::connect_with(config).await.expect("connect to the cluster").into_layer();
+    layer.flush().await.expect("flush the test prefix");
+    layer
 }
 
 /// Whether `redis-server` can be started; without it a test says it skipped (not under CI).

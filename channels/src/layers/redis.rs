@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManagerConfig, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, Client, Script};
+use redis::Script;
+use redis::cluster_routing::Slot;
 
 use super::presence::{entry_id, state_of};
 use super::{
@@ -20,16 +20,19 @@ use super::{PresenceDiff, PresenceMeta, PresenceState, stable_hash, without_rese
 use crate::BoxFuture;
 use crate::error::BackendError;
 use crate::event::ChannelMessage;
-use crate::redis_retry::Node;
+use crate::redis_retry::{Commands, Node, Timeouts, without_password};
 
-/// Settings of a [`RedisChannelLayer`] (channels_redis' names and defaults).
-#[derive(Debug, Clone)]
+/// Settings of a [`RedisChannelLayer`] (channels_redis' names and defaults). Its `Debug` output
+/// shows the hosts without their passwords.
+#[derive(Clone)]
 pub struct RedisLayerConfig {
     /// Redis URLs (`redis://127.0.0.1:6379`); with several, keys are sharded by hash, the same
     /// way in every process (list the hosts in the same order everywhere). A host may be a
     /// master behind Redis Sentinel, followed across failovers:
     /// `redis+sentinel://[[user]:password@]host:port[,host:port…]/<master name>[/<db>][?sentinel_password=…]`
-    /// (the credentials and database are the master's).
+    /// (the credentials and database are the master's). Or one Redis Cluster, found from any of
+    /// its nodes: `redis+cluster://[[user]:password@]host:port[,host:port…]` (the only host; the
+    /// cluster spreads the keys).
     pub hosts: Vec<String>,
     /// Prefix of every Redis key (default `"asgi"`), to share one Redis between applications.
     pub prefix: String,
@@ -60,6 +63,19 @@ pub enum Wire {
     /// and its `symmetric_encryption_keys` are not spoken. A message this layer cannot
     /// decode (msgpack binary or extension values) is logged and counted as dropped.
     ChannelsRedis,
+}
+
+impl std::fmt::Debug for RedisLayerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hosts = self.hosts.iter().map(|url| without_password(url)).collect::<Vec<_>>();
+        f.debug_struct("RedisLayerConfig")
+            .field("hosts", &hosts)
+            .field("prefix", &self.prefix)
+            .field("layer", &self.layer)
+            .field("wire", &self.wire)
+            .field("presence_ttl", &self.presence_ttl)
+            .finish()
+    }
 }
 
 impl RedisLayerConfig {
@@ -103,7 +119,9 @@ impl RedisLayerConfig {
 /// memberships of this process's consumers, which the layer re-adds after reconnecting. Once
 /// the outage is known, commands get one second instead of the response timeout (5 s).
 /// With Redis Sentinel (see [`RedisLayerConfig::hosts`]), a failover is an outage that ends on
-/// the promoted replica; groups with history start a new epoch there.
+/// the promoted replica; groups with history start a new epoch there. With Redis Cluster, the
+/// same for the keys of the slots whose master failed (the cluster client retries a command
+/// while their slots move, so most calls wait rather than fail).
 ///
 /// A process-local channel's capacity is enforced where it is received (a full consumer's
 /// messages are dropped and counted there), so `send` to another process's consumer does not
@@ -252,7 +270,7 @@ local function deliver_group(members, id, group, payload)
 end
 ";
 
-/// `send`: ARGV[5] = channel, ARGV[6] = member.
+/// `send`: KEYS[1] = the channel's key; ARGV[5] = channel, ARGV[6] = member.
 const SEND: &str = r"
 local sent, expired = deliver(ARGV[5], ARGV[6])
 return {sent, expired}
@@ -265,7 +283,8 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[5]))
 return deliver_group(redis.call('ZRANGE', KEYS[1], 0, -1), ARGV[6], ARGV[8], ARGV[7])
 ";
 
-/// Delivery to listed members (several hosts): ARGV[5] = message id, ARGV[6] = the group's
+/// Delivery to listed members (several hosts, or a cluster): KEYS[1] = the key of one of them
+/// (all of theirs are on this host, in this slot); ARGV[5] = message id, ARGV[6] = the group's
 /// name, ARGV[7] = payload, ARGV[8..] = members.
 const DELIVER_MANY: &str = r"
 local members = {}
@@ -531,14 +550,20 @@ impl RedisChannelLayer {
                 "the channels_redis wire speaks to one Redis host; channels_redis's sharding over several hosts is not supported",
             )));
         }
+        if config.hosts.len() > 1 && config.hosts.iter().any(|url| url.starts_with("redis+cluster://")) {
+            return Err(LayerError::Backend(BackendError::msg(
+                "a redis+cluster:// URL must be the only host: the cluster spreads the keys itself",
+            )));
+        }
+        if config.wire == Wire::ChannelsRedis && config.hosts[0].starts_with("redis+cluster://") {
+            return Err(LayerError::Backend(BackendError::msg(
+                "the channels_redis wire does not speak to a Redis Cluster (channels_redis does not either)",
+            )));
+        }
+        let timeouts = Timeouts { connection: Duration::from_secs(2), response: Duration::from_secs(5) };
         let mut shards = Vec::with_capacity(config.hosts.len());
         for url in &config.hosts {
-            let manager_config = ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(Duration::from_secs(2)))
-                .set_response_timeout(Some(Duration::from_secs(5)))
-                .set_number_of_retries(2)
-                .set_max_delay(Duration::from_secs(1));
-            let node = Node::connect(url, manager_config).await.map_err(backend)?;
+            let node = Node::connect(url, timeouts).await.map_err(backend)?;
             shards.push(Shard { node });
         }
         let seed = RandomState::new().hash_one((std::process::id(), std::time::SystemTime::now()));
@@ -570,7 +595,7 @@ impl RedisChannelLayer {
             },
         });
         for index in 0..inner.shards.len() {
-            let connection = watch_connection(&inner.shards[index].node.client()).await.map_err(backend)?;
+            let connection = watch_connection(&inner.shards[index].node).await.map_err(backend)?;
             crate::metrics::redis_connection(index, true);
             tokio::spawn(watch(Arc::downgrade(&inner), index, connection));
         }
@@ -606,12 +631,29 @@ impl Inner {
         }
     }
 
+    /// A group's members. Natively `{group}` is a hash tag: in a Redis Cluster the group's
+    /// keys (members, history, presence) share a slot, so one script can touch them all.
     fn group_key(&self, group: &str) -> String {
-        format!("{}:group:{group}", self.config.prefix)
+        match self.config.wire {
+            Wire::Native => format!("{}:group:{{{group}}}", self.config.prefix),
+            Wire::ChannelsRedis => format!("{}:group:{group}", self.config.prefix),
+        }
     }
 
     fn shard_of(&self, key: &str) -> usize {
         (stable_hash(key) % self.shards.len() as u64) as usize
+    }
+
+    /// Where a script touching `key` must run: its shard and, in a Redis Cluster, its slot
+    /// (a script touches the keys of one slot only).
+    fn place_of(&self, key: &str) -> (usize, Option<Slot>) {
+        let shard = self.shard_of(key);
+        (shard, self.shards[shard].node.is_cluster().then(|| Slot::for_key(key)))
+    }
+
+    /// True when every key is on one Redis server, so one script reaches them all.
+    fn one_host(&self) -> bool {
+        self.shards.len() == 1 && !self.shards[0].node.is_cluster()
     }
 
     /// The node holding `key`.
@@ -656,7 +698,7 @@ impl Inner {
         let group_key = self.group_key(group);
         let totals = if self.config.wire == Wire::ChannelsRedis {
             self.channels_redis_group_send(&group_key, payload).await?
-        } else if self.shards.len() == 1 {
+        } else if self.one_host() {
             let mut invocation = self.scripts.group_send.key(&group_key);
             self.deliver_args(&mut invocation)
                 .arg(self.group_expiry_ms())
@@ -675,18 +717,24 @@ impl Inner {
         Ok(())
     }
 
-    /// Delivers `payload` to `group`'s `members`, one script per shard holding some of them.
+    /// Delivers `payload` to `group`'s `members`, one script per shard (in a Redis Cluster, per
+    /// slot) holding some of them, all at once. With one member per process (see `marker`),
+    /// that is one script per process at most.
     async fn deliver_sharded(&self, group: &str, members: Vec<String>, payload: &str) -> Result<Fanout, LayerError> {
-        let mut totals = Fanout::default();
-        let mut by_shard: HashMap<usize, Vec<String>> = HashMap::new();
+        // Per place: a key there (which routes the script) and the members whose keys are there.
+        let mut by_place: HashMap<(usize, Option<Slot>), (String, Vec<String>)> = HashMap::new();
         for member in members {
-            by_shard.entry(self.shard_of(&self.key(&member))).or_default().push(member);
+            let key = self.key(&member);
+            by_place.entry(self.place_of(&key)).or_insert_with(|| (key, Vec::new())).1.push(member);
         }
-        for (shard, channels) in by_shard {
-            let mut invocation = self.scripts.deliver_many.prepare_invoke();
+        let scripts = by_place.into_iter().map(|((shard, _), (key, channels))| async move {
+            let mut invocation = self.scripts.deliver_many.key(&key);
             self.deliver_args(&mut invocation).arg(self.message_id()).arg(group).arg(payload).arg(channels);
-            let one: [u64; 5] = retry_script(&self.shards[shard].node, &invocation).await?;
-            totals.add(Fanout::from(one));
+            retry_script::<[u64; 5]>(&self.shards[shard].node, &invocation).await
+        });
+        let mut totals = Fanout::default();
+        for one in futures_util::future::join_all(scripts).await {
+            totals.add(Fanout::from(one?));
         }
         Ok(totals)
     }
@@ -721,9 +769,10 @@ impl Inner {
         }
     }
 
-    /// The keys of `group`'s history: its meta hash and its stream.
+    /// The keys of `group`'s history: its meta hash and its stream (in the group's slot).
     fn history_keys(&self, group: &str) -> [String; 2] {
-        [format!("{}:hmeta:{group}", self.config.prefix), format!("{}:history:{group}", self.config.prefix)]
+        let prefix = &self.config.prefix;
+        [format!("{prefix}:hmeta:{{{group}}}"), format!("{prefix}:history:{{{group}}}")]
     }
 
     /// TTLs and limits of a history, in the scripts' units: {meta TTL, max age (0: none),
@@ -755,7 +804,7 @@ impl Inner {
         let group_key = self.group_key(group);
         let [meta, stream] = self.history_keys(group);
         let (meta_ttl, max_age, stream_ttl) = self.history_times(config);
-        let here = self.shards.len() == 1;
+        let here = self.one_host();
         let mut invocation = self.scripts.history_send.key(&meta);
         invocation.key(&stream).key(&group_key);
         self.deliver_args(&mut invocation)
@@ -831,9 +880,10 @@ impl Inner {
         Ok(Catchup { position: Some(Position { epoch, offset }), recovery, messages })
     }
 
-    /// The keys of `group`'s presence: its entries and their expiry times.
+    /// The keys of `group`'s presence: its entries and their expiry times (in the group's slot).
     fn presence_keys(&self, group: &str) -> [String; 2] {
-        [format!("{}:presence:{group}", self.config.prefix), format!("{}:pexpiry:{group}", self.config.prefix)]
+        let prefix = &self.config.prefix;
+        [format!("{prefix}:presence:{{{group}}}"), format!("{prefix}:pexpiry:{{{group}}}")]
     }
 
     /// Tracks (or renews) `entries` (channel, entry JSON) in `group`, and sends the group the
@@ -1075,8 +1125,14 @@ impl Inner {
         if memberships.is_empty() {
             return Ok(());
         }
-        let mut pipe = redis::pipe();
+        let node = &self.shards[shard].node;
+        // One pipeline; in a Redis Cluster one per group (a pipeline stays within one slot).
+        let mut pipes = Vec::new();
         for (group_key, channels) in &memberships {
+            if pipes.is_empty() || node.is_cluster() {
+                pipes.push(redis::pipe());
+            }
+            let Some(pipe) = pipes.last_mut() else { continue };
             let members: HashSet<std::borrow::Cow<'_, str>> =
                 channels.iter().map(|channel| self.group_member(channel)).collect();
             for member in members {
@@ -1084,8 +1140,10 @@ impl Inner {
             }
             pipe.cmd("PEXPIRE").arg(group_key).arg(self.group_expiry_ms()).ignore();
         }
-        let mut commands = self.shards[shard].node.commands();
-        pipe.query_async::<()>(&mut commands).await?;
+        let mut commands = node.commands();
+        for pipe in &pipes {
+            pipe.query_async::<()>(&mut commands).await?;
+        }
         tracing::info!(groups = memberships.len(), "group memberships restored in Redis");
         Ok(())
     }
@@ -1188,17 +1246,14 @@ fn now_ms() -> u64 {
 }
 
 /// The watch loop's own connection: `BZPOPMIN` blocks it, so nothing else uses it.
-async fn watch_connection(client: &Client) -> Result<MultiplexedConnection, redis::RedisError> {
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(Some(Duration::from_secs_f64(POP_TIMEOUT_SECS + 4.0)));
-    client.get_multiplexed_async_connection_with_config(&config).await
+async fn watch_connection(node: &Node) -> Result<Commands, redis::RedisError> {
+    node.dedicated(Some(Duration::from_secs_f64(POP_TIMEOUT_SECS + 4.0))).await
 }
 
 /// One per shard while the layer lives: on the shard holding this process's key, pops and
 /// dispatches messages; on every shard, notices outages, reconnects, logs, and restores
 /// memberships once the host is back.
-async fn watch(layer: Weak<Inner>, shard: usize, connection: MultiplexedConnection) {
+async fn watch(layer: Weak<Inner>, shard: usize, connection: Commands) {
     let mut connection = Some(connection);
     let mut backoff = Duration::from_millis(100);
     let mut down_since: Option<std::time::Instant> = None;
@@ -1213,7 +1268,7 @@ async fn watch(layer: Weak<Inner>, shard: usize, connection: MultiplexedConnecti
         let Some(inner) = layer.upgrade() else { return };
         let result: Result<Vec<Vec<u8>>, redis::RedisError> = async {
             if connection.is_none() {
-                connection = Some(watch_connection(&inner.shards[shard].node.client()).await?);
+                connection = Some(watch_connection(&inner.shards[shard].node).await?);
             }
             let Some(conn) = connection.as_mut() else { return Ok(Vec::new()) };
             if pops {
@@ -1271,7 +1326,11 @@ async fn watch(layer: Weak<Inner>, shard: usize, connection: MultiplexedConnecti
                     backoff = Duration::from_millis(100);
                     continue;
                 }
-                let max_backoff = if node.is_sentinel() { Duration::from_millis(500) } else { Duration::from_secs(2) };
+                let max_backoff = if node.is_sentinel() || node.is_cluster() {
+                    Duration::from_millis(500)
+                } else {
+                    Duration::from_secs(2)
+                };
                 drop(inner);
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(max_backoff);
@@ -1314,13 +1373,7 @@ fn start_pop(inner: &Arc<Inner>, channel: &str) -> Arc<Pop> {
 /// One blocking pop of a named channel (`None` when nothing came within the pop timeout).
 async fn pop_once(inner: &Inner, channel: &str) -> Result<Option<ChannelMessage>, LayerError> {
     let key = inner.key(channel);
-    let config = AsyncConnectionConfig::new().set_response_timeout(None);
-    let mut conn = inner.shards[inner.shard_of(&key)]
-        .node
-        .client()
-        .get_multiplexed_async_connection_with_config(&config)
-        .await
-        .map_err(backend)?;
+    let mut conn = inner.shards[inner.shard_of(&key)].node.dedicated(None).await.map_err(backend)?;
     let popped: Option<(String, Vec<u8>, f64)> =
         redis::cmd("BZPOPMIN").arg(&key).arg(POP_TIMEOUT_SECS).query_async(&mut conn).await.map_err(backend)?;
     let Some((_, member, _)) = popped else { return Ok(None) };
@@ -1392,9 +1445,11 @@ impl ChannelLayer for RedisChannelLayer {
                 let payload = serde_json::to_string(message.value())
                     .map_err(|err| LayerError::Backend(BackendError::new(err)))?;
                 let member = format!("{}\n{channel}\n{payload}", inner.message_id());
-                let mut invocation = inner.scripts.send.prepare_invoke();
+                // The key (computed again by the script) routes it in a Redis Cluster.
+                let key = inner.key(channel);
+                let mut invocation = inner.scripts.send.key(&key);
                 inner.deliver_args(&mut invocation).arg(channel).arg(member);
-                retry_script(inner.commands(&inner.key(channel)), &invocation).await?
+                retry_script(inner.commands(&key), &invocation).await?
             };
             inner.counters.expired(expired);
             if sent == 0 {

@@ -3,18 +3,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::ConnectionManagerConfig;
-
 use super::{SessionData, SessionError, SessionStore, new_key};
 use crate::BoxFuture;
-use crate::redis_retry::Node;
+use crate::redis_retry::{Node, Timeouts};
 
 /// Sessions in Redis (`<prefix>:session:<key>`, JSON, TTL = session age): any number of server
 /// processes share them. A new key is created with `SET NX`, so ids never collide.
 ///
-/// The URL names one server (`redis://host:6379/0`) or a master behind Redis Sentinel
+/// The URL names one server (`redis://host:6379/0`), a master behind Redis Sentinel
 /// (`redis+sentinel://sentinel1:26379,sentinel2:26379/mymaster/0`), which the store follows
-/// across failovers.
+/// across failovers, or a Redis Cluster (`redis+cluster://node1:7000,node2:7001`).
 #[derive(Clone)]
 pub struct RedisSessionStore {
     node: Arc<Node>,
@@ -37,17 +35,15 @@ async fn query<T: redis::FromRedisValue>(node: &Node, command: &redis::Cmd) -> R
 }
 
 impl RedisSessionStore {
-    /// Connects to `url` (`redis://…` or `redis+sentinel://…`, see the type's docs); keys start
+    /// Connects to `url` (`redis://…`, `redis+sentinel://…` or `redis+cluster://…`, see the type's docs); keys start
     /// with `prefix` (e.g. `"asgi"`).
     ///
     /// # Errors
     /// [`SessionError::Store`] when the URL is invalid or Redis (or every sentinel) does not
     /// answer.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, SessionError> {
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)));
-        let node = Node::connect(url, config).await.map_err(store_error)?;
+        let timeouts = Timeouts { connection: Duration::from_secs(2), response: Duration::from_secs(2) };
+        let node = Node::connect(url, timeouts).await.map_err(store_error)?;
         Ok(RedisSessionStore { node: Arc::new(node), prefix: prefix.to_owned() })
     }
 
