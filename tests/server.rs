@@ -16,7 +16,8 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 type Log = mpsc::UnboundedSender<String>;
 
-/// Echoes; `panic` panics; `slow` floods the client; connect refuses on `?refuse`.
+/// Echoes; `panic` panics; `flood` floods the client; `thread` answers the name of the thread
+/// it runs on; connect refuses on `?refuse`.
 struct Probe {
     scope: Scope,
     log: Log,
@@ -41,6 +42,7 @@ impl WebsocketConsumer for Probe {
         match message.as_text() {
             Some("panic") => panic!("consumer panicked on purpose"),
             Some("close") => ws.close_with_reason(4001, "bye now").await?,
+            Some("thread") => ws.send_text(std::thread::current().name().unwrap_or("").to_owned()).await?,
             Some("flood") => {
                 let chunk = Bytes::from(vec![b'x'; 64 << 10]);
                 for _ in 0..100_000 {
@@ -667,4 +669,62 @@ async fn scope_is_built_from_the_request() {
     assert_eq!(seen["agent"], "probe/1");
     assert_eq!(seen["subprotocols"], serde_json::json!(["one", "two"]));
     server.shutdown().await;
+}
+
+/// The names of this process's threads (Linux).
+fn thread_names() -> Vec<String> {
+    std::fs::read_dir("/proc/self/task")
+        .map(|tasks| {
+            tasks
+                .flatten()
+                .filter_map(|task| std::fs::read_to_string(task.path().join("comm")).ok())
+                .map(|name| name.trim().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// On tokio's multi-thread runtime (`#[tokio::main]`), connections are served on the server's
+/// own one-thread runtimes (fair under load: see BENCHMARKS.md), handed out in turn; HTTP
+/// too; a panicking consumer there closes its connection only; the threads end with the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_the_multi_thread_runtime_connections_are_served_on_the_servers_workers() {
+    let (server, mut log) = start(ServerConfig::default()).await;
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let mut names = Vec::new();
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let mut client = server.connect("/ws/probe/").await;
+        client.send(WsMessage::text("thread")).await.unwrap();
+        let WsMessage::Text(name) = next_message(&mut client).await else { panic!("a text answer") };
+        assert!(name.starts_with("channels-io-"), "served on {name:?}");
+        names.push(name.to_string());
+        clients.push(client);
+    }
+    // In turn over min(2 runtime workers, cores) workers.
+    let workers = names.iter().collect::<std::collections::HashSet<_>>().len();
+    assert_eq!(workers, 2.min(cores), "{names:?}");
+    assert_eq!(names[0], names[workers], "handed out in turn: {names:?}");
+    // A panic on a worker closes that connection alone.
+    send_text(&mut clients[0], "panic").await;
+    assert_eq!(close_code(&mut clients[0]).await, 1011);
+    send_text(&mut clients[1], "still here").await;
+    assert_eq!(next_message(&mut clients[1]).await, WsMessage::Text("still here".into()));
+    let response =
+        raw_http(server.addr, b"GET /health/ HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await;
+    assert!(response.starts_with("HTTP/1.1 200") && response.ends_with("ok"), "{response}");
+    assert!(thread_names().iter().any(|name| name.starts_with("channels-io-")));
+    server.shutdown().await;
+    // The three live WebSockets were drained (their consumers ran `disconnect`).
+    let mut drained = 0;
+    while drained < 3 {
+        if within(log.recv()).await.expect("log closed") == "disconnect 1012" {
+            drained += 1;
+        }
+    }
+    let deadline = std::time::Instant::now() + WAIT;
+    while thread_names().iter().any(|name| name.starts_with("channels-io-")) {
+        assert!(std::time::Instant::now() < deadline, "the workers' threads end with the server");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

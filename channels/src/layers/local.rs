@@ -169,6 +169,7 @@ impl LocalChannels {
     /// Marks every channel as having lost messages (e.g. they may have expired in Redis during
     /// an outage), and wakes its receivers: consumers of groups with history then read what they
     /// missed.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn mark_all_lost(&self) {
         for shard in &self.inner.shards {
             for mailbox in lock(shard).values() {

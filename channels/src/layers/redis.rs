@@ -949,16 +949,14 @@ impl Inner {
     /// meanwhile that the catch-up did not have are delivered, and later copies go through
     /// when they come after it.
     fn joined(&self, group: &str, channel: &str, position: Position) {
-        let held = {
-            let mut memberships = lock(&self.memberships);
-            let Some(joined) = memberships.get_mut(group).and_then(|channels| channels.get_mut(channel)) else {
-                return;
-            };
-            match std::mem::replace(joined, Joined::After(position)) {
-                Joined::Holding(held) => held,
-                _ => Vec::new(),
-            }
+        // The held copies are handed over under the lock: a copy dispatched meanwhile either
+        // was held (and goes after them) or waits for the lock (and finds `After`), so the
+        // channel gets them in order.
+        let mut memberships = lock(&self.memberships);
+        let Some(joined) = memberships.get_mut(group).and_then(|channels| channels.get_mut(channel)) else {
+            return;
         };
+        let Joined::Holding(held) = std::mem::replace(joined, Joined::After(position)) else { return };
         for message in held {
             if Joined::After(position).wants(Position::of(&message)) && self.local.deliver(channel, message).is_err() {
                 self.counters.dropped_for(group, 1);

@@ -10,7 +10,12 @@
 //! Use [`Server`] for the knobs ([`ServerConfig`]) and a [`ShutdownHandle`].
 //!
 //! # How a connection flows
-//! Each TCP connection gets a task running hyper. A plain request becomes an HTTP scope and
+//! Each TCP connection gets a task running hyper. Under tokio's multi-thread runtime
+//! (`#[tokio::main]`) these tasks run on the server's own one-thread runtimes, one thread
+//! (`channels-io-N`) per runtime worker and core at most, so that under load every connection
+//! is served in turn (tokio's multi-thread scheduler starves some; see `workers.rs`). Consumers
+//! therefore run there: `tokio::spawn` works as usual, `block_in_place` does not (use
+//! `spawn_blocking`). A plain request becomes an HTTP scope and
 //! the application runs in its own task; its `HttpResponseStart` becomes the response head and
 //! its body chunks stream out. A WebSocket upgrade request becomes a WebSocket scope; the
 //! handshake waits for the application: accept answers `101` (with the chosen subprotocol and
@@ -61,6 +66,7 @@ mod scope;
 #[cfg(feature = "tls")]
 mod tls;
 pub(crate) mod websocket;
+mod workers;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -74,9 +80,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
-#[cfg(feature = "tls")]
-use tokio::net::TcpStream;
-use tokio::net::{TcpListener, ToSocketAddrs};
+use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -90,6 +94,7 @@ pub use self::config::{RateLimit, ServerConfig};
 pub(crate) use self::scope::build_scope;
 #[cfg(feature = "tls")]
 pub use self::tls::{TlsConfig, TlsError};
+use self::workers::{Job, Workers};
 
 /// Marks a request that arrived over TLS (its scope's scheme is then `https`/`wss`).
 #[derive(Debug, Clone, Copy)]
@@ -308,7 +313,10 @@ impl Listening {
             });
         }
         warn_if_unheard();
-        tracing::info!(addr = %local_addr, "listening");
+        // On tokio's multi-thread runtime, connections are served on one-thread runtimes of
+        // the server's own: see `workers` for why.
+        let workers = Workers::for_current_runtime();
+        tracing::info!(addr = %local_addr, workers = workers.as_ref().map_or(0, Workers::len), "listening");
         let stop_accepting = async {
             state.shutdown.cancelled().await;
             if !state.config.shutdown_delay.is_zero() {
@@ -328,13 +336,14 @@ impl Listening {
                     if let Err(err) = stream.set_nodelay(true) {
                         tracing::debug!(error = %err, "set_nodelay failed");
                     }
-                    let state2 = state.clone();
                     #[cfg(feature = "tls")]
-                    if let Some(tls) = &tls {
-                        state.tracker.spawn(serve_tls(state2, tls.acceptor(), stream, remote, local_addr));
-                        continue;
+                    let secure = tls.as_ref().map(TlsConfig::acceptor);
+                    #[cfg(not(feature = "tls"))]
+                    let secure = ();
+                    match &workers {
+                        Some(workers) => hand_over(workers, &state, stream, remote, local_addr, secure),
+                        None => spawn_connection(state.clone(), stream, remote, local_addr, secure),
                     }
-                    state.tracker.spawn(serve_connection(state2, stream, remote, local_addr, false));
                 }
                 Err(err) => {
                     // EMFILE and friends: back off instead of spinning.
@@ -345,7 +354,55 @@ impl Listening {
         }
         drop(listener);
         state.finish().await;
+        // The workers' threads end now, with what is left on them.
+        drop(workers);
         Ok(())
+    }
+}
+
+/// How an accepted connection is secured: the TLS acceptor, if the server terminates TLS.
+#[cfg(feature = "tls")]
+type Secure = Option<tokio_rustls::TlsAcceptor>;
+#[cfg(not(feature = "tls"))]
+type Secure = ();
+
+/// Serves an accepted connection in a task of its own, on the current runtime.
+fn spawn_connection(state: Arc<ServerState>, stream: TcpStream, remote: SocketAddr, local: SocketAddr, secure: Secure) {
+    #[cfg(feature = "tls")]
+    if let Some(acceptor) = secure {
+        state.tracker.spawn(serve_tls(state.clone(), acceptor, stream, remote, local));
+        return;
+    }
+    #[cfg(not(feature = "tls"))]
+    let () = secure;
+    state.tracker.spawn(serve_connection(state.clone(), stream, remote, local, false));
+}
+
+/// Hands an accepted connection to a worker, which registers its socket with its own reactor
+/// and serves it there (in place when the worker is gone).
+fn hand_over(
+    workers: &Workers,
+    state: &Arc<ServerState>,
+    stream: TcpStream,
+    remote: SocketAddr,
+    local: SocketAddr,
+    secure: Secure,
+) {
+    // Deregistered from this runtime's reactor (and still non-blocking).
+    let stream = match stream.into_std() {
+        Ok(stream) => stream,
+        Err(err) => {
+            tracing::debug!(%remote, error = %err, "could not hand a connection to a worker");
+            return;
+        }
+    };
+    let state = state.clone();
+    let job: Job = Box::new(move || match TcpStream::from_std(stream) {
+        Ok(stream) => spawn_connection(state, stream, remote, local, secure),
+        Err(err) => tracing::warn!(%remote, error = %err, "could not register a connection with its worker"),
+    });
+    if let Err(job) = workers.run(job) {
+        job();
     }
 }
 
