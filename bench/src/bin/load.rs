@@ -8,6 +8,7 @@
 //! load --mode idle      --addr ... --path /ws/auth-echo/ --cookie ... --connections 10000 --server-pid PID
 //!      [--origin http://127.0.0.1:8000]   (for servers that check it)
 //!      [--sources 127.0.0.2,127.0.0.3]   # bind these source addresses in turn (for many connections)
+//!      [--rooms 100]   # connection i gets `{room}` in --path replaced by i % 100
 //! load --mode broadcast --addr ... --path /ws/broadcast/ --connections 100 --seconds 10
 //! load --mode broadcast-closed --addr ... --path /ws/broadcast/ --connections 100 --seconds 10
 //!   (closed loop: publish one message, wait until every subscriber has it, repeat; messages
@@ -55,6 +56,8 @@ struct Args {
     server_pid: Option<u32>,
     /// Source addresses to bind (`--sources`); the kernel's choice otherwise.
     sources: Option<Vec<IpAddr>>,
+    /// `--rooms`: connection `i` replaces `{room}` in the path with `i % rooms` (default 1).
+    rooms: usize,
     label: String,
 }
 
@@ -72,6 +75,7 @@ fn parse_args() -> Result<Args, String> {
         in_flight: 1,
         server_pid: None,
         sources: None,
+        rooms: 1,
         label: String::new(),
     };
     while let Some(flag) = args.next() {
@@ -85,6 +89,7 @@ fn parse_args() -> Result<Args, String> {
             "--connections" => parsed.connections = value.parse().map_err(|e| format!("--connections: {e}"))?,
             "--seconds" => parsed.seconds = value.parse().map_err(|e| format!("--seconds: {e}"))?,
             "--size" => parsed.size = value.parse().map_err(|e| format!("--size: {e}"))?,
+            "--rooms" => parsed.rooms = value.parse().map_err(|e| format!("--rooms: {e}"))?,
             "--in-flight" => parsed.in_flight = value.parse().map_err(|e| format!("--in-flight: {e}"))?,
             "--server-pid" => parsed.server_pid = Some(value.parse().map_err(|e| format!("--server-pid: {e}"))?),
             "--sources" => {
@@ -154,7 +159,8 @@ const OPEN_BATCH: usize = 64;
 async fn connect(args: &Args, index: usize) -> Result<Ws, Error> {
     let tcp = source_socket(args, index)?.connect(args.addr).await?;
     tcp.set_nodelay(true)?;
-    let mut request = format!("ws://{}{}", args.addr, args.path).into_client_request()?;
+    let path = args.path.replace("{room}", &(index % args.rooms.max(1)).to_string());
+    let mut request = format!("ws://{}{path}", args.addr).into_client_request()?;
     if let Some(cookie) = &args.cookie {
         request.headers_mut().insert("cookie", HeaderValue::from_str(cookie)?);
     }
