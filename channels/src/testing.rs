@@ -551,7 +551,7 @@ pub struct TestCookie {
 }
 
 /// Logs `user` in without going through a login view (Django's `Client.force_login`): saves a
-/// session for `user` in the store of `app`'s [`AuthConfig`](crate::middleware::AuthConfig)
+/// session for `user` in the store of `app`'s [`AuthConfig`]
 /// and returns its cookie, for a communicator's `cookie(..)`. The consumers behind the auth
 /// stack then see `user` as `scope.user`; see [Testing logged-in consumers](self#testing-logged-in-consumers).
 ///

@@ -1,4 +1,4 @@
-//! [`AuthMiddleware`], [`AuthMiddlewareStack`](struct@AuthMiddlewareStack), [`login`] / [`logout`] / [`get_user`], and the
+//! [`AuthMiddleware`](struct@AuthMiddleware), [`AuthMiddlewareStack`](struct@AuthMiddlewareStack), [`login`] / [`logout`] / [`get_user`], and the
 //! [`UserBackend`] through which the application loads its users.
 
 use std::fmt;

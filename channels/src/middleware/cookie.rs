@@ -1,4 +1,4 @@
-//! [`CookieMiddleware`] and helpers to set and delete cookies on an HTTP response.
+//! [`CookieMiddleware`](struct@CookieMiddleware) and helpers to set and delete cookies on an HTTP response.
 
 use http::HeaderMap;
 use http::HeaderValue;
@@ -66,7 +66,7 @@ pub fn parse_cookies(header: &str) -> impl Iterator<Item = (String, String)> + '
 
 /// The `name=value` pairs of one raw `Cookie` header value, pair by pair: a pair that is not
 /// UTF-8 (a raw non-ASCII cookie another app on the host set) is skipped alone, so it cannot
-/// hide the session cookie beside it. What [`CookieMiddleware`] reads.
+/// hide the session cookie beside it. What [`CookieMiddleware`](struct@CookieMiddleware) reads.
 pub fn parse_cookie_header(header: &[u8]) -> impl Iterator<Item = (String, String)> + '_ {
     header.split(|byte| *byte == b';').filter_map(|pair| std::str::from_utf8(pair).ok()).flat_map(parse_cookies)
 }

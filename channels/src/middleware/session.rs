@@ -1,4 +1,4 @@
-//! [`SessionMiddleware`]: loads the session named by the session cookie into `scope.session`
+//! [`SessionMiddleware`](struct@SessionMiddleware): loads the session named by the session cookie into `scope.session`
 //! (the sessions themselves are [`crate::session`]).
 
 use std::fmt;

@@ -1,6 +1,6 @@
 //! Sessions (Django's `request.session`): [`Session`] (`scope.session`), the
 //! [`SessionStore`]s and the [`SecretKeys`] that sign session cookies. The middleware that puts a
-//! session into each scope is [`SessionMiddleware`](crate::middleware::SessionMiddleware).
+//! session into each scope is [`SessionMiddleware`](struct@crate::middleware::SessionMiddleware).
 //!
 //! The session cookie is always signed ([`SecretKeys`]) and carries its expiry inside the
 //! signature: `value.expires.signature`. A cookie that does not verify, has expired, or names a
@@ -365,7 +365,7 @@ impl fmt::Debug for Session {
 }
 
 impl Session {
-    /// The session a [`SessionMiddleware`](crate::middleware::SessionMiddleware) with this
+    /// The session a [`SessionMiddleware`](struct@crate::middleware::SessionMiddleware) with this
     /// store, keys and configuration gives a request whose session cookie is `cookie` (`None`:
     /// no cookie). For tests, and for servers of custom protocols that carry the cookie
     /// themselves: a cookie that does not verify gives a fresh, empty session, as in the middleware.
