@@ -275,7 +275,8 @@ async fn redis_refuses_receive_on_another_processs_channel() {
     another_instances_process_channel_is_refused(first, second, true).await;
 }
 
-/// A cluster URL is the only host, is not for channels_redis's wire, and a configuration's
+/// A cluster URL is the only host, is not for channels_redis's wire, takes no braces in the
+/// key prefix (they would replace the groups' hash tags), and a configuration's
 /// `Debug` (in logs, panics) never shows a password.
 #[tokio::test]
 async fn redis_cluster_misconfigurations_are_refused_and_passwords_stay_out_of_debug() {
@@ -287,6 +288,10 @@ async fn redis_cluster_misconfigurations_are_refused_and_passwords_stay_out_of_d
     let python = RedisLayerConfig::new("redis+cluster://127.0.0.1:1").channels_redis();
     let err = RedisChannelLayer::connect_with(python).await.unwrap_err();
     assert!(err.to_string().contains("does not speak to a Redis Cluster"), "{err}");
+    let braces =
+        RedisLayerConfig { prefix: "app{1}".to_owned(), ..RedisLayerConfig::new("redis+cluster://127.0.0.1:1") };
+    let err = RedisChannelLayer::connect_with(braces).await.unwrap_err();
+    assert!(err.to_string().contains("may not contain '{'"), "{err}");
     let err = RedisChannelLayer::connect("redis+cluster://127.0.0.1:1/3").await.unwrap_err();
     assert!(err.to_string().contains("one database"), "{err}");
     let config = RedisLayerConfig::new("redis+cluster://user:hunter2@127.0.0.1:7000,127.0.0.1:7001");

@@ -33,6 +33,12 @@ pub(crate) fn is_broken_connection(err: &RedisError) -> bool {
     (err.is_io_error() && !err.is_timeout()) || err.is_connection_dropped() || err.is_connection_refusal()
 }
 
+/// True for a Redis Cluster error that says the command did not run (its slot is elsewhere,
+/// moving, or without a master for now): sending it again cannot run it twice.
+pub(crate) fn did_not_run(err: &RedisError) -> bool {
+    matches!(err.code(), Some("MOVED" | "ASK" | "TRYAGAIN" | "CLUSTERDOWN"))
+}
+
 /// True for a write refused by a replica: the master it was sent to has been demoted.
 fn is_read_only(err: &RedisError) -> bool {
     err.code() == Some("READONLY")
@@ -54,6 +60,12 @@ pub(crate) struct Node {
     sentinel: Option<tokio::sync::Mutex<Lookup>>,
     /// With Redis Cluster: its seed nodes, for dedicated connections.
     cluster: Option<Vec<ConnectionInfo>>,
+    /// With Redis Cluster: a connection that never sends a command twice by itself (see
+    /// [`once`](Node::once)).
+    once: Option<ClusterConnection>,
+    /// The runtime the node was made on: connections made later (following a moved master)
+    /// are made there, so that they outlive the task (and runtime) that noticed the move.
+    runtime: tokio::runtime::Handle,
     timeouts: Timeouts,
     current: Mutex<Current>,
     /// False while an outage is known (the channel layer's watch task sets it): commands then
@@ -137,11 +149,16 @@ impl Node {
     pub(crate) async fn connect(url: &str, timeouts: Timeouts) -> RedisResult<Node> {
         if let Some(rest) = url.strip_prefix("redis+cluster://") {
             let seeds = cluster_seeds(rest)?;
-            let commands = cluster_client(&seeds, Some(timeouts.response), timeouts)?.get_async_connection().await?;
+            let commands =
+                cluster_client(&seeds, Some(timeouts.response), timeouts, None)?.get_async_connection().await?;
+            let once =
+                cluster_client(&seeds, Some(timeouts.response), timeouts, Some(0))?.get_async_connection().await?;
             return Ok(Node {
                 name: without_password(url),
                 sentinel: None,
                 cluster: Some(seeds),
+                once: Some(once),
+                runtime: tokio::runtime::Handle::current(),
                 timeouts,
                 current: Mutex::new(Current { client: None, commands: Commands::Cluster(commands) }),
                 reachable: AtomicBool::new(true),
@@ -163,6 +180,8 @@ impl Node {
             name,
             sentinel: sentinel.map(|client| tokio::sync::Mutex::new(Lookup { client, last: None })),
             cluster: None,
+            once: None,
+            runtime: tokio::runtime::Handle::current(),
             timeouts,
             current: Mutex::new(Current { client: Some(client), commands: Commands::Manager(commands) }),
             reachable: AtomicBool::new(true),
@@ -209,11 +228,22 @@ impl Node {
         self.current.lock().unwrap_or_else(PoisonError::into_inner).commands.clone()
     }
 
+    /// The connection for a command that must not run twice (a history append). The cluster
+    /// client retries a command by itself when its connection drops, though it may have run:
+    /// this connection does not (it still refreshes the slots on `MOVED`); the caller sends
+    /// again only on errors that say the command did not run ([`did_not_run`]).
+    pub(crate) fn once(&self) -> Commands {
+        match &self.once {
+            Some(once) => Commands::Cluster(once.clone()),
+            None => self.commands(),
+        }
+    }
+
     /// A connection of its own to the current master (or the cluster), for blocking commands,
     /// waiting at most `response_timeout` for an answer (`None`: as long as it takes).
     pub(crate) async fn dedicated(&self, response_timeout: Option<Duration>) -> RedisResult<Commands> {
         if let Some(seeds) = &self.cluster {
-            let client = cluster_client(seeds, response_timeout, self.timeouts)?;
+            let client = cluster_client(seeds, response_timeout, self.timeouts, None)?;
             return Ok(Commands::Cluster(client.get_async_connection().await?));
         }
         let client = self.current.lock().unwrap_or_else(PoisonError::into_inner).client.clone();
@@ -263,7 +293,10 @@ impl Node {
         if old == new {
             return Ok(false);
         }
-        let commands = ConnectionManager::new_with_config(client.clone(), manager_config(self.timeouts)).await?;
+        // Made on the node's runtime: its driver task must not die with the caller's runtime.
+        let config = manager_config(self.timeouts);
+        let made = self.runtime.spawn(ConnectionManager::new_with_config(client.clone(), config)).await;
+        let commands = made.map_err(|err| RedisError::from(std::io::Error::other(err.to_string())))??;
         tracing::warn!(node = %self.name, from = %old, to = %new, "Redis Sentinel moved the master; following it");
         *self.current.lock().unwrap_or_else(PoisonError::into_inner) =
             Current { client: Some(client), commands: Commands::Manager(commands) };
@@ -308,13 +341,18 @@ fn manager_config(timeouts: Timeouts) -> ConnectionManagerConfig {
 }
 
 /// A cluster client from its seed nodes: a command (with the client's own retries on moved
-/// slots and reconnections) takes `response_timeout` in all (`None`: as long as it takes).
+/// slots and reconnections, `retries` of them or its default) takes `response_timeout` in all
+/// (`None`: as long as it takes).
 fn cluster_client(
     seeds: &[ConnectionInfo],
     response_timeout: Option<Duration>,
     timeouts: Timeouts,
+    retries: Option<u32>,
 ) -> RedisResult<ClusterClient> {
     let mut builder = ClusterClientBuilder::new(seeds.to_vec()).connection_timeout(timeouts.connection);
+    if let Some(retries) = retries {
+        builder = builder.retries(retries);
+    }
     if let Some(timeout) = response_timeout {
         builder = builder.response_timeout(timeout);
     }
@@ -364,7 +402,7 @@ pub(crate) fn without_password(url: &str) -> String {
         let query = query
             .split('&')
             .map(|pair| match pair.split_once('=') {
-                Some(("pass" | "password", _)) => format!("{}=***", pair.split('=').next().unwrap_or_default()),
+                Some((key, _)) if key == "pass" || key.ends_with("password") => format!("{key}=***"),
                 _ => pair.to_owned(),
             })
             .collect::<Vec<_>>()
@@ -446,6 +484,10 @@ mod tests {
         assert_eq!(without_password("redis://user:secret@h:1"), "redis://user:***@h:1");
         assert_eq!(without_password("redis://h:1/0"), "redis://h:1/0");
         assert_eq!(without_password("redis+sentinel://:pw@a:1,b:2/m"), "redis+sentinel://:***@a:1,b:2/m");
+        assert_eq!(
+            without_password("redis+sentinel://a:1/m?sentinel_password=secret"),
+            "redis+sentinel://a:1/m?sentinel_password=***"
+        );
         assert_eq!(
             without_password("redis+unix:///run/redis.sock?db=1&pass=secret"),
             "redis+unix:///run/redis.sock?db=1&pass=***"

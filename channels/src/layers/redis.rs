@@ -20,7 +20,7 @@ use super::{PresenceDiff, PresenceMeta, PresenceState, stable_hash, without_rese
 use crate::BoxFuture;
 use crate::error::BackendError;
 use crate::event::ChannelMessage;
-use crate::redis_retry::{Commands, Node, Timeouts, without_password};
+use crate::redis_retry::{Commands, Node, Timeouts, did_not_run, without_password};
 
 /// Settings of a [`RedisChannelLayer`] (channels_redis' names and defaults). Its `Debug` output
 /// shows the hosts without their passwords.
@@ -153,6 +153,12 @@ struct Inner {
     /// Pops of named channels in flight, one per channel (see `receive`).
     pops: Mutex<HashMap<String, Arc<Pop>>>,
     scripts: Scripts,
+    /// A Redis Cluster: a group's keys carry the hash tag `{<group>}`.
+    cluster: bool,
+    /// The runtime the layer was made on: its own tasks (pops of named channels) are spawned
+    /// there, not on whichever runtime a caller runs on (a server's connection workers end
+    /// with the server).
+    runtime: tokio::runtime::Handle,
 }
 
 /// One `BZPOPMIN` of a named channel, run in a task of its own: what it pops goes into this
@@ -555,9 +561,17 @@ impl RedisChannelLayer {
                 "a redis+cluster:// URL must be the only host: the cluster spreads the keys itself",
             )));
         }
-        if config.wire == Wire::ChannelsRedis && config.hosts[0].starts_with("redis+cluster://") {
+        let cluster = config.hosts[0].starts_with("redis+cluster://");
+        if config.wire == Wire::ChannelsRedis && cluster {
             return Err(LayerError::Backend(BackendError::msg(
                 "the channels_redis wire does not speak to a Redis Cluster (channels_redis does not either)",
+            )));
+        }
+        if cluster && config.prefix.contains(['{', '}']) {
+            // Redis hashes the first `{...}` of a key: braces in the prefix would take the place
+            // of the group's hash tag, and a group's keys would no longer share a slot.
+            return Err(LayerError::Backend(BackendError::msg(
+                "with a Redis Cluster, RedisLayerConfig::prefix may not contain '{' or '}'",
             )));
         }
         let timeouts = Timeouts { connection: Duration::from_secs(2), response: Duration::from_secs(5) };
@@ -593,6 +607,8 @@ impl RedisChannelLayer {
                 presence_untrack: Script::new(PRESENCE_UNTRACK),
                 presence_list: Script::new(&format!("{PRESENCE}{PRESENCE_LIST}")),
             },
+            cluster,
+            runtime: tokio::runtime::Handle::current(),
         });
         for index in 0..inner.shards.len() {
             let connection = watch_connection(&inner.shards[index].node).await.map_err(backend)?;
@@ -600,6 +616,9 @@ impl RedisChannelLayer {
             tokio::spawn(watch(Arc::downgrade(&inner), index, connection));
         }
         tokio::spawn(heartbeat(Arc::downgrade(&inner), inner.config.presence_ttl, inner.config.layer.group_expiry));
+        if cluster {
+            tokio::spawn(watch_failovers(Arc::downgrade(&inner)));
+        }
         Ok(RedisChannelLayer { inner })
     }
 
@@ -631,13 +650,16 @@ impl Inner {
         }
     }
 
-    /// A group's members. Natively `{group}` is a hash tag: in a Redis Cluster the group's
-    /// keys (members, history, presence) share a slot, so one script can touch them all.
+    /// `group` in its keys: in a Redis Cluster the hash tag `{<group>}`, so that the group's
+    /// keys (members, history, presence) share a slot and one script can touch them all;
+    /// elsewhere the name alone (the key layout of earlier versions).
+    fn tag<'a>(&self, group: &'a str) -> std::borrow::Cow<'a, str> {
+        if self.cluster { std::borrow::Cow::Owned(format!("{{{group}}}")) } else { std::borrow::Cow::Borrowed(group) }
+    }
+
+    /// A group's members.
     fn group_key(&self, group: &str) -> String {
-        match self.config.wire {
-            Wire::Native => format!("{}:group:{{{group}}}", self.config.prefix),
-            Wire::ChannelsRedis => format!("{}:group:{group}", self.config.prefix),
-        }
+        format!("{}:group:{}", self.config.prefix, self.tag(group))
     }
 
     fn shard_of(&self, key: &str) -> usize {
@@ -771,8 +793,8 @@ impl Inner {
 
     /// The keys of `group`'s history: its meta hash and its stream (in the group's slot).
     fn history_keys(&self, group: &str) -> [String; 2] {
-        let prefix = &self.config.prefix;
-        [format!("{prefix}:hmeta:{{{group}}}"), format!("{prefix}:history:{{{group}}}")]
+        let (prefix, group) = (&self.config.prefix, self.tag(group));
+        [format!("{prefix}:hmeta:{group}"), format!("{prefix}:history:{group}")]
     }
 
     /// TTLs and limits of a history, in the scripts' units: {meta TTL, max age (0: none),
@@ -882,8 +904,8 @@ impl Inner {
 
     /// The keys of `group`'s presence: its entries and their expiry times (in the group's slot).
     fn presence_keys(&self, group: &str) -> [String; 2] {
-        let prefix = &self.config.prefix;
-        [format!("{prefix}:presence:{{{group}}}"), format!("{prefix}:pexpiry:{{{group}}}")]
+        let (prefix, group) = (&self.config.prefix, self.tag(group));
+        [format!("{prefix}:presence:{group}"), format!("{prefix}:pexpiry:{group}")]
     }
 
     /// Tracks (or renews) `entries` (channel, entry JSON) in `group`, and sends the group the
@@ -1138,9 +1160,13 @@ impl Inner {
             }
             pipe.cmd("PEXPIRE").arg(group_key).arg(self.group_expiry_ms()).ignore();
         }
-        let mut commands = node.commands();
-        for pipe in &pipes {
-            pipe.query_async::<()>(&mut commands).await?;
+        let commands = node.commands();
+        let sent = pipes.iter().map(|pipe| {
+            let mut commands = commands.clone();
+            async move { pipe.query_async::<()>(&mut commands).await }
+        });
+        for result in futures_util::future::join_all(sent).await {
+            result?;
         }
         tracing::info!(groups = memberships.len(), "group memberships restored in Redis");
         Ok(())
@@ -1337,6 +1363,36 @@ async fn watch(layer: Weak<Inner>, shard: usize, connection: Commands) {
     }
 }
 
+/// In a Redis Cluster, every second: a failover anywhere in the cluster (its current epoch
+/// grew) re-adds this process's group memberships (writes the old master had not yet copied to
+/// its replica are lost with it) and has consumers of groups with history read what they
+/// missed. The watch loop sees only the master of this process's own key.
+async fn watch_failovers(layer: Weak<Inner>) {
+    let mut epoch: Option<u64> = None;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let Some(inner) = layer.upgrade() else { return };
+        let node = &inner.shards[0].node;
+        let info: Result<String, _> =
+            node.attempt(redis::cmd("CLUSTER").arg("INFO").query_async(&mut node.commands())).await;
+        let current = info.ok().and_then(|info| {
+            info.lines().find_map(|line| line.strip_prefix("cluster_current_epoch:")?.trim().parse::<u64>().ok())
+        });
+        let Some(current) = current else { continue };
+        if epoch.is_some_and(|known| current > known) {
+            tracing::warn!(epoch = current, "Redis Cluster failed over; restoring group memberships");
+            match inner.restore_memberships(0).await {
+                Ok(()) => inner.local.mark_all_lost(),
+                Err(err) => {
+                    tracing::warn!(%err, "could not restore group memberships yet");
+                    continue;
+                }
+            }
+        }
+        epoch = Some(current);
+    }
+}
+
 /// The pop of `channel` in flight, or a new one.
 fn start_pop(inner: &Arc<Inner>, channel: &str) -> Arc<Pop> {
     let mut pops = lock(&inner.pops);
@@ -1346,8 +1402,8 @@ fn start_pop(inner: &Arc<Inner>, channel: &str) -> Arc<Pop> {
     let pop = Arc::new(Pop::default());
     pops.insert(channel.to_owned(), pop.clone());
     drop(pops);
-    let (inner, channel, task_pop) = (inner.clone(), channel.to_owned(), pop.clone());
-    tokio::spawn(async move {
+    let (runtime, inner, channel, task_pop) = (inner.runtime.clone(), inner.clone(), channel.to_owned(), pop.clone());
+    runtime.spawn(async move {
         match pop_once(&inner, &channel).await {
             Ok(Some(message)) => {
                 if inner.local.deliver(&channel, message).is_err() {
@@ -1403,7 +1459,17 @@ async fn script_once<T: redis::FromRedisValue>(
     invocation: &redis::ScriptInvocation<'_>,
 ) -> Result<T, LayerError> {
     let started = std::time::Instant::now();
-    let result = node.attempt(invocation.invoke_async(&mut node.commands())).await;
+    let mut result = node.attempt(invocation.invoke_async(&mut node.once())).await;
+    // In a Redis Cluster: sent again while its slot moves (the script did not run).
+    for wait in [50, 100, 200, 400, 800] {
+        match &result {
+            Err(err) if did_not_run(err) => {
+                tokio::time::sleep(Duration::from_millis(wait)).await;
+                result = node.attempt(invocation.invoke_async(&mut node.once())).await;
+            }
+            _ => break,
+        }
+    }
     crate::metrics::redis_round_trip(started.elapsed());
     if let Err(err) = &result {
         // Not retried (see the callers), but the next call goes to the new master.

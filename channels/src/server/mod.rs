@@ -94,7 +94,7 @@ pub use self::config::{RateLimit, ServerConfig};
 pub(crate) use self::scope::build_scope;
 #[cfg(feature = "tls")]
 pub use self::tls::{TlsConfig, TlsError};
-use self::workers::{Job, Workers};
+use self::workers::Workers;
 
 /// Marks a request that arrived over TLS (its scope's scheme is then `https`/`wss`).
 #[derive(Debug, Clone, Copy)]
@@ -150,7 +150,7 @@ impl ServerState {
             tracing::warn!(
                 remaining = self.tracker.len(),
                 ?timeout,
-                "shutdown timed out; connections still open are left to the runtime's end"
+                "shutdown timed out; connections still open end with the runtime (on tokio's multi-thread runtime: now, with the server's connection workers)"
             );
         } else {
             tracing::info!("shutdown complete");
@@ -397,11 +397,17 @@ fn hand_over(
         }
     };
     let state = state.clone();
-    let job: Job = Box::new(move || match TcpStream::from_std(stream) {
-        Ok(stream) => spawn_connection(state, stream, remote, local, secure),
-        Err(err) => tracing::warn!(%remote, error = %err, "could not register a connection with its worker"),
-    });
-    if let Err(job) = workers.run(job) {
+    // Tracked from now on: a shutdown waits for the connection even while it is still queued
+    // for its worker.
+    let tracked = state.tracker.token();
+    let handed = workers.run(Box::new(move || {
+        match TcpStream::from_std(stream) {
+            Ok(stream) => spawn_connection(state, stream, remote, local, secure),
+            Err(err) => tracing::warn!(%remote, error = %err, "could not register a connection with its worker"),
+        }
+        drop(tracked);
+    }));
+    if let Err(job) = handed {
         job();
     }
 }

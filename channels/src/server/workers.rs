@@ -1,6 +1,8 @@
 //! Connection workers: on tokio's multi-thread runtime (`#[tokio::main]`), the server serves
 //! its connections on threads of its own, each running a one-thread tokio runtime, as many as
-//! the application's runtime has worker threads. Connections are handed to them in turn.
+//! the application's runtime has worker threads (at most one per core the process may use).
+//! Connections are handed to them in turn, passing over a worker that has not yet started
+//! the ones it was given (its thread is blocked).
 //!
 //! Why: under load, tokio's multi-thread scheduler is unfair to connection tasks. Each worker
 //! keeps woken tasks in a local queue of 256 and puts the newest wake in a LIFO slot; when more
@@ -21,6 +23,7 @@
 //! multi-thread runtime: use `spawn_blocking`). On a one-thread runtime (tests, a server
 //! pinned to one core) connections stay on the application's runtime.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::mpsc;
@@ -31,8 +34,15 @@ pub(crate) type Job = Box<dyn FnOnce() + Send>;
 
 /// The worker threads; they end when this is dropped (after the server's shutdown).
 pub(crate) struct Workers {
-    senders: Vec<mpsc::UnboundedSender<Job>>,
+    workers: Vec<Worker>,
     next: AtomicUsize,
+}
+
+struct Worker {
+    jobs: mpsc::UnboundedSender<Job>,
+    /// Jobs handed to it that it has not started yet: a worker whose thread a consumer blocks
+    /// piles them up, and is then passed over.
+    queued: Arc<AtomicUsize>,
 }
 
 impl Workers {
@@ -47,7 +57,7 @@ impl Workers {
         // take turns on them.
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
         let count = handle.metrics().num_workers().min(cores).max(1);
-        let mut senders = Vec::with_capacity(count);
+        let mut workers = Vec::with_capacity(count);
         for index in 0..count {
             let (sender, receiver) = mpsc::unbounded_channel::<Job>();
             let started =
@@ -56,21 +66,36 @@ impl Workers {
                 tracing::warn!(%err, "could not start the connection workers; connections stay on the application's runtime");
                 return None;
             }
-            senders.push(sender);
+            workers.push(Worker { jobs: sender, queued: Arc::default() });
         }
-        Some(Workers { senders, next: AtomicUsize::new(0) })
+        Some(Workers { workers, next: AtomicUsize::new(0) })
     }
 
     /// How many workers there are.
     pub(crate) fn len(&self) -> usize {
-        self.senders.len()
+        self.workers.len()
     }
 
-    /// Runs `job` on the next worker. Gives it back when that worker is gone (its runtime
-    /// could not be built), for the caller to run in place.
+    /// Runs `job` on the next worker in turn, passing over workers with jobs still queued when
+    /// another has none (a worker whose thread a consumer blocks gets no more connections).
+    /// Gives the job back when that worker is gone (its runtime could not be built), for the
+    /// caller to run in place.
     pub(crate) fn run(&self, job: Job) -> Result<(), Job> {
-        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.senders.len();
-        self.senders[index].send(job).map_err(|mpsc::error::SendError(job)| job)
+        let count = self.workers.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let Some(worker) = (0..count)
+            .map(|offset| &self.workers[(start + offset) % count])
+            .min_by_key(|worker| worker.queued.load(Ordering::Relaxed))
+        else {
+            return Err(job);
+        };
+        worker.queued.fetch_add(1, Ordering::Relaxed);
+        let queued = worker.queued.clone();
+        let job: Job = Box::new(move || {
+            queued.fetch_sub(1, Ordering::Relaxed);
+            job();
+        });
+        worker.jobs.send(job).map_err(|mpsc::error::SendError(job)| job)
     }
 }
 
