@@ -67,8 +67,15 @@ fn app(config: &DjangoConfig) -> ProtocolTypeRouter {
     .auth(config.auth_config().expect("a usable Django configuration"))
 }
 
+/// The server's logs in the test's captured output: a failure shows why a user came out
+/// anonymous (a database error, a timeout, a bad signature...).
+fn capture_logs() {
+    let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("channels=debug").try_init();
+}
+
 /// Who this server says the cookie belongs to ("" for nobody).
 async fn whoami(config: &DjangoConfig, cookie: &str) -> String {
+    capture_logs();
     // A database that is down is waited for up to the pool's acquire timeout (3 s).
     let mut ws = WebsocketCommunicator::new(app(config), "/ws/whoami/")
         .cookie("sessionid", cookie)
