@@ -88,9 +88,10 @@ async fn whoami(config: &DjangoConfig, cookie: &str) -> String {
 
 /// Logs in here; the session cookie's value, or `None` when refused.
 async fn login_here(config: &DjangoConfig, name: &str, password: &str) -> Option<String> {
-    // Django's PBKDF2 default is 1,000,000 rounds: most of a second on a slow machine.
+    // Django's PBKDF2 default is 1,000,000 rounds, and scrypt and argon2 are as costly on
+    // purpose: most of a second each on a slow machine, several on a loaded one (CI).
     let response = HttpCommunicator::new(app(config), Method::POST, "/login/")
-        .with_timeout(std::time::Duration::from_secs(10))
+        .with_timeout(std::time::Duration::from_secs(30))
         .header("content-type", "application/x-www-form-urlencoded")
         .body(format!("username={name}&password={password}"))
         .get_response()
