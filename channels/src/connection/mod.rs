@@ -6,7 +6,7 @@
 mod queue;
 
 use std::fmt;
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use self::queue::{Queue, TryPushError};
+use crate::BoxFuture;
 use crate::error::SendError;
 use crate::event::{Close, Inbound, Outbound, close_code};
 use crate::layers::Subscription;
@@ -240,35 +241,14 @@ impl Outbox {
 
     /// Sends one event, waiting for queue space if needed.
     ///
+    /// The future is small (the event and a pointer): it lives inside every consumer method
+    /// that sends, and so inside the consumer's future for as long as its connection lives.
+    ///
     /// # Errors
     /// [`SendError::Closed`] when the connection is gone; [`SendError::SlowClient`] when the
     /// queue stayed full for the write timeout (the connection is then closed).
-    pub async fn send(&self, event: Outbound) -> Result<(), SendError> {
-        // The waiting paths are boxed: they are rare (the queue is full), and their timer and
-        // cancellation futures would otherwise be part of every send's future, and so of every
-        // consumer's future for as long as its connection lives.
-        match &self.tx {
-            Tx::Connection(conn) => {
-                // Pushed with this task's waker: the server's writer runs in the connection's
-                // task after the application, so a send from the consumer needs no wake.
-                let mut event = Some(event);
-                let pushed =
-                    poll_fn(|cx| Poll::Ready(event.take().map(|event| conn.queue.try_push(event, Some(cx.waker())))))
-                        .await;
-                match pushed {
-                    Some(Ok(())) => Ok(()),
-                    Some(Err(TryPushError::Full(event))) => Box::pin(send_when_room(conn, event)).await,
-                    Some(Err(TryPushError::Closed(_))) | None => Err(SendError::Closed),
-                }
-            }
-            Tx::Channel(tx) => match tx.try_send(event) {
-                Ok(()) => Ok(()),
-                Err(mpsc::error::TrySendError::Closed(_)) => Err(SendError::Closed),
-                Err(mpsc::error::TrySendError::Full(event)) => {
-                    Box::pin(tx.send(event)).await.map_err(|_| SendError::Closed)
-                }
-            },
-        }
+    pub fn send(&self, event: Outbound) -> impl Future<Output = Result<(), SendError>> + Send + '_ {
+        Sending::new(self, event)
     }
 
     /// True once the connection's receiving side is gone.
@@ -310,6 +290,78 @@ impl CancelWait {
             self.registered = Some(cx.waker().clone());
         }
         poll
+    }
+}
+
+/// [`Outbox::send`]'s future: the event is queued on the first poll; only a send that must wait
+/// for room boxes its waiting (a timer and the cancellation), so a send costs the event and a
+/// few words, not the waiting path's state.
+#[derive(Debug)]
+pub(crate) struct Sending<'a> {
+    outbox: &'a Outbox,
+    state: SendState<'a>,
+}
+
+enum SendState<'a> {
+    Start(Outbound),
+    Waiting(BoxFuture<'a, Result<(), SendError>>),
+    Done,
+}
+
+impl fmt::Debug for SendState<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SendState::Start(_) => "Start",
+            SendState::Waiting(_) => "Waiting",
+            SendState::Done => "Done",
+        })
+    }
+}
+
+impl<'a> Sending<'a> {
+    pub(crate) fn new(outbox: &'a Outbox, event: Outbound) -> Self {
+        Sending { outbox, state: SendState::Start(event) }
+    }
+}
+
+impl Future for Sending<'_> {
+    type Output = Result<(), SendError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let outbox = this.outbox;
+        match std::mem::replace(&mut this.state, SendState::Done) {
+            SendState::Start(event) => {
+                let waiting: BoxFuture<'_, _> = match &outbox.tx {
+                    // Pushed with this task's waker: the server's writer runs in the
+                    // connection's task after the application, so a send from the consumer
+                    // needs no wake.
+                    Tx::Connection(conn) => match conn.queue.try_push(event, Some(cx.waker())) {
+                        Ok(()) => return Poll::Ready(Ok(())),
+                        Err(TryPushError::Full(event)) => Box::pin(send_when_room(conn, event)),
+                        Err(TryPushError::Closed(_)) => return Poll::Ready(Err(SendError::Closed)),
+                    },
+                    Tx::Channel(tx) => match tx.try_send(event) {
+                        Ok(()) => return Poll::Ready(Ok(())),
+                        Err(mpsc::error::TrySendError::Closed(_)) => return Poll::Ready(Err(SendError::Closed)),
+                        Err(mpsc::error::TrySendError::Full(event)) => {
+                            Box::pin(async move { tx.send(event).await.map_err(|_| SendError::Closed) })
+                        }
+                    },
+                };
+                this.state = SendState::Waiting(waiting);
+                Pin::new(this).poll(cx)
+            }
+            SendState::Waiting(mut waiting) => {
+                let poll = waiting.as_mut().poll(cx);
+                if poll.is_pending() {
+                    this.state = SendState::Waiting(waiting);
+                }
+                poll
+            }
+            // Polled again after it finished.
+            SendState::Done => Poll::Ready(Err(SendError::Closed)),
+        }
     }
 }
 

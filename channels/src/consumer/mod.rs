@@ -273,17 +273,20 @@ impl<C: Send + 'static> Application for ConsumerApp<C> {
         let invalid = invalid && since.after.is_none();
         let track = (self.layer.presence)(&consumer);
         let (drive, hold) = (self.drive, self.layer.hold_until_connect);
+        // The joining and the leaving are futures of their own, freed when done: what this
+        // future captures, and its largest step, are kept for the connection's whole life.
+        let join: BoxFuture<'static, _> =
+            Box::pin(
+                async move { Membership::join(layer, channel, groups, (&since, invalid), track, subscription).await },
+            );
         Box::pin(async move {
-            let (membership, subscription) =
-                Membership::join(layer, channel, groups, (&since, invalid), track, subscription)
-                    .await
-                    .map_err(|err| AppError::Other(Box::new(err)))?;
+            let (membership, subscription) = join.await.map_err(|err| AppError::Other(Box::new(err)))?;
             inbox.attach(subscription.0);
             if subscription.1 && hold {
                 inbox.hold_channel();
             }
             let result = drive(consumer, inbox, outbox).await;
-            membership.leave().await;
+            Box::pin(membership.leave()).await;
             result
         })
     }

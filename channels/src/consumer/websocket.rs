@@ -1,6 +1,8 @@
 //! [`WebsocketConsumer`] and the [`Websocket`] handle its methods send through.
 
 use std::future::{Future, ready};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -8,6 +10,7 @@ use tokio::task::JoinSet;
 
 use super::{ConsumerApp, ConsumerError, FromScope, settle, unexpected, unhandled_message};
 use crate::application::{Inbox, Outbox};
+use crate::connection::Sending;
 use crate::error::{AppError, SendError};
 use crate::event::{Accept, ChannelMessage, Close, Inbound, Message, Outbound, Utf8Bytes, close_code};
 use crate::layers::{CLOSE_TYPE, NOT_RECOVERED_TYPE, PRESENCE_DIFF_TYPE, PRESENCE_STATE_TYPE, Since, Track};
@@ -43,29 +46,36 @@ impl Websocket {
     /// # Errors
     /// [`SendError::InvalidState`] if already accepted or closed; [`SendError::Closed`] if the
     /// client left.
-    pub async fn accept(&mut self) -> Result<(), ConsumerError> {
-        self.accept_with(Accept::default()).await
+    pub fn accept(&mut self) -> impl Future<Output = Result<(), ConsumerError>> + Send + '_ {
+        self.accept_with(Accept::default())
     }
 
     /// Accepts the connection choosing `subprotocol` (one of `scope.subprotocols`).
     ///
     /// # Errors
     /// As [`accept`](Self::accept).
-    pub async fn accept_subprotocol(&mut self, subprotocol: impl Into<String>) -> Result<(), ConsumerError> {
-        self.accept_with(Accept { subprotocol: Some(subprotocol.into()), ..Accept::default() }).await
+    pub fn accept_subprotocol(
+        &mut self,
+        subprotocol: impl Into<String>,
+    ) -> impl Future<Output = Result<(), ConsumerError>> + Send + '_ {
+        self.accept_with(Accept { subprotocol: Some(subprotocol.into()), ..Accept::default() })
     }
 
     /// Accepts with a subprotocol and extra response headers.
     ///
     /// # Errors
     /// As [`accept`](Self::accept).
-    pub async fn accept_with(&mut self, accept: Accept) -> Result<(), ConsumerError> {
-        if self.state != State::Connecting {
-            return Err(SendError::InvalidState("the WebSocket was already accepted or closed").into());
+    pub fn accept_with(&mut self, accept: Accept) -> impl Future<Output = Result<(), ConsumerError>> + Send + '_ {
+        // Boxed before the future is made: the future keeps a pointer, not the response headers.
+        let event = Outbound::WebsocketAccept(Box::new(accept));
+        async move {
+            if self.state != State::Connecting {
+                return Err(SendError::InvalidState("the WebSocket was already accepted or closed").into());
+            }
+            Sending::new(&self.outbox, event).await?;
+            self.state = State::Open;
+            Ok(())
         }
-        self.outbox.send(Outbound::WebsocketAccept(Box::new(accept))).await?;
-        self.state = State::Open;
-        Ok(())
     }
 
     /// Sends a text or binary message.
@@ -73,14 +83,17 @@ impl Websocket {
     /// # Errors
     /// [`SendError::InvalidState`] before accept; [`SendError::Closed`] after close;
     /// [`SendError::SlowClient`] when the client stopped reading.
-    pub async fn send(&mut self, message: impl Into<Message>) -> Result<(), ConsumerError> {
+    pub fn send(&mut self, message: impl Into<Message>) -> impl Future<Output = Result<(), ConsumerError>> + Send + '_ {
+        self.send_message(message.into())
+    }
+
+    fn send_message(&mut self, message: Message) -> WsSend<'_> {
         match self.state {
-            State::Connecting => Err(SendError::InvalidState(
+            State::Connecting => WsSend::failed(SendError::InvalidState(
                 "the WebSocket has not been accepted, so nothing can be sent over it: accept in connect() first",
-            )
-            .into()),
-            State::Closed => Err(SendError::Closed.into()),
-            State::Open => Ok(self.outbox.send(Outbound::WebsocketSend(message.into())).await?),
+            )),
+            State::Closed => WsSend::failed(SendError::Closed),
+            State::Open => WsSend::Sending(Sending::new(&self.outbox, Outbound::WebsocketSend(message))),
         }
     }
 
@@ -88,49 +101,64 @@ impl Websocket {
     ///
     /// # Errors
     /// As [`send`](Self::send).
-    pub async fn send_text(&mut self, text: impl Into<Utf8Bytes>) -> Result<(), ConsumerError> {
-        self.send(Message::Text(text.into())).await
+    pub fn send_text(
+        &mut self,
+        text: impl Into<Utf8Bytes>,
+    ) -> impl Future<Output = Result<(), ConsumerError>> + Send + '_ {
+        self.send(Message::Text(text.into()))
     }
 
     /// Sends a binary message.
     ///
     /// # Errors
     /// As [`send`](Self::send).
-    pub async fn send_bytes(&mut self, bytes: impl Into<Bytes>) -> Result<(), ConsumerError> {
-        self.send(Message::Binary(bytes.into())).await
+    pub fn send_bytes(
+        &mut self,
+        bytes: impl Into<Bytes>,
+    ) -> impl Future<Output = Result<(), ConsumerError>> + Send + '_ {
+        self.send(Message::Binary(bytes.into()))
     }
 
     /// Sends `value` as a JSON text message.
     ///
     /// # Errors
     /// A serialization error, or any [`send`](Self::send) error.
-    pub async fn send_json<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), ConsumerError> {
-        let text = serde_json::to_string(value)?;
-        self.send(Message::Text(text.into())).await
+    pub fn send_json<T: Serialize + ?Sized>(
+        &mut self,
+        value: &T,
+    ) -> impl Future<Output = Result<(), ConsumerError>> + Send + '_ {
+        match serde_json::to_string(value) {
+            Ok(text) => self.send_message(Message::Text(text.into())),
+            Err(err) => WsSend::Ready(Some(Err(err.into()))),
+        }
     }
 
     /// Closes with `code` (before accept: refuses the handshake with HTTP 403).
     ///
     /// # Errors
     /// [`SendError::Closed`] if the client already left.
-    pub async fn close(&mut self, code: u16) -> Result<(), ConsumerError> {
-        self.close_frame(Close::new(code)).await
+    pub fn close(&mut self, code: u16) -> impl Future<Output = Result<(), ConsumerError>> + Send + '_ {
+        self.close_frame(Close::new(code))
     }
 
     /// Closes with `code` and a reason (cut to 123 bytes).
     ///
     /// # Errors
     /// [`SendError::Closed`] if the client already left.
-    pub async fn close_with_reason(&mut self, code: u16, reason: &str) -> Result<(), ConsumerError> {
-        self.close_frame(Close::with_reason(code, reason)).await
+    pub fn close_with_reason(
+        &mut self,
+        code: u16,
+        reason: &str,
+    ) -> impl Future<Output = Result<(), ConsumerError>> + Send + '_ {
+        self.close_frame(Close::with_reason(code, reason))
     }
 
-    async fn close_frame(&mut self, close: Close) -> Result<(), ConsumerError> {
+    fn close_frame(&mut self, close: Close) -> WsSend<'_> {
         if self.state == State::Closed {
-            return Ok(());
+            return WsSend::Ready(Some(Ok(())));
         }
         self.state = State::Closed;
-        Ok(self.outbox.send(Outbound::WebsocketClose(close)).await?)
+        WsSend::Sending(Sending::new(&self.outbox, Outbound::WebsocketClose(close)))
     }
 
     /// True once accepted and until closed.
@@ -179,24 +207,58 @@ impl WebsocketSender {
     ///
     /// # Errors
     /// [`SendError::Closed`] after the connection closed; [`SendError::SlowClient`].
-    pub async fn send(&self, message: impl Into<Message>) -> Result<(), ConsumerError> {
-        Ok(self.outbox.send(Outbound::WebsocketSend(message.into())).await?)
+    pub fn send(&self, message: impl Into<Message>) -> impl Future<Output = Result<(), ConsumerError>> + Send + '_ {
+        WsSend::Sending(Sending::new(&self.outbox, Outbound::WebsocketSend(message.into())))
     }
 
     /// Sends a text message.
     ///
     /// # Errors
     /// As [`send`](Self::send).
-    pub async fn send_text(&self, text: impl Into<Utf8Bytes>) -> Result<(), ConsumerError> {
-        self.send(Message::Text(text.into())).await
+    pub fn send_text(&self, text: impl Into<Utf8Bytes>) -> impl Future<Output = Result<(), ConsumerError>> + Send + '_ {
+        self.send(Message::Text(text.into()))
     }
 
     /// Sends `value` as a JSON text message.
     ///
     /// # Errors
     /// A serialization error, or as [`send`](Self::send).
-    pub async fn send_json<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), ConsumerError> {
-        self.send(Message::Text(serde_json::to_string(value)?.into())).await
+    pub fn send_json<T: Serialize + ?Sized>(
+        &self,
+        value: &T,
+    ) -> impl Future<Output = Result<(), ConsumerError>> + Send + '_ {
+        match serde_json::to_string(value) {
+            Ok(text) => {
+                WsSend::Sending(Sending::new(&self.outbox, Outbound::WebsocketSend(Message::Text(text.into()))))
+            }
+            Err(err) => WsSend::Ready(Some(Err(err.into()))),
+        }
+    }
+}
+
+/// The future of a [`Websocket`] or [`WebsocketSender`] send: decided at once (not accepted,
+/// closed, not serializable), or the outbox's send. Not an `async fn`: each level of those
+/// would keep its own copy of the message, and a consumer's future (which lives as long as its
+/// connection) is as large as the largest of its methods' futures, most of which send.
+enum WsSend<'a> {
+    Ready(Option<Result<(), ConsumerError>>),
+    Sending(Sending<'a>),
+}
+
+impl WsSend<'_> {
+    fn failed(err: SendError) -> Self {
+        WsSend::Ready(Some(Err(err.into())))
+    }
+}
+
+impl Future for WsSend<'_> {
+    type Output = Result<(), ConsumerError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            WsSend::Ready(result) => Poll::Ready(result.take().unwrap_or(Err(SendError::Closed.into()))),
+            WsSend::Sending(sending) => Pin::new(sending).poll(cx).map_err(ConsumerError::from),
+        }
     }
 }
 

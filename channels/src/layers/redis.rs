@@ -1004,7 +1004,8 @@ impl Inner {
             }
         }
         // Per shard: the keys, their messages, and how many channels each key stands for.
-        let mut by_shard: HashMap<usize, (Vec<String>, Vec<Vec<u8>>, Vec<u64>)> = HashMap::new();
+        type Batch = (Vec<String>, Vec<Vec<u8>>, Vec<u64>);
+        let mut by_shard: HashMap<usize, Batch> = HashMap::new();
         for (key, channels) in by_key {
             let count = u64::try_from(channels.len()).unwrap_or(u64::MAX);
             let member = self.encode_channels_redis(&message, Some(serde_json::Value::from(channels)))?;
