@@ -325,13 +325,21 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// `can_set_cookie`: the connection's response can carry a new session cookie (HTTP), so a
 /// session moved to the current key may change its key too.
 async fn resolve(session: &Session, backend: &dyn ErasedBackend, can_set_cookie: bool) -> Result<User, BoxError> {
-    let Some(id) = session.get::<String>(USER_ID_KEY).await? else { return Ok(User::anonymous()) };
+    let Some(id) = session.get::<String>(USER_ID_KEY).await? else {
+        tracing::debug!("anonymous: no user in the session (no session, or none logged in)");
+        return Ok(User::anonymous());
+    };
     let logged_in_by: Option<String> = session.get(USER_BACKEND_KEY).await?;
     if !backend.accepts_session_backend(logged_in_by.as_deref()) {
+        tracing::debug!(backend = ?logged_in_by, "anonymous: logged in by a backend this one does not accept");
         return Ok(User::anonymous());
     }
-    let Some(loaded) = backend.load(&id).await? else { return Ok(User::anonymous()) };
+    let Some(loaded) = backend.load(&id).await? else {
+        tracing::debug!(user = %id, "anonymous: the session's user is gone or inactive");
+        return Ok(User::anonymous());
+    };
     let Some(stored) = session.get::<String>(USER_HASH_KEY).await? else {
+        tracing::debug!(user = %id, "anonymous: the session has no auth hash; flushed");
         session.flush().await?;
         return Ok(User::anonymous());
     };
@@ -350,6 +358,7 @@ async fn resolve(session: &Session, backend: &dyn ErasedBackend, can_set_cookie:
         return Ok(loaded.user);
     }
     // The credentials changed since this session logged in: it no longer authenticates.
+    tracing::debug!(user = %id, "anonymous: the user's credentials changed since this session logged in; flushed");
     session.flush().await?;
     Ok(User::anonymous())
 }
