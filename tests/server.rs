@@ -363,6 +363,30 @@ async fn client_that_answers_pings_stays_connected() {
 }
 
 #[tokio::test]
+async fn client_pings_are_answered_with_their_payload_between_messages() {
+    let (server, _log) = start(ServerConfig::default()).await;
+    let mut client = server.connect("/ws/probe/").await;
+    // Pings and messages interleaved, sent in one go: the protocol answers each ping from the
+    // reading side while the consumer echoes the messages.
+    for round in 0..20u8 {
+        client.feed(WsMessage::Ping(Bytes::from(vec![round; 3]))).await.unwrap();
+        client.feed(WsMessage::Text(format!("m{round}").into())).await.unwrap();
+    }
+    client.flush().await.unwrap();
+    let (mut pongs, mut texts) = (Vec::new(), Vec::new());
+    while pongs.len() < 20 || texts.len() < 20 {
+        match within(futures_util::StreamExt::next(&mut client)).await {
+            Some(Ok(WsMessage::Pong(payload))) => pongs.push(payload),
+            Some(Ok(WsMessage::Text(text))) => texts.push(text.to_string()),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(pongs, (0..20u8).map(|round| Bytes::from(vec![round; 3])).collect::<Vec<_>>());
+    assert_eq!(texts, (0..20).map(|round| format!("m{round}")).collect::<Vec<_>>());
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn client_too_slow_to_read_is_disconnected() {
     let mut config = ServerConfig::default();
     config.write_queue = 4;

@@ -408,12 +408,12 @@ pub(super) async fn drive<S: SocketConsumer>(
     mut inbox: Inbox,
     outbox: Outbox,
 ) -> Result<(), AppError> {
-    use tracing::Instrument;
+    use crate::ratelog::in_span;
     let mut ws = Websocket::new(outbox);
     while let Some(event) = inbox.recv().await {
         let result = match event {
             Inbound::WebsocketConnect => {
-                let result = consumer.connect(&mut ws).instrument(event_span("connect", None)).await;
+                let result = in_span(consumer.connect(&mut ws), event_span("connect", None)).await;
                 // Catch-up of groups with history waits for the accept.
                 inbox.release_channel();
                 result
@@ -423,18 +423,18 @@ pub(super) async fn drive<S: SocketConsumer>(
                 ws.send_text(HEARTBEAT).await
             }
             Inbound::WebsocketReceive(message) => {
-                consumer.message(&mut ws, message).instrument(event_span("receive", None)).await
+                in_span(consumer.message(&mut ws, message), event_span("receive", None)).await
             }
             Inbound::Channel(message) if message.message_type() == Some(CLOSE_TYPE) => {
                 close_from_layer(&mut ws, &message).await
             }
             Inbound::Channel(message) => {
                 let span = event_span("channel", message.message_type());
-                consumer.channel(&mut ws, message).instrument(span).await
+                in_span(consumer.channel(&mut ws, message), span).await
             }
             Inbound::WebsocketDisconnect { code } => {
                 ws.mark_closed();
-                return settle(consumer.disconnect(code).instrument(event_span("disconnect", None)).await);
+                return settle(in_span(consumer.disconnect(code), event_span("disconnect", None)).await);
             }
             other => return Err(unexpected(&other, S::KIND)),
         };
@@ -444,9 +444,14 @@ pub(super) async fn drive<S: SocketConsumer>(
     settle(consumer.disconnect(close_code::ABNORMAL).await)
 }
 
-/// The span of one consumer event (DEBUG: free unless asked for), inside the connection's.
+/// The span of one consumer event (DEBUG: not even made unless asked for), inside the
+/// connection's.
 fn event_span(kind: &'static str, message_type: Option<&str>) -> tracing::Span {
-    tracing::debug_span!("event", kind, r#type = message_type)
+    if tracing::level_enabled!(tracing::Level::DEBUG) {
+        tracing::debug_span!("event", kind, r#type = message_type)
+    } else {
+        tracing::Span::none()
+    }
 }
 
 /// The heartbeat text message of the JavaScript client's protocol: a WebSocket consumer's

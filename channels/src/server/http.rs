@@ -156,8 +156,7 @@ pub(super) async fn handle(
         disconnected: false,
     };
     let inbox = Inbox::from_source(source);
-    let mut task =
-        state.tracker.spawn(tracing::Instrument::instrument(run_app(state.app.clone(), scope, inbox, outbox), span));
+    let mut task = state.tracker.spawn(crate::ratelog::in_span(run_app(state.app.clone(), scope, inbox, outbox), span));
 
     let first = tokio::select! {
         biased;

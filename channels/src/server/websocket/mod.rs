@@ -3,36 +3,33 @@
 //! the outgoing queue.
 
 mod reader;
+mod socket;
 mod writer;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use futures_util::stream::SplitStream;
 use http::header::{
     CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION, UPGRADE,
 };
 use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
-use hyper::upgrade::{OnUpgrade, Upgraded};
-use hyper_util::rt::TokioIo;
+use hyper::upgrade::OnUpgrade;
 use tokio::sync::oneshot;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use self::reader::WsSource;
 use self::writer::Writer;
 use super::body::{Body, RequestBody, status_page};
-use super::chunked::{CODEC_BUFFER, ChunkedRead};
+use super::chunked::CODEC_BUFFER;
 use super::{Opening, ServerConfig, ServerState, error_status, run_app};
 use crate::connection::Inbox;
 use crate::error::AppError;
 use crate::event::{Outbound, close_code};
 use crate::scope::Protocol;
 
-type Stream = WebSocketStream<ChunkedRead<TokioIo<Upgraded>>>;
 /// What the writer hands the inbox: the read half, or the close code the handshake ended with.
-type Opened = Result<SplitStream<Stream>, u16>;
+type Opened = Result<socket::WsReader, u16>;
 
 /// Most frames written before a flush.
 const BATCH: usize = 64;
@@ -147,7 +144,7 @@ pub(super) async fn handshake(
     // A combinator, not an async block: a block would keep its captured futures beside the
     // joined ones for the connection's whole life (1.2 KB more per idle WebSocket, measured).
     let task = futures_util::FutureExt::map(futures_util::future::join(app, writer), move |_| drop(registered));
-    state.tracker.spawn(tracing::Instrument::instrument(task, span));
+    state.tracker.spawn(crate::ratelog::in_span(task, span));
 
     let decision = tokio::select! {
         biased;

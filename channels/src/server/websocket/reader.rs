@@ -7,24 +7,23 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
-use futures_util::StreamExt;
 use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::error::{Error as WsError, ProtocolError};
 
-use super::{Opened, Stream};
+use super::Opened;
+use super::socket::WsReader;
 use crate::connection::{CancelWait, ConnState, EventSource};
 use crate::event::{Inbound, Message, Utf8Bytes, close_code};
 use crate::server::{RateLimit, ServerState};
-use futures_util::stream::SplitStream;
 
 enum ReadState {
     /// Before the connect event was delivered.
     Connecting(oneshot::Receiver<Opened>),
     /// Connect delivered; waiting for the handshake to finish (or be refused).
     Upgrading(oneshot::Receiver<Opened>),
-    Open(SplitStream<Stream>),
+    Open(WsReader),
     /// Disconnect delivered.
     Done,
 }
@@ -109,7 +108,7 @@ impl WsSource {
                 },
                 ReadState::Open(stream) => match self.throttle.as_mut().map_or(Poll::Ready(()), |t| t.poll_ready(cx)) {
                     Poll::Pending => return Poll::Pending,
-                    Poll::Ready(()) => match stream.poll_next_unpin(cx) {
+                    Poll::Ready(()) => match stream.poll_next(cx) {
                         Poll::Ready(Some(Ok(frame))) => {
                             self.conn.seen.store(true, Ordering::Relaxed);
                             match frame {
