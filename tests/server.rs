@@ -387,6 +387,17 @@ async fn client_pings_are_answered_with_their_payload_between_messages() {
 }
 
 #[tokio::test]
+async fn frames_sent_with_the_handshake_request_are_not_lost() {
+    let (server, _log) = start(ServerConfig::default()).await;
+    let mut early = client_frame(0x1, b"early one");
+    early.extend(client_frame(0x1, b"early two"));
+    let mut raw = RawClient::connect_sending(server.addr, "/ws/probe/", &early).await;
+    let frames = raw.read_frames(2).await;
+    assert_eq!(frames, [(0x1, b"early one".to_vec()), (0x1, b"early two".to_vec())]);
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn client_too_slow_to_read_is_disconnected() {
     let mut config = ServerConfig::default();
     config.write_queue = 4;

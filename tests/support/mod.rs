@@ -162,12 +162,20 @@ pub struct RawClient {
 
 impl RawClient {
     pub async fn connect(addr: SocketAddr, path: &str) -> RawClient {
+        Self::connect_sending(addr, path, &[]).await
+    }
+
+    /// Connects, writing `early` (raw frames) in the same write as the handshake request,
+    /// before any answer: the server reads them along with the request.
+    pub async fn connect_sending(addr: SocketAddr, path: &str, early: &[u8]) -> RawClient {
         let mut tcp = TcpStream::connect(addr).await.expect("tcp connect");
         let request = format!(
             "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
         );
-        tcp.write_all(request.as_bytes()).await.expect("write");
+        let mut request = request.into_bytes();
+        request.extend_from_slice(early);
+        tcp.write_all(&request).await.expect("write");
         let mut head = Vec::new();
         let mut byte = [0u8; 1];
         while !head.ends_with(b"\r\n\r\n") {
@@ -183,6 +191,21 @@ impl RawClient {
     /// Writes one masked frame with `opcode` (0x1 text, 0x2 binary...).
     pub async fn send_frame(&mut self, opcode: u8, payload: &[u8]) {
         self.tcp.write_all(&client_frame(opcode, payload)).await.expect("write frame");
+    }
+
+    /// Reads server frames until `count` have come; returns (opcode, payload) of each.
+    pub async fn read_frames(&mut self, count: usize) -> Vec<(u8, Vec<u8>)> {
+        let mut data = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let frames = parse_frames(&data);
+            if frames.len() >= count {
+                return frames;
+            }
+            let read = within(self.tcp.read(&mut buf)).await.expect("read frames");
+            assert!(read > 0, "connection closed after {frames:?}");
+            data.extend_from_slice(&buf[..read]);
+        }
     }
 
     /// Reads server frames until the connection ends; returns (opcode, payload) of each.

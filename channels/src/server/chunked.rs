@@ -31,8 +31,10 @@ pub(crate) struct ChunkedRead<IO> {
 }
 
 impl<IO> ChunkedRead<IO> {
-    pub(crate) fn new(io: IO, chunk: usize) -> Self {
-        ChunkedRead { io, pending: BytesMut::new(), chunk: chunk.max(CODEC_BUFFER), busy: false }
+    /// Reads `io` in chunks of `chunk` bytes, after `read_ahead` (bytes already read from it).
+    pub(crate) fn new(io: IO, chunk: usize, read_ahead: bytes::Bytes) -> Self {
+        let pending = if read_ahead.is_empty() { BytesMut::new() } else { BytesMut::from(read_ahead) };
+        ChunkedRead { io, pending, chunk: chunk.max(CODEC_BUFFER), busy: false }
     }
 
     /// Hands what is pending to the codec; frees the buffer once drained, unless more is coming.
@@ -138,7 +140,7 @@ mod tests {
     #[tokio::test]
     async fn a_small_message_is_read_straight_through_without_a_buffer() {
         let data = b"\x81\x05hello";
-        let mut reader = ChunkedRead::new(Counted { data, reads: 0 }, 4096);
+        let mut reader = ChunkedRead::new(Counted { data, reads: 0 }, 4096, bytes::Bytes::new());
         let mut buf = [0; CODEC_BUFFER];
         assert_eq!(reader.read(&mut buf).await.unwrap(), data.len());
         assert_eq!(&buf[..data.len()], data);
@@ -149,7 +151,7 @@ mod tests {
     #[tokio::test]
     async fn a_large_message_is_read_in_chunks_and_the_buffer_is_freed_after() {
         let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
-        let mut reader = ChunkedRead::new(Counted { data: &data, reads: 0 }, 16 << 10);
+        let mut reader = ChunkedRead::new(Counted { data: &data, reads: 0 }, 16 << 10, bytes::Bytes::new());
         assert_eq!(read_all(&mut reader, CODEC_BUFFER).await, data);
         // One window straight through, then 16 KiB chunks, then the end: not one read per window.
         let reads = reader.io.reads;
@@ -160,7 +162,7 @@ mod tests {
     #[tokio::test]
     async fn a_window_as_large_as_a_chunk_is_filled_directly() {
         let data = vec![7u8; 10_000];
-        let mut reader = ChunkedRead::new(Counted { data: &data, reads: 0 }, 1024);
+        let mut reader = ChunkedRead::new(Counted { data: &data, reads: 0 }, 1024, bytes::Bytes::new());
         assert_eq!(read_all(&mut reader, 4096).await, data);
         assert_eq!(reader.io.reads, 4, "three full windows and the end");
     }

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::TokioIo;
 use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
@@ -148,7 +147,8 @@ impl Writer {
         // step: the closing steps are boxed so that only the write loop's state is kept while
         // the connection is open.
         let config = &self.config.config;
-        let socket = ChunkedRead::new(TokioIo::new(upgraded), config.read_buffer_size);
+        let (io, read_ahead) = socket::WsIo::new(upgraded);
+        let socket = ChunkedRead::new(io, config.read_buffer_size, read_ahead);
         let (read_half, mut sink) = socket::open(socket, ws_config(config));
         if opened.send(Ok(read_half)).is_err() {
             return;
