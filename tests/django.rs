@@ -7,7 +7,7 @@
 
 mod support;
 
-use std::path::PathBuf;
+use std::path::Path;
 
 use channels::consumer::Form;
 use channels::django::{DjangoConfig, DjangoUser};
@@ -102,7 +102,7 @@ async fn login_here(config: &DjangoConfig, name: &str, password: &str) -> Option
 }
 
 /// Every point of the story on one database.
-async fn logins_sessions_and_users(python: &PathBuf, database_url: &str) {
+async fn logins_sessions_and_users(python: &Path, database_url: &str) {
     const DB: &str = "django.contrib.sessions.backends.db";
     let django = Django::new(python, database_url, DB, SECRET);
     django.run(&["migrate"]);

@@ -57,18 +57,6 @@ impl LogLimit {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_few_lines_per_window_pass() {
-        let limit = LogLimit::new("test");
-        let passed = (0..100).filter(|_| limit.allow()).count();
-        assert_eq!(passed, LINES as usize);
-    }
-}
-
 /// `future` run inside `span` when a subscriber wants the span, and bare otherwise.
 ///
 /// `tracing::Instrument` enters and leaves a span on every poll even when no subscriber wants
@@ -81,4 +69,16 @@ pub(crate) fn in_span<F: std::future::Future>(
 ) -> futures_util::future::Either<tracing::instrument::Instrumented<F>, F> {
     use futures_util::future::Either;
     if span.is_disabled() { Either::Right(future) } else { Either::Left(tracing::Instrument::instrument(future, span)) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_few_lines_per_window_pass() {
+        let limit = LogLimit::new("test");
+        let passed = (0..100).filter(|_| limit.allow()).count();
+        assert_eq!(passed, LINES as usize);
+    }
 }

@@ -1,6 +1,6 @@
 //! A real Django (examples/django_sidecar/site) driven through tests/django/helper.py.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -48,9 +48,9 @@ pub struct Django {
 }
 
 impl Django {
-    pub fn new(python: &PathBuf, database_url: &str, engine: &str, secret: &str) -> Self {
+    pub fn new(python: &Path, database_url: &str, engine: &str, secret: &str) -> Self {
         Django {
-            python: python.clone(),
+            python: python.to_path_buf(),
             env: vec![
                 ("DJANGO_SECRET_KEY", secret.to_owned()),
                 ("DJANGO_DATABASE_URL", database_url.to_owned()),
@@ -112,7 +112,7 @@ impl TestDb {
         TestDb { url: format!("sqlite:///{}", path.display()), admin: None, file: Some(path) }
     }
 
-    pub fn postgres(python: &PathBuf, prefix: &str) -> TestDb {
+    pub fn postgres(python: &Path, prefix: &str) -> TestDb {
         let name = unique(prefix);
         let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
         let admin = Django::new(python, &url, "django.contrib.sessions.backends.db", "unused");
@@ -121,7 +121,7 @@ impl TestDb {
     }
 
     /// One of each.
-    pub fn both(python: &PathBuf, prefix: &str) -> [TestDb; 2] {
+    pub fn both(python: &Path, prefix: &str) -> [TestDb; 2] {
         [TestDb::sqlite(prefix), TestDb::postgres(python, prefix)]
     }
 }
