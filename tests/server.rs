@@ -674,6 +674,10 @@ async fn scope_is_built_from_the_request() {
         async fn connect(&mut self, ws: &mut Websocket) -> Result<(), ConsumerError> {
             ws.accept_subprotocol("two").await?;
             let scope = &self.scope;
+            let handshake_headers: Vec<&str> = ["connection", "upgrade", "sec-websocket-key", "sec-websocket-version"]
+                .into_iter()
+                .filter(|name| scope.headers.contains_key(*name))
+                .collect();
             ws.send_json(&serde_json::json!({
                 "path": scope.path,
                 "raw_path": scope.raw_path,
@@ -683,6 +687,9 @@ async fn scope_is_built_from_the_request() {
                 "server_port": scope.server.map(|s| s.port()),
                 "agent": scope.header("user-agent"),
                 "subprotocols": scope.subprotocols,
+                "protocol_header": scope.header("sec-websocket-protocol"),
+                "handshake_headers": handshake_headers,
+                "headers": scope.headers.len(),
             }))
             .await
         }
@@ -703,6 +710,10 @@ async fn scope_is_built_from_the_request() {
     assert_eq!(seen["server_port"], server.addr.port());
     assert_eq!(seen["agent"], "probe/1");
     assert_eq!(seen["subprotocols"], serde_json::json!(["one", "two"]));
+    // The handshake's own headers are answered by the server and left out of the scope.
+    assert_eq!(seen["protocol_header"], "one, two");
+    assert_eq!(seen["handshake_headers"], serde_json::json!([]));
+    assert_eq!(seen["headers"], 3, "host, user-agent, sec-websocket-protocol: {seen}");
     server.shutdown().await;
 }
 

@@ -207,6 +207,12 @@ pub struct Scope {
     /// The raw query string, still percent-encoded, without the `?`.
     pub query_string: String,
     /// Request headers (names are lowercase).
+    ///
+    /// A WebSocket's leave out the handshake's own, which the server answered and which mean
+    /// nothing once the socket is open: `Connection`, `Upgrade`, `Sec-WebSocket-Key`,
+    /// `Sec-WebSocket-Version` and `Sec-WebSocket-Extensions` (daphne keeps them; here they
+    /// would cost every open socket ~0.5 KB). `Sec-WebSocket-Protocol` stays, and is parsed
+    /// into [`subprotocols`](Self::subprotocols).
     pub headers: HeaderMap,
     /// The client's address (from `X-Forwarded-For` when the server trusts proxy headers).
     pub client: Option<SocketAddr>,
