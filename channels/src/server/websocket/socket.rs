@@ -6,7 +6,6 @@
 //! costs more on every message: a lock with its own waker between the halves, and two waker
 //! proxies re-registered on every read and write (measured: ~4 % of an echo's server time).
 
-use std::future::Future;
 use std::io::{self, Read, Write};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -202,39 +201,46 @@ impl WsReader {
 }
 
 impl WsWriter {
-    /// Buffers a frame; tungstenite writes its buffer out once it holds more than the
-    /// configured write buffer size. Waits only for an earlier write the socket did not take.
-    pub(super) fn feed(&mut self, message: WsMessage) -> impl Future<Output = Result<(), WsError>> + '_ {
-        let mut message = Some(message);
-        std::future::poll_fn(move |cx| {
-            let mut inner = lock(&self.0);
-            if inner.blocked {
-                std::task::ready!(inner.poll_flush(cx))?;
+    /// Ready when a frame may be fed: an earlier write the socket did not take is written out
+    /// first.
+    pub(super) fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+        let mut inner = lock(&self.0);
+        if inner.blocked { inner.poll_flush(cx) } else { Poll::Ready(Ok(())) }
+    }
+
+    /// Buffers a frame (after [`poll_ready`](Self::poll_ready)); tungstenite writes its buffer
+    /// out once it holds more than the configured write buffer size. A socket without room
+    /// leaves it buffered, to be written by the next `poll_ready` or `poll_flush`.
+    pub(super) fn start_send(&mut self, message: WsMessage, cx: &mut Context<'_>) -> Result<(), WsError> {
+        let mut inner = lock(&self.0);
+        match inner.step(cx, |ws, io| ws.write(io, message)) {
+            Err(WsError::Io(err)) if err.kind() == io::ErrorKind::WouldBlock => {
+                inner.blocked = true;
+                Ok(())
             }
-            let Some(message) = message.take() else { return Poll::Ready(Ok(())) };
-            match inner.step(cx, |ws, io| ws.write(io, message)) {
-                // Buffered: the next feed or flush writes it out.
-                Err(WsError::Io(err)) if err.kind() == io::ErrorKind::WouldBlock => {
-                    inner.blocked = true;
-                    Poll::Ready(Ok(()))
-                }
-                result => Poll::Ready(result),
-            }
-        })
+            result => result,
+        }
     }
 
     /// Writes out what is buffered, and the replies (pong, close) the reader queued.
-    pub(super) fn flush(&mut self) -> impl Future<Output = Result<(), WsError>> + '_ {
-        std::future::poll_fn(|cx| match std::task::ready!(lock(&self.0).poll_flush(cx)) {
+    pub(super) fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+        match std::task::ready!(lock(&self.0).poll_flush(cx)) {
             // The close handshake just completed: flushed, not an error.
             Err(WsError::ConnectionClosed) => Poll::Ready(Ok(())),
             other => Poll::Ready(other),
-        })
+        }
     }
 
-    /// [`feed`](Self::feed), then [`flush`](Self::flush).
-    pub(super) async fn send(&mut self, message: WsMessage) -> Result<(), WsError> {
-        self.feed(message).await?;
-        self.flush().await
+    /// Feeds a frame, waiting for room.
+    pub(super) async fn feed(&mut self, message: WsMessage) -> Result<(), WsError> {
+        std::future::poll_fn(|cx| self.poll_ready(cx)).await?;
+        let mut message = Some(message);
+        std::future::poll_fn(|cx| Poll::Ready(message.take().map_or(Ok(()), |message| self.start_send(message, cx))))
+            .await
+    }
+
+    /// Writes out what is buffered (see [`poll_flush`](Self::poll_flush)).
+    pub(super) async fn flush(&mut self) -> Result<(), WsError> {
+        std::future::poll_fn(|cx| self.poll_flush(cx)).await
     }
 }

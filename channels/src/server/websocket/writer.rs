@@ -1,10 +1,10 @@
 //! The writing side of an open WebSocket: the outgoing queue in batches, keepalive pings and
 //! the close handshake, polled in the connection's task right after the application.
 
-use std::future::pending;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
 
 use hyper::upgrade::OnUpgrade;
 use tokio::sync::oneshot;
@@ -89,10 +89,26 @@ impl Keepalive {
     }
 }
 
-async fn timer(keepalive: &mut Option<Keepalive>) {
-    match keepalive {
-        Some(keepalive) => std::future::poll_fn(|cx| keepalive.poll_due(cx)).await,
-        None => pending().await,
+/// The write loop's state between polls. A hand-written loop, not an `async` one: an `async`
+/// loop kept room for every step's future (feeding, flushing, pinging) for the connection's
+/// whole life, ~500 B per socket.
+struct Writing {
+    keepalive: Option<Keepalive>,
+    /// A frame the socket had no room for yet (or a keepalive ping), fed first.
+    waiting: Option<WsMessage>,
+    /// Frames fed since the last flush.
+    fed: usize,
+    /// What was fed since the last flush, for the metrics (pings and the close frame are not
+    /// messages).
+    messages: u64,
+    bytes: u64,
+    /// A flush is under way: nothing more is fed until it is done.
+    flushing: bool,
+}
+
+impl Writing {
+    fn new(config: &ServerConfig) -> Self {
+        Writing { keepalive: Keepalive::new(config), waiting: None, fed: 0, messages: 0, bytes: 0, flushing: false }
     }
 }
 
@@ -155,11 +171,14 @@ impl Writer {
         }
         let conn = self.conn.clone();
         let mut cancel = CancelWait::new(&conn);
-        let stop = tokio::select! {
-            biased;
-            () = std::future::poll_fn(|cx| cancel.poll(&conn, cx)) => Stop::Finished,
-            stop = self.write_loop(&mut sink) => stop,
-        };
+        let mut writing = Writing::new(&self.config.config);
+        let stop = std::future::poll_fn(|cx| {
+            if cancel.poll(&conn, cx).is_ready() {
+                return Poll::Ready(Stop::Finished);
+            }
+            self.poll_write(&mut sink, &mut writing, cx)
+        })
+        .await;
         Box::pin(self.close(stop, sink)).await;
     }
 
@@ -214,59 +233,99 @@ impl Writer {
         }
     }
 
-    /// Sends events until the application closes, the queue ends or writing fails.
-    async fn write_loop(&mut self, sink: &mut WsWriter) -> Stop {
-        let mut keepalive = Keepalive::new(&self.config.config);
+    /// Writes events until the application closes, the queue ends or writing fails: up to
+    /// [`BATCH`] frames fed, then one flush; keepalive pings when the queue is quiet.
+    fn poll_write(&mut self, sink: &mut WsWriter, writing: &mut Writing, cx: &mut Context<'_>) -> Poll<Stop> {
         loop {
-            let event = tokio::select! {
-                biased;
-                event = self.events.recv() => event,
-                () = timer(&mut keepalive) => {
-                    let Some(beat) = keepalive.as_mut().map(|k| k.on_timer(&self.conn)) else { continue };
-                    match beat {
-                        Beat::Quiet => continue,
-                        Beat::Ping => {
-                            if sink.send(WsMessage::Ping(Bytes::new())).await.is_err() {
-                                return Stop::Broken;
-                            }
-                            continue;
-                        }
-                        Beat::Dead => {
-                            tracing::debug!("client did not answer a ping in time; closing");
-                            self.conn.abort(close_code::AWAY, "ping timeout");
-                            return Stop::Finished;
-                        }
-                    }
+            if writing.flushing {
+                if std::task::ready!(sink.poll_flush(cx)).is_err() {
+                    return Poll::Ready(Stop::Broken);
                 }
-            };
-            let Some(mut event) = event else { return Stop::Finished };
-            let (mut messages, mut bytes) = (0u64, 0u64);
-            for _ in 0..BATCH {
-                if let Some(frame) = to_frame(event) {
-                    let closing = matches!(frame, WsMessage::Close(_));
-                    if !closing {
-                        messages += 1;
-                        bytes += frame.len() as u64;
-                    }
-                    if sink.feed(frame).await.is_err() {
-                        return Stop::Broken;
-                    }
-                    if closing {
-                        self.close_sent = true;
-                        self.count_sent(messages, bytes);
-                        return if sink.flush().await.is_ok() { Stop::CloseSent } else { Stop::Broken };
-                    }
-                }
-                match self.events.try_recv() {
-                    Some(next) => event = next,
-                    None => break,
+                writing.flushing = false;
+                if self.close_sent {
+                    return Poll::Ready(Stop::CloseSent);
                 }
             }
-            self.count_sent(messages, bytes);
-            if sink.flush().await.is_err() {
-                return Stop::Broken;
+            if let Some(frame) = writing.waiting.take() {
+                match sink.poll_ready(cx) {
+                    Poll::Pending => {
+                        writing.waiting = Some(frame);
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(Err(_)) => return Poll::Ready(Stop::Broken),
+                    Poll::Ready(Ok(())) => {}
+                }
+                if self.start_send(sink, writing, frame, cx).is_err() {
+                    return Poll::Ready(Stop::Broken);
+                }
+            }
+            // Feed what is queued, up to a batch, while the socket takes it.
+            let mut finished = false;
+            while !self.close_sent && writing.fed < BATCH {
+                let event = match self.events.poll_recv(cx) {
+                    Poll::Ready(Some(event)) => event,
+                    Poll::Ready(None) => {
+                        finished = true;
+                        break;
+                    }
+                    Poll::Pending => break,
+                };
+                let Some(frame) = to_frame(event) else { continue };
+                match sink.poll_ready(cx) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(_)) => return Poll::Ready(Stop::Broken),
+                    Poll::Pending => {
+                        writing.waiting = Some(frame);
+                        break;
+                    }
+                }
+                if self.start_send(sink, writing, frame, cx).is_err() {
+                    return Poll::Ready(Stop::Broken);
+                }
+            }
+            if writing.fed > 0 {
+                self.count_sent(writing.messages, writing.bytes);
+                (writing.fed, writing.messages, writing.bytes) = (0, 0, 0);
+                writing.flushing = true;
+                continue;
+            }
+            if finished {
+                return Poll::Ready(Stop::Finished);
+            }
+            if writing.waiting.is_some() {
+                return Poll::Pending;
+            }
+            let Some(keepalive) = writing.keepalive.as_mut() else { return Poll::Pending };
+            std::task::ready!(keepalive.poll_due(cx));
+            match keepalive.on_timer(&self.conn) {
+                Beat::Quiet => {}
+                Beat::Ping => writing.waiting = Some(WsMessage::Ping(Bytes::new())),
+                Beat::Dead => {
+                    tracing::debug!("client did not answer a ping in time; closing");
+                    self.conn.abort(close_code::AWAY, "ping timeout");
+                    return Poll::Ready(Stop::Finished);
+                }
             }
         }
+    }
+
+    /// Feeds one frame (the socket has room), counting it.
+    fn start_send(
+        &mut self,
+        sink: &mut WsWriter,
+        writing: &mut Writing,
+        frame: WsMessage,
+        cx: &mut Context<'_>,
+    ) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+        let closing = matches!(frame, WsMessage::Close(_));
+        if !closing && !matches!(frame, WsMessage::Ping(_)) {
+            writing.messages += 1;
+            writing.bytes += frame.len() as u64;
+        }
+        sink.start_send(frame, cx)?;
+        writing.fed += 1;
+        self.close_sent |= closing;
+        Ok(())
     }
 
     fn count_sent(&self, messages: u64, bytes: u64) {
