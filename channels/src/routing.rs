@@ -356,7 +356,12 @@ impl Application for URLRouter {
         }
         scope.url_route.kwargs.extend(matched.kwargs);
         match &route.target {
-            Target::Endpoint(app) => app.call(scope, inbox, outbox),
+            Target::Endpoint(app) => {
+                // The scope lives as long as the connection: no spare room in what routing added.
+                scope.url_route.args.shrink_to_fit();
+                scope.url_route.kwargs.shrink_to_fit();
+                app.call(scope, inbox, outbox)
+            }
             Target::Nested(router) => router.call(scope, inbox, outbox),
         }
     }

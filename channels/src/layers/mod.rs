@@ -524,6 +524,7 @@ impl Membership {
             let state = membership.layer.presence_list(&group).await?;
             resumed.presence_state(&group, &state);
         }
+        resumed.joins_done();
         let tracks = resumed.is_needed();
         let subscription = if tracks { Subscription::new(resumed) } else { resumed.into_live() };
         Ok((membership, (subscription, tracks)))

@@ -118,27 +118,32 @@ impl Resumed {
         self.live
     }
 
+    /// Done joining: the per-group state takes only the room it needs (it lives as long as
+    /// the connection).
+    pub(crate) fn joins_done(&mut self) {
+        self.groups.shrink_to_fit();
+    }
+
     /// Whether this wrapper has anything to do (otherwise the plain subscription will do).
     pub(crate) fn is_needed(&self) -> bool {
         !self.groups.is_empty() || self.presence.is_some() || !self.ready.is_empty()
     }
 
-    /// Takes a live message: ready it, drop it as a duplicate, or start filling the gap
-    /// before it.
-    fn take(&mut self, message: ChannelMessage) {
+    /// Takes a live message: deliver it (returned, when nothing is ready before it), ready
+    /// it, drop it as a duplicate, or start filling the gap before it.
+    fn take(&mut self, message: ChannelMessage) -> Option<ChannelMessage> {
         let tracked = message
             .value()
             .get(GROUP_FIELD)
             .and_then(serde_json::Value::as_str)
             .and_then(|group| self.groups.iter().position(|tracked| tracked.group == group));
         let (Some(index), Some(position)) = (tracked, Position::of(&message)) else {
-            self.ready.push_back(message);
-            return;
+            return self.deliver(message);
         };
         let tracked = &mut self.groups[index];
         if position.epoch != tracked.position.epoch {
             if tracked.old_epochs.contains(&position.epoch) {
-                return; // late, from a history already given up on
+                return None; // late, from a history already given up on
             }
             if tracked.position.epoch != 0 {
                 // The history restarted (e.g. Redis lost it): what came before is gone.
@@ -148,14 +153,25 @@ impl Resumed {
             tracked.change_epoch(position.epoch);
         }
         if position.offset <= tracked.position.offset {
-            return;
+            return None;
         }
         if position.offset == tracked.position.offset + 1 {
             tracked.position = position;
-            self.ready.push_back(message);
-            return;
+            return self.deliver(message);
         }
         self.start(Read::History { group: index, waiting: Some(message) });
+        None
+    }
+
+    /// A message to deliver in order: now, when nothing is ready before it, or after what is.
+    /// (The ready queue is only used when several messages come at once, and gives its storage
+    /// back when drained: it would otherwise keep it for the connection's life.)
+    fn deliver(&mut self, message: ChannelMessage) -> Option<ChannelMessage> {
+        if self.ready.is_empty() {
+            return Some(message);
+        }
+        self.ready.push_back(message);
+        None
     }
 
     /// Starts `read`.
@@ -254,6 +270,9 @@ impl SubscriptionSource for Resumed {
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<ChannelMessage> {
         loop {
             if let Some(message) = self.ready.pop_front() {
+                if self.ready.is_empty() {
+                    self.ready = VecDeque::new();
+                }
                 return Poll::Ready(message);
             }
             if let Some(fill) = &mut self.fill {
@@ -265,11 +284,18 @@ impl SubscriptionSource for Resumed {
                 continue;
             }
             if let Some(read) = self.to_check.pop_front() {
+                if self.to_check.is_empty() {
+                    self.to_check = VecDeque::new();
+                }
                 self.start(read);
                 continue;
             }
             match self.live.poll_recv(cx) {
-                Poll::Ready(message) => self.take(message),
+                Poll::Ready(message) => {
+                    if let Some(message) = self.take(message) {
+                        return Poll::Ready(message);
+                    }
+                }
                 // Drained: if the channel dropped messages meanwhile, the histories have them,
                 // and the presence state is read again.
                 Poll::Pending if self.live.take_lost() => {
