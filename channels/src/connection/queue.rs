@@ -2,8 +2,9 @@
 //!
 //! tokio's `mpsc` allocates a block of 32 slots (about 1.8 KB for [`Outbound`](crate::event::Outbound))
 //! plus its channel (0.5 KB) up front, for every connection, used or not. This queue lives
-//! inside the connection's shared state and holds its items in a `VecDeque` that grows with use
-//! and is given back whenever it drains, so an idle connection's queue costs a few words.
+//! inside the connection's shared state: the item at its head in place (one message at a time,
+//! the common case, needs no allocation), the rest in a `VecDeque` that grows with use and is
+//! given back whenever it drains, so an idle connection's queue costs a few words.
 //! The budget is in bytes: an item costs its size, but at least `bytes / capacity` (so at most
 //! `capacity` items are queued) and at most `bytes` (so an item larger than the whole budget
 //! still goes through, alone). It is counted under the queue's one lock, which a push and a pop
@@ -47,7 +48,9 @@ pub(crate) struct Queue<T> {
 
 #[derive(Debug)]
 struct State<T> {
-    /// Each item with what it costs.
+    /// The oldest item with what it costs; `None` only when the queue is empty.
+    head: Option<(T, u32)>,
+    /// The items after it.
     items: VecDeque<(T, u32)>,
     /// The part of the budget no queued item holds.
     free: u32,
@@ -97,6 +100,7 @@ impl<T: Weigh> Queue<T> {
         let budget = u32::try_from(bytes).unwrap_or(u32::MAX).max(capacity);
         Queue {
             state: Mutex::new(State {
+                head: None,
                 items: VecDeque::new(),
                 free: budget,
                 waker: None,
@@ -120,7 +124,11 @@ impl<T: Weigh> Queue<T> {
     /// behind every other busy connection).
     fn push_locked(state: &mut State<T>, item: T, cost: u32, current: Option<&Waker>) -> Option<Waker> {
         state.free -= cost;
-        state.items.push_back((item, cost));
+        if state.head.is_none() {
+            state.head = Some((item, cost));
+        } else {
+            state.items.push_back((item, cost));
+        }
         match (&state.waker, current) {
             (Some(waiting), Some(current)) if waiting.will_wake(current) => None,
             _ => state.waker.take(),
@@ -186,8 +194,9 @@ impl<T: Weigh> Queue<T> {
     }
 
     fn taken(&self, state: &mut State<T>) -> Option<T> {
-        let (item, cost) = state.items.pop_front()?;
-        if state.items.is_empty() {
+        let (item, cost) = state.head.take()?;
+        state.head = state.items.pop_front();
+        if state.items.is_empty() && state.items.capacity() > 0 {
             // An idle connection keeps no storage. (Reallocating on the next send costs one
             // small allocation; an idle connection is the common case.)
             state.items = VecDeque::new();
@@ -243,7 +252,7 @@ impl<T: Weigh> Queue<T> {
             let mut state = self.lock();
             state.closed = true;
             state.free = self.budget;
-            std::mem::take(&mut state.items)
+            (state.head.take(), std::mem::take(&mut state.items))
         };
         self.room.notify_waiters();
         drop(items);
