@@ -398,6 +398,23 @@ async fn frames_sent_with_the_handshake_request_are_not_lost() {
 }
 
 #[tokio::test]
+async fn a_close_goes_after_the_messages_sent_before_it() {
+    let (server, _log) = start(ServerConfig::default()).await;
+    // Read in one go: the echoes and the close are written in one batch.
+    let mut early = client_frame(0x1, b"first");
+    early.extend(client_frame(0x2, &[0u8; 70_000]));
+    early.extend(client_frame(0x1, b"close"));
+    let mut raw = RawClient::connect_sending(server.addr, "/ws/probe/", &early).await;
+    let frames = raw.read_until_eof().await;
+    let opcodes: Vec<u8> = frames.iter().map(|(opcode, _)| *opcode).collect();
+    assert_eq!(opcodes, [0x1, 0x2, 0x8]);
+    assert_eq!(frames[0].1, b"first");
+    assert_eq!(frames[1].1.len(), 70_000, "a frame with a 64-bit length");
+    assert_eq!(close_payload_code(&frames[2].1), Some(4001));
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn client_too_slow_to_read_is_disconnected() {
     let mut config = ServerConfig::default();
     config.write_queue = 4;

@@ -6,6 +6,7 @@
 //! costs more on every message: a lock with its own waker between the halves, and two waker
 //! proxies re-registered on every read and write (measured: ~4 % of an echo's server time).
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -17,7 +18,8 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
-use tokio_tungstenite::tungstenite::error::Error as WsError;
+use tokio_tungstenite::tungstenite::error::{Error as WsError, ProtocolError};
+use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
 
 use crate::server::chunked::ChunkedRead;
@@ -99,8 +101,59 @@ struct Inner {
     protocol: WebSocketContext,
     /// A read failed or the connection closed: the reader reports nothing more.
     ended: bool,
-    /// The last write was accepted but could not reach the socket: flush before the next.
+    /// The last flush could not write everything: flush before feeding more.
     blocked: bool,
+    /// Data frames fed and not yet written, written here with one vectored write per flush:
+    /// the payload is not copied, and nothing keeps the room a large message took (tungstenite
+    /// formats every frame into one buffer whose capacity it never gives back).
+    out: VecDeque<Outgoing>,
+    /// A close frame to send once `out` is written: it must come after them.
+    close: Option<Option<CloseFrame>>,
+}
+
+/// A server data frame on its way out: its header, its payload, and how much of the two went.
+struct Outgoing {
+    header: [u8; 10],
+    header_len: u8,
+    payload: Bytes,
+    written: usize,
+}
+
+impl Outgoing {
+    /// An unmasked, final frame (RFC 6455 section 5.2) with `opcode`.
+    fn new(opcode: u8, payload: Bytes) -> Self {
+        let mut header = [0u8; 10];
+        header[0] = 0x80 | opcode;
+        let len = payload.len();
+        let header_len = if len < 126 {
+            header[1] = len as u8;
+            2
+        } else if let Ok(len) = u16::try_from(len) {
+            header[1] = 126;
+            header[2..4].copy_from_slice(&len.to_be_bytes());
+            4
+        } else {
+            header[1] = 127;
+            header[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+            10
+        };
+        Outgoing { header, header_len, payload, written: 0 }
+    }
+
+    fn header(&self) -> &[u8] {
+        &self.header[..usize::from(self.header_len)]
+    }
+
+    /// What is left to write: the rest of the header, the rest of the payload.
+    fn rest(&self) -> (&[u8], &[u8]) {
+        let header = self.header();
+        let in_header = self.written.min(header.len());
+        (&header[in_header..], &self.payload[self.written - in_header..])
+    }
+
+    fn len(&self) -> usize {
+        self.header().len() + self.payload.len()
+    }
 }
 
 /// The reading half: frames from the client.
@@ -111,7 +164,14 @@ pub(super) struct WsWriter(Arc<Mutex<Inner>>);
 
 /// The two halves of a server-side WebSocket on `io`.
 pub(super) fn open(io: Io, config: WebSocketConfig) -> (WsReader, WsWriter) {
-    let inner = Inner { io, protocol: WebSocketContext::new(Role::Server, Some(config)), ended: false, blocked: false };
+    let inner = Inner {
+        io,
+        protocol: WebSocketContext::new(Role::Server, Some(config)),
+        ended: false,
+        blocked: false,
+        out: VecDeque::new(),
+        close: None,
+    };
     let shared = Arc::new(Mutex::new(inner));
     (WsReader(shared.clone()), WsWriter(shared))
 }
@@ -127,6 +187,9 @@ fn lock(shared: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
 struct Blocking<'a, 'b> {
     io: &'a mut Io,
     cx: &'a mut Context<'b>,
+    /// False while one of this module's frames is half written: tungstenite's replies wait
+    /// (as if the socket were full) rather than land inside it.
+    writes: bool,
 }
 
 fn would_block<T>(poll: Poll<io::Result<T>>) -> io::Result<T> {
@@ -146,6 +209,9 @@ impl Read for Blocking<'_, '_> {
 
 impl Write for Blocking<'_, '_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if !self.writes {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
         would_block(Pin::new(&mut *self.io).poll_write(self.cx, buf))
     }
 
@@ -168,13 +234,95 @@ impl Inner {
         cx: &mut Context<'_>,
         f: impl FnOnce(&mut WebSocketContext, &mut Blocking<'_, '_>) -> Result<T, WsError>,
     ) -> Result<T, WsError> {
-        f(&mut self.protocol, &mut Blocking { io: &mut self.io, cx })
+        let writes = self.out.front().is_none_or(|frame| frame.written == 0);
+        f(&mut self.protocol, &mut Blocking { io: &mut self.io, cx, writes })
     }
 
+    /// Queues a data (or ping) frame, unless a close frame was sent or queued.
+    fn queue(&mut self, opcode: u8, payload: Bytes) -> Result<(), WsError> {
+        if !self.protocol.can_write() || self.close.is_some() {
+            return Err(WsError::Protocol(ProtocolError::SendAfterClosing));
+        }
+        self.out.push_back(Outgoing::new(opcode, payload));
+        Ok(())
+    }
+
+    /// Writes tungstenite's own frames (replies, the close frame) and this module's, in order.
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
-        let flushed = std::task::ready!(pending_on_block(self.step(cx, |ws, io| ws.flush(io))));
-        self.blocked = false;
-        Poll::Ready(flushed)
+        let flushed = self.flush_all(cx);
+        self.blocked = flushed.is_pending();
+        flushed
+    }
+
+    fn flush_all(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+        loop {
+            // tungstenite's replies, between frames of ours (never inside one).
+            if self.out.front().is_none_or(|frame| frame.written == 0) {
+                match pending_on_block(self.step(cx, |ws, io| ws.flush(io))) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(err)) => {
+                        // Closed (the client's close was answered) or broken: ours cannot go.
+                        self.out.clear();
+                        return Poll::Ready(Err(err));
+                    }
+                }
+            }
+            if self.out.is_empty() {
+                if self.out.capacity() > 4 {
+                    // A burst is over: no room kept for the next.
+                    self.out = VecDeque::new();
+                }
+                let Some(frame) = self.close.take() else { return Poll::Ready(Ok(())) };
+                match pending_on_block(self.step(cx, |ws, io| ws.close(io, frame))) {
+                    // Queued in tungstenite, which writes it with its next flush.
+                    Poll::Pending | Poll::Ready(Ok(())) => continue,
+                    Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
+                }
+            }
+            let mut written = std::task::ready!(self.write_out(cx))?;
+            if written == 0 {
+                return Poll::Ready(Err(WsError::Io(io::ErrorKind::WriteZero.into())));
+            }
+            while let Some(frame) = self.out.front_mut() {
+                let left = frame.len() - frame.written;
+                if written < left {
+                    frame.written += written;
+                    break;
+                }
+                written -= left;
+                self.out.pop_front();
+            }
+        }
+    }
+}
+
+/// Frames written per vectored write (two slices each: header and payload).
+const BATCH_SLICES: usize = 64;
+
+impl Inner {
+    /// One vectored write of what `out` holds (the first [`BATCH_SLICES`] frames).
+    fn write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let io = Pin::new(&mut self.io);
+        if self.out.len() == 1
+            && let Some(frame) = self.out.front()
+        {
+            // One frame, the common case: no array of slices to fill.
+            let (header, payload) = frame.rest();
+            return io.poll_write_vectored(cx, &[io::IoSlice::new(header), io::IoSlice::new(payload)]);
+        }
+        let mut slices = [io::IoSlice::new(&[]); 2 * BATCH_SLICES];
+        let mut count = 0;
+        for frame in self.out.iter().take(BATCH_SLICES) {
+            let (header, payload) = frame.rest();
+            for part in [header, payload] {
+                if !part.is_empty() {
+                    slices[count] = io::IoSlice::new(part);
+                    count += 1;
+                }
+            }
+        }
+        io.poll_write_vectored(cx, &slices[..count])
     }
 }
 
@@ -208,17 +356,35 @@ impl WsWriter {
         if inner.blocked { inner.poll_flush(cx) } else { Poll::Ready(Ok(())) }
     }
 
-    /// Buffers a frame (after [`poll_ready`](Self::poll_ready)); tungstenite writes its buffer
-    /// out once it holds more than the configured write buffer size. A socket without room
-    /// leaves it buffered, to be written by the next `poll_ready` or `poll_flush`.
+    /// Queues a frame (after [`poll_ready`](Self::poll_ready)), to be written by the next
+    /// `poll_flush`: data frames and pings with the others queued (no copy), a close frame
+    /// after them.
     pub(super) fn start_send(&mut self, message: WsMessage, cx: &mut Context<'_>) -> Result<(), WsError> {
         let mut inner = lock(&self.0);
-        match inner.step(cx, |ws, io| ws.write(io, message)) {
-            Err(WsError::Io(err)) if err.kind() == io::ErrorKind::WouldBlock => {
-                inner.blocked = true;
+        match message {
+            WsMessage::Text(text) => inner.queue(0x1, Bytes::from(text)),
+            WsMessage::Binary(bytes) => inner.queue(0x2, bytes),
+            WsMessage::Ping(bytes) => inner.queue(0x9, bytes),
+            WsMessage::Close(frame) => {
+                if !inner.protocol.can_write() || inner.close.is_some() {
+                    return Err(WsError::Protocol(ProtocolError::SendAfterClosing));
+                }
+                inner.close = Some(frame);
                 Ok(())
             }
-            result => result,
+            // Not sent by the server's writer; tungstenite's own path, after what is queued.
+            other => {
+                if !inner.out.is_empty() {
+                    return Err(WsError::Io(io::ErrorKind::WouldBlock.into()));
+                }
+                match inner.step(cx, |ws, io| ws.write(io, other)) {
+                    Err(WsError::Io(err)) if err.kind() == io::ErrorKind::WouldBlock => {
+                        inner.blocked = true;
+                        Ok(())
+                    }
+                    result => result,
+                }
+            }
         }
     }
 
@@ -242,5 +408,38 @@ impl WsWriter {
     /// Writes out what is buffered (see [`poll_flush`](Self::poll_flush)).
     pub(super) async fn flush(&mut self) -> Result<(), WsError> {
         std::future::poll_fn(|cx| self.poll_flush(cx)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+
+    #[test]
+    fn frame_headers_parse_back_as_tungstenite_reads_them() {
+        for (opcode, expected) in [(0x1, OpCode::Data(Data::Text)), (0x2, OpCode::Data(Data::Binary))] {
+            for len in [0, 1, 125, 126, 65_535, 65_536, 1 << 20] {
+                let frame = Outgoing::new(opcode, Bytes::from(vec![7u8; len]));
+                let mut header = std::io::Cursor::new(frame.header().to_vec());
+                let (parsed, length) = FrameHeader::parse(&mut header).unwrap().unwrap();
+                assert!(parsed.is_final);
+                assert_eq!(parsed.opcode, expected);
+                assert_eq!(parsed.mask, None, "server frames are not masked");
+                assert_eq!(length, len as u64);
+                assert_eq!(frame.len(), frame.header().len() + len);
+            }
+        }
+    }
+
+    #[test]
+    fn what_is_left_of_a_frame_follows_what_was_written() {
+        let mut frame = Outgoing::new(0x2, Bytes::from_static(b"payload"));
+        assert_eq!(frame.rest(), (&[0x82, 7][..], &b"payload"[..]));
+        frame.written = 1;
+        assert_eq!(frame.rest(), (&[7][..], &b"payload"[..]));
+        frame.written = 4;
+        assert_eq!(frame.rest(), (&[][..], &b"yload"[..]));
     }
 }
