@@ -3,8 +3,14 @@
 //! Both halves are polled by the connection's one task, so they share one
 //! [`WebSocketContext`] and the socket under a lock that is never contended in practice, and
 //! drive the socket with the task's own [`Context`]. tokio-tungstenite's stream, split in two,
-//! costs more on every message: a lock with its own waker between the halves, and two waker
-//! proxies re-registered on every read and write (measured: ~4 % of an echo's server time).
+//! cost more on every message: a lock with its own waker between the halves, and two waker
+//! proxies re-registered on every read and write (callgrind: 6,593 → 5,917 instructions per
+//! echoed message without them).
+//!
+//! tungstenite reads the frames, answers pings and close frames, and writes those replies and
+//! the server's close frame. Data frames (and keepalive pings) are written here: each frame's
+//! header and its payload, not copied, in one vectored write per batch, never interleaved with
+//! tungstenite's replies.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
