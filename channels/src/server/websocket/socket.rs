@@ -107,8 +107,6 @@ struct Inner {
     protocol: WebSocketContext,
     /// A read failed or the connection closed: the reader reports nothing more.
     ended: bool,
-    /// The last flush could not write everything: flush before feeding more.
-    blocked: bool,
     /// Data frames fed and not yet written, written here with one vectored write per flush:
     /// the payload is not copied, and nothing keeps the room a large message took (tungstenite
     /// formats every frame into one buffer whose capacity it never gives back).
@@ -165,7 +163,7 @@ impl Outgoing {
 /// The reading half: frames from the client.
 pub(super) struct WsReader(Arc<Mutex<Inner>>);
 
-/// The writing half: frames to the client, buffered by `feed` and written out by `flush`.
+/// The writing half: frames to the client, queued by `start_send` and written by `poll_flush`.
 pub(super) struct WsWriter(Arc<Mutex<Inner>>);
 
 /// The two halves of a server-side WebSocket on `io`.
@@ -174,7 +172,6 @@ pub(super) fn open(io: Io, config: WebSocketConfig) -> (WsReader, WsWriter) {
         io,
         protocol: WebSocketContext::new(Role::Server, Some(config)),
         ended: false,
-        blocked: false,
         out: VecDeque::new(),
         close: None,
     };
@@ -255,12 +252,6 @@ impl Inner {
 
     /// Writes tungstenite's own frames (replies, the close frame) and this module's, in order.
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
-        let flushed = self.flush_all(cx);
-        self.blocked = flushed.is_pending();
-        flushed
-    }
-
-    fn flush_all(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
         loop {
             // tungstenite's replies, between frames of ours (never inside one).
             if self.out.front().is_none_or(|frame| frame.written == 0) {
@@ -355,17 +346,10 @@ impl WsReader {
 }
 
 impl WsWriter {
-    /// Ready when a frame may be fed: an earlier write the socket did not take is written out
-    /// first.
-    pub(super) fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
-        let mut inner = lock(&self.0);
-        if inner.blocked { inner.poll_flush(cx) } else { Poll::Ready(Ok(())) }
-    }
-
-    /// Queues a frame (after [`poll_ready`](Self::poll_ready)), to be written by the next
-    /// `poll_flush`: data frames and pings with the others queued (no copy), a close frame
-    /// after them.
-    pub(super) fn start_send(&mut self, message: WsMessage, cx: &mut Context<'_>) -> Result<(), WsError> {
+    /// Queues a frame, to be written by the next [`poll_flush`](Self::poll_flush): data frames
+    /// and pings with the others queued (no copy), a close frame after them. Queuing never
+    /// touches the socket: what a writer feeds between two flushes is what it holds.
+    pub(super) fn start_send(&mut self, message: WsMessage) -> Result<(), WsError> {
         let mut inner = lock(&self.0);
         match message {
             WsMessage::Text(text) => inner.queue(0x1, Bytes::from(text)),
@@ -378,19 +362,8 @@ impl WsWriter {
                 inner.close = Some(frame);
                 Ok(())
             }
-            // Not sent by the server's writer; tungstenite's own path, after what is queued.
-            other => {
-                if !inner.out.is_empty() {
-                    return Err(WsError::Io(io::ErrorKind::WouldBlock.into()));
-                }
-                match inner.step(cx, |ws, io| ws.write(io, other)) {
-                    Err(WsError::Io(err)) if err.kind() == io::ErrorKind::WouldBlock => {
-                        inner.blocked = true;
-                        Ok(())
-                    }
-                    result => result,
-                }
-            }
+            // tungstenite answers pings itself; nothing else is sent by the server.
+            WsMessage::Pong(_) | WsMessage::Frame(_) => Err(WsError::Io(io::ErrorKind::InvalidInput.into())),
         }
     }
 
@@ -401,14 +374,6 @@ impl WsWriter {
             Err(WsError::ConnectionClosed) => Poll::Ready(Ok(())),
             other => Poll::Ready(other),
         }
-    }
-
-    /// Feeds a frame, waiting for room.
-    pub(super) async fn feed(&mut self, message: WsMessage) -> Result<(), WsError> {
-        std::future::poll_fn(|cx| self.poll_ready(cx)).await?;
-        let mut message = Some(message);
-        std::future::poll_fn(|cx| Poll::Ready(message.take().map_or(Ok(()), |message| self.start_send(message, cx))))
-            .await
     }
 
     /// Writes out what is buffered (see [`poll_flush`](Self::poll_flush)).

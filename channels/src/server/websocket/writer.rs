@@ -94,8 +94,8 @@ impl Keepalive {
 /// whole life, ~500 B per socket.
 struct Writing {
     keepalive: Option<Keepalive>,
-    /// A frame the socket had no room for yet (or a keepalive ping), fed first.
-    waiting: Option<WsMessage>,
+    /// A keepalive ping is due: fed first.
+    ping: bool,
     /// Frames fed since the last flush.
     fed: usize,
     /// What was fed since the last flush, for the metrics (pings and the close frame are not
@@ -108,7 +108,7 @@ struct Writing {
 
 impl Writing {
     fn new(config: &ServerConfig) -> Self {
-        Writing { keepalive: Keepalive::new(config), waiting: None, fed: 0, messages: 0, bytes: 0, flushing: false }
+        Writing { keepalive: Keepalive::new(config), ping: false, fed: 0, messages: 0, bytes: 0, flushing: false }
     }
 }
 
@@ -246,20 +246,13 @@ impl Writer {
                     return Poll::Ready(Stop::CloseSent);
                 }
             }
-            if let Some(frame) = writing.waiting.take() {
-                match sink.poll_ready(cx) {
-                    Poll::Pending => {
-                        writing.waiting = Some(frame);
-                        return Poll::Pending;
-                    }
-                    Poll::Ready(Err(_)) => return Poll::Ready(Stop::Broken),
-                    Poll::Ready(Ok(())) => {}
-                }
-                if self.start_send(sink, writing, frame, cx).is_err() {
-                    return Poll::Ready(Stop::Broken);
-                }
+            if std::mem::take(&mut writing.ping)
+                && self.start_send(sink, writing, WsMessage::Ping(Bytes::new())).is_err()
+            {
+                return Poll::Ready(Stop::Broken);
             }
-            // Feed what is queued, up to a batch, while the socket takes it.
+            // Feed what is queued, up to a batch. Feeding only queues (the socket is written by
+            // the flush), and nothing is fed while a flush is under way.
             let mut finished = false;
             while !self.close_sent && writing.fed < BATCH {
                 let event = match self.events.poll_recv(cx) {
@@ -271,15 +264,7 @@ impl Writer {
                     Poll::Pending => break,
                 };
                 let Some(frame) = to_frame(event) else { continue };
-                match sink.poll_ready(cx) {
-                    Poll::Ready(Ok(())) => {}
-                    Poll::Ready(Err(_)) => return Poll::Ready(Stop::Broken),
-                    Poll::Pending => {
-                        writing.waiting = Some(frame);
-                        break;
-                    }
-                }
-                if self.start_send(sink, writing, frame, cx).is_err() {
+                if self.start_send(sink, writing, frame).is_err() {
                     return Poll::Ready(Stop::Broken);
                 }
             }
@@ -292,14 +277,11 @@ impl Writer {
             if finished {
                 return Poll::Ready(Stop::Finished);
             }
-            if writing.waiting.is_some() {
-                return Poll::Pending;
-            }
             let Some(keepalive) = writing.keepalive.as_mut() else { return Poll::Pending };
             std::task::ready!(keepalive.poll_due(cx));
             match keepalive.on_timer(&self.conn) {
                 Beat::Quiet => {}
-                Beat::Ping => writing.waiting = Some(WsMessage::Ping(Bytes::new())),
+                Beat::Ping => writing.ping = true,
                 Beat::Dead => {
                     tracing::debug!("client did not answer a ping in time; closing");
                     self.conn.abort(close_code::AWAY, "ping timeout");
@@ -309,20 +291,19 @@ impl Writer {
         }
     }
 
-    /// Feeds one frame (the socket has room), counting it.
+    /// Feeds one frame, counting it.
     fn start_send(
         &mut self,
         sink: &mut WsWriter,
         writing: &mut Writing,
         frame: WsMessage,
-        cx: &mut Context<'_>,
     ) -> Result<(), tokio_tungstenite::tungstenite::Error> {
         let closing = matches!(frame, WsMessage::Close(_));
         if !closing && !matches!(frame, WsMessage::Ping(_)) {
             writing.messages += 1;
             writing.bytes += frame.len() as u64;
         }
-        sink.start_send(frame, cx)?;
+        sink.start_send(frame)?;
         writing.fed += 1;
         self.close_sent |= closing;
         Ok(())
@@ -351,7 +332,7 @@ impl Writer {
             while let Some(event) = self.events.try_recv() {
                 let Some(frame) = to_frame(event) else { continue };
                 let closing = matches!(frame, WsMessage::Close(_));
-                if sink.feed(frame).await.is_err() {
+                if sink.start_send(frame).is_err() {
                     return;
                 }
                 if closing {
@@ -360,7 +341,7 @@ impl Writer {
                 }
             }
         }
-        if !self.close_sent && sink.feed(close_frame(close)).await.is_err() {
+        if !self.close_sent && sink.start_send(close_frame(close)).is_err() {
             return;
         }
         let _ = sink.flush().await;
