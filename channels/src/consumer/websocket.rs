@@ -403,45 +403,50 @@ impl<C: WebsocketConsumer> SocketConsumer for Text<C> {
 
 /// The one WebSocket driver loop: connect, messages, layer messages, disconnect (which always
 /// runs, however the connection ends).
-pub(super) async fn drive<S: SocketConsumer>(
-    mut consumer: S,
-    mut inbox: Inbox,
+///
+/// An `async` block, not an `async fn`: the function would keep its arguments twice, as
+/// captured and as moved into its body (64 B more for every connection's life).
+pub(super) fn drive<S: SocketConsumer>(
+    consumer: S,
+    inbox: Inbox,
     outbox: Outbox,
-) -> Result<(), AppError> {
+) -> impl Future<Output = Result<(), AppError>> + Send {
     use crate::ratelog::in_span;
-    let mut ws = Websocket::new(outbox);
-    while let Some(event) = inbox.recv().await {
-        let result = match event {
-            Inbound::WebsocketConnect => {
-                let result = in_span(consumer.connect(&mut ws), event_span("connect", None)).await;
-                // Catch-up of groups with history waits for the accept.
-                inbox.release_channel();
-                result
-            }
-            // The JavaScript client's heartbeat: answered here, never seen by the consumer.
-            Inbound::WebsocketReceive(Message::Text(text)) if text.as_str() == HEARTBEAT => {
-                ws.send_text(HEARTBEAT).await
-            }
-            Inbound::WebsocketReceive(message) => {
-                in_span(consumer.message(&mut ws, message), event_span("receive", None)).await
-            }
-            Inbound::Channel(message) if message.message_type() == Some(CLOSE_TYPE) => {
-                close_from_layer(&mut ws, &message).await
-            }
-            Inbound::Channel(message) => {
-                let span = event_span("channel", message.message_type());
-                in_span(consumer.channel(&mut ws, message), span).await
-            }
-            Inbound::WebsocketDisconnect { code } => {
-                ws.mark_closed();
-                return settle(in_span(consumer.disconnect(code), event_span("disconnect", None)).await);
-            }
-            other => return Err(unexpected(&other, S::KIND)),
-        };
-        settle(result)?;
+    let (mut consumer, mut inbox, mut ws) = (consumer, inbox, Websocket::new(outbox));
+    async move {
+        while let Some(event) = inbox.recv().await {
+            let result = match event {
+                Inbound::WebsocketConnect => {
+                    let result = in_span(consumer.connect(&mut ws), event_span("connect", None)).await;
+                    // Catch-up of groups with history waits for the accept.
+                    inbox.release_channel();
+                    result
+                }
+                // The JavaScript client's heartbeat: answered here, never seen by the consumer.
+                Inbound::WebsocketReceive(Message::Text(text)) if text.as_str() == HEARTBEAT => {
+                    ws.send_text(HEARTBEAT).await
+                }
+                Inbound::WebsocketReceive(message) => {
+                    in_span(consumer.message(&mut ws, message), event_span("receive", None)).await
+                }
+                Inbound::Channel(message) if message.message_type() == Some(CLOSE_TYPE) => {
+                    close_from_layer(&mut ws, &message).await
+                }
+                Inbound::Channel(message) => {
+                    let span = event_span("channel", message.message_type());
+                    in_span(consumer.channel(&mut ws, message), span).await
+                }
+                Inbound::WebsocketDisconnect { code } => {
+                    ws.mark_closed();
+                    return settle(in_span(consumer.disconnect(code), event_span("disconnect", None)).await);
+                }
+                other => return Err(unexpected(&other, S::KIND)),
+            };
+            settle(result)?;
+        }
+        // The inbox ended without a disconnect event (a test dropped its sender).
+        settle(consumer.disconnect(close_code::ABNORMAL).await)
     }
-    // The inbox ended without a disconnect event (a test dropped its sender).
-    settle(consumer.disconnect(close_code::ABNORMAL).await)
 }
 
 /// The span of one consumer event (DEBUG: not even made unless asked for), inside the

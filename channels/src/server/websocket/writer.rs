@@ -1,6 +1,7 @@
 //! The writing side of an open WebSocket: the outgoing queue in batches, keepalive pings and
 //! the close handshake, polled in the connection's task right after the application.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -139,16 +140,87 @@ pub(super) struct Writer {
     _open: crate::metrics::Open,
 }
 
+/// The writing half of a connection's task: waits for the handshake's writer, opens the
+/// socket, writes until the end, closes. Hand-written: the task lives as long as the
+/// connection, and an `async` one kept room for its opening and closing steps all along (the
+/// connection's task was 1,024 B; each step now lives in a box of its own while it runs).
+pub(super) struct WriterTask(Step);
+
+enum Step {
+    /// Until the handshake is accepted (the sender is dropped when it is refused).
+    Waiting(oneshot::Receiver<(Writer, OnUpgrade, oneshot::Sender<Opened>)>),
+    /// Waiting for hyper's upgrade.
+    Opening(Pin<Box<dyn Future<Output = Option<(Writer, WsWriter)>> + Send>>),
+    /// The write loop.
+    Open {
+        writer: Writer,
+        sink: WsWriter,
+        cancel: CancelWait,
+        writing: Writing,
+    },
+    /// The close handshake, or the last frames and the close frame.
+    Closing(Pin<Box<dyn Future<Output = ()> + Send>>),
+    Done,
+}
+
+impl WriterTask {
+    /// Starts when the handshake is accepted: `handshake` brings the writer.
+    pub(super) fn new(handshake: oneshot::Receiver<(Writer, OnUpgrade, oneshot::Sender<Opened>)>) -> Self {
+        WriterTask(Step::Waiting(handshake))
+    }
+}
+
+impl Future for WriterTask {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut self.get_mut().0;
+        loop {
+            match this {
+                Step::Waiting(handshake) => match std::task::ready!(Pin::new(handshake).poll(cx)) {
+                    Ok((writer, on_upgrade, opened)) => {
+                        *this = Step::Opening(Box::pin(writer.open(on_upgrade, opened)));
+                    }
+                    Err(_) => *this = Step::Done,
+                },
+                Step::Opening(opening) => match std::task::ready!(opening.as_mut().poll(cx)) {
+                    Some((writer, sink)) => {
+                        let (cancel, writing) = (CancelWait::new(&writer.conn), Writing::new(&writer.config.config));
+                        *this = Step::Open { writer, sink, cancel, writing };
+                    }
+                    None => *this = Step::Done,
+                },
+                Step::Open { writer, sink, cancel, writing } => {
+                    let stop = if cancel.poll(&writer.conn, cx).is_ready() {
+                        Stop::Finished
+                    } else {
+                        std::task::ready!(writer.poll_write(sink, writing, cx))
+                    };
+                    if let Step::Open { writer, sink, .. } = std::mem::replace(this, Step::Done) {
+                        *this = Step::Closing(Box::pin(writer.close(stop, sink)));
+                    }
+                }
+                Step::Closing(closing) => {
+                    std::task::ready!(closing.as_mut().poll(cx));
+                    *this = Step::Done;
+                }
+                Step::Done => return Poll::Ready(()),
+            }
+        }
+    }
+}
+
 impl Writer {
     pub(super) fn new(events: Events, conn: Arc<ConnState>, config: Arc<ServerState>) -> Self {
         Writer { events, conn, close_sent: false, config, _open: crate::metrics::Open::new("websocket") }
     }
 
-    /// Waits for the upgrade, hands the read half to the reader, writes until the end.
-    pub(super) async fn run(mut self, on_upgrade: OnUpgrade, opened: oneshot::Sender<Opened>) {
+    /// Waits for the upgrade, opens the socket and hands its read half to the reader; gives
+    /// itself back with the write half, or nothing when the connection ended first.
+    async fn open(self, on_upgrade: OnUpgrade, opened: oneshot::Sender<Opened>) -> Option<(Writer, WsWriter)> {
         let upgraded = tokio::select! {
             upgraded = on_upgrade => upgraded,
-            () = self.conn.token.cancelled() => return,
+            () = self.conn.token.cancelled() => return None,
         };
         let upgraded = match upgraded {
             Ok(upgraded) => upgraded,
@@ -156,30 +228,15 @@ impl Writer {
                 tracing::debug!(error = %err, "WebSocket upgrade failed");
                 self.conn.abort(close_code::ABNORMAL, "upgrade failed");
                 crate::metrics::websocket_closed("lost");
-                return;
+                return None;
             }
         };
-        // This task lives as long as the connection, and its future is as large as its largest
-        // step: the closing steps are boxed so that only the write loop's state is kept while
-        // the connection is open.
         let config = &self.config.config;
         let (io, read_ahead) = socket::WsIo::new(upgraded);
         let socket = ChunkedRead::new(io, config.read_buffer_size, read_ahead);
-        let (read_half, mut sink) = socket::open(socket, ws_config(config));
-        if opened.send(Ok(read_half)).is_err() {
-            return;
-        }
-        let conn = self.conn.clone();
-        let mut cancel = CancelWait::new(&conn);
-        let mut writing = Writing::new(&self.config.config);
-        let stop = std::future::poll_fn(|cx| {
-            if cancel.poll(&conn, cx).is_ready() {
-                return Poll::Ready(Stop::Finished);
-            }
-            self.poll_write(&mut sink, &mut writing, cx)
-        })
-        .await;
-        Box::pin(self.close(stop, sink)).await;
+        let (read_half, sink) = socket::open(socket, ws_config(config));
+        opened.send(Ok(read_half)).ok()?;
+        Some((self, sink))
     }
 
     /// After the write loop: the close handshake, or the last frames and the close frame.
