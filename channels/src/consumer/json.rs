@@ -137,13 +137,20 @@ impl<C: JsonWebsocketConsumer> SocketConsumer for Json<C> {
         self.0.connect(ws)
     }
 
-    async fn message(&mut self, ws: &mut Websocket, message: Message) -> Result<(), ConsumerError> {
-        match message {
-            Message::Text(text) => match serde_json::from_str(text.as_str()) {
-                Ok(content) => self.0.receive_json(ws, content).await,
-                Err(err) => self.0.decode_error(ws, JsonDecodeError::Invalid(err)).await,
-            },
-            Message::Binary(_) => self.0.decode_error(ws, JsonDecodeError::Binary).await,
+    /// Decodes before the handler's future is made, so that the future keeps neither the
+    /// message nor its text (an `async fn` kept both beside the handler's own state).
+    fn message(
+        &mut self,
+        ws: &mut Websocket,
+        message: Message,
+    ) -> impl Future<Output = Result<(), ConsumerError>> + Send {
+        let decoded = match message {
+            Message::Text(text) => serde_json::from_str(text.as_str()).map_err(JsonDecodeError::Invalid),
+            Message::Binary(_) => Err(JsonDecodeError::Binary),
+        };
+        match decoded {
+            Ok(content) => futures_util::future::Either::Left(self.0.receive_json(ws, content)),
+            Err(err) => futures_util::future::Either::Right(self.0.decode_error(ws, err)),
         }
     }
 

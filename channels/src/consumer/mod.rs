@@ -42,6 +42,9 @@ use std::fmt;
 use std::future::ready;
 use std::sync::Arc;
 
+use futures_util::FutureExt;
+use futures_util::future::Either;
+
 pub use self::form::{Form, FormError, MAX_FIELDS};
 pub use self::generic::{Flow, GenericConsumer};
 pub use self::http::{HttpConsumer, HttpResponse};
@@ -273,22 +276,24 @@ impl<C: Send + 'static> Application for ConsumerApp<C> {
         let invalid = invalid && since.after.is_none();
         let track = (self.layer.presence)(&consumer);
         let (drive, hold) = (self.drive, self.layer.hold_until_connect);
-        // The joining and the leaving are futures of their own, freed when done: what this
-        // future captures, and its largest step, are kept for the connection's whole life.
+        // The joining and the leaving are futures of their own, freed when done, and the steps
+        // are chained with combinators: an `async` block keeps what it captured, and room for
+        // its largest step, for the connection's whole life (272 B where 120 are needed).
         let join: BoxFuture<'static, _> =
             Box::pin(
                 async move { Membership::join(layer, channel, groups, (&since, invalid), track, subscription).await },
             );
-        Box::pin(async move {
-            let (membership, subscription) = join.await.map_err(|err| AppError::Other(Box::new(err)))?;
-            inbox.attach(subscription.0);
-            if subscription.1 && hold {
-                inbox.hold_channel();
+        Box::pin(join.then(move |joined| match joined {
+            Ok((membership, subscription)) => {
+                inbox.attach(subscription.0);
+                if subscription.1 && hold {
+                    inbox.hold_channel();
+                }
+                let leave = move |result| Box::pin(membership.leave()).map(move |()| result);
+                Either::Left(drive(consumer, inbox, outbox).then(leave))
             }
-            let result = drive(consumer, inbox, outbox).await;
-            Box::pin(membership.leave()).await;
-            result
-        })
+            Err(err) => Either::Right(ready(Err(AppError::Other(Box::new(err))))),
+        }))
     }
 }
 
