@@ -239,6 +239,10 @@ pub struct Scope {
     pub channel_name: Option<String>,
     /// Where in `path` the next URL router starts matching; `None` before the outermost router.
     pub(crate) route_offset: Option<usize>,
+    /// The `Cookie` headers were parsed into `cookies` (by `CookieMiddleware`), so that
+    /// `SessionMiddleware` can tell "no cookies" from "no `CookieMiddleware`". A field, not a
+    /// marker in `extensions`: the map would grow to its next size in every scope.
+    pub(crate) cookies_parsed: bool,
 }
 
 impl Scope {
@@ -276,6 +280,7 @@ impl Scope {
             channel_layer: None,
             channel_name: None,
             route_offset: None,
+            cookies_parsed: false,
         }
     }
 

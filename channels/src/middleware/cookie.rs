@@ -11,11 +11,6 @@ use crate::application::Application;
 use crate::error::AppError;
 use crate::scope::Scope;
 
-/// Marks a scope whose `Cookie` headers were parsed, so that `SessionMiddleware` can tell
-/// "no cookies" from "CookieMiddleware missing".
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct CookiesParsed;
-
 /// Parses the request's `Cookie` headers into `scope.cookies` (Channels' `CookieMiddleware`).
 ///
 /// Malformed pairs are skipped, not fatal; values are percent-decoded; when a name repeats,
@@ -54,7 +49,7 @@ pub(crate) fn parse_into(scope: &mut Scope) {
             scope.cookies.entry(name).or_insert(value);
         }
     }
-    scope.extensions.insert(CookiesParsed);
+    scope.cookies_parsed = true;
 }
 
 /// The `name=value` pairs of one `Cookie` header; malformed pairs are skipped.

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use http::header::SET_COOKIE;
 use http::{HeaderValue, StatusCode};
 
-use super::cookie::CookiesParsed;
 use super::{Middleware, Refusal, Step, Wrapped};
 use crate::application::Application;
 use crate::error::AppError;
@@ -75,7 +74,7 @@ impl Middleware for SessionMiddleware {
     type State = Session;
 
     async fn prepare(&self, scope: &mut Scope) -> Result<Step<Session>, AppError> {
-        if scope.extensions.get::<CookiesParsed>().is_none() {
+        if !scope.cookies_parsed {
             return Err(AppError::Misconfigured(
                 "SessionMiddleware needs CookieMiddleware around it to read the session cookie: use \
                  SessionMiddlewareStack or AuthMiddlewareStack"
