@@ -355,7 +355,9 @@ macro_rules! backend_tests {
     };
 }
 
-/// A `redis-server` of the test's own on `port`, without persistence, killed when dropped.
+/// A `redis-server` of the test's own on `port`, without persistence (a replica loads its sync
+/// from the socket: it would otherwise leave a `dump.rdb` in the working directory), killed when
+/// dropped.
 pub struct OwnRedis(pub std::process::Child);
 
 impl OwnRedis {
@@ -368,6 +370,7 @@ impl OwnRedis {
     pub fn start_with(port: u16, args: &[&str]) -> OwnRedis {
         let child = std::process::Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--repl-diskless-load", "swapdb"])
             .args(args)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
