@@ -414,7 +414,10 @@ pub(super) fn drive<S: SocketConsumer>(
     use crate::ratelog::in_span;
     let (mut consumer, mut inbox, mut ws) = (consumer, inbox, Websocket::new(outbox));
     async move {
-        while let Some(event) = inbox.recv().await {
+        // `let else`, not `while let`: the scrutinee would stay stored beside `event` while
+        // a handler runs.
+        loop {
+            let Some(event) = inbox.recv().await else { break };
             let result = match event {
                 Inbound::WebsocketConnect => {
                     let result = in_span(consumer.connect(&mut ws), event_span("connect", None)).await;
