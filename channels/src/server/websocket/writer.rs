@@ -150,7 +150,7 @@ enum Step {
     /// Until the handshake is accepted (the sender is dropped when it is refused).
     Waiting(oneshot::Receiver<(Writer, OnUpgrade, oneshot::Sender<Opened>)>),
     /// Waiting for hyper's upgrade.
-    Opening(Pin<Box<dyn Future<Output = Option<(Writer, WsWriter)>> + Send>>),
+    Opening(crate::BoxFuture<'static, Option<(Writer, WsWriter)>>),
     /// The write loop.
     Open {
         writer: Writer,
@@ -159,7 +159,7 @@ enum Step {
         writing: Writing,
     },
     /// The close handshake, or the last frames and the close frame.
-    Closing(Pin<Box<dyn Future<Output = ()> + Send>>),
+    Closing(crate::BoxFuture<'static, ()>),
     Done,
 }
 
