@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::error::{Error as WsError, ProtocolError};
 
 use super::Opened;
 use super::socket::WsReader;
-use crate::connection::{CancelWait, ConnState, EventSource};
+use crate::connection::{CancelWait, ConnState, EventSource, Waiter};
 use crate::event::{Inbound, Message, Utf8Bytes, close_code};
 use crate::server::{RateLimit, ServerState};
 
@@ -65,7 +65,7 @@ impl WsSource {
         WsSource {
             throttle: server.config.inbound_rate.map(|rate| Box::new(Throttle::new(rate))),
             state: ReadState::Connecting(opened),
-            cancelled: CancelWait::new(&conn),
+            cancelled: CancelWait::new(Waiter::Reader),
             conn,
             server,
         }

@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::{Bytes, Message as WsMessage};
 
 use super::socket::{self, WsWriter};
 use super::{BATCH, Opened, ws_config};
-use crate::connection::{CancelWait, ConnState, Events};
+use crate::connection::{CancelWait, ConnState, Events, Waiter};
 use crate::event::{Close, Message, Outbound, close_code};
 use crate::server::chunked::ChunkedRead;
 use crate::server::{ServerConfig, ServerState};
@@ -185,7 +185,7 @@ impl Future for WriterTask {
                 },
                 Step::Opening(opening) => match std::task::ready!(opening.as_mut().poll(cx)) {
                     Some((writer, sink)) => {
-                        let (cancel, writing) = (CancelWait::new(&writer.conn), Writing::new(&writer.config.config));
+                        let (cancel, writing) = (CancelWait::new(Waiter::Writer), Writing::new(&writer.config.config));
                         *this = Step::Open { writer, sink, cancel, writing };
                     }
                     None => *this = Step::Done,
