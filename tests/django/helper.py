@@ -124,6 +124,21 @@ def main(command, *args):
         (key,) = args
         row = Session.objects.filter(session_key=key).first()
         print(json.dumps(row.get_decoded() if row else None))
+    elif command == "session-row":
+        # The row as stored (for a failing test's message): its expiry as text, and its data.
+        from django.db import connection
+
+        (key,) = args
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT expire_date, session_data FROM django_session WHERE session_key = %s", [key])
+            row = cursor.fetchone()
+        decoded = Session.objects.filter(session_key=key).first()
+        print(json.dumps({
+            "row": [str(value) for value in row] if row else None,
+            "decoded": decoded.get_decoded() if decoded else None,
+            "now": str(timezone.now()),
+            "sessions": Session.objects.count(),
+        }))
     else:
         raise SystemExit(f"unknown command {command}")
 

@@ -710,3 +710,14 @@ pub async fn connect(addr: SocketAddr, path: &str) -> Client {
 mod member;
 #[allow(unused_imports)]
 pub use member::Member;
+
+/// `cookie` with its last character changed: a tampered cookie. (Always another character:
+/// appending a fixed one in place of the last kept the cookie unchanged whenever it already ended
+/// with it, one run in 36 for a Django session key, and the test then failed.)
+pub fn tampered(cookie: &str) -> String {
+    let mut chars: Vec<char> = cookie.chars().collect();
+    if let Some(last) = chars.last_mut() {
+        *last = if *last == 'x' { 'y' } else { 'x' };
+    }
+    chars.into_iter().collect()
+}

@@ -209,6 +209,9 @@ impl SessionStore for DjangoSessionStore {
                         return Ok(None);
                     }
                     let row = db.load_session(value).await.map_err(store_error)?;
+                    if row.is_none() {
+                        tracing::debug!("no Django session row for this key (none, or expired)");
+                    }
                     Ok(row.and_then(|data| self.decode(&data)))
                 }
                 SessionEngine::Cache(cache) => {
