@@ -45,6 +45,8 @@ pub(crate) struct ServerMetrics {
     pub(crate) received_bytes: Counter,
     pub(crate) sent: Counter,
     pub(crate) sent_bytes: Counter,
+    /// `channels_connections_open{protocol="websocket"}`.
+    pub(crate) open_websockets: Gauge,
 }
 
 impl ServerMetrics {
@@ -54,6 +56,7 @@ impl ServerMetrics {
             received_bytes: counter!("channels_websocket_received_bytes_total"),
             sent: counter!("channels_websocket_messages_sent_total"),
             sent_bytes: counter!("channels_websocket_sent_bytes_total"),
+            open_websockets: gauge!("channels_connections_open", "protocol" => "websocket"),
         }
     }
 }

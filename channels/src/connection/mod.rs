@@ -39,8 +39,10 @@ pub(crate) struct ConnState {
     /// The tasks of a WebSocket's reader and writer ([`CancelWait`]), woken by
     /// [`cancel`](Self::cancel).
     waiters: [AtomicWaker; 2],
-    /// Set by the reader on every frame; the writer's ping timer clears it.
+    /// Set by the reader on every frame; the server's keepalive sweeper clears it.
     pub(crate) seen: AtomicBool,
+    /// Keepalive pings: the sweeper's count of silence, and a ping due for the writer.
+    pub(crate) keepalive: crate::server::keepalive::Keepalive,
     /// Set by the reader when the client's close frame arrived: the writer then only sends the
     /// reply that the WebSocket protocol queued for it (RFC 6455 section 5.5.1).
     pub(crate) peer_closed: AtomicBool,
@@ -68,6 +70,7 @@ impl ConnState {
             cancelled: AtomicBool::new(false),
             waiters: [AtomicWaker::new(), AtomicWaker::new()],
             seen: AtomicBool::new(false),
+            keepalive: Default::default(),
             peer_closed: AtomicBool::new(false),
             write_timeout,
             close: OnceLock::new(),
@@ -89,6 +92,11 @@ impl ConnState {
         for waiter in &self.waiters {
             waiter.wake();
         }
+    }
+
+    /// Wakes `waiter`'s task (its [`CancelWait`] registers again on its next poll).
+    pub(crate) fn wake(&self, waiter: Waiter) {
+        self.waiters[waiter as usize].wake();
     }
 
     /// Why the connection was cancelled: the recorded reason, else server shutdown, else normal.
@@ -277,9 +285,7 @@ impl Outbox {
 /// [`ConnState::abort`] (a WebSocket's is its own root); an HTTP connection's token is a child
 /// of the server's and is polled directly.
 pub(crate) struct CancelWait {
-    /// Which of the connection's waker slots is this waiter's.
-    slot: Waiter,
-    /// The waker registered in that slot.
+    /// The waker registered in this waiter's slot.
     registered: Option<Waker>,
 }
 
@@ -292,17 +298,23 @@ pub(crate) enum Waiter {
 }
 
 impl CancelWait {
-    pub(crate) fn new(slot: Waiter) -> Self {
-        CancelWait { slot, registered: None }
+    pub(crate) fn new() -> Self {
+        CancelWait { registered: None }
+    }
+
+    /// Registers the waker again on the next poll: the slot was emptied by a
+    /// [`ConnState::wake`].
+    pub(crate) fn rearm(&mut self) {
+        self.registered = None;
     }
 
     /// Ready once `conn` is cancelled.
-    pub(crate) fn poll(&mut self, conn: &ConnState, cx: &mut Context<'_>) -> Poll<()> {
+    pub(crate) fn poll(&mut self, conn: &ConnState, slot: Waiter, cx: &mut Context<'_>) -> Poll<()> {
         if conn.cancelled.load(Ordering::Acquire) {
             return Poll::Ready(());
         }
         if !self.registered.as_ref().is_some_and(|waker| waker.will_wake(cx.waker())) {
-            conn.waiters[self.slot as usize].register(cx.waker());
+            conn.waiters[slot as usize].register(cx.waker());
             self.registered = Some(cx.waker().clone());
             // Cancelled between the look and the registration: that wake may have been missed.
             if conn.cancelled.load(Ordering::Acquire) {
@@ -455,28 +467,45 @@ mod tests {
         let conn = conn();
         let (reader, writer) = (Arc::new(Count(AtomicUsize::new(0))), Arc::new(Count(AtomicUsize::new(0))));
         let (reader_waker, writer_waker) = (Waker::from(reader.clone()), Waker::from(writer.clone()));
-        let mut waits = [CancelWait::new(Waiter::Reader), CancelWait::new(Waiter::Writer)];
-        for (wait, waker) in waits.iter_mut().zip([&reader_waker, &writer_waker]) {
+        let mut waits = [CancelWait::new(), CancelWait::new()];
+        let slots = [(Waiter::Reader, &reader_waker), (Waiter::Writer, &writer_waker)];
+        for (wait, (slot, waker)) in waits.iter_mut().zip(slots) {
             // Polled twice with the same waker: pending, registered once.
             for _ in 0..2 {
-                assert!(wait.poll(&conn, &mut Context::from_waker(waker)).is_pending());
+                assert!(wait.poll(&conn, slot, &mut Context::from_waker(waker)).is_pending());
             }
         }
         conn.abort(close_code::AWAY, "test");
         assert_eq!((reader.0.load(Ordering::SeqCst), writer.0.load(Ordering::SeqCst)), (1, 1));
         assert!(conn.token.is_cancelled());
-        for (wait, waker) in waits.iter_mut().zip([&reader_waker, &writer_waker]) {
-            assert!(wait.poll(&conn, &mut Context::from_waker(waker)).is_ready());
+        for (wait, (slot, waker)) in waits.iter_mut().zip(slots) {
+            assert!(wait.poll(&conn, slot, &mut Context::from_waker(waker)).is_ready());
         }
+    }
+
+    #[test]
+    fn a_waiter_woken_for_a_ping_and_rearmed_still_hears_the_cancel() {
+        let conn = conn();
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut wait = CancelWait::new();
+        assert!(wait.poll(&conn, Waiter::Writer, &mut Context::from_waker(&waker)).is_pending());
+        // The keepalive sweeper's wake empties the slot; the writer rearms and polls again.
+        conn.wake(Waiter::Writer);
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        wait.rearm();
+        assert!(wait.poll(&conn, Waiter::Writer, &mut Context::from_waker(&waker)).is_pending());
+        conn.cancel();
+        assert_eq!(count.0.load(Ordering::SeqCst), 2);
     }
 
     #[test]
     fn a_waiter_polled_with_a_new_waker_moves_its_registration() {
         let conn = conn();
         let (old, new) = (Arc::new(Count(AtomicUsize::new(0))), Arc::new(Count(AtomicUsize::new(0))));
-        let mut wait = CancelWait::new(Waiter::Writer);
-        assert!(wait.poll(&conn, &mut Context::from_waker(&Waker::from(old.clone()))).is_pending());
-        assert!(wait.poll(&conn, &mut Context::from_waker(&Waker::from(new.clone()))).is_pending());
+        let mut wait = CancelWait::new();
+        assert!(wait.poll(&conn, Waiter::Writer, &mut Context::from_waker(&Waker::from(old.clone()))).is_pending());
+        assert!(wait.poll(&conn, Waiter::Writer, &mut Context::from_waker(&Waker::from(new.clone()))).is_pending());
         conn.cancel();
         assert_eq!((old.0.load(Ordering::SeqCst), new.0.load(Ordering::SeqCst)), (0, 1));
     }

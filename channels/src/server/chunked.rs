@@ -17,7 +17,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// The read buffer tungstenite keeps per connection.
-pub(crate) const CODEC_BUFFER: usize = 512;
+pub(crate) const CODEC_BUFFER: usize = 256;
 
 #[derive(Debug)]
 pub(crate) struct ChunkedRead<IO> {

@@ -1,6 +1,7 @@
 //! The open WebSockets, so that a shutdown can close them a batch at a time (close code 1012,
 //! "service restart") instead of all at once: their clients then reconnect spread over time,
-//! not in one storm against the next process.
+//! not in one storm against the next process. The keepalive sweeper walks them too
+//! ([`keepalive`](super::keepalive)).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -9,17 +10,27 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::keepalive::{self, Beat, Sweep};
 use crate::connection::ConnState;
 use crate::event::close_code;
 
 /// The WebSockets a server holds open (and those still in their handshake).
 #[derive(Default)]
 pub(crate) struct Connections {
-    open: Mutex<HashMap<u64, Arc<ConnState>>>,
+    open: Mutex<Open>,
+    /// Keepalive pings, unless they are off.
+    sweep: Option<Sweep>,
     next: AtomicU64,
     /// Set when the drain starts: a handshake that still gets through (hyper finishes a request
     /// it had begun reading) is closed as soon as it registers.
     draining: AtomicBool,
+}
+
+#[derive(Default)]
+struct Open {
+    conns: HashMap<u64, Arc<ConnState>>,
+    /// The keepalive sweeper runs (it stops when it finds no connection).
+    sweeping: bool,
 }
 
 /// A connection's place in [`Connections`], given up when it is dropped (the connection's task
@@ -31,12 +42,17 @@ pub(crate) struct Registered {
 
 impl Drop for Registered {
     fn drop(&mut self) {
-        self.connections.lock().remove(&self.id);
+        self.connections.lock().conns.remove(&self.id);
     }
 }
 
 impl Connections {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<ConnState>>> {
+    /// The connections of a server whose keepalive is `sweep` (`None`: no pings).
+    pub(crate) fn new(sweep: Option<Sweep>) -> Self {
+        Connections { sweep, ..Connections::default() }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Open> {
         // Nothing is left half-done under this lock: a panic elsewhere cannot spoil the map.
         self.open.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -47,21 +63,38 @@ impl Connections {
         if self.draining.load(Ordering::Relaxed) {
             conn.abort(close_code::SERVICE_RESTART, "server restarting");
         } else {
-            open.insert(id, conn);
+            open.conns.insert(id, conn);
+            if let Some(sweep) = self.sweep
+                && !std::mem::replace(&mut open.sweeping, true)
+            {
+                keepalive::start(self, sweep);
+            }
         }
         Registered { connections: self.clone(), id }
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().conns.len()
+    }
+
+    /// One keepalive sweep: pings asked for, and the connections that did not answer theirs;
+    /// `None` (and the sweeper stops) when there are no connections left.
+    pub(crate) fn sweep(&self, sweep: &Sweep) -> Option<Vec<Arc<ConnState>>> {
+        let mut open = self.lock();
+        if open.conns.is_empty() {
+            open.sweeping = false;
+            return None;
+        }
+        let dead = open.conns.values().filter(|conn| keepalive::beat(conn, sweep) == Beat::Dead).cloned().collect();
+        Some(dead)
     }
 
     /// Closes up to `count` connections with 1012; how many it closed.
     fn close_some(&self, count: usize) -> usize {
         let batch: Vec<Arc<ConnState>> = {
             let mut open = self.lock();
-            let ids: Vec<u64> = open.keys().copied().take(count).collect();
-            ids.iter().filter_map(|id| open.remove(id)).collect()
+            let ids: Vec<u64> = open.conns.keys().copied().take(count).collect();
+            ids.iter().filter_map(|id| open.conns.remove(id)).collect()
         };
         for conn in &batch {
             conn.abort(close_code::SERVICE_RESTART, "server restarting");
@@ -131,5 +164,46 @@ mod tests {
         assert!(late.token.is_cancelled(), "nothing would ever close it otherwise");
         assert_eq!(late.close_reason().code, close_code::SERVICE_RESTART);
         assert_eq!(connections.len(), 0);
+    }
+
+    /// Waits (a second at most) for `done`.
+    async fn eventually(mut done: impl FnMut() -> bool) -> bool {
+        for _ in 0..1000 {
+            if done() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn the_keepalive_sweeper_runs_while_there_are_connections() {
+        let sweep = Sweep::new(Some(Duration::from_millis(4)), Duration::from_millis(400));
+        let connections = Arc::new(Connections::new(sweep));
+        let first = conn();
+        let registered = connections.register(first.clone());
+        first.keepalive.arm();
+        assert!(eventually(|| first.keepalive.take_ping()).await, "a silent connection is pinged");
+        drop(registered);
+        assert!(eventually(|| !connections.lock().sweeping).await, "no connection left: the sweeper stops");
+        // The next connection starts it again.
+        let again = conn();
+        let _registered = connections.register(again.clone());
+        assert!(connections.lock().sweeping);
+        again.keepalive.arm();
+        assert!(eventually(|| again.keepalive.take_ping()).await);
+    }
+
+    #[tokio::test]
+    async fn a_client_silent_after_its_ping_is_closed_with_1001() {
+        let sweep = Sweep::new(Some(Duration::from_millis(4)), Duration::from_millis(4));
+        let connections = Arc::new(Connections::new(sweep));
+        let silent = conn();
+        let _registered = connections.register(silent.clone());
+        silent.keepalive.arm();
+        assert!(eventually(|| silent.token.is_cancelled()).await);
+        let close = silent.close_reason();
+        assert_eq!((close.code, close.reason.as_str()), (close_code::AWAY, keepalive::PING_TIMEOUT));
     }
 }

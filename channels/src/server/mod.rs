@@ -62,6 +62,7 @@ mod chunked;
 mod config;
 mod drain;
 pub(crate) mod http;
+pub(crate) mod keepalive;
 mod scope;
 #[cfg(feature = "tls")]
 mod tls;
@@ -158,12 +159,13 @@ impl ServerState {
     }
 
     pub(crate) fn new(app: Arc<dyn Application>, config: ServerConfig, shutdown: CancellationToken) -> Self {
+        let sweep = keepalive::Sweep::new(config.ping_interval, config.ping_timeout);
         ServerState {
             app,
             config,
             shutdown,
             closing: CancellationToken::new(),
-            connections: Arc::default(),
+            connections: Arc::new(drain::Connections::new(sweep)),
             tracker: TaskTracker::new(),
             metrics: crate::metrics::ServerMetrics::new(),
         }

@@ -65,7 +65,7 @@ impl WsSource {
         WsSource {
             throttle: server.config.inbound_rate.map(|rate| Box::new(Throttle::new(rate))),
             state: ReadState::Connecting(opened),
-            cancelled: CancelWait::new(Waiter::Reader),
+            cancelled: CancelWait::new(),
             conn,
             server,
         }
@@ -88,7 +88,7 @@ impl WsSource {
     fn poll_recv_inner(&mut self, cx: &mut Context<'_>) -> Poll<Option<Inbound>> {
         loop {
             if !matches!(self.state, ReadState::Connecting(_) | ReadState::Done)
-                && self.cancelled.poll(&self.conn, cx).is_ready()
+                && self.cancelled.poll(&self.conn, Waiter::Reader, cx).is_ready()
             {
                 return self.disconnect(self.conn.close_reason().code);
             }

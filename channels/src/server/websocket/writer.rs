@@ -9,7 +9,6 @@ use std::task::{Context, Poll};
 
 use hyper::upgrade::OnUpgrade;
 use tokio::sync::oneshot;
-use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::{Bytes, Message as WsMessage};
 
@@ -17,8 +16,9 @@ use super::socket::{self, WsWriter};
 use super::{BATCH, Opened, ws_config};
 use crate::connection::{CancelWait, ConnState, Events, Waiter};
 use crate::event::{Close, Message, Outbound, close_code};
+use crate::server::ServerState;
 use crate::server::chunked::ChunkedRead;
-use crate::server::{ServerConfig, ServerState};
+use crate::server::keepalive::PING_TIMEOUT;
 
 /// Why the write loop stopped.
 enum Stop {
@@ -30,87 +30,21 @@ enum Stop {
     Broken,
 }
 
-/// Keepalive: ping a client that has been silent for the interval, close it if it stays silent.
-struct Keepalive {
-    interval: std::time::Duration,
-    timeout: std::time::Duration,
-    timer: Pin<Box<Sleep>>,
-    /// The waker the timer holds (see [`Keepalive::poll_due`]).
-    registered: Option<std::task::Waker>,
-    awaiting_pong: bool,
-}
-
-enum Beat {
-    Quiet,
-    Ping,
-    Dead,
-}
-
-impl Keepalive {
-    fn new(config: &ServerConfig) -> Option<Self> {
-        let interval = config.ping_interval?;
-        Some(Keepalive {
-            interval,
-            timeout: config.ping_timeout,
-            timer: Box::pin(tokio::time::sleep(interval)),
-            registered: None,
-            awaiting_pong: false,
-        })
-    }
-
-    /// Ready when the timer is due. The writer is polled on every message its task handles; the
-    /// timer is polled only when it has fired or the task's waker changed (polling it otherwise
-    /// re-registers the same waker, ~1.5 % of an echo's server time; reading the clock to tell
-    /// would cost ~0.5 %).
-    fn poll_due(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
-        let registered = self.registered.as_ref().is_some_and(|waker| waker.will_wake(cx.waker()));
-        if registered && !self.timer.is_elapsed() {
-            return std::task::Poll::Pending;
-        }
-        let poll = self.timer.as_mut().poll(cx);
-        // A timer polled with the task's budget spent returns `Pending` without registering:
-        // it must be polled again, so nothing is remembered then.
-        let armed = poll.is_pending() && tokio::task::coop::has_budget_remaining();
-        self.registered = if armed { Some(cx.waker().clone()) } else { None };
-        poll
-    }
-
-    fn on_timer(&mut self, conn: &ConnState) -> Beat {
-        if conn.seen.swap(false, Ordering::Relaxed) {
-            self.awaiting_pong = false;
-            self.timer.as_mut().reset(Instant::now() + self.interval);
-            Beat::Quiet
-        } else if !self.awaiting_pong {
-            self.awaiting_pong = true;
-            self.timer.as_mut().reset(Instant::now() + self.timeout);
-            Beat::Ping
-        } else {
-            Beat::Dead
-        }
-    }
-}
-
 /// The write loop's state between polls. A hand-written loop, not an `async` one: an `async`
 /// loop kept room for every step's future (feeding, flushing, pinging) for the connection's
 /// whole life, ~500 B per socket.
+#[derive(Default)]
 struct Writing {
-    keepalive: Option<Keepalive>,
-    /// A keepalive ping is due: fed first.
+    /// A keepalive ping is due (the server's sweeper asked for it): fed first.
     ping: bool,
-    /// Frames fed since the last flush.
-    fed: usize,
+    /// Frames fed since the last flush (at most [`BATCH`] and a ping).
+    fed: u32,
     /// What was fed since the last flush, for the metrics (pings and the close frame are not
     /// messages).
-    messages: u64,
+    messages: u32,
     bytes: u64,
     /// A flush is under way: nothing more is fed until it is done.
     flushing: bool,
-}
-
-impl Writing {
-    fn new(config: &ServerConfig) -> Self {
-        Writing { keepalive: Keepalive::new(config), ping: false, fed: 0, messages: 0, bytes: 0, flushing: false }
-    }
 }
 
 fn to_frame(event: Outbound) -> Option<WsMessage> {
@@ -136,8 +70,13 @@ pub(super) struct Writer {
     conn: Arc<ConnState>,
     close_sent: bool,
     config: Arc<ServerState>,
-    /// This WebSocket in `channels_connections_open`, from the accept to the end.
-    _open: crate::metrics::Open,
+}
+
+/// The writer counts its WebSocket in `channels_connections_open` from the accept to the end.
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.config.metrics.open_websockets.decrement(1.0);
+    }
 }
 
 /// The writing half of a connection's task: waits for the handshake's writer, opens the
@@ -185,13 +124,19 @@ impl Future for WriterTask {
                 },
                 Step::Opening(opening) => match std::task::ready!(opening.as_mut().poll(cx)) {
                     Some((writer, sink)) => {
-                        let (cancel, writing) = (CancelWait::new(Waiter::Writer), Writing::new(&writer.config.config));
+                        writer.conn.keepalive.arm();
+                        let (cancel, writing) = (CancelWait::new(), Writing::default());
                         *this = Step::Open { writer, sink, cancel, writing };
                     }
                     None => *this = Step::Done,
                 },
                 Step::Open { writer, sink, cancel, writing } => {
-                    let stop = if cancel.poll(&writer.conn, cx).is_ready() {
+                    // The sweeper's wake emptied the waker slot: registered again just below.
+                    if writer.conn.keepalive.take_ping() {
+                        writing.ping = true;
+                        cancel.rearm();
+                    }
+                    let stop = if cancel.poll(&writer.conn, Waiter::Writer, cx).is_ready() {
                         Stop::Finished
                     } else {
                         std::task::ready!(writer.poll_write(sink, writing, cx))
@@ -212,7 +157,8 @@ impl Future for WriterTask {
 
 impl Writer {
     pub(super) fn new(events: Events, conn: Arc<ConnState>, config: Arc<ServerState>) -> Self {
-        Writer { events, conn, close_sent: false, config, _open: crate::metrics::Open::new("websocket") }
+        config.metrics.open_websockets.increment(1.0);
+        Writer { events, conn, close_sent: false, config }
     }
 
     /// Waits for the upgrade, opens the socket and hands its read half to the reader; gives
@@ -282,7 +228,7 @@ impl Writer {
             close_code::SERVICE_RESTART => "shutdown",
             close_code::POLICY if close.reason == crate::connection::SLOW_CLIENT => "slow_client",
             close_code::POLICY => "policy",
-            close_code::AWAY if close.reason == "ping timeout" => "ping_timeout",
+            close_code::AWAY if close.reason == PING_TIMEOUT => "ping_timeout",
             close_code::ERROR => "error",
             close_code::ABNORMAL => "lost",
             close_code::NORMAL => "application",
@@ -311,7 +257,7 @@ impl Writer {
             // Feed what is queued, up to a batch. Feeding only queues (the socket is written by
             // the flush), and nothing is fed while a flush is under way.
             let mut finished = false;
-            while !self.close_sent && writing.fed < BATCH {
+            while !self.close_sent && (writing.fed as usize) < BATCH {
                 let event = match self.events.poll_recv(cx) {
                     Poll::Ready(Some(event)) => event,
                     Poll::Ready(None) => {
@@ -326,25 +272,12 @@ impl Writer {
                 }
             }
             if writing.fed > 0 {
-                self.count_sent(writing.messages, writing.bytes);
+                self.count_sent(u64::from(writing.messages), writing.bytes);
                 (writing.fed, writing.messages, writing.bytes) = (0, 0, 0);
                 writing.flushing = true;
                 continue;
             }
-            if finished {
-                return Poll::Ready(Stop::Finished);
-            }
-            let Some(keepalive) = writing.keepalive.as_mut() else { return Poll::Pending };
-            std::task::ready!(keepalive.poll_due(cx));
-            match keepalive.on_timer(&self.conn) {
-                Beat::Quiet => {}
-                Beat::Ping => writing.ping = true,
-                Beat::Dead => {
-                    tracing::debug!("client did not answer a ping in time; closing");
-                    self.conn.abort(close_code::AWAY, "ping timeout");
-                    return Poll::Ready(Stop::Finished);
-                }
-            }
+            return if finished { Poll::Ready(Stop::Finished) } else { Poll::Pending };
         }
     }
 
