@@ -71,6 +71,21 @@ pub(crate) fn in_span<F: std::future::Future>(
     if span.is_disabled() { Either::Right(future) } else { Either::Left(tracing::Instrument::instrument(future, span)) }
 }
 
+/// As [`in_span`], with the instrumented future boxed: for a step of a future that lives as
+/// long as its connection (a consumer's loop), which would otherwise keep room for the span
+/// (40 B) all along. The box is made only when a subscriber wants the span.
+pub(crate) fn in_span_boxed<F: std::future::Future>(
+    future: F,
+    span: tracing::Span,
+) -> futures_util::future::Either<std::pin::Pin<Box<tracing::instrument::Instrumented<F>>>, F> {
+    use futures_util::future::Either;
+    if span.is_disabled() {
+        Either::Right(future)
+    } else {
+        Either::Left(Box::pin(tracing::Instrument::instrument(future, span)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -335,6 +335,9 @@ fn app(logins: Logins, allowed_origins: Vec<String>, auth: AuthConfig, layer: La
 async fn main() -> Result<(), channels::application::BoxError> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        // Colours for a terminal only: not escape codes in a log file (nor in every open
+        // connection's span fields, which the subscriber keeps formatted).
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     let args = <Args as clap::Parser>::parse();
     // Before the server starts: it looks its per-message counters up once.

@@ -29,13 +29,16 @@ pub(crate) const SLOW_CLIENT: &str = "client too slow to read";
 /// Per-connection state shared by the application's inbox and outbox and the server's writer.
 #[derive(Debug)]
 pub(crate) struct ConnState {
-    /// Cancelled when the connection must end (for HTTP, a child of the server's closing token;
-    /// a WebSocket's is cancelled by the drain, a batch at a time). Cancel it through
-    /// [`cancel`](Self::cancel) or [`abort`](Self::abort), which set `cancelled` first.
-    pub(crate) token: CancellationToken,
-    /// Set before `token` is cancelled by this connection's own methods: what [`CancelWait`]
-    /// reads on every poll instead of the token (whose check takes two locks).
+    /// An HTTP connection's: a child of the server's closing token, so that it ends when the
+    /// server stops accepting. A WebSocket has none (it ends by [`cancel`](Self::cancel) or
+    /// [`abort`](Self::abort), the drain's a batch at a time): a token is a 112 B allocation
+    /// per open socket.
+    token: Option<CancellationToken>,
+    /// Set when the connection ends by its own methods: what [`CancelWait`] reads on every poll
+    /// (a token's check takes two locks).
     cancelled: AtomicBool,
+    /// Wakes whoever waits in [`cancelled`](Self::cancelled) without a token.
+    ended: tokio::sync::Notify,
     /// The tasks of a WebSocket's reader and writer ([`CancelWait`]), woken by
     /// [`cancel`](Self::cancel).
     waiters: [AtomicWaker; 2],
@@ -57,9 +60,9 @@ pub(crate) struct ConnState {
 
 impl ConnState {
     /// The state of a new connection whose outgoing queue holds `capacity` events and about
-    /// `bytes` of payload; `token` ends it, `shutdown` is the server's.
+    /// `bytes` of payload; `token`, if any, ends it too; `shutdown` is the server's.
     pub(crate) fn new(
-        token: CancellationToken,
+        token: Option<CancellationToken>,
         shutdown: &CancellationToken,
         write_timeout: Option<Duration>,
         capacity: usize,
@@ -68,6 +71,7 @@ impl ConnState {
         ConnState {
             token,
             cancelled: AtomicBool::new(false),
+            ended: tokio::sync::Notify::new(),
             waiters: [AtomicWaker::new(), AtomicWaker::new()],
             seen: AtomicBool::new(false),
             keepalive: Default::default(),
@@ -88,9 +92,30 @@ impl ConnState {
     /// Ends the connection (with the recorded reason, if any).
     pub(crate) fn cancel(&self) {
         self.cancelled.store(true, Ordering::Release);
-        self.token.cancel();
+        if let Some(token) = &self.token {
+            token.cancel();
+        }
+        self.ended.notify_waiters();
         for waiter in &self.waiters {
             waiter.wake();
+        }
+    }
+
+    /// Whether the connection has ended.
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Acquire) || self.token.as_ref().is_some_and(CancellationToken::is_cancelled)
+    }
+
+    /// Ready once the connection has ended.
+    pub(crate) async fn cancelled(&self) {
+        if let Some(token) = &self.token {
+            return token.cancelled().await;
+        }
+        let mut notified = std::pin::pin!(self.ended.notified());
+        // Listening before the look: a cancel after it wakes this.
+        notified.as_mut().enable();
+        if !self.cancelled.load(Ordering::Acquire) {
+            notified.await;
         }
     }
 
@@ -271,7 +296,7 @@ impl Outbox {
     pub fn is_closed(&self) -> bool {
         match &self.tx {
             Tx::Channel(tx) => tx.is_closed(),
-            Tx::Connection(conn) => conn.queue.is_closed() || conn.token.is_cancelled(),
+            Tx::Connection(conn) => conn.queue.is_closed() || conn.is_cancelled(),
         }
     }
 }
@@ -404,7 +429,7 @@ async fn send_when_room(conn: &ConnState, event: Outbound) -> Result<(), SendErr
     };
     tokio::select! {
         sent = conn.queue.push(event) => sent.map_err(|_| SendError::Closed),
-        () = conn.token.cancelled() => Err(SendError::Closed),
+        () = conn.cancelled() => Err(SendError::Closed),
         () = tokio::time::sleep(limit) => {
             tracing::warn!(timeout = ?limit, "client too slow to read; closing the connection");
             conn.abort(close_code::POLICY, SLOW_CLIENT);
@@ -459,7 +484,7 @@ mod tests {
     }
 
     fn conn() -> ConnState {
-        ConnState::new(CancellationToken::new(), &CancellationToken::new(), None, 4, 1024)
+        ConnState::new(None, &CancellationToken::new(), None, 4, 1024)
     }
 
     #[test]
@@ -477,10 +502,35 @@ mod tests {
         }
         conn.abort(close_code::AWAY, "test");
         assert_eq!((reader.0.load(Ordering::SeqCst), writer.0.load(Ordering::SeqCst)), (1, 1));
-        assert!(conn.token.is_cancelled());
+        assert!(conn.is_cancelled());
         for (wait, (slot, waker)) in waits.iter_mut().zip(slots) {
             assert!(wait.poll(&conn, slot, &mut Context::from_waker(waker)).is_ready());
         }
+    }
+
+    #[tokio::test]
+    async fn waiting_for_the_end_without_a_token() {
+        let conn = Arc::new(conn());
+        let waiting = tokio::spawn({
+            let conn = conn.clone();
+            async move { conn.cancelled().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished() && !conn.is_cancelled());
+        conn.abort(close_code::AWAY, "test");
+        tokio::time::timeout(Duration::from_secs(5), waiting).await.expect("woken").expect("no panic");
+        // After the end, at once.
+        tokio::time::timeout(Duration::from_secs(5), conn.cancelled()).await.expect("already ended");
+    }
+
+    #[tokio::test]
+    async fn an_http_connection_ends_with_its_parent_token() {
+        let server = CancellationToken::new();
+        let conn = ConnState::new(Some(server.child_token()), &CancellationToken::new(), None, 4, 1024);
+        assert!(!conn.is_cancelled());
+        server.cancel();
+        assert!(conn.is_cancelled());
+        tokio::time::timeout(Duration::from_secs(5), conn.cancelled()).await.expect("ended with the server");
     }
 
     #[test]

@@ -411,7 +411,7 @@ pub(super) fn drive<S: SocketConsumer>(
     inbox: Inbox,
     outbox: Outbox,
 ) -> impl Future<Output = Result<(), AppError>> + Send {
-    use crate::ratelog::in_span;
+    use crate::ratelog::in_span_boxed as in_span;
     let (mut consumer, mut inbox, mut ws) = (consumer, inbox, Websocket::new(outbox));
     async move {
         // `let else`, not `while let`: the scrutinee would stay stored beside `event` while

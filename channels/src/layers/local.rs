@@ -50,11 +50,36 @@ struct Mailbox {
 struct MailboxState {
     queue: VecDeque<(Instant, ChannelMessage)>,
     /// Receivers waiting for a message; all are woken on a push (stale ones wake harmlessly).
-    waiters: Vec<Waker>,
+    waiters: Waiters,
     /// A consumer's subscription holds the channel: it is not swept while subscribed.
     subscribed: bool,
     /// A message was refused (full) or expired since the subscriber last asked.
     lost: bool,
+}
+
+/// A channel's waiting receivers: nearly always one (its consumer), kept without an allocation
+/// of its own (a `Vec` of wakers took 64 B per channel as soon as anyone waited).
+#[derive(Debug, Default)]
+struct Waiters {
+    first: Option<Waker>,
+    more: Vec<Waker>,
+}
+
+impl Waiters {
+    fn register(&mut self, waker: &Waker) {
+        let mut known = self.first.iter().chain(&self.more);
+        if known.any(|known| known.will_wake(waker)) {
+            return;
+        }
+        match &mut self.first {
+            None => self.first = Some(waker.clone()),
+            Some(_) => self.more.push(waker.clone()),
+        }
+    }
+
+    fn wake_all(&mut self) {
+        self.first.take().into_iter().chain(self.more.drain(..)).for_each(Waker::wake);
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -75,9 +100,7 @@ impl Mailbox {
             return Err(config.capacity);
         }
         state.queue.push_back((now + config.expiry, message));
-        for waker in state.waiters.drain(..) {
-            waker.wake();
-        }
+        state.waiters.wake_all();
         Ok(())
     }
 
@@ -88,9 +111,7 @@ impl Mailbox {
         if let Some((_, message)) = state.queue.pop_front() {
             return Poll::Ready(message);
         }
-        if !state.waiters.iter().any(|waker| waker.will_wake(cx.waker())) {
-            state.waiters.push(cx.waker().clone());
-        }
+        state.waiters.register(cx.waker());
         Poll::Pending
     }
 }
@@ -175,9 +196,7 @@ impl LocalChannels {
             for mailbox in lock(shard).values() {
                 let mut state = lock(&mailbox.state);
                 state.lost = true;
-                for waker in state.waiters.drain(..) {
-                    waker.wake();
-                }
+                state.waiters.wake_all();
             }
         }
     }
@@ -252,5 +271,35 @@ impl Drop for LocalSubscription {
         if shard.get(&self.channel).is_some_and(|mailbox| Arc::ptr_eq(mailbox, &self.mailbox)) {
             shard.remove(&self.channel);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::task::Wake;
+
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn every_waiting_receiver_is_woken_once_per_push() {
+        let counts: Vec<Arc<Count>> = (0..3).map(|_| Arc::new(Count(AtomicUsize::new(0)))).collect();
+        let wakers: Vec<Waker> = counts.iter().map(|count| Waker::from(count.clone())).collect();
+        let mut waiters = Waiters::default();
+        for waker in wakers.iter().chain(&wakers) {
+            waiters.register(waker);
+        }
+        assert_eq!(waiters.more.len(), 2, "each waker once");
+        waiters.wake_all();
+        waiters.wake_all();
+        assert!(counts.iter().all(|count| count.0.load(Ordering::SeqCst) == 1));
+        assert!(waiters.first.is_none() && waiters.more.is_empty());
     }
 }

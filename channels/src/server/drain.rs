@@ -148,7 +148,7 @@ mod tests {
     use tokio_util::sync::CancellationToken;
 
     fn conn() -> Arc<ConnState> {
-        Arc::new(ConnState::new(CancellationToken::new(), &CancellationToken::new(), None, 4, 1024))
+        Arc::new(ConnState::new(None, &CancellationToken::new(), None, 4, 1024))
     }
 
     #[tokio::test]
@@ -157,11 +157,11 @@ mod tests {
         let early = conn();
         let _early = connections.register(early.clone());
         connections.drain(10, Duration::from_millis(1), Instant::now() + Duration::from_secs(1)).await;
-        assert!(early.token.is_cancelled());
+        assert!(early.is_cancelled());
         assert_eq!(early.close_reason().code, close_code::SERVICE_RESTART);
         let late = conn();
         let _late = connections.register(late.clone());
-        assert!(late.token.is_cancelled(), "nothing would ever close it otherwise");
+        assert!(late.is_cancelled(), "nothing would ever close it otherwise");
         assert_eq!(late.close_reason().code, close_code::SERVICE_RESTART);
         assert_eq!(connections.len(), 0);
     }
@@ -202,7 +202,7 @@ mod tests {
         let silent = conn();
         let _registered = connections.register(silent.clone());
         silent.keepalive.arm();
-        assert!(eventually(|| silent.token.is_cancelled()).await);
+        assert!(eventually(|| silent.is_cancelled()).await);
         let close = silent.close_reason();
         assert_eq!((close.code, close.reason.as_str()), (close_code::AWAY, keepalive::PING_TIMEOUT));
     }

@@ -12,7 +12,6 @@ use http_body::Body as _;
 use tokio::sync::oneshot;
 use tokio::task::JoinError;
 use tokio::time::Sleep;
-use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::body::{Body, RequestBody, StreamBody, status_page};
 use super::{Opening, ServerState, error_status, run_app};
@@ -46,7 +45,7 @@ pub(crate) struct HttpSource {
     deadline: Option<Pin<Box<Sleep>>>,
     body_timeout: Option<std::time::Duration>,
     done: oneshot::Receiver<()>,
-    cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
+    cancelled: crate::BoxFuture<'static, ()>,
     conn: Arc<ConnState>,
     disconnected: bool,
 }
@@ -75,7 +74,7 @@ impl EventSource for HttpSource {
             return Poll::Ready(None);
         }
         let done = Pin::new(&mut self.done).poll(cx).is_ready();
-        if done || self.cancelled.as_mut().poll(cx).is_ready() || self.conn.token.is_cancelled() {
+        if done || self.cancelled.as_mut().poll(cx).is_ready() || self.conn.is_cancelled() {
             self.disconnected = true;
             return Poll::Ready(Some(Inbound::HttpDisconnect));
         }
@@ -151,7 +150,10 @@ pub(super) async fn handle(
         deadline: None,
         body_timeout: config.body_timeout,
         done: done_rx,
-        cancelled: Box::pin(conn.token.clone().cancelled_owned()),
+        cancelled: {
+            let conn = conn.clone();
+            Box::pin(async move { conn.cancelled().await })
+        },
         conn: conn.clone(),
         disconnected: false,
     };

@@ -130,7 +130,7 @@ mod tests {
     use tokio_util::sync::CancellationToken;
 
     fn conn() -> ConnState {
-        ConnState::new(CancellationToken::new(), &CancellationToken::new(), None, 4, 1024)
+        ConnState::new(None, &CancellationToken::new(), None, 4, 1024)
     }
 
     #[test]

@@ -633,8 +633,8 @@ impl Opening {
         // A WebSocket ends when the drain gets to it, an HTTP request as soon as the server
         // stops accepting.
         let token = match protocol {
-            Protocol::Websocket => CancellationToken::new(),
-            _ => state.closing.child_token(),
+            Protocol::Websocket => None,
+            _ => Some(state.closing.child_token()),
         };
         // The close reason a WebSocket falls back to is never "server shutting down": the drain
         // gives its own (1012), and one that ends by itself meanwhile ends normally.

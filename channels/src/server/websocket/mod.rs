@@ -151,7 +151,7 @@ pub(super) async fn handshake(
             crate::metrics::handshake("timed_out");
             return status_page(StatusCode::FORBIDDEN);
         }
-        () = conn.token.cancelled() => {
+        () = conn.cancelled() => {
             crate::metrics::handshake("unavailable");
             return status_page(StatusCode::SERVICE_UNAVAILABLE);
         }

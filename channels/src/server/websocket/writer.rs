@@ -166,7 +166,7 @@ impl Writer {
     async fn open(self, on_upgrade: OnUpgrade, opened: oneshot::Sender<Opened>) -> Option<(Writer, WsWriter)> {
         let upgraded = tokio::select! {
             upgraded = on_upgrade => upgraded,
-            () = self.conn.token.cancelled() => return None,
+            () = self.conn.cancelled() => return None,
         };
         let upgraded = match upgraded {
             Ok(upgraded) => upgraded,
@@ -197,7 +197,7 @@ impl Writer {
                 // finishes), discarding anything still sent.
                 let waited = tokio::time::timeout(close_timeout, async {
                     tokio::select! {
-                        () = conn.token.cancelled() => {}
+                        () = conn.cancelled() => {}
                         () = async { while self.events.recv().await.is_some() {} } => {}
                     }
                 })
