@@ -131,8 +131,10 @@ impl Chatty {
     }
 }
 
-#[tokio::test]
-async fn a_connections_log_lines_carry_its_number_path_client_and_user() {
+/// The line the `Chatty` consumer logs for one message from a logged-in client, under an
+/// INFO subscriber (DEBUG for the consumer's events), with the connection span at `level`; and
+/// the client's address.
+async fn chatty_line(level: tracing::Level) -> (String, std::net::SocketAddr) {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let lines = support::LogLines::default();
     let writer = lines.clone();
@@ -145,7 +147,9 @@ async fn a_connections_log_lines_carry_its_number_path_client_and_user() {
 
     let app = routing! { websocket: [ "ws/chatty/" => Chatty ] }.auth(channels::middleware::AuthConfig::new(OnlyAda));
     let cookie = channels::testing::force_login(&app, Ada).await.unwrap();
-    let server = LiveServer::start(app).await;
+    let mut config = channels::ServerConfig::default();
+    config.connection_span = level;
+    let server = LiveServer::start_with(app, config).await;
     let mut request = server.ws_url("/ws/chatty/").into_client_request().unwrap();
     let header = format!("{}={}", cookie.name, cookie.value);
     request.headers_mut().insert("cookie", header.parse().unwrap());
@@ -159,8 +163,21 @@ async fn a_connections_log_lines_carry_its_number_path_client_and_user() {
 
     let text = lines.text();
     let line = text.lines().find(|line| line.contains("the consumer says")).unwrap_or_else(|| panic!("{text}"));
+    (line.to_owned(), local)
+}
+
+#[tokio::test]
+async fn a_connections_log_lines_carry_its_number_path_client_and_user() {
+    let (line, local) = chatty_line(tracing::Level::INFO).await;
     for field in ["connection{conn=", "protocol=websocket", "path=/ws/chatty/", &format!("client={local}"), "user=42"] {
         assert!(line.contains(field), "{field} missing in: {line}");
     }
+    assert!(line.contains("event{kind=\"receive\""), "the consumer event's span: {line}");
+}
+
+#[tokio::test]
+async fn by_default_the_connection_span_is_at_debug() {
+    let (line, _) = chatty_line(channels::ServerConfig::default().connection_span).await;
+    assert!(!line.contains("connection{"), "an INFO subscriber keeps no connection span: {line}");
     assert!(line.contains("event{kind=\"receive\""), "the consumer event's span: {line}");
 }

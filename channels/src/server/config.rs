@@ -88,6 +88,13 @@ pub struct ServerConfig {
     /// dropped and the connection stays open, and one flooding client cannot fill its groups'
     /// channels for everybody else. Control frames wait too.
     pub inbound_rate: Option<RateLimit>,
+    /// The level of the `connection` span that every line a connection's task logs is in
+    /// (`conn` number, `protocol`, `path`, `client`, and `user` once the auth stack knows it).
+    /// Default DEBUG, as tower-http's `TraceLayer`: a subscriber that keeps spans' fields
+    /// (`tracing_subscriber::fmt` does) holds ~460 B per open connection for it, a sixteenth of
+    /// an idle chat socket. Set INFO to have it under an INFO subscriber, or enable
+    /// `channels::server=debug` in the subscriber's filter.
+    pub connection_span: tracing::Level,
 }
 
 /// A message rate: `per_second` on average, `burst` messages at once (at least 1).
@@ -126,6 +133,7 @@ impl Default for ServerConfig {
             root_path: String::new(),
             allowed_hosts: [".localhost", "127.0.0.1", "[::1]"].map(str::to_owned).to_vec(),
             inbound_rate: None,
+            connection_span: tracing::Level::DEBUG,
         }
     }
 }

@@ -652,29 +652,47 @@ impl Opening {
             config.write_queue_bytes,
         ));
         let (outbox, events) = crate::connection::Outbox::for_connection(conn.clone());
-        Opening { span: connection_span(&scope), scope, conn, outbox, events }
+        Opening { span: connection_span(&scope, config.connection_span), scope, conn, outbox, events }
     }
 }
 
-/// The span every log line of a connection's task is in: `conn` (a number unique in this
-/// process), `protocol`, `path`, `client`, and `user` (the user's id, recorded by the auth
-/// middleware once it is known). Consumer events get `event` spans inside it at DEBUG.
-fn connection_span(scope: &crate::scope::Scope) -> tracing::Span {
+/// The span every log line of a connection's task is in, at `level`
+/// ([`ServerConfig::connection_span`]): `conn` (a number unique in this process), `protocol`,
+/// `path`, `client`, and `user` (the user's id, recorded by the auth middleware once it is
+/// known). Consumer events get `event` spans inside it at DEBUG.
+fn connection_span(scope: &crate::scope::Scope, level: tracing::Level) -> tracing::Span {
     use std::sync::atomic::{AtomicU64, Ordering};
+    use tracing::Level;
     static NEXT: AtomicU64 = AtomicU64::new(1);
-    let protocol = match &scope.protocol {
-        Protocol::Http => "http",
-        Protocol::Websocket => "websocket",
-        Protocol::Custom(_) => "custom",
-    };
-    tracing::info_span!(
-        "connection",
-        conn = NEXT.fetch_add(1, Ordering::Relaxed),
-        protocol = %protocol,
-        path = %scope.path,
-        client = tracing::field::display(scope.client.map_or_else(|| "-".to_owned(), |client| client.to_string())),
-        user = tracing::field::Empty,
-    )
+    // A span's level is part of its static callsite: one callsite per level.
+    macro_rules! span_at {
+        ($level:expr) => {{
+            if !tracing::level_enabled!($level) {
+                return tracing::Span::none();
+            }
+            let protocol = match &scope.protocol {
+                Protocol::Http => "http",
+                Protocol::Websocket => "websocket",
+                Protocol::Custom(_) => "custom",
+            };
+            tracing::span!(
+                $level,
+                "connection",
+                conn = NEXT.fetch_add(1, Ordering::Relaxed),
+                protocol = %protocol,
+                path = %scope.path,
+                client = tracing::field::display(scope.client.map_or_else(|| "-".to_owned(), |client| client.to_string())),
+                user = tracing::field::Empty,
+            )
+        }};
+    }
+    match level {
+        Level::ERROR => span_at!(Level::ERROR),
+        Level::WARN => span_at!(Level::WARN),
+        Level::INFO => span_at!(Level::INFO),
+        Level::DEBUG => span_at!(Level::DEBUG),
+        Level::TRACE => span_at!(Level::TRACE),
+    }
 }
 
 /// Says once per process, on stderr, that nothing will be logged: every diagnostic (a refused
