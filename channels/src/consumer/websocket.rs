@@ -414,37 +414,44 @@ pub(super) fn drive<S: SocketConsumer>(
     use crate::ratelog::in_span_boxed as in_span;
     let (mut consumer, mut inbox, mut ws) = (consumer, inbox, Websocket::new(outbox));
     async move {
-        // `let else`, not `while let`: the scrutinee would stay stored beside `event` while
-        // a handler runs.
         loop {
-            let Some(event) = inbox.recv().await else { break };
-            let result = match event {
-                Inbound::WebsocketConnect => {
-                    let result = in_span(consumer.connect(&mut ws), event_span("connect", None)).await;
-                    // Catch-up of groups with history waits for the accept.
-                    inbox.release_channel();
-                    result
-                }
-                // The JavaScript client's heartbeat: answered here, never seen by the consumer.
-                Inbound::WebsocketReceive(Message::Text(text)) if text.as_str() == HEARTBEAT => {
-                    ws.send_text(HEARTBEAT).await
-                }
-                Inbound::WebsocketReceive(message) => {
-                    in_span(consumer.message(&mut ws, message), event_span("receive", None)).await
-                }
-                Inbound::Channel(message) if message.message_type() == Some(CLOSE_TYPE) => {
-                    close_from_layer(&mut ws, &message).await
-                }
-                Inbound::Channel(message) => {
-                    let span = event_span("channel", message.message_type());
-                    in_span(consumer.channel(&mut ws, message), span).await
-                }
-                Inbound::WebsocketDisconnect { code } => {
-                    ws.mark_closed();
-                    return settle(in_span(consumer.disconnect(code), event_span("disconnect", None)).await);
-                }
-                other => return Err(unexpected(&other, S::KIND)),
+            // The event becomes the step's future in a block of its own (and `let else`, not
+            // `while let`), before anything is awaited: otherwise the event keeps its room (and
+            // its drop flags) beside every handler's future for the connection's life.
+            let (connect, step) = {
+                let Some(event) = inbox.recv().await else { break };
+                let connect = matches!(event, Inbound::WebsocketConnect);
+                let step = match event {
+                    Inbound::WebsocketConnect => {
+                        Step::Connect { future: in_span(consumer.connect(&mut ws), event_span("connect", None)) }
+                    }
+                    // The JavaScript client's heartbeat: answered here, never seen by the consumer.
+                    Inbound::WebsocketReceive(Message::Text(text)) if text.as_str() == HEARTBEAT => {
+                        Step::Reply { future: ws.send_text(HEARTBEAT) }
+                    }
+                    Inbound::WebsocketReceive(message) => Step::Receive {
+                        future: in_span(consumer.message(&mut ws, message), event_span("receive", None)),
+                    },
+                    Inbound::Channel(message) if message.message_type() == Some(CLOSE_TYPE) => {
+                        Step::Close { future: ws.close(layer_close_code(&message)) }
+                    }
+                    Inbound::Channel(message) => {
+                        let span = event_span("channel", message.message_type());
+                        Step::Channel { future: in_span(consumer.channel(&mut ws, message), span) }
+                    }
+                    Inbound::WebsocketDisconnect { code } => {
+                        ws.mark_closed();
+                        return settle(in_span(consumer.disconnect(code), event_span("disconnect", None)).await);
+                    }
+                    other => return Err(unexpected(&other, S::KIND)),
+                };
+                (connect, step)
             };
+            let result = step.await;
+            if connect {
+                // Catch-up of groups with history waits for the accept.
+                inbox.release_channel();
+            }
             settle(result)?;
         }
         // The inbox ended without a disconnect event (a test dropped its sender).
@@ -493,11 +500,43 @@ pub async fn unhandled_websocket_message(ws: &mut Websocket, message: ChannelMes
     }
 }
 
-/// A `"websocket.close"` layer message ([`close_message`](crate::layers::close_message)): the
-/// runtime closes the socket with its `code` (default 1000), whatever the consumer's handlers.
-pub(super) async fn close_from_layer(ws: &mut Websocket, message: &ChannelMessage) -> Result<(), ConsumerError> {
+/// The code a `"websocket.close"` layer message ([`close_message`](crate::layers::close_message))
+/// closes the socket with, whatever the consumer's handlers (default 1000).
+fn layer_close_code(message: &ChannelMessage) -> u16 {
     let code = message.value().get("code").and_then(serde_json::Value::as_u64);
-    let code = code.and_then(|code| u16::try_from(code).ok()).unwrap_or(close_code::NORMAL);
-    ws.close(code).await?;
-    Ok(())
+    code.and_then(|code| u16::try_from(code).ok()).unwrap_or(close_code::NORMAL)
+}
+
+pin_project_lite::pin_project! {
+    /// The future of one event in a consumer's loop: one of these at a time, so the loop keeps
+    /// room for the largest alone.
+    #[project = StepProj]
+    enum Step<C, R, X, M, W> {
+        Connect { #[pin] future: C },
+        Reply { #[pin] future: R },
+        Close { #[pin] future: X },
+        Receive { #[pin] future: M },
+        Channel { #[pin] future: W },
+    }
+}
+
+impl<C, R, X, M, W> Future for Step<C, R, X, M, W>
+where
+    C: Future<Output = Result<(), ConsumerError>>,
+    R: Future<Output = Result<(), ConsumerError>>,
+    X: Future<Output = Result<(), ConsumerError>>,
+    M: Future<Output = Result<(), ConsumerError>>,
+    W: Future<Output = Result<(), ConsumerError>>,
+{
+    type Output = Result<(), ConsumerError>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        match self.project() {
+            StepProj::Connect { future } => future.poll(cx),
+            StepProj::Reply { future } => future.poll(cx),
+            StepProj::Close { future } => future.poll(cx),
+            StepProj::Receive { future } => future.poll(cx),
+            StepProj::Channel { future } => future.poll(cx),
+        }
+    }
 }

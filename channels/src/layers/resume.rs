@@ -71,23 +71,34 @@ pub(crate) struct Resumed {
     groups: Vec<Tracked>,
     /// The group this consumer is tracked in, if any.
     presence: Option<String>,
+    /// Messages and reads waiting their turn, in a box of their own that exists only while
+    /// there are some (at the start, and after a gap or a loss): this wrapper lives as long as
+    /// its connection.
+    pending: Option<Box<Pending>>,
+}
+
+#[derive(Default)]
+struct Pending {
     ready: VecDeque<ChannelMessage>,
     fill: Option<Fill>,
     /// Reads to make because the channel lost messages.
     to_check: VecDeque<Read>,
 }
 
+impl Pending {
+    fn is_done(&self) -> bool {
+        self.ready.is_empty() && self.fill.is_none() && self.to_check.is_empty()
+    }
+}
+
+/// What waits in `slot` (made when something starts waiting).
+fn pending(slot: &mut Option<Box<Pending>>) -> &mut Pending {
+    slot.get_or_insert_with(Box::default)
+}
+
 impl Resumed {
     pub(crate) fn new(live: Subscription, layer: Layer) -> Self {
-        Resumed {
-            live,
-            layer,
-            groups: Vec::new(),
-            presence: None,
-            ready: VecDeque::new(),
-            fill: None,
-            to_check: VecDeque::new(),
-        }
+        Resumed { live, layer, groups: Vec::new(), presence: None, pending: None }
     }
 
     /// Records a join's catch-up: its messages come first, after a "not recovered" message
@@ -101,15 +112,15 @@ impl Resumed {
         };
         if let Some(lost) = lost {
             tracing::debug!(group, reason = lost.as_str(), "group history not recovered");
-            self.ready.push_back(not_recovered_message(group, lost));
+            pending(&mut self.pending).ready.push_back(not_recovered_message(group, lost));
         }
-        self.ready.extend(catchup.messages);
+        pending(&mut self.pending).ready.extend(catchup.messages);
         self.groups.push(Tracked { group: group.to_owned(), position, old_epochs: Vec::new() });
     }
 
     /// The group's presence state, handed out before live diffs.
     pub(crate) fn presence_state(&mut self, group: &str, state: &PresenceState) {
-        self.ready.push_back(state_message(group, state));
+        pending(&mut self.pending).ready.push_back(state_message(group, state));
         self.presence = Some(group.to_owned());
     }
 
@@ -126,7 +137,7 @@ impl Resumed {
 
     /// Whether this wrapper has anything to do (otherwise the plain subscription will do).
     pub(crate) fn is_needed(&self) -> bool {
-        !self.groups.is_empty() || self.presence.is_some() || !self.ready.is_empty()
+        !self.groups.is_empty() || self.presence.is_some() || self.pending.is_some()
     }
 
     /// Takes a live message: deliver it (returned, when nothing is ready before it), ready
@@ -148,7 +159,7 @@ impl Resumed {
             if tracked.position.epoch != 0 {
                 // The history restarted (e.g. Redis lost it): what came before is gone.
                 tracing::debug!(group = tracked.group, "group history changed epoch; not recovered");
-                self.ready.push_back(not_recovered_message(&tracked.group, Lost::OtherEpoch));
+                pending(&mut self.pending).ready.push_back(not_recovered_message(&tracked.group, Lost::OtherEpoch));
             }
             tracked.change_epoch(position.epoch);
         }
@@ -164,13 +175,11 @@ impl Resumed {
     }
 
     /// A message to deliver in order: now, when nothing is ready before it, or after what is.
-    /// (The ready queue is only used when several messages come at once, and gives its storage
-    /// back when drained: it would otherwise keep it for the connection's life.)
     fn deliver(&mut self, message: ChannelMessage) -> Option<ChannelMessage> {
-        if self.ready.is_empty() {
+        if self.pending.as_ref().is_none_or(|pending| pending.ready.is_empty()) {
             return Some(message);
         }
-        self.ready.push_back(message);
+        pending(&mut self.pending).ready.push_back(message);
         None
     }
 
@@ -188,7 +197,7 @@ impl Resumed {
                 Box::pin(async move { Answer::Presence(layer.presence_list(&group).await) })
             }
         };
-        self.fill = Some(Fill { read, answer: Mutex::new(answer) });
+        pending(&mut self.pending).fill = Some(Fill { read, answer: Mutex::new(answer) });
     }
 
     /// A read's answer arrived: hand out what it brings.
@@ -197,7 +206,7 @@ impl Resumed {
             (Read::History { group, waiting }, Answer::History(result)) => self.history_filled(group, result, waiting),
             (_, Answer::Presence(Ok(state))) => {
                 if let Some(group) = &self.presence {
-                    self.ready.push_back(state_message(group, &state));
+                    pending(&mut self.pending).ready.push_back(state_message(group, &state));
                 }
             }
             (_, Answer::Presence(Err(err))) => tracing::warn!(%err, "could not read the presence state again"),
@@ -218,7 +227,7 @@ impl Resumed {
                         && position.offset == tracked.position.offset + 1
                     {
                         tracked.position = position;
-                        self.ready.push_back(message);
+                        pending(&mut self.pending).ready.push_back(message);
                     }
                 }
                 (None, None)
@@ -244,15 +253,15 @@ impl Resumed {
             {
                 if position.offset > tracked.position.offset + 1 {
                     // The history no longer had all of the gap: say so rather than skip.
-                    self.ready.push_back(not_recovered_message(&tracked.group, Lost::TooOld));
+                    pending(&mut self.pending).ready.push_back(not_recovered_message(&tracked.group, Lost::TooOld));
                 }
                 tracked.position = position;
-                self.ready.push_back(message);
+                pending(&mut self.pending).ready.push_back(message);
             }
             return;
         };
         tracing::debug!(group = tracked.group, reason = lost.as_str(), "gap in a group's messages not recovered");
-        self.ready.push_back(not_recovered_message(&tracked.group, lost));
+        pending(&mut self.pending).ready.push_back(not_recovered_message(&tracked.group, lost));
         let resume_at = waiting.as_ref().map(|(position, _)| *position).or(newest);
         if let Some(resume_at) = resume_at {
             if resume_at.epoch != tracked.position.epoch {
@@ -261,7 +270,7 @@ impl Resumed {
             tracked.position.offset = tracked.position.offset.max(resume_at.offset);
         }
         if let Some((_, message)) = waiting {
-            self.ready.push_back(message);
+            pending(&mut self.pending).ready.push_back(message);
         }
     }
 }
@@ -269,26 +278,26 @@ impl Resumed {
 impl SubscriptionSource for Resumed {
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<ChannelMessage> {
         loop {
-            if let Some(message) = self.ready.pop_front() {
-                if self.ready.is_empty() {
-                    self.ready = VecDeque::new();
+            if let Some(waiting) = self.pending.as_deref_mut() {
+                if let Some(message) = waiting.ready.pop_front() {
+                    if waiting.is_done() {
+                        self.pending = None;
+                    }
+                    return Poll::Ready(message);
                 }
-                return Poll::Ready(message);
-            }
-            if let Some(fill) = &mut self.fill {
-                let answer = fill.answer.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
-                let answer = ready!(answer.as_mut().poll(cx));
-                if let Some(fill) = self.fill.take() {
-                    self.filled(fill.read, answer);
+                if let Some(fill) = &mut waiting.fill {
+                    let answer = fill.answer.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let answer = ready!(answer.as_mut().poll(cx));
+                    if let Some(fill) = waiting.fill.take() {
+                        self.filled(fill.read, answer);
+                    }
+                    continue;
                 }
-                continue;
-            }
-            if let Some(read) = self.to_check.pop_front() {
-                if self.to_check.is_empty() {
-                    self.to_check = VecDeque::new();
+                if let Some(read) = waiting.to_check.pop_front() {
+                    self.start(read);
+                    continue;
                 }
-                self.start(read);
-                continue;
+                self.pending = None;
             }
             match self.live.poll_recv(cx) {
                 Poll::Ready(message) => {
@@ -302,9 +311,10 @@ impl SubscriptionSource for Resumed {
                     // (A group whose epoch is not known yet gave this consumer nothing so far: its
                     // next message shows the gap.)
                     let known = self.groups.iter().enumerate().filter(|(_, tracked)| tracked.position.epoch != 0);
-                    self.to_check.extend(known.map(|(group, _)| Read::History { group, waiting: None }));
+                    let to_check = &mut pending(&mut self.pending).to_check;
+                    to_check.extend(known.map(|(group, _)| Read::History { group, waiting: None }));
                     if self.presence.is_some() {
-                        self.to_check.push_back(Read::Presence);
+                        to_check.push_back(Read::Presence);
                     }
                 }
                 Poll::Pending => return Poll::Pending,
