@@ -80,26 +80,24 @@ const _: () = {
         ) -> ::core::result::Result<(), ::channels::__private::ConsumerError> {
             match message.message_type() {
                 ::core::option::Option::Some("chat.joined") => {
-                    match ::channels::__private::decode_message::<
+                    let ::core::option::Option::Some(event) = ::channels::__private::decode_message::<
                         HashMap<String, String>,
-                    >(&message) {
-                        ::core::option::Option::Some(event) => {
-                            ::channels::__private::IntoConsumerResult::into_consumer_result(
-                                <Chat>::joined(self, handle, event).await,
-                            )
-                        }
-                        ::core::option::Option::None => ::core::result::Result::Ok(()),
-                    }
+                    >(&message) else {
+                        return ::core::result::Result::Ok(());
+                    };
+                    ::channels::__private::IntoConsumerResult::into_consumer_result(
+                        <Chat>::joined(self, handle, event).await,
+                    )
                 }
                 ::core::option::Option::Some("chat.left") => {
-                    match ::channels::__private::decode_message::<Value>(&message) {
-                        ::core::option::Option::Some(event) => {
-                            ::channels::__private::IntoConsumerResult::into_consumer_result(
-                                <Chat>::left(self, handle, event).await,
-                            )
-                        }
-                        ::core::option::Option::None => ::core::result::Result::Ok(()),
-                    }
+                    let ::core::option::Option::Some(event) = ::channels::__private::decode_message::<
+                        Value,
+                    >(&message) else {
+                        return ::core::result::Result::Ok(());
+                    };
+                    ::channels::__private::IntoConsumerResult::into_consumer_result(
+                        <Chat>::left(self, handle, event).await,
+                    )
                 }
                 _ => {
                     ::channels::__private::unhandled_websocket_message(handle, message)

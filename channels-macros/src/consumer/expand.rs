@@ -277,11 +277,15 @@ fn handle_message(model: &ConsumerImpl, p: &TokenStream) -> TokenStream {
             }
         };
         let call = finish(call);
+        // `let else`, not a `match` on the decoding: a scrutinee lives until the end of its
+        // `match`, so the decoded event would be stored twice while the handler runs.
         quote! {
-            ::core::option::Option::Some(#message_type) => match #decode {
-                ::core::option::Option::Some(event) => #call,
-                ::core::option::Option::None => #skipped,
-            },
+            ::core::option::Option::Some(#message_type) => {
+                let ::core::option::Option::Some(event) = #decode else {
+                    return #skipped;
+                };
+                #call
+            }
         }
     });
     let fallback = match &model.kind {

@@ -8,7 +8,7 @@ mod queue;
 use std::fmt;
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -49,6 +49,9 @@ pub(crate) struct ConnState {
     /// Set by the reader when the client's close frame arrived: the writer then only sends the
     /// reply that the WebSocket protocol queued for it (RFC 6455 section 5.5.1).
     pub(crate) peer_closed: AtomicBool,
+    /// The HTTP status a WebSocket's handshake answers with if its application ended without
+    /// accepting (0 until it ends): see [`finish_app`](Self::finish_app).
+    app_status: AtomicU16,
     /// How long a send may wait for queue space before the client counts as too slow.
     pub(crate) write_timeout: Option<Duration>,
     /// Why the connection ends, when something other than the application decided it.
@@ -76,6 +79,7 @@ impl ConnState {
             seen: AtomicBool::new(false),
             keepalive: Default::default(),
             peer_closed: AtomicBool::new(false),
+            app_status: AtomicU16::new(0),
             write_timeout,
             close: OnceLock::new(),
             shutdown: shutdown.clone(),
@@ -99,6 +103,18 @@ impl ConnState {
         for waiter in &self.waiters {
             waiter.wake();
         }
+    }
+
+    /// The application ended; a handshake still waiting answers `status`. Then the connection
+    /// ends (the writer sends what is queued, then the close frame).
+    pub(crate) fn finish_app(&self, status: u16) {
+        self.app_status.store(status, Ordering::Release);
+        self.cancel();
+    }
+
+    /// The status [`finish_app`](Self::finish_app) gave, once the application has ended.
+    pub(crate) fn app_status(&self) -> Option<u16> {
+        Some(self.app_status.load(Ordering::Acquire)).filter(|status| *status != 0)
     }
 
     /// Whether the connection has ended.

@@ -120,19 +120,12 @@ pub(super) async fn handshake(
     let (opened_tx, opened_rx) = oneshot::channel();
     let source = WsSource::new(opened_rx, conn.clone(), state.clone());
     let inbox = Inbox::from_source(source);
-    let app_conn = conn.clone();
     let run = run_app(state.app.clone(), scope, inbox, outbox);
-    let (finished_tx, mut finished) = oneshot::channel();
     // Combinators, not async blocks: a block keeps what it captured beside what it awaits, for
-    // the connection's whole life.
-    let app = futures_util::FutureExt::map(run, move |result| {
-        if result.is_err() {
-            app_conn.abort(close_code::ERROR, "internal error");
-        }
-        // The application is done: the writer sends what is queued, then the close frame.
-        app_conn.cancel();
-        let _ = finished_tx.send(result);
-    });
+    // the connection's whole life. The guard ends the connection even if the task is dropped
+    // unfinished (the runtime shutting down), so that a waiting handshake hears of it.
+    let done = AppDone(conn.clone());
+    let app = futures_util::FutureExt::map(run, move |result| done.finish(&result));
     // The writer arrives when the handshake is accepted (dropped unsent when it is refused).
     let (writer_tx, writer_rx) = oneshot::channel::<(Writer, OnUpgrade, oneshot::Sender<Opened>)>();
     let writer = WriterTask::new(writer_rx);
@@ -144,17 +137,14 @@ pub(super) async fn handshake(
     let decision = tokio::select! {
         biased;
         event = events.recv() => event,
-        result = &mut finished => return status_page(unserved(result)),
         () = tokio::time::sleep(config.connect_timeout) => {
             tracing::warn!(timeout = ?config.connect_timeout, "consumer neither accepted nor refused the WebSocket in time; refused");
             conn.abort(close_code::ABNORMAL, "handshake timed out");
             crate::metrics::handshake("timed_out");
             return status_page(StatusCode::FORBIDDEN);
         }
-        () = conn.cancelled() => {
-            crate::metrics::handshake("unavailable");
-            return status_page(StatusCode::SERVICE_UNAVAILABLE);
-        }
+        // The application ended first, or the server is draining.
+        () = conn.cancelled() => return status_page(unserved(&conn)),
     };
     match decision {
         Some(Outbound::WebsocketAccept(accept)) => {
@@ -195,19 +185,44 @@ pub(super) async fn handshake(
             conn.abort(close_code::ERROR, "sent before accept");
             status_page(StatusCode::INTERNAL_SERVER_ERROR)
         }
-        // Every outbox is gone: the application ended without deciding.
-        None => status_page(unserved(finished.await)),
+        // Every outbox is gone: the application ended (or is ending) without deciding.
+        None => {
+            conn.cancelled().await;
+            status_page(unserved(&conn))
+        }
     }
 }
 
-/// The status for a handshake whose application ended without accepting (counted).
-fn unserved(finished: Result<Result<(), AppError>, oneshot::error::RecvError>) -> StatusCode {
-    let status = match finished {
-        Ok(Ok(())) => StatusCode::FORBIDDEN,
-        Ok(Err(err)) => error_status(&err, &Protocol::Websocket),
-        // The task ended without a result: the runtime is shutting down.
-        Err(_) => StatusCode::INTERNAL_SERVER_ERROR,
-    };
+/// The application's end, seen by the connection: its outcome for a handshake still waiting,
+/// then the connection's end; the end alone if the task is dropped unfinished.
+struct AppDone(Arc<crate::connection::ConnState>);
+
+impl AppDone {
+    fn finish(self, result: &Result<(), AppError>) {
+        if result.is_err() {
+            self.0.abort(close_code::ERROR, "internal error");
+        }
+        let status = match result {
+            Ok(()) => StatusCode::FORBIDDEN,
+            Err(err) => error_status(err, &Protocol::Websocket),
+        };
+        self.0.finish_app(status.as_u16());
+    }
+}
+
+impl Drop for AppDone {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+/// The status for a handshake that ended before an accept (counted): the application's, or 503
+/// when the server ended it (a drain, the runtime shutting down).
+fn unserved(conn: &crate::connection::ConnState) -> StatusCode {
+    let status = conn
+        .app_status()
+        .and_then(|status| StatusCode::from_u16(status).ok())
+        .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
     crate::metrics::handshake(match status {
         StatusCode::NOT_FOUND => "not_found",
         StatusCode::FORBIDDEN => "refused",
@@ -220,6 +235,31 @@ fn unserved(finished: Result<Result<(), AppError>, oneshot::error::RecvError>) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn conn() -> Arc<crate::connection::ConnState> {
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        Arc::new(crate::connection::ConnState::new(None, &shutdown, None, 4, 1024))
+    }
+
+    #[test]
+    fn a_handshake_answers_with_how_the_application_ended() {
+        let refused = conn();
+        AppDone(refused.clone()).finish(&Ok(()));
+        assert!(refused.is_cancelled());
+        assert_eq!(unserved(&refused), StatusCode::FORBIDDEN);
+
+        let panicked = conn();
+        AppDone(panicked.clone()).finish(&Err(AppError::Panicked("boom".into())));
+        assert_eq!(unserved(&panicked), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(panicked.close_reason().code, close_code::ERROR);
+
+        // The task dropped unfinished (the runtime shutting down): the handshake is not left
+        // waiting, and answers 503.
+        let dropped = conn();
+        drop(AppDone(dropped.clone()));
+        assert!(dropped.is_cancelled());
+        assert_eq!(unserved(&dropped), StatusCode::SERVICE_UNAVAILABLE);
+    }
 
     #[test]
     fn websocket_keys_must_be_16_bytes_of_base64() {
