@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 /// plumbing, the `Application` contract, what is built on it, and what runs it.
 const ORDER: &[&str] = &[
     "path_grammar",
+    "deque",
     "error",
     "event",
     "ratelog",

@@ -100,6 +100,7 @@ pub mod axum;
 pub mod client;
 pub mod connection;
 pub mod consumer;
+mod deque;
 #[cfg(feature = "django")]
 pub mod django;
 pub mod error;

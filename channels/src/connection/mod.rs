@@ -3,6 +3,7 @@
 //! sends through (a bounded queue drained by the server's writer), and the state they share
 //! (cancellation, the close reason, the slow-client policy).
 
+pub(crate) mod keepalive;
 mod queue;
 
 use std::fmt;
@@ -45,7 +46,7 @@ pub(crate) struct ConnState {
     /// Set by the reader on every frame; the server's keepalive sweeper clears it.
     pub(crate) seen: AtomicBool,
     /// Keepalive pings: the sweeper's count of silence, and a ping due for the writer.
-    pub(crate) keepalive: crate::server::keepalive::Keepalive,
+    pub(crate) keepalive: keepalive::Keepalive,
     /// Set by the reader when the client's close frame arrived: the writer then only sends the
     /// reply that the WebSocket protocol queued for it (RFC 6455 section 5.5.1).
     pub(crate) peer_closed: AtomicBool,

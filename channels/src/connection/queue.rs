@@ -2,9 +2,8 @@
 //!
 //! tokio's `mpsc` allocates a block of 32 slots (about 1.8 KB for [`Outbound`](crate::event::Outbound))
 //! plus its channel (0.5 KB) up front, for every connection, used or not. This queue lives
-//! inside the connection's shared state: the item at its head in place (one message at a time,
-//! the common case, needs no allocation), the rest in a `VecDeque` that grows with use and is
-//! given back whenever it drains, so an idle connection's queue costs a few words.
+//! inside the connection's shared state, in an [`InlineDeque`] (one message at a time, the
+//! common case, needs no allocation, and an idle connection's queue costs a few words).
 //! The budget is in bytes: an item costs its size, but at least `bytes / capacity` (so at most
 //! `capacity` items are queued) and at most `bytes` (so an item larger than the whole budget
 //! still goes through, alone). It is counted under the queue's one lock, which a push and a pop
@@ -12,11 +11,12 @@
 //! (A semaphore for the budget cost two more lock round trips per message, ~5 % of the
 //! server's own work per echoed message, callgrind.)
 
-use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
 use tokio::sync::Notify;
+
+use crate::deque::InlineDeque;
 
 /// What an item weighs in the byte budget.
 pub(crate) trait Weigh {
@@ -48,10 +48,8 @@ pub(crate) struct Queue<T> {
 
 #[derive(Debug)]
 struct State<T> {
-    /// The oldest item with what it costs; `None` only when the queue is empty.
-    head: Option<(T, u32)>,
-    /// The items after it.
-    items: VecDeque<(T, u32)>,
+    /// The items with what they cost, the oldest in place.
+    items: InlineDeque<(T, u32)>,
     /// The part of the budget no queued item holds.
     free: u32,
     /// The receiver's waker while it waits for an item.
@@ -100,8 +98,7 @@ impl<T: Weigh> Queue<T> {
         let budget = u32::try_from(bytes).unwrap_or(u32::MAX).max(capacity);
         Queue {
             state: Mutex::new(State {
-                head: None,
-                items: VecDeque::new(),
+                items: InlineDeque::new(),
                 free: budget,
                 waker: None,
                 senders: 1,
@@ -124,11 +121,7 @@ impl<T: Weigh> Queue<T> {
     /// behind every other busy connection).
     fn push_locked(state: &mut State<T>, item: T, cost: u32, current: Option<&Waker>) -> Option<Waker> {
         state.free -= cost;
-        if state.head.is_none() {
-            state.head = Some((item, cost));
-        } else {
-            state.items.push_back((item, cost));
-        }
+        state.items.push_back((item, cost));
         match (&state.waker, current) {
             (Some(waiting), Some(current)) if waiting.will_wake(current) => None,
             _ => state.waker.take(),
@@ -194,13 +187,7 @@ impl<T: Weigh> Queue<T> {
     }
 
     fn taken(&self, state: &mut State<T>) -> Option<T> {
-        let (item, cost) = state.head.take()?;
-        state.head = state.items.pop_front();
-        if state.items.is_empty() && state.items.capacity() > 0 {
-            // An idle connection keeps no storage. (Reallocating on the next send costs one
-            // small allocation; an idle connection is the common case.)
-            state.items = VecDeque::new();
-        }
+        let (item, cost) = state.items.pop_front()?;
         state.free += cost;
         if state.waiting > 0 {
             self.room.notify_waiters();
@@ -252,7 +239,7 @@ impl<T: Weigh> Queue<T> {
             let mut state = self.lock();
             state.closed = true;
             state.free = self.budget;
-            (state.head.take(), std::mem::take(&mut state.items))
+            state.items.take()
         };
         self.room.notify_waiters();
         drop(items);
@@ -395,9 +382,9 @@ mod tests {
         for i in 0..100 {
             queue.try_push(i, None).unwrap();
         }
-        assert!(queue.lock().items.capacity() >= 100);
+        assert!(queue.lock().items.spare_capacity() >= 99);
         while queue.try_pop().is_some() {}
-        assert_eq!(queue.lock().items.capacity(), 0);
+        assert_eq!(queue.lock().items.spare_capacity(), 0);
     }
 
     #[test]

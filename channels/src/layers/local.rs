@@ -3,8 +3,8 @@
 //! groups; the Redis layer feeds its process's channels into them; a backend of your own can do
 //! the same (see [`ChannelLayer::subscribe`](super::ChannelLayer::subscribe)).
 
+use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
-use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,6 +14,7 @@ use std::task::{Context, Poll, Waker};
 use tokio::time::Instant;
 
 use super::{Counters, LayerConfig, LayerError, Subscription, SubscriptionSource, validate_channel_name};
+use crate::deque::InlineDeque;
 use crate::event::ChannelMessage;
 
 /// Channel map shards: senders to different channels rarely contend.
@@ -48,7 +49,8 @@ struct Mailbox {
 
 #[derive(Debug, Default)]
 struct MailboxState {
-    queue: VecDeque<(Instant, ChannelMessage)>,
+    /// Messages with their expiry (a consumer's channel mostly holds one or none).
+    queue: InlineDeque<(Instant, ChannelMessage)>,
     /// Receivers waiting for a message; all are woken on a push (stale ones wake harmlessly).
     waiters: Waiters,
     /// A consumer's subscription holds the channel: it is not swept while subscribed.
@@ -182,7 +184,7 @@ impl LocalChannels {
     pub fn clear(&self) {
         for shard in &self.inner.shards {
             for mailbox in lock(shard).values() {
-                lock(&mailbox.state).queue.clear();
+                drop(lock(&mailbox.state).queue.take());
             }
         }
     }

@@ -12,43 +12,17 @@
 //! The sweeper runs while the server holds a WebSocket: the first registration starts it on
 //! the registering task's runtime, and it ends when it finds none left.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use crate::connection::{ConnState, Waiter};
+use crate::connection::ConnState;
+pub(crate) use crate::connection::keepalive::Beat;
 use crate::event::close_code;
 
 use super::drain::Connections;
 
 /// The close reason of a client that did not answer a ping in time.
 pub(crate) const PING_TIMEOUT: &str = "ping timeout";
-
-/// A connection's keepalive state, in its [`ConnState`]. The reader marks it on every frame
-/// ([`ConnState::seen`]); the sweeper counts the silence and asks the writer for pings.
-#[derive(Debug, Default)]
-pub(crate) struct Keepalive {
-    /// The writer is open: pings can go out, and silence counts.
-    armed: AtomicBool,
-    /// A ping is due: the writer sends it and clears this.
-    ping_due: AtomicBool,
-    /// A ping went out and nothing has come since.
-    awaiting: AtomicBool,
-    /// Sweeps since the last frame from the client (or since the ping, while `awaiting`).
-    silent: AtomicU32,
-}
-
-impl Keepalive {
-    /// The writer is open: from now on the sweeper watches this connection.
-    pub(crate) fn arm(&self) {
-        self.armed.store(true, Ordering::Release);
-    }
-
-    /// Whether a ping is due (once per ping).
-    pub(crate) fn take_ping(&self) -> bool {
-        self.ping_due.load(Ordering::Relaxed) && self.ping_due.swap(false, Ordering::Acquire)
-    }
-}
 
 /// How often the sweeper runs, and after how many silent sweeps it pings or closes.
 #[derive(Debug, Clone, Copy)]
@@ -70,38 +44,9 @@ impl Sweep {
     }
 }
 
-/// What one sweep decided for one connection.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Beat {
-    Quiet,
-    Ping,
-    Dead,
-}
-
 /// One sweep of one connection.
 pub(crate) fn beat(conn: &ConnState, sweep: &Sweep) -> Beat {
-    let state = &conn.keepalive;
-    if !state.armed.load(Ordering::Acquire) {
-        return Beat::Quiet;
-    }
-    if conn.seen.swap(false, Ordering::Relaxed) {
-        state.silent.store(0, Ordering::Relaxed);
-        state.awaiting.store(false, Ordering::Relaxed);
-        return Beat::Quiet;
-    }
-    let silent = state.silent.load(Ordering::Relaxed).saturating_add(1);
-    state.silent.store(silent, Ordering::Relaxed);
-    if state.awaiting.load(Ordering::Relaxed) {
-        return if silent >= sweep.close_after { Beat::Dead } else { Beat::Quiet };
-    }
-    if silent < sweep.ping_after {
-        return Beat::Quiet;
-    }
-    state.awaiting.store(true, Ordering::Relaxed);
-    state.silent.store(0, Ordering::Relaxed);
-    state.ping_due.store(true, Ordering::Release);
-    conn.wake(Waiter::Writer);
-    Beat::Ping
+    crate::connection::keepalive::beat(conn, sweep.ping_after, sweep.close_after)
 }
 
 /// Sweeps `connections` every tick until none is left (or the server is gone).
@@ -127,6 +72,7 @@ pub(crate) fn start(connections: &Arc<Connections>, sweep: Sweep) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::Ordering;
     use tokio_util::sync::CancellationToken;
 
     fn conn() -> ConnState {

@@ -12,7 +12,6 @@
 //! header and its payload, not copied, in one vectored write per batch, never interleaved with
 //! tungstenite's replies.
 
-use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -28,6 +27,7 @@ use tokio_tungstenite::tungstenite::error::{Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
 
+use crate::deque::InlineDeque;
 use crate::server::chunked::ChunkedRead;
 
 type Io = ChunkedRead<WsIo>;
@@ -110,68 +110,13 @@ struct Inner {
     /// Data frames fed and not yet written, written here with one vectored write per flush:
     /// the payload is not copied, and nothing keeps the room a large message took (tungstenite
     /// formats every frame into one buffer whose capacity it never gives back).
-    out: OutQueue,
+    out: InlineDeque<Outgoing>,
     /// A close frame to send once `out` is written: it must come after them.
     close: Option<Option<CloseFrame>>,
     /// tungstenite may have something to write: a reply to what was read (a pong, the close
     /// reply), or the close frame given to it. Flushing it otherwise costs ~100 instructions
     /// per message for nothing.
     replies: bool,
-}
-
-/// The frames waiting to be written, in order: the first inline (one frame per flush is the
-/// common case, and a keepalive ping to an idle socket is one), the rest of a burst in a deque
-/// that is freed once drained. An idle socket keeps no allocation for them.
-#[derive(Default)]
-struct OutQueue {
-    first: Option<Outgoing>,
-    rest: VecDeque<Outgoing>,
-}
-
-impl OutQueue {
-    fn push_back(&mut self, frame: Outgoing) {
-        if self.first.is_none() && self.rest.is_empty() {
-            self.first = Some(frame);
-        } else {
-            self.rest.push_back(frame);
-        }
-    }
-
-    fn front(&self) -> Option<&Outgoing> {
-        self.first.as_ref().or_else(|| self.rest.front())
-    }
-
-    fn front_mut(&mut self) -> Option<&mut Outgoing> {
-        match &mut self.first {
-            Some(frame) => Some(frame),
-            None => self.rest.front_mut(),
-        }
-    }
-
-    fn pop_front(&mut self) {
-        if self.first.take().is_none() {
-            self.rest.pop_front();
-        }
-        if self.rest.is_empty() && self.rest.capacity() > 0 {
-            self.rest = VecDeque::new();
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.first.is_none() && self.rest.is_empty()
-    }
-
-    fn len(&self) -> usize {
-        usize::from(self.first.is_some()) + self.rest.len()
-    }
-
-    fn iter(&self) -> impl Iterator<Item = &Outgoing> {
-        self.first.iter().chain(&self.rest)
-    }
-
-    fn clear(&mut self) {
-        *self = OutQueue::default();
-    }
 }
 
 /// A server data frame on its way out: its header, its payload, and how much of the two went.
@@ -231,7 +176,7 @@ pub(super) fn open(io: Io, config: WebSocketConfig) -> (WsReader, WsWriter) {
         io,
         protocol: WebSocketContext::new(Role::Server, Some(config)),
         ended: false,
-        out: OutQueue::default(),
+        out: InlineDeque::new(),
         close: None,
         replies: false,
     };
@@ -320,7 +265,7 @@ impl Inner {
                     Poll::Ready(Ok(())) => self.replies = false,
                     Poll::Ready(Err(err)) => {
                         // Closed (the client's close was answered) or broken: ours cannot go.
-                        self.out.clear();
+                        drop(self.out.take());
                         return Poll::Ready(Err(err));
                     }
                 }
@@ -474,28 +419,5 @@ mod tests {
         assert_eq!(frame.rest(), (&[7][..], &b"payload"[..]));
         frame.written = 4;
         assert_eq!(frame.rest(), (&[][..], &b"yload"[..]));
-    }
-
-    #[test]
-    fn queued_frames_keep_their_order_and_no_storage_once_written() {
-        let frame = |n: u8| Outgoing::new(0x2, Bytes::from(vec![n]));
-        let payloads = |out: &OutQueue| out.iter().map(|frame| frame.payload[0]).collect::<Vec<_>>();
-        let mut out = OutQueue::default();
-        out.push_back(frame(1));
-        assert_eq!(out.rest.capacity(), 0, "one frame needs no allocation");
-        out.push_back(frame(2));
-        out.push_back(frame(3));
-        assert_eq!((payloads(&out), out.len()), (vec![1, 2, 3], 3));
-        out.pop_front();
-        // The inline slot is free but frames wait in the deque: a new one goes after them.
-        out.push_back(frame(4));
-        assert_eq!(payloads(&out), [2, 3, 4]);
-        assert_eq!(out.front().map(|frame| frame.payload[0]), Some(2));
-        while !out.is_empty() {
-            out.pop_front();
-        }
-        assert_eq!(out.rest.capacity(), 0, "the burst's deque is freed");
-        out.push_back(frame(5));
-        assert_eq!(payloads(&out), [5]);
     }
 }
