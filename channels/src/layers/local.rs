@@ -38,8 +38,9 @@ struct Inner {
     ops: AtomicU64,
 }
 
-/// One shard's channels.
-type ChannelMap = HashMap<String, Arc<Mailbox>>;
+/// One shard's channels. A name is stored once (`Arc<str>`) and shared with the channel's
+/// subscription and its group memberships ([`LocalChannels::intern`]).
+type ChannelMap = HashMap<Arc<str>, Arc<Mailbox>>;
 
 /// One channel's queue.
 #[derive(Debug, Default)]
@@ -175,9 +176,18 @@ impl LocalChannels {
     /// [`LayerError::InvalidName`].
     pub fn subscribe(&self, channel: &str) -> Result<Subscription, LayerError> {
         validate_channel_name(channel)?;
-        let mailbox = self.inner.mailbox(channel);
+        let (channel, mailbox) = self.inner.mailbox_entry(channel);
         lock(&mailbox.state).subscribed = true;
-        Ok(Subscription::new(LocalSubscription { inner: self.inner.clone(), channel: channel.to_owned(), mailbox }))
+        Ok(Subscription::new(LocalSubscription { inner: self.inner.clone(), channel, mailbox }))
+    }
+
+    /// `channel`'s name as this process stores it, shared (a new one if it has no queue here):
+    /// what keeps a name for as long as a channel lives (a group membership) takes this, not
+    /// a copy of its own.
+    pub(crate) fn intern(&self, channel: &str) -> Arc<str> {
+        lock(self.inner.shard(channel))
+            .get_key_value(channel)
+            .map_or_else(|| Arc::from(channel), |(name, _)| name.clone())
     }
 
     /// Drops every queued message.
@@ -221,12 +231,19 @@ impl Inner {
     }
 
     fn mailbox(&self, channel: &str) -> Arc<Mailbox> {
+        self.mailbox_entry(channel).1
+    }
+
+    /// The channel's stored name and its queue (made if it has none).
+    fn mailbox_entry(&self, channel: &str) -> (Arc<str>, Arc<Mailbox>) {
         self.maybe_sweep();
         let mut shard = lock(self.shard(channel));
-        match shard.get(channel) {
-            Some(mailbox) => mailbox.clone(),
-            None => shard.entry(channel.to_owned()).or_default().clone(),
+        if let Some((name, mailbox)) = shard.get_key_value(channel) {
+            return (name.clone(), mailbox.clone());
         }
+        let name: Arc<str> = Arc::from(channel);
+        let mailbox = shard.entry(name.clone()).or_default().clone();
+        (name, mailbox)
     }
 
     /// Every 4096 operations, removes channels that hold nothing and that nobody holds, and
@@ -252,7 +269,7 @@ impl Inner {
 
 struct LocalSubscription {
     inner: Arc<Inner>,
-    channel: String,
+    channel: Arc<str>,
     mailbox: Arc<Mailbox>,
 }
 
@@ -303,5 +320,15 @@ mod tests {
         waiters.wake_all();
         assert!(counts.iter().all(|count| count.0.load(Ordering::SeqCst) == 1));
         assert!(waiters.first.is_none() && waiters.more.is_empty());
+    }
+
+    #[test]
+    fn a_subscribed_channel_s_name_is_stored_once() {
+        let channels = LocalChannels::new(LayerConfig::default());
+        let _subscription = channels.subscribe("specific.abc!def").expect("a valid name");
+        let (first, second) = (channels.intern("specific.abc!def"), channels.intern("specific.abc!def"));
+        assert!(Arc::ptr_eq(&first, &second), "memberships share the name");
+        // A channel of another process: a name of its own.
+        assert_eq!(&*channels.intern("specific.elsewhere!x"), "specific.elsewhere!x");
     }
 }

@@ -50,8 +50,8 @@ struct Inner {
     ops: AtomicU64,
 }
 
-/// A group's tracked channels: channel → (key, meta).
-type Tracked = HashMap<String, (String, serde_json::Value)>;
+/// A group's tracked channels: channel (its shared name) → (key, meta).
+type Tracked = HashMap<Arc<str>, (String, serde_json::Value)>;
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section is a single map update: a poisoned lock is used as is.
@@ -166,8 +166,9 @@ impl Inner {
     fn add(&self, group: &str, channel: &str) {
         self.maybe_sweep();
         let expires = Instant::now() + self.channels.config().group_expiry;
+        let channel = self.channels.intern(channel);
         let mut groups = lock(&self.groups);
-        groups.entry(group.to_owned()).or_default().insert(Arc::from(channel), expires);
+        groups.entry(group.to_owned()).or_default().insert(channel, expires);
     }
 
     /// Delivers `message` to every member of `group`.
@@ -261,9 +262,10 @@ impl ChannelLayer for InMemoryChannelLayer {
         meta: serde_json::Value,
     ) -> BoxFuture<'a, Result<(), LayerError>> {
         let result = validate_group_name(group).and_then(|()| validate_channel_name(channel)).map(|()| {
+            let name = self.inner.channels.intern(channel);
             let mut presence = lock(&self.inner.presence);
             let entry = (key.to_owned(), meta.clone());
-            let previous = presence.entry(group.to_owned()).or_default().insert(channel.to_owned(), entry);
+            let previous = presence.entry(group.to_owned()).or_default().insert(name, entry);
             if previous.as_ref().is_some_and(|(old_key, old_meta)| old_key == key && *old_meta == meta) {
                 return;
             }

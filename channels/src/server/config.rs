@@ -27,7 +27,9 @@ pub struct ServerConfig {
     /// Default 5 s (Daphne's).
     pub connect_timeout: Duration,
     /// Send a ping when the client has sent nothing for this long; `None` disables pings and
-    /// the idle timeout. Default 20 s (Daphne's).
+    /// the idle timeout. Default 20 s (Daphne's). One sweeper per server checks its WebSockets
+    /// four times per interval (at most once a second, as daphne's timeout checker walks its
+    /// connections), so a ping goes out up to a quarter of the interval (1 s at most) late.
     pub ping_interval: Option<Duration>,
     /// Close the connection (code 1001) when nothing, not even a pong, arrives this long after
     /// a ping. Default 30 s (Daphne's).
