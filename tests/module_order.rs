@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 /// of a connection: events and errors, layers and sessions, the scope, the connection's
 /// plumbing, the `Application` contract, what is built on it, and what runs it.
 const ORDER: &[&str] = &[
+    "test_support",
     "path_grammar",
     "deque",
     "error",

@@ -117,6 +117,8 @@ pub mod scope;
 pub mod security;
 pub mod server;
 pub mod session;
+#[cfg(test)]
+mod test_support;
 pub mod testing;
 pub mod worker;
 

@@ -486,19 +486,8 @@ impl Drop for Events {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicUsize;
-    use std::task::Wake;
-
     use super::*;
-
-    /// Counts its wakes.
-    struct Count(AtomicUsize);
-
-    impl Wake for Count {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
+    use crate::test_support::WakeCount as Count;
 
     fn conn() -> ConnState {
         ConnState::new(None, &CancellationToken::new(), None, 4, 1024)
@@ -507,7 +496,7 @@ mod tests {
     #[test]
     fn a_cancel_wakes_both_waiters_even_in_different_tasks() {
         let conn = conn();
-        let (reader, writer) = (Arc::new(Count(AtomicUsize::new(0))), Arc::new(Count(AtomicUsize::new(0))));
+        let (reader, writer) = (Arc::new(Count::default()), Arc::new(Count::default()));
         let (reader_waker, writer_waker) = (Waker::from(reader.clone()), Waker::from(writer.clone()));
         let mut waits = [CancelWait::new(), CancelWait::new()];
         let slots = [(Waiter::Reader, &reader_waker), (Waiter::Writer, &writer_waker)];
@@ -518,7 +507,7 @@ mod tests {
             }
         }
         conn.abort(close_code::AWAY, "test");
-        assert_eq!((reader.0.load(Ordering::SeqCst), writer.0.load(Ordering::SeqCst)), (1, 1));
+        assert_eq!((reader.get(), writer.get()), (1, 1));
         assert!(conn.is_cancelled());
         for (wait, (slot, waker)) in waits.iter_mut().zip(slots) {
             assert!(wait.poll(&conn, slot, &mut Context::from_waker(waker)).is_ready());
@@ -553,27 +542,27 @@ mod tests {
     #[test]
     fn a_waiter_woken_for_a_ping_and_rearmed_still_hears_the_cancel() {
         let conn = conn();
-        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let count = Arc::new(Count::default());
         let waker = Waker::from(count.clone());
         let mut wait = CancelWait::new();
         assert!(wait.poll(&conn, Waiter::Writer, &mut Context::from_waker(&waker)).is_pending());
         // The keepalive sweeper's wake empties the slot; the writer rearms and polls again.
         conn.wake(Waiter::Writer);
-        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert_eq!(count.get(), 1);
         wait.rearm();
         assert!(wait.poll(&conn, Waiter::Writer, &mut Context::from_waker(&waker)).is_pending());
         conn.cancel();
-        assert_eq!(count.0.load(Ordering::SeqCst), 2);
+        assert_eq!(count.get(), 2);
     }
 
     #[test]
     fn a_waiter_polled_with_a_new_waker_moves_its_registration() {
         let conn = conn();
-        let (old, new) = (Arc::new(Count(AtomicUsize::new(0))), Arc::new(Count(AtomicUsize::new(0))));
+        let (old, new) = (Arc::new(Count::default()), Arc::new(Count::default()));
         let mut wait = CancelWait::new();
         assert!(wait.poll(&conn, Waiter::Writer, &mut Context::from_waker(&Waker::from(old.clone()))).is_pending());
         assert!(wait.poll(&conn, Waiter::Writer, &mut Context::from_waker(&Waker::from(new.clone()))).is_pending());
         conn.cancel();
-        assert_eq!((old.0.load(Ordering::SeqCst), new.0.load(Ordering::SeqCst)), (0, 1));
+        assert_eq!((old.get(), new.get()), (0, 1));
     }
 }

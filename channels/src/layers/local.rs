@@ -296,20 +296,11 @@ impl Drop for LocalSubscription {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicUsize;
-    use std::task::Wake;
-
-    struct Count(AtomicUsize);
-
-    impl Wake for Count {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
+    use crate::test_support::WakeCount as Count;
 
     #[test]
     fn every_waiting_receiver_is_woken_once_per_push() {
-        let counts: Vec<Arc<Count>> = (0..3).map(|_| Arc::new(Count(AtomicUsize::new(0)))).collect();
+        let counts: Vec<Arc<Count>> = (0..3).map(|_| Arc::new(Count::default())).collect();
         let wakers: Vec<Waker> = counts.iter().map(|count| Waker::from(count.clone())).collect();
         let mut waiters = Waiters::default();
         for waker in wakers.iter().chain(&wakers) {
@@ -318,7 +309,7 @@ mod tests {
         assert_eq!(waiters.more.len(), 2, "each waker once");
         waiters.wake_all();
         waiters.wake_all();
-        assert!(counts.iter().all(|count| count.0.load(Ordering::SeqCst) == 1));
+        assert!(counts.iter().all(|count| count.get() == 1));
         assert!(waiters.first.is_none() && waiters.more.is_empty());
     }
 

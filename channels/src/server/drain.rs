@@ -177,31 +177,36 @@ mod tests {
         false
     }
 
+    /// A new connection registered in `connections`, its writer open.
+    fn open(connections: &Arc<Connections>) -> (Arc<ConnState>, Registered) {
+        let conn = conn();
+        let registered = connections.register(conn.clone());
+        conn.keepalive.arm();
+        (conn, registered)
+    }
+
+    /// Connections pinged after 4 ms of silence, closed `timeout` after the ping.
+    fn swept(timeout: Duration) -> Arc<Connections> {
+        Arc::new(Connections::new(Sweep::new(Some(Duration::from_millis(4)), timeout)))
+    }
+
     #[tokio::test]
     async fn the_keepalive_sweeper_runs_while_there_are_connections() {
-        let sweep = Sweep::new(Some(Duration::from_millis(4)), Duration::from_millis(400));
-        let connections = Arc::new(Connections::new(sweep));
-        let first = conn();
-        let registered = connections.register(first.clone());
-        first.keepalive.arm();
+        let connections = swept(Duration::from_millis(400));
+        let (first, registered) = open(&connections);
         assert!(eventually(|| first.keepalive.take_ping()).await, "a silent connection is pinged");
         drop(registered);
         assert!(eventually(|| !connections.lock().sweeping).await, "no connection left: the sweeper stops");
         // The next connection starts it again.
-        let again = conn();
-        let _registered = connections.register(again.clone());
+        let (again, _registered) = open(&connections);
         assert!(connections.lock().sweeping);
-        again.keepalive.arm();
         assert!(eventually(|| again.keepalive.take_ping()).await);
     }
 
     #[tokio::test]
     async fn a_client_silent_after_its_ping_is_closed_with_1001() {
-        let sweep = Sweep::new(Some(Duration::from_millis(4)), Duration::from_millis(4));
-        let connections = Arc::new(Connections::new(sweep));
-        let silent = conn();
-        let _registered = connections.register(silent.clone());
-        silent.keepalive.arm();
+        let connections = swept(Duration::from_millis(4));
+        let (silent, _registered) = open(&connections);
         assert!(eventually(|| silent.is_cancelled()).await);
         let close = silent.close_reason();
         assert_eq!((close.code, close.reason.as_str()), (close_code::AWAY, keepalive::PING_TIMEOUT));
