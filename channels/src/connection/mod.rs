@@ -88,6 +88,12 @@ impl ConnState {
         }
     }
 
+    /// A WebSocket-like connection's state for unit tests: no token, a queue of 4.
+    #[cfg(test)]
+    pub(crate) fn for_tests() -> Self {
+        ConnState::new(None, &CancellationToken::new(), None, 4, 1024)
+    }
+
     /// Ends the connection with `code`; the first reason given wins.
     pub(crate) fn abort(&self, code: u16, reason: &str) {
         let _ = self.close.set(Close::with_reason(code, reason));
@@ -490,7 +496,7 @@ mod tests {
     use crate::test_support::WakeCount as Count;
 
     fn conn() -> ConnState {
-        ConnState::new(None, &CancellationToken::new(), None, 4, 1024)
+        ConnState::for_tests()
     }
 
     #[test]

@@ -145,10 +145,9 @@ impl Connections {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio_util::sync::CancellationToken;
 
     fn conn() -> Arc<ConnState> {
-        Arc::new(ConnState::new(None, &CancellationToken::new(), None, 4, 1024))
+        Arc::new(ConnState::for_tests())
     }
 
     #[tokio::test]

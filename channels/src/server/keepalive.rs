@@ -73,10 +73,9 @@ pub(crate) fn start(connections: &Arc<Connections>, sweep: Sweep) {
 mod tests {
     use super::*;
     use std::sync::atomic::Ordering;
-    use tokio_util::sync::CancellationToken;
 
     fn conn() -> ConnState {
-        ConnState::new(None, &CancellationToken::new(), None, 4, 1024)
+        ConnState::for_tests()
     }
 
     #[test]

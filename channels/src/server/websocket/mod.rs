@@ -237,8 +237,7 @@ mod tests {
     use super::*;
 
     fn conn() -> Arc<crate::connection::ConnState> {
-        let shutdown = tokio_util::sync::CancellationToken::new();
-        Arc::new(crate::connection::ConnState::new(None, &shutdown, None, 4, 1024))
+        Arc::new(crate::connection::ConnState::for_tests())
     }
 
     #[test]
