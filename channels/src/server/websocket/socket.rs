@@ -111,8 +111,9 @@ struct Inner {
     /// the payload is not copied, and nothing keeps the room a large message took (tungstenite
     /// formats every frame into one buffer whose capacity it never gives back).
     out: InlineDeque<Outgoing>,
-    /// A close frame to send once `out` is written: it must come after them.
-    close: Option<Option<CloseFrame>>,
+    /// A close frame to send once `out` is written: it must come after them. (Boxed: it is
+    /// given once, at the end, and every open socket would keep room for it.)
+    close: Option<Box<Option<CloseFrame>>>,
     /// tungstenite may have something to write: a reply to what was read (a pong, the close
     /// reply), or the close frame given to it. Flushing it otherwise costs ~100 instructions
     /// per message for nothing.
@@ -273,7 +274,7 @@ impl Inner {
             if self.out.is_empty() {
                 let Some(frame) = self.close.take() else { return Poll::Ready(Ok(())) };
                 self.replies = true;
-                match pending_on_block(self.step(cx, |ws, io| ws.close(io, frame))) {
+                match pending_on_block(self.step(cx, |ws, io| ws.close(io, *frame))) {
                     // Queued in tungstenite, which writes it with its next flush.
                     Poll::Pending | Poll::Ready(Ok(())) => continue,
                     Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
@@ -366,7 +367,7 @@ impl WsWriter {
                 if !inner.protocol.can_write() || inner.close.is_some() {
                     return Err(WsError::Protocol(ProtocolError::SendAfterClosing));
                 }
-                inner.close = Some(frame);
+                inner.close = Some(Box::new(frame));
                 Ok(())
             }
             // tungstenite answers pings itself; nothing else is sent by the server.
