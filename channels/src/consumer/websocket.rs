@@ -485,18 +485,28 @@ pub const HEARTBEAT: &str = r#"{"heartbeat":true}"#;
 ///
 /// Anything else is logged as [`unhandled_message`] does.
 ///
+/// Not an `async fn`: the reply is made before anything is awaited, so the future holds only
+/// the send (a consumer's loop keeps room for its largest handler's future all along).
+///
 /// # Errors
 /// Sending to the client failed.
-pub async fn unhandled_websocket_message(ws: &mut Websocket, message: ChannelMessage) -> Result<(), ConsumerError> {
+pub fn unhandled_websocket_message(
+    ws: &mut Websocket,
+    message: ChannelMessage,
+) -> impl Future<Output = Result<(), ConsumerError>> + Send + '_ {
     let value = message.value();
-    match message.message_type() {
-        Some(NOT_RECOVERED_TYPE) => ws.send_text(r#"{"recovered":false}"#).await,
-        Some(PRESENCE_STATE_TYPE) => ws.send_json(&serde_json::json!({ "presence_state": value["state"] })).await,
+    let reply = match message.message_type() {
+        Some(NOT_RECOVERED_TYPE) => Ok(r#"{"recovered":false}"#.to_owned()),
+        Some(PRESENCE_STATE_TYPE) => serde_json::to_string(&serde_json::json!({ "presence_state": value["state"] })),
         Some(PRESENCE_DIFF_TYPE) => {
             let diff = serde_json::json!({ "joins": value["joins"], "leaves": value["leaves"] });
-            ws.send_json(&serde_json::json!({ "presence_diff": diff })).await
+            serde_json::to_string(&serde_json::json!({ "presence_diff": diff }))
         }
-        _ => unhandled_message(&message),
+        _ => return WsSend::Ready(Some(unhandled_message(&message))),
+    };
+    match reply {
+        Ok(text) => ws.send_message(Message::Text(text.into())),
+        Err(err) => WsSend::Ready(Some(Err(err.into()))),
     }
 }
 
