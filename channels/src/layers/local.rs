@@ -231,7 +231,12 @@ impl Inner {
     }
 
     fn mailbox(&self, channel: &str) -> Arc<Mailbox> {
-        self.mailbox_entry(channel).1
+        self.maybe_sweep();
+        let mut shard = lock(self.shard(channel));
+        match shard.get(channel) {
+            Some(mailbox) => mailbox.clone(),
+            None => shard.entry(Arc::from(channel)).or_default().clone(),
+        }
     }
 
     /// The channel's stored name and its queue (made if it has none).
