@@ -328,12 +328,12 @@ impl Outbox {
 
 /// Waits for a connection's cancellation in a task that polls it on every event (a WebSocket's
 /// reader and writer): reads the connection's `cancelled` flag, and registers the task's waker
-/// in the connection's state only when it changed. The token's own wait would take two locks per
-/// poll (~4 % of the server's time per echoed message, `perf`) and a boxed future per waiter.
+/// in the connection's state only when it changed. A token's wait would take two locks per poll
+/// (~4 % of the server's time per echoed message, `perf`) and a boxed future per waiter.
 ///
-/// Only for a connection whose token nothing cancels but [`ConnState::cancel`] and
-/// [`ConnState::abort`] (a WebSocket's is its own root); an HTTP connection's token is a child
-/// of the server's and is polled directly.
+/// Only for a connection that nothing ends but [`ConnState::cancel`] and [`ConnState::abort`]
+/// (a WebSocket, which has no token); an HTTP connection's token is a child of the server's,
+/// waited for through [`ConnState::cancelled`].
 pub(crate) struct CancelWait {
     /// The waker registered in this waiter's slot.
     registered: Option<Waker>,
