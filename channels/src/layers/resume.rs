@@ -262,6 +262,18 @@ impl Resumed {
         };
         tracing::debug!(group = tracked.group, reason = lost.as_str(), "gap in a group's messages not recovered");
         pending(&mut self.pending).ready.push_back(not_recovered_message(&tracked.group, lost));
+        // The history started over (a promoted replica) while this channel was losing messages:
+        // what came before is gone (reported), but what the new history holds was written after
+        // and is read from its start, as a live message of a new epoch is (`take`). Skipping to
+        // its newest position would lose writes acknowledged after the failover.
+        if let (None, Some(newest)) = (&waiting, newest)
+            && lost == Lost::OtherEpoch
+            && newest.epoch != tracked.position.epoch
+        {
+            tracked.change_epoch(newest.epoch);
+            self.start(Read::History { group: index, waiting: None });
+            return;
+        }
         let resume_at = waiting.as_ref().map(|(position, _)| *position).or(newest);
         if let Some(resume_at) = resume_at {
             if resume_at.epoch != tracked.position.epoch {
@@ -320,5 +332,59 @@ impl SubscriptionSource for Resumed {
                 Poll::Pending => return Poll::Pending,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::poll_fn;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::layers::{HistoryConfig, InMemoryChannelLayer, LayerConfig};
+
+    fn say(n: u64) -> ChannelMessage {
+        serde_json::json!({ "type": "room.say", "n": n }).into()
+    }
+
+    /// The next message from `resumed`: its `n`, or `None` for a "not recovered" report.
+    async fn next(resumed: &mut Resumed) -> Option<u64> {
+        let message =
+            tokio::time::timeout(Duration::from_secs(5), poll_fn(|cx| resumed.poll_recv(cx))).await.expect("a message");
+        message.value().get("n").and_then(serde_json::Value::as_u64)
+    }
+
+    /// A consumer's channel lost messages while its group's history started over (a promoted
+    /// replica, a Redis restarted without persistence): it is told once, and gets what the new
+    /// history holds from its start, not only what comes after its newest message.
+    #[tokio::test]
+    async fn a_history_that_started_over_during_a_loss_is_read_from_its_start() {
+        let config =
+            LayerConfig { capacity: 2, ..LayerConfig::default() }.with_history("room.", HistoryConfig::last(100));
+        let layer = InMemoryChannelLayer::with_config(config).into_layer();
+        let channel = layer.new_channel("specific").unwrap();
+        let catchup = layer.group_join("room.r", &channel, &Since::now()).await.unwrap();
+        let mut resumed = Resumed::new(layer.subscribe(&channel).unwrap(), layer.clone());
+        resumed.joined("room.r", catchup, false);
+        resumed.joins_done();
+        layer.group_send("room.r", say(0)).await.unwrap();
+        assert_eq!(next(&mut resumed).await, Some(0));
+        // A burst the channel cannot hold (2 of 5 kept): the channel is marked lost.
+        for n in 1..6 {
+            let _ = layer.group_send("room.r", say(n)).await;
+        }
+        // The history starts over, and holds 10..13 before the consumer is a member again.
+        layer.flush().await.unwrap();
+        for n in 10..13 {
+            layer.group_send("room.r", say(n)).await.unwrap();
+        }
+        layer.group_add("room.r", &channel).await.unwrap();
+        let mut got = Vec::new();
+        while got.last() != Some(&Some(12)) {
+            got.push(next(&mut resumed).await);
+        }
+        assert_eq!(got, [None, Some(10), Some(11), Some(12)], "one report, then the new history from its start");
+        layer.group_send("room.r", say(13)).await.unwrap();
+        assert_eq!(next(&mut resumed).await, Some(13));
     }
 }
