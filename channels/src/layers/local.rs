@@ -176,7 +176,9 @@ impl LocalChannels {
     /// [`LayerError::InvalidName`].
     pub fn subscribe(&self, channel: &str) -> Result<Subscription, LayerError> {
         validate_channel_name(channel)?;
-        let (channel, mailbox) = self.inner.mailbox_entry(channel);
+        let mailbox = self.inner.mailbox(channel);
+        // Held by the subscription, the mailbox stays in the map: the name is found there.
+        let channel = self.intern(channel);
         lock(&mailbox.state).subscribed = true;
         Ok(Subscription::new(LocalSubscription { inner: self.inner.clone(), channel, mailbox }))
     }
@@ -237,18 +239,6 @@ impl Inner {
             Some(mailbox) => mailbox.clone(),
             None => shard.entry(Arc::from(channel)).or_default().clone(),
         }
-    }
-
-    /// The channel's stored name and its queue (made if it has none).
-    fn mailbox_entry(&self, channel: &str) -> (Arc<str>, Arc<Mailbox>) {
-        self.maybe_sweep();
-        let mut shard = lock(self.shard(channel));
-        if let Some((name, mailbox)) = shard.get_key_value(channel) {
-            return (name.clone(), mailbox.clone());
-        }
-        let name: Arc<str> = Arc::from(channel);
-        let mailbox = shard.entry(name.clone()).or_default().clone();
-        (name, mailbox)
     }
 
     /// Every 4096 operations, removes channels that hold nothing and that nobody holds, and
