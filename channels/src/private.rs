@@ -53,7 +53,7 @@ pub fn require_user(scope: &Scope, consumer: &'static str) -> Result<(), Consume
     if scope.user.is_authenticated() {
         return Ok(());
     }
-    let message = if scope.extensions.get::<crate::middleware::UserResolved>().is_none() {
+    let message = if !scope.user_resolved() {
         format!(
             "`{consumer}` is `#[auth(stack, required)]` but no AuthMiddleware ran for this connection, so nobody is \
              logged in: route it by its name in routing! (or `{consumer}::app()`, which brings the stack), or wrap \

@@ -378,16 +378,17 @@ impl Router for URLRouter {
 pub struct ProtocolTypeRouter {
     apps: Vec<(Protocol, Arc<dyn Application>)>,
     layer: Layer,
-    /// What [`extension`](Self::extension) puts into every scope, one inserter per value type.
-    extensions: Vec<(std::any::TypeId, Inserter)>,
+    /// What [`extension`](Self::extension) gives every scope (shared, not copied).
+    extensions: Arc<http::Extensions>,
 }
-
-/// Puts one app-wide value into a scope's extensions.
-type Inserter = Box<dyn Fn(&mut http::Extensions) + Send + Sync>;
 
 impl Default for ProtocolTypeRouter {
     fn default() -> Self {
-        ProtocolTypeRouter { apps: Vec::new(), layer: InMemoryChannelLayer::new().into_layer(), extensions: Vec::new() }
+        ProtocolTypeRouter {
+            apps: Vec::new(),
+            layer: InMemoryChannelLayer::new().into_layer(),
+            extensions: Arc::default(),
+        }
     }
 }
 
@@ -407,9 +408,11 @@ impl ProtocolTypeRouter {
     /// Puts `value` into every connection's scope: app-wide state such as a database pool, a
     /// store shared by all consumers, a client (axum's `Extension`, Channels'
     /// `as_asgi(**kwargs)`). Consumers read it with `self.scope.extensions.get::<T>()`, or get it
-    /// in a field with `#[state]` (see [`consumer`](macro@crate::consumer)). Each connection
-    /// gets a clone, so share what must be shared through an `Arc` (or a type that is one
-    /// inside, like a pool). A second value of the same type replaces the first.
+    /// in a field with `#[state]` (see [`consumer`](macro@crate::consumer)). Every scope shares
+    /// the one value (an idle connection holds no copy); `get_mut` or `remove` through a scope
+    /// changes that scope's alone, and `#[state]` takes a clone, so share what must be shared
+    /// through an `Arc` (or a type that is one inside, like a pool). A second value of the same
+    /// type replaces the first.
     ///
     /// ```
     /// # use channels::ProtocolTypeRouter;
@@ -419,14 +422,7 @@ impl ProtocolTypeRouter {
     /// let app = ProtocolTypeRouter::new().extension(Votes(Default::default()));
     /// ```
     pub fn extension<T: Clone + Send + Sync + 'static>(mut self, value: T) -> Self {
-        let id = std::any::TypeId::of::<T>();
-        self.extensions.retain(|(known, _)| *known != id);
-        self.extensions.push((
-            id,
-            Box::new(move |extensions| {
-                extensions.insert(value.clone());
-            }),
-        ));
+        Arc::make_mut(&mut self.extensions).insert(value);
         self
     }
 
@@ -439,11 +435,7 @@ impl ProtocolTypeRouter {
 
     /// A clone of the app-wide value of type `T` given with [`extension`](Self::extension).
     pub(crate) fn extension_value<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
-        let id = std::any::TypeId::of::<T>();
-        let (_, insert) = self.extensions.iter().find(|(known, _)| *known == id)?;
-        let mut extensions = http::Extensions::new();
-        insert(&mut extensions);
-        extensions.remove::<T>()
+        self.extensions.get::<T>().cloned()
     }
 
     /// The application's channel layer, for code outside consumers (background tasks, other
@@ -488,9 +480,7 @@ impl Application for ProtocolTypeRouter {
         if scope.channel_layer.is_none() {
             scope.channel_layer = Some(self.layer.clone());
         }
-        for (_, insert) in &self.extensions {
-            insert(&mut scope.extensions);
-        }
+        scope.extensions.add_shared(&self.extensions);
         match self.apps.iter().find(|(protocol, _)| *protocol == scope.protocol) {
             Some((_, app)) => app.call(scope, inbox, outbox),
             None => {

@@ -182,6 +182,122 @@ impl fmt::Debug for User {
     }
 }
 
+/// Typed values attached to a [`Scope`], one per type (as [`http::Extensions`]).
+///
+/// The application's values, given once to
+/// [`ProtocolTypeRouter::extension`](crate::ProtocolTypeRouter::extension), are shared by every
+/// scope instead of being copied into each (an idle socket would carry a map and a copy of every
+/// value); values inserted into a scope are its own and shadow the application's of the same
+/// type. Changing or removing a shared value through one scope leaves the other scopes' alone.
+///
+/// ```
+/// use channels::scope::Extensions;
+///
+/// #[derive(Clone, Debug, PartialEq)]
+/// struct Tenant(&'static str);
+///
+/// let mut extensions = Extensions::new();
+/// assert_eq!(extensions.insert(Tenant("acme")), None);
+/// assert_eq!(extensions.get::<Tenant>(), Some(&Tenant("acme")));
+/// assert_eq!(extensions.remove::<Tenant>(), Some(Tenant("acme")));
+/// assert!(extensions.is_empty());
+/// ```
+#[derive(Clone, Default)]
+pub struct Extensions {
+    /// This scope's own values.
+    own: http::Extensions,
+    /// The application's, shared; `own` shadows them.
+    app: Option<Arc<http::Extensions>>,
+}
+
+impl Extensions {
+    /// No values.
+    pub fn new() -> Self {
+        Extensions::default()
+    }
+
+    /// The value of type `T`, if there is one.
+    pub fn get<T: Send + Sync + 'static>(&self) -> Option<&T> {
+        self.own.get().or_else(|| self.app.as_deref()?.get())
+    }
+
+    /// The value of type `T`, to change in this scope only.
+    pub fn get_mut<T: Send + Sync + 'static>(&mut self) -> Option<&mut T> {
+        if self.own.get::<T>().is_none() && self.shares::<T>() {
+            self.detach();
+        }
+        self.own.get_mut()
+    }
+
+    /// Puts `value` in, returning the value of its type it replaces.
+    pub fn insert<T: Clone + Send + Sync + 'static>(&mut self, value: T) -> Option<T> {
+        let replaced = self.own.insert(value);
+        replaced.or_else(|| self.app.as_deref()?.get::<T>().cloned())
+    }
+
+    /// Takes the value of type `T` out.
+    pub fn remove<T: Send + Sync + 'static>(&mut self) -> Option<T> {
+        if self.shares::<T>() {
+            self.detach();
+        }
+        self.own.remove()
+    }
+
+    /// True when there is a value of type `T`.
+    pub fn contains<T: Send + Sync + 'static>(&self) -> bool {
+        self.get::<T>().is_some()
+    }
+
+    /// Removes every value.
+    pub fn clear(&mut self) {
+        self.own.clear();
+        self.app = None;
+    }
+
+    /// True when there is no value.
+    pub fn is_empty(&self) -> bool {
+        self.own.is_empty() && self.app.as_deref().is_none_or(http::Extensions::is_empty)
+    }
+
+    /// Adds the application's values (`app`), which replace this scope's of the same types.
+    /// The common case, a scope with no values yet, shares `app` instead of copying it.
+    pub(crate) fn add_shared(&mut self, app: &Arc<http::Extensions>) {
+        if app.is_empty() {
+            return;
+        }
+        if self.is_empty() {
+            self.app = Some(Arc::clone(app));
+        } else {
+            self.detach();
+            self.own.extend(http::Extensions::clone(app));
+        }
+    }
+
+    fn shares<T: Send + Sync + 'static>(&self) -> bool {
+        self.app.as_deref().is_some_and(|app| app.get::<T>().is_some())
+    }
+
+    /// Copies the shared values into this scope's own (which keep precedence).
+    fn detach(&mut self) {
+        if let Some(app) = self.app.take() {
+            let own = std::mem::replace(&mut self.own, http::Extensions::clone(&app));
+            self.own.extend(own);
+        }
+    }
+}
+
+impl From<http::Extensions> for Extensions {
+    fn from(own: http::Extensions) -> Self {
+        Extensions { own, app: None }
+    }
+}
+
+impl fmt::Debug for Extensions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Extensions").field("own", &self.own).field("app", &self.app).finish()
+    }
+}
+
 /// Everything known about one connection when it opens (Channels' `scope` dict, typed).
 ///
 /// The server builds it from the HTTP request; routers and middleware add to it on the way in
@@ -228,8 +344,10 @@ pub struct Scope {
     pub user: User,
     /// What the URL routers captured.
     pub url_route: UrlRoute,
-    /// Typed values that custom middleware attaches for the consumer.
-    pub extensions: http::Extensions,
+    /// Typed values: the application's (from
+    /// [`ProtocolTypeRouter::extension`](crate::ProtocolTypeRouter::extension), shared by every
+    /// connection) and the ones custom middleware attaches for the consumer.
+    pub extensions: Extensions,
     /// The application's channel layer, set by the `ProtocolTypeRouter` (see
     /// [`layer`](Self::layer)).
     pub channel_layer: Option<Layer>,
@@ -243,6 +361,8 @@ pub struct Scope {
     /// `SessionMiddleware` can tell "no cookies" from "no `CookieMiddleware`". A field, not a
     /// marker in `extensions`: the map would grow to its next size in every scope.
     pub(crate) cookies_parsed: bool,
+    /// An `AuthMiddleware` resolved `user` (see [`user_resolved`](Self::user_resolved)).
+    pub(crate) user_resolved: bool,
 }
 
 impl Scope {
@@ -276,12 +396,20 @@ impl Scope {
             session: None,
             user: User::anonymous(),
             url_route: UrlRoute::default(),
-            extensions: http::Extensions::new(),
+            extensions: Extensions::new(),
             channel_layer: None,
             channel_name: None,
             route_offset: None,
             cookies_parsed: false,
+            user_resolved: false,
         }
+    }
+
+    /// True once an [`AuthMiddleware`](struct@crate::middleware::AuthMiddleware) has resolved
+    /// `user` (anonymous or not): a `#[auth(stack, required)]` consumer tells "anonymous" from
+    /// "no auth stack" with it.
+    pub fn user_resolved(&self) -> bool {
+        self.user_resolved
     }
 
     /// The first value of header `name` as text, if present and visible ASCII.
@@ -320,6 +448,61 @@ pub(crate) fn percent_decode(raw: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Clone, Debug, PartialEq)]
+    struct Pool(u32);
+    #[derive(Clone, Debug, PartialEq)]
+    struct Tag(&'static str);
+
+    fn app_values() -> Arc<http::Extensions> {
+        let mut app = http::Extensions::new();
+        app.insert(Pool(1));
+        app.insert(Tag("app"));
+        Arc::new(app)
+    }
+
+    #[test]
+    fn a_scope_shares_the_applications_values_and_its_own_shadow_them() {
+        let app = app_values();
+        let mut first = Extensions::new();
+        first.add_shared(&app);
+        let mut second = first.clone();
+        assert!(first.app.as_ref().is_some_and(|shared| Arc::ptr_eq(shared, &app)), "shared, not copied");
+        assert_eq!(first.get::<Pool>(), Some(&Pool(1)));
+        assert!(first.contains::<Tag>() && !first.contains::<String>());
+
+        // Inserting over a shared value shadows it and hands back the shared one.
+        assert_eq!(first.insert(Tag("own")), Some(Tag("app")));
+        assert_eq!(first.get::<Tag>(), Some(&Tag("own")));
+        // Changing or removing a shared value through one scope leaves the others alone.
+        first.get_mut::<Pool>().expect("shared pool").0 = 2;
+        assert_eq!(first.get::<Pool>(), Some(&Pool(2)));
+        assert_eq!(second.remove::<Pool>(), Some(Pool(1)));
+        assert_eq!(second.get::<Pool>(), None);
+        assert_eq!(second.get::<Tag>(), Some(&Tag("app")), "the others stay");
+        assert_eq!(app.get::<Pool>(), Some(&Pool(1)));
+        assert_eq!(first.get::<Tag>(), Some(&Tag("own")), "its own value outlived the copy");
+
+        second.clear();
+        assert!(second.is_empty() && second.get::<Tag>().is_none());
+        assert_eq!(app.get::<Tag>(), Some(&Tag("app")));
+    }
+
+    #[test]
+    fn the_applications_values_replace_a_scopes_values_of_their_types() {
+        // As inserting them did: a scope preset by a test keeps what the router does not set.
+        let mut extensions = Extensions::new();
+        extensions.insert(Tag("preset"));
+        extensions.insert(7u8);
+        extensions.add_shared(&app_values());
+        assert_eq!(extensions.get::<Tag>(), Some(&Tag("app")));
+        assert_eq!(extensions.get::<u8>(), Some(&7));
+        assert_eq!(extensions.get::<Pool>(), Some(&Pool(1)));
+        // An application without values leaves an empty scope empty.
+        let mut empty = Extensions::new();
+        empty.add_shared(&Arc::default());
+        assert!(empty.is_empty() && empty.app.is_none());
+    }
 
     #[test]
     fn new_scope_splits_query_and_decodes_path() {

@@ -313,11 +313,6 @@ impl Middleware for AuthMiddleware {
     }
 }
 
-/// Marks a scope whose user an [`AuthMiddleware`](struct@AuthMiddleware) resolved (anonymous or
-/// not), so that a `#[auth(stack, required)]` consumer can tell "anonymous" from "no auth stack".
-#[derive(Debug, Clone, Copy)]
-pub struct UserResolved;
-
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -389,7 +384,7 @@ async fn resolve_user(scope: &mut Scope, session: &Session, config: &AuthConfig)
             User::anonymous()
         }
     };
-    scope.extensions.insert(UserResolved);
+    scope.user_resolved = true;
     if let Some(id) = scope.user.id() {
         // The connection's span (see the server's module docs) names its user from now on.
         tracing::Span::current().record("user", tracing::field::display(id));

@@ -35,8 +35,8 @@ pub mod origin;
 pub mod session;
 
 pub use self::auth::{
-    AuthConfig, AuthError, AuthMiddleware, AuthMiddlewareStack, AuthUser, Authenticated, UserBackend, UserResolved,
-    authenticate, get_user, login, logout,
+    AuthConfig, AuthError, AuthMiddleware, AuthMiddlewareStack, AuthUser, Authenticated, UserBackend, authenticate,
+    get_user, login, logout,
 };
 pub use self::base::{Middleware, Refusal, Step, Wrapped};
 pub use self::cookie::CookieMiddleware;
