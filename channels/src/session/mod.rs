@@ -340,9 +340,8 @@ impl Context {
 #[derive(Default)]
 struct State {
     loaded: bool,
-    /// The verified store value from the request's cookie, until loaded.
-    incoming: Option<String>,
-    /// The store value the data belongs to.
+    /// The store value: the request cookie's (verified) until loaded, then the one the data
+    /// belongs to (`None` when the store had nothing under it).
     current: Option<String>,
     data: SessionData,
     modified: bool,
@@ -375,23 +374,24 @@ impl Session {
 
     /// The session for a request carrying `cookie` (the session cookie's value).
     pub(crate) fn from_cookie(context: Arc<Context>, cookie: Option<&str>) -> Session {
-        let incoming = cookie.and_then(|cookie| context.verify(cookie));
-        Session { state: Arc::new(Mutex::new(State { incoming, ..State::default() })), context }
+        let current = cookie.and_then(|cookie| context.verify(cookie));
+        Session { state: Arc::new(Mutex::new(State { current, ..State::default() })), context }
     }
 
     async fn loaded(&self) -> Result<tokio::sync::MutexGuard<'_, State>, SessionError> {
         let mut state = self.state.lock().await;
         if !state.loaded {
-            if let Some(value) = state.incoming.take() {
-                let loaded = self.context.store.load(&value).await;
+            if let Some(value) = &state.current {
+                let loaded = self.context.store.load(value).await;
                 crate::metrics::session_load(match &loaded {
                     Ok(Some(_)) => "found",
                     Ok(None) => "missing",
                     Err(_) => "error",
                 });
-                if let Some(data) = loaded? {
-                    state.data = data;
-                    state.current = Some(value);
+                // A failed load leaves the value for the next try.
+                match loaded? {
+                    Some(data) => state.data = data,
+                    None => state.current = None,
                 }
             }
             state.loaded = true;
@@ -510,7 +510,6 @@ impl Session {
     pub(crate) fn release(&self) {
         let Ok(mut state) = self.state.try_lock() else { return };
         if state.loaded && !state.modified && state.set_cookie.is_none() {
-            state.incoming = state.current.take();
             state.data = SessionData::new();
             state.loaded = false;
         }
@@ -547,6 +546,49 @@ mod tests {
             keys: SecretKeys::new([[7u8; 32]]).unwrap(),
             config: SessionConfig::default(),
         }
+    }
+
+    /// Fails its first load, then holds one session under `"key"`.
+    struct Flaky(std::sync::atomic::AtomicBool);
+
+    impl SessionStore for Flaky {
+        fn load<'a>(&'a self, value: &'a str) -> BoxFuture<'a, Result<Option<SessionData>, SessionError>> {
+            let failed_before = self.0.swap(true, std::sync::atomic::Ordering::Relaxed);
+            let data = (value == "key").then(|| SessionData::from_iter([("user".to_owned(), 7.into())]));
+            Box::pin(async move {
+                if failed_before {
+                    Ok(data)
+                } else {
+                    Err(SessionError::Store(crate::error::BackendError::new(std::io::Error::other("unreachable"))))
+                }
+            })
+        }
+        fn save<'a>(
+            &'a self,
+            _: Option<&'a str>,
+            _: &'a SessionData,
+            _: Duration,
+        ) -> BoxFuture<'a, Result<String, SessionError>> {
+            Box::pin(async { Ok("key".to_owned()) })
+        }
+        fn delete<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<(), SessionError>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn cookie_format(&self) -> CookieFormat {
+            CookieFormat::AsIs
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_load_is_tried_again_and_does_not_forget_the_cookie() {
+        let store = Arc::new(Flaky(Default::default()));
+        let session = Session::new(store, SecretKeys::new([[7u8; 32]]).unwrap(), SessionConfig::default(), Some("key"));
+        assert!(matches!(session.get::<u32>("user").await, Err(SessionError::Store(_))));
+        assert_eq!(session.get::<u32>("user").await.unwrap(), Some(7));
+        assert_eq!(session.session_key().await.unwrap().as_deref(), Some("key"));
+        // Let go of (as for a WebSocket) and read again: loaded anew under the same value.
+        session.release();
+        assert_eq!(session.get::<u32>("user").await.unwrap(), Some(7));
     }
 
     proptest! {

@@ -32,7 +32,9 @@ enum ReadState {
 /// message from the client reaches the consumer without a hop through another task.
 pub(super) struct WsSource {
     state: ReadState,
-    /// [`ServerConfig::inbound_rate`](super::ServerConfig::inbound_rate), when set.
+    /// [`ServerConfig::inbound_rate`](super::ServerConfig::inbound_rate), when set, from the
+    /// first message on (a socket that has sent nothing is within any rate): an idle socket
+    /// holds none.
     throttle: Option<Box<Throttle>>,
     cancelled: CancelWait,
     conn: Arc<ConnState>,
@@ -62,18 +64,12 @@ impl WsSource {
     /// The reader of a connection whose stream arrives through `opened` once the handshake is
     /// accepted.
     pub(super) fn new(opened: oneshot::Receiver<Opened>, conn: Arc<ConnState>, server: Arc<ServerState>) -> Self {
-        WsSource {
-            throttle: server.config.inbound_rate.map(|rate| Box::new(Throttle::new(rate))),
-            state: ReadState::Connecting(opened),
-            cancelled: CancelWait::new(),
-            conn,
-            server,
-        }
+        WsSource { throttle: None, state: ReadState::Connecting(opened), cancelled: CancelWait::new(), conn, server }
     }
 
     fn count(&mut self, bytes: usize) {
-        if let Some(throttle) = &mut self.throttle {
-            throttle.consume();
+        if let Some(rate) = self.server.config.inbound_rate {
+            self.throttle.get_or_insert_with(|| Box::new(Throttle::new(rate))).consume();
         }
         let metrics = &self.server.metrics;
         metrics.received.increment(1);
@@ -167,6 +163,7 @@ struct Throttle {
 impl Throttle {
     fn new(rate: RateLimit) -> Self {
         let interval = std::time::Duration::from_secs(1) / rate.per_second.max(1);
+        // Budget spent up to now: the same as from the socket's opening, since nothing was read.
         Throttle { interval, tolerance: interval * rate.burst.max(1), spent_until: Instant::now(), wait: None }
     }
 
