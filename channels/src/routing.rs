@@ -329,7 +329,7 @@ fn strip_slashes(path: &str) -> &str {
 impl Application for URLRouter {
     fn call(&self, mut scope: Scope, inbox: Inbox, outbox: Outbox) -> BoxFuture<'_, Result<(), AppError>> {
         let start = match scope.route_offset {
-            Some(offset) => offset,
+            Some(offset) => offset as usize,
             // The outermost router: the server's mount point (root_path) is not part of the route.
             None if scope.root_path.is_empty() => 0,
             None if scope.path.starts_with(&scope.root_path) => scope.root_path.len(),
@@ -343,11 +343,14 @@ impl Application for URLRouter {
             return Box::pin(async move { Err(AppError::NoRoute { path }) });
         };
         let end = start + matched.end;
+        let Ok(offset) = u32::try_from(end) else {
+            return Box::pin(async move { Err(AppError::NoRoute { path: scope.path }) });
+        };
         if matches!(route.target, Target::Nested(_)) {
             // The prefix goes to root_path; the nested router matches the rest.
             scope.root_path = scope.path[..end].to_owned();
         }
-        scope.route_offset = Some(end);
+        scope.route_offset = Some(offset);
         scope.url_route.args.extend(matched.args);
         for (name, value) in &route.defaults {
             if !matched.kwargs.iter().any(|(key, _)| key == name) {

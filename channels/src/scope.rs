@@ -356,7 +356,8 @@ pub struct Scope {
     /// or groups do.
     pub channel_name: Option<String>,
     /// Where in `path` the next URL router starts matching; `None` before the outermost router.
-    pub(crate) route_offset: Option<usize>,
+    /// (`u32`: 8 bytes less in every scope; a router refuses a longer path.)
+    pub(crate) route_offset: Option<u32>,
     /// The `Cookie` headers were parsed into `cookies` (by `CookieMiddleware`), so that
     /// `SessionMiddleware` can tell "no cookies" from "no `CookieMiddleware`". A field, not a
     /// marker in `extensions`: the map would grow to its next size in every scope.
@@ -436,7 +437,7 @@ impl Scope {
 
     /// The part of `path` that the next URL router matches (after `root_path`).
     pub fn path_remaining(&self) -> &str {
-        self.path.get(self.route_offset.unwrap_or(0)..).unwrap_or("")
+        self.path.get(self.route_offset.map_or(0, |offset| offset as usize)..).unwrap_or("")
     }
 }
 

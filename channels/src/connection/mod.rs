@@ -38,8 +38,6 @@ pub(crate) struct ConnState {
     /// Set when the connection ends by its own methods: what [`CancelWait`] reads on every poll
     /// (a token's check takes two locks).
     cancelled: AtomicBool,
-    /// Wakes whoever waits in [`cancelled`](Self::cancelled) without a token.
-    ended: tokio::sync::Notify,
     /// The tasks of a WebSocket's reader and writer ([`CancelWait`]), woken by
     /// [`cancel`](Self::cancel).
     waiters: [AtomicWaker; 2],
@@ -77,7 +75,6 @@ impl ConnState {
         ConnState {
             token,
             cancelled: AtomicBool::new(false),
-            ended: tokio::sync::Notify::new(),
             waiters: [AtomicWaker::new(), AtomicWaker::new()],
             seen: AtomicBool::new(false),
             keepalive: Default::default(),
@@ -108,7 +105,9 @@ impl ConnState {
         if let Some(token) = &self.token {
             token.cancel();
         }
-        self.ended.notify_waiters();
+        // Whoever waits in `cancelled` without a token (and senders waiting for room, which
+        // look again).
+        self.queue.notify().notify_waiters();
         for waiter in &self.waiters {
             waiter.wake();
         }
@@ -136,10 +135,14 @@ impl ConnState {
         if let Some(token) = &self.token {
             return token.cancelled().await;
         }
-        let mut notified = std::pin::pin!(self.ended.notified());
-        // Listening before the look: a cancel after it wakes this.
-        notified.as_mut().enable();
-        if !self.cancelled.load(Ordering::Acquire) {
+        // The queue's notify (see `cancel`): also woken when room is made, so look again.
+        loop {
+            let mut notified = std::pin::pin!(self.queue.notify().notified());
+            // Listening before the look: a cancel after it wakes this.
+            notified.as_mut().enable();
+            if self.cancelled.load(Ordering::Acquire) {
+                return;
+            }
             notified.await;
         }
     }
@@ -531,6 +534,10 @@ mod tests {
         });
         tokio::task::yield_now().await;
         assert!(!waiting.is_finished() && !conn.is_cancelled());
+        // Room made in the outgoing queue wakes the same notify: the waiter looks again and waits on.
+        conn.queue.notify().notify_waiters();
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "a wake for room is not the end");
         conn.abort(close_code::AWAY, "test");
         tokio::time::timeout(Duration::from_secs(5), waiting).await.expect("woken").expect("no panic");
         // After the end, at once.

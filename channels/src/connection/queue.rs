@@ -149,6 +149,13 @@ impl<T: Weigh> Queue<T> {
         Ok(())
     }
 
+    /// The notify that wakes waiting senders. [`ConnState`](super::ConnState) wakes its own
+    /// waiters with it too (one `Notify` less per connection): both kinds look again at what
+    /// they wait for after every wake.
+    pub(crate) fn notify(&self) -> &Notify {
+        &self.room
+    }
+
     /// Queues `item`, waiting for room. Cancel safe: nothing is queued until it returns `Ok`.
     ///
     /// # Errors
