@@ -24,8 +24,9 @@ pub(crate) struct ChunkedRead<IO> {
     io: IO,
     /// Read from the socket, not yet handed to the codec. No allocation when empty and idle.
     pending: BytesMut,
-    /// How much to read from the socket at once through `pending`.
-    chunk: usize,
+    /// How much to read from the socket at once through `pending` (a `u32`: 8 bytes less in
+    /// every open socket).
+    chunk: u32,
     /// The last read filled what was asked for: more data is probably waiting.
     busy: bool,
 }
@@ -34,7 +35,8 @@ impl<IO> ChunkedRead<IO> {
     /// Reads `io` in chunks of `chunk` bytes, after `read_ahead` (bytes already read from it).
     pub(crate) fn new(io: IO, chunk: usize, read_ahead: bytes::Bytes) -> Self {
         let pending = if read_ahead.is_empty() { BytesMut::new() } else { BytesMut::from(read_ahead) };
-        ChunkedRead { io, pending, chunk: chunk.max(CODEC_BUFFER), busy: false }
+        let chunk = u32::try_from(chunk.max(CODEC_BUFFER)).unwrap_or(u32::MAX);
+        ChunkedRead { io, pending, chunk, busy: false }
     }
 
     /// Hands what is pending to the codec; frees the buffer once drained, unless more is coming.
@@ -56,17 +58,17 @@ impl<IO: AsyncRead + Unpin> AsyncRead for ChunkedRead<IO> {
             return Poll::Ready(Ok(()));
         }
         let window = out.remaining();
-        if !this.busy || window >= this.chunk {
+        if !this.busy || window >= this.chunk as usize {
             // Straight into the codec's buffer.
             let before = out.filled().len();
             let polled = Pin::new(&mut this.io).poll_read(cx, out);
             this.busy = matches!(polled, Poll::Ready(Ok(()))) && window > 0 && out.filled().len() - before == window;
             return polled;
         }
-        this.pending.reserve(this.chunk);
+        this.pending.reserve(this.chunk as usize);
         match tokio_util::io::poll_read_buf(Pin::new(&mut this.io), cx, &mut this.pending) {
             Poll::Ready(Ok(read)) if read > 0 => {
-                this.busy = read >= this.chunk;
+                this.busy = read >= this.chunk as usize;
                 this.drain_into(out);
                 Poll::Ready(Ok(()))
             }
