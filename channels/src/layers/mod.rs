@@ -492,9 +492,10 @@ pub const CLOSE_TYPE: &str = "websocket.close";
 pub(crate) struct Membership {
     layer: Layer,
     channel: String,
-    groups: Vec<String>,
+    /// Each group's name once per connection, shared with the history and presence tracking.
+    groups: Vec<Arc<str>>,
     /// The group it is tracked in.
-    tracked: Option<String>,
+    tracked: Option<Arc<str>>,
 }
 
 impl Membership {
@@ -513,6 +514,7 @@ impl Membership {
         let mut membership = Membership { layer, channel, groups: Vec::with_capacity(groups.len()), tracked: None };
         let mut resumed = resume::Resumed::new(live, membership.layer.clone());
         for group in groups {
+            let group = Arc::<str>::from(group);
             // On an error, Drop leaves the groups joined so far.
             let catchup = membership.layer.group_join(&group, &membership.channel, since).await?;
             resumed.joined(&group, catchup, invalid);
@@ -520,9 +522,13 @@ impl Membership {
         }
         if let Some(Track { group, key, meta }) = track {
             membership.layer.presence_track(&group, &membership.channel, &key, meta).await?;
-            membership.tracked = Some(group.clone());
-            let state = membership.layer.presence_list(&group).await?;
-            resumed.presence_state(&group, &state);
+            let group = match membership.groups.iter().find(|joined| ***joined == *group) {
+                Some(joined) => Arc::clone(joined),
+                None => Arc::from(group),
+            };
+            let tracked = membership.tracked.insert(group);
+            let state = membership.layer.presence_list(tracked).await?;
+            resumed.presence_state(tracked, &state);
         }
         resumed.joins_done();
         let tracks = resumed.is_needed();
@@ -536,7 +542,7 @@ impl Membership {
     }
 }
 
-async fn leave(layer: &Layer, channel: &str, groups: &[String], tracked: Option<&str>) {
+async fn leave(layer: &Layer, channel: &str, groups: &[Arc<str>], tracked: Option<&str>) {
     if let Some(group) = tracked
         && let Err(err) = layer.presence_untrack(group, channel).await
     {
@@ -544,7 +550,7 @@ async fn leave(layer: &Layer, channel: &str, groups: &[String], tracked: Option<
     }
     for group in groups {
         if let Err(err) = layer.group_discard(group, channel).await {
-            tracing::warn!(group, channel, %err, "could not leave a group; the membership will expire");
+            tracing::warn!(group = &**group, channel, %err, "could not leave a group; the membership will expire");
         }
     }
 }

@@ -2,7 +2,7 @@
 //! messages in offset order, without duplicates, gaps filled from the history.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 
 use super::history::not_recovered_message;
@@ -21,7 +21,8 @@ const OLD_EPOCHS: usize = 4;
 /// the group had no history yet when the consumer joined (everything in its first epoch is new).
 #[derive(Debug)]
 struct Tracked {
-    group: String,
+    /// Shared with the consumer's membership (one copy of a group's name per connection).
+    group: Arc<str>,
     position: Position,
     /// Epochs this group moved away from, newest last.
     old_epochs: Vec<u64>,
@@ -70,7 +71,7 @@ pub(crate) struct Resumed {
     layer: Layer,
     groups: Vec<Tracked>,
     /// The group this consumer is tracked in, if any.
-    presence: Option<String>,
+    presence: Option<Arc<str>>,
     /// Messages and reads waiting their turn, in a box of their own that exists only while
     /// there are some (at the start, and after a gap or a loss): this wrapper lives as long as
     /// its connection.
@@ -103,7 +104,7 @@ impl Resumed {
 
     /// Records a join's catch-up: its messages come first, after a "not recovered" message
     /// when it did not resume (or when the client's position was not one: `invalid`).
-    pub(crate) fn joined(&mut self, group: &str, catchup: Catchup, invalid: bool) {
+    pub(crate) fn joined(&mut self, group: &Arc<str>, catchup: Catchup, invalid: bool) {
         let Some(position) = catchup.position else { return };
         let lost = match catchup.recovery {
             Recovery::NotRecovered(lost) => Some(lost),
@@ -111,17 +112,17 @@ impl Resumed {
             _ => None,
         };
         if let Some(lost) = lost {
-            tracing::debug!(group, reason = lost.as_str(), "group history not recovered");
+            tracing::debug!(group = &**group, reason = lost.as_str(), "group history not recovered");
             pending(&mut self.pending).ready.push_back(not_recovered_message(group, lost));
         }
         pending(&mut self.pending).ready.extend(catchup.messages);
-        self.groups.push(Tracked { group: group.to_owned(), position, old_epochs: Vec::new() });
+        self.groups.push(Tracked { group: Arc::clone(group), position, old_epochs: Vec::new() });
     }
 
     /// The group's presence state, handed out before live diffs.
-    pub(crate) fn presence_state(&mut self, group: &str, state: &PresenceState) {
+    pub(crate) fn presence_state(&mut self, group: &Arc<str>, state: &PresenceState) {
         pending(&mut self.pending).ready.push_back(state_message(group, state));
-        self.presence = Some(group.to_owned());
+        self.presence = Some(Arc::clone(group));
     }
 
     /// The plain subscription (when no group keeps a history and nothing is tracked).
@@ -147,7 +148,7 @@ impl Resumed {
             .value()
             .get(GROUP_FIELD)
             .and_then(serde_json::Value::as_str)
-            .and_then(|group| self.groups.iter().position(|tracked| tracked.group == group));
+            .and_then(|group| self.groups.iter().position(|tracked| *tracked.group == *group));
         let (Some(index), Some(position)) = (tracked, Position::of(&message)) else {
             return self.deliver(message);
         };
@@ -158,7 +159,7 @@ impl Resumed {
             }
             if tracked.position.epoch != 0 {
                 // The history restarted (e.g. Redis lost it): what came before is gone.
-                tracing::debug!(group = tracked.group, "group history changed epoch; not recovered");
+                tracing::debug!(group = &*tracked.group, "group history changed epoch; not recovered");
                 pending(&mut self.pending).ready.push_back(not_recovered_message(&tracked.group, Lost::OtherEpoch));
             }
             tracked.change_epoch(position.epoch);
@@ -193,7 +194,7 @@ impl Resumed {
                 Box::pin(async move { Answer::History(layer.group_history(&group, &since).await) })
             }
             Read::Presence => {
-                let group = self.presence.clone().unwrap_or_default();
+                let group = self.presence.clone().unwrap_or_else(|| Arc::from(""));
                 Box::pin(async move { Answer::Presence(layer.presence_list(&group).await) })
             }
         };
@@ -240,7 +241,7 @@ impl Resumed {
                 (Some(lost), catchup.position.filter(|newest| newest.epoch != 0))
             }
             Err(err) => {
-                tracing::warn!(group = tracked.group, %err, "could not read a group's history to fill a gap");
+                tracing::warn!(group = &*tracked.group, %err, "could not read a group's history to fill a gap");
                 (Some(Lost::TooOld), None)
             }
         };
@@ -260,7 +261,7 @@ impl Resumed {
             }
             return;
         };
-        tracing::debug!(group = tracked.group, reason = lost.as_str(), "gap in a group's messages not recovered");
+        tracing::debug!(group = &*tracked.group, reason = lost.as_str(), "gap in a group's messages not recovered");
         pending(&mut self.pending).ready.push_back(not_recovered_message(&tracked.group, lost));
         // The history started over (a promoted replica) while this channel was losing messages:
         // what came before is gone (reported), but what the new history holds was written after
@@ -365,7 +366,7 @@ mod tests {
         let channel = layer.new_channel("specific").unwrap();
         let catchup = layer.group_join("room.r", &channel, &Since::now()).await.unwrap();
         let mut resumed = Resumed::new(layer.subscribe(&channel).unwrap(), layer.clone());
-        resumed.joined("room.r", catchup, false);
+        resumed.joined(&Arc::from("room.r"), catchup, false);
         resumed.joins_done();
         layer.group_send("room.r", say(0)).await.unwrap();
         assert_eq!(next(&mut resumed).await, Some(0));
