@@ -38,12 +38,16 @@ impl<T> InlineDeque<T> {
     }
 
     pub(crate) fn pop_front(&mut self) -> Option<T> {
-        let item = self.head.take()?;
-        self.head = self.rest.pop_front();
-        if self.rest.is_empty() && self.rest.capacity() > 0 {
+        if self.rest.is_empty() {
+            // The common case, one item or none; `rest` holds no room here (given back below
+            // when it drained).
+            return self.head.take();
+        }
+        let item = std::mem::replace(&mut self.head, self.rest.pop_front());
+        if self.rest.is_empty() {
             self.rest = VecDeque::new();
         }
-        Some(item)
+        item
     }
 
     pub(crate) fn front(&self) -> Option<&T> {

@@ -239,6 +239,9 @@ impl Writer {
     /// Writes events until the application closes, the queue ends or writing fails: up to
     /// [`BATCH`] frames fed, then one flush; keepalive pings when the queue is quiet.
     fn poll_write(&mut self, sink: &mut WsWriter, writing: &mut Writing, cx: &mut Context<'_>) -> Poll<Stop> {
+        // The queue was found empty in this call, with this task's waker left with it: what is
+        // queued now (only from another task: this one is here) wakes it. No need to look again.
+        let mut drained = false;
         loop {
             if writing.flushing {
                 if std::task::ready!(sink.poll_flush(cx)).is_err() {
@@ -247,6 +250,9 @@ impl Writer {
                 writing.flushing = false;
                 if self.close_sent {
                     return Poll::Ready(Stop::CloseSent);
+                }
+                if drained && !writing.ping {
+                    return Poll::Pending;
                 }
             }
             if std::mem::take(&mut writing.ping)
@@ -264,7 +270,10 @@ impl Writer {
                         finished = true;
                         break;
                     }
-                    Poll::Pending => break,
+                    Poll::Pending => {
+                        drained = true;
+                        break;
+                    }
                 };
                 let Some(frame) = to_frame(event) else { continue };
                 if self.start_send(sink, writing, frame).is_err() {
