@@ -242,16 +242,31 @@ impl From<Vec<u8>> for Message {
 /// such as `{"type": "chat.message", "text": "hi"}`.
 ///
 /// The value is shared, so a group send to many consumers does not copy it per member.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct ChannelMessage {
-    value: Arc<serde_json::Value>,
+    shared: Arc<Shared>,
+}
+
+#[derive(PartialEq)]
+struct Shared {
+    value: serde_json::Value,
+    /// The `type` field, copied out once: every consumer a message reaches reads it (to
+    /// dispatch, to see a close), and a lookup in the map each time costs more than the copy.
+    message_type: Option<Box<str>>,
+}
+
+impl std::fmt::Debug for ChannelMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChannelMessage").field("value", &self.shared.value).finish()
+    }
 }
 
 impl ChannelMessage {
     /// Wraps a JSON value. It should be an object with a string `type` field; see
     /// [`message_type`](Self::message_type).
     pub fn new(value: serde_json::Value) -> Self {
-        ChannelMessage { value: Arc::new(value) }
+        let message_type = value.get("type").and_then(serde_json::Value::as_str).map(Box::from);
+        ChannelMessage { shared: Arc::new(Shared { value, message_type }) }
     }
 
     /// Serializes any value (usually a struct with a `type` field) into a message.
@@ -264,12 +279,12 @@ impl ChannelMessage {
 
     /// The message's `type` field (`"chat.message"`), or `None` when it has none.
     pub fn message_type(&self) -> Option<&str> {
-        self.value.get("type").and_then(serde_json::Value::as_str)
+        self.shared.message_type.as_deref()
     }
 
     /// The whole message.
     pub fn value(&self) -> &serde_json::Value {
-        &self.value
+        &self.shared.value
     }
 
     /// Deserializes the message into the handler's own type.
@@ -277,7 +292,7 @@ impl ChannelMessage {
     /// # Errors
     /// Fails when the message does not have the shape of `T`.
     pub fn deserialize<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
-        T::deserialize(&*self.value)
+        T::deserialize(&self.shared.value)
     }
 }
 

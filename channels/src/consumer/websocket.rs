@@ -436,7 +436,7 @@ pub(super) fn drive<S: SocketConsumer>(
                         Step::Close { future: ws.close(layer_close_code(&message)) }
                     }
                     Inbound::Channel(message) => {
-                        let span = event_span("channel", message.message_type());
+                        let span = event_span("channel", Some(&message));
                         Step::Channel { future: in_span(consumer.channel(&mut ws, message), span) }
                     }
                     Inbound::WebsocketDisconnect { code } => {
@@ -461,9 +461,9 @@ pub(super) fn drive<S: SocketConsumer>(
 
 /// The span of one consumer event (DEBUG: not even made unless asked for), inside the
 /// connection's.
-fn event_span(kind: &'static str, message_type: Option<&str>) -> tracing::Span {
+fn event_span(kind: &'static str, message: Option<&ChannelMessage>) -> tracing::Span {
     if tracing::level_enabled!(tracing::Level::DEBUG) {
-        tracing::debug_span!("event", kind, r#type = message_type)
+        tracing::debug_span!("event", kind, r#type = message.and_then(ChannelMessage::message_type))
     } else {
         tracing::Span::none()
     }

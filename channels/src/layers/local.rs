@@ -4,9 +4,7 @@
 //! the same (see [`ChannelLayer::subscribe`](super::ChannelLayer::subscribe)).
 
 use std::collections::HashMap;
-use std::collections::hash_map::RandomState;
 use std::future::poll_fn;
-use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
@@ -32,10 +30,23 @@ pub struct LocalChannels {
 struct Inner {
     config: LayerConfig,
     shards: Box<[Mutex<ChannelMap>]>,
-    hasher: RandomState,
     counters: Counters,
     /// Operations since the last sweep of unused channels.
     ops: AtomicU64,
+}
+
+/// The shard of `channel`: its length and last eight bytes (where a generated name's counter
+/// is), mixed. Not keyed, and it need not be: it only spreads channels over the shards' locks,
+/// and each shard's map hashes with a keyed hasher (names chosen to collide only share a
+/// lock). A delivery hashes the name once, not twice.
+fn shard_of(channel: &str) -> usize {
+    const { assert!(SHARDS.is_power_of_two()) };
+    let bytes = channel.as_bytes();
+    let tail = &bytes[bytes.len().saturating_sub(8)..];
+    let mut word = [0u8; 8];
+    word[..tail.len()].copy_from_slice(tail);
+    let mixed = (u64::from_le_bytes(word) ^ bytes.len() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (mixed >> (64 - SHARDS.trailing_zeros())) as usize
 }
 
 /// One shard's channels. A name is stored once (`Arc<str>`) and shared with the channel's
@@ -109,8 +120,11 @@ impl Mailbox {
 
     fn poll_pop(&self, cx: &mut Context<'_>, counters: &Counters) -> Poll<ChannelMessage> {
         let mut state = lock(&self.state);
-        let expired = state.drop_expired(Instant::now());
-        counters.expired(expired);
+        if !state.queue.is_empty() {
+            // (Not read for an empty queue: a consumer's wait for its next message.)
+            let expired = state.drop_expired(Instant::now());
+            counters.expired(expired);
+        }
         if let Some((_, message)) = state.queue.pop_front() {
             return Poll::Ready(message);
         }
@@ -137,13 +151,7 @@ impl LocalChannels {
     pub fn new(config: LayerConfig) -> Self {
         let shards = (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect();
         LocalChannels {
-            inner: Arc::new(Inner {
-                config,
-                shards,
-                hasher: RandomState::new(),
-                counters: Counters::default(),
-                ops: AtomicU64::new(0),
-            }),
+            inner: Arc::new(Inner { config, shards, counters: Counters::default(), ops: AtomicU64::new(0) }),
         }
     }
 
@@ -228,8 +236,7 @@ impl LocalChannels {
 
 impl Inner {
     fn shard(&self, channel: &str) -> &Mutex<ChannelMap> {
-        let index = (self.hasher.hash_one(channel) % SHARDS as u64) as usize;
-        &self.shards[index]
+        &self.shards[shard_of(channel)]
     }
 
     fn mailbox(&self, channel: &str) -> Arc<Mailbox> {
@@ -292,6 +299,17 @@ impl Drop for LocalSubscription {
 mod tests {
     use super::*;
     use crate::test_support::WakeCount as Count;
+
+    #[test]
+    fn generated_channel_names_spread_over_every_shard() {
+        let mut counts = [0usize; SHARDS];
+        for n in 0..1600 {
+            counts[shard_of(&format!("specific.inmemory3f9a!{n}"))] += 1;
+        }
+        // 100 a shard if even; none empty, none with more than twice its share.
+        assert!(counts.iter().all(|count| (1..=200).contains(count)), "{counts:?}");
+        assert!(shard_of("") < SHARDS && shard_of("x") < SHARDS);
+    }
 
     #[test]
     fn every_waiting_receiver_is_woken_once_per_push() {
