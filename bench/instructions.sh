@@ -5,18 +5,22 @@
 # the same system calls per echo (one recvfrom, one sendto; `strace -c`), so the difference
 # between servers is this figure.
 #
-#   bash bench/instructions.sh [--connections N] [SERVER...]
+#   bash bench/instructions.sh [--connections N] [--broadcast] [SERVER...]
+#
+# --broadcast: the closed-loop broadcast to N subscribers instead (load --mode broadcast-closed,
+# our /ws/broadcast/: a group on the in-memory layer); the figure is then per delivery.
 #
 # SERVER: ours (examples/bench.rs), baseline (tokio-tungstenite), fastws (fastwebsockets), or
 # a path to a server binary that takes `--addr`. Default: ours fastws. Needs valgrind.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-connections=100 servers=()
+connections=100 servers=() mode=echo path=/ws/echo/
 while [ $# -gt 0 ]; do
     case "$1" in
         --connections) connections=$2; shift 2 ;;
-        -*) echo "usage: bench/instructions.sh [--connections N] [SERVER...]" >&2; exit 2 ;;
+        --broadcast) mode=broadcast-closed path=/ws/broadcast/; shift ;;
+        -*) echo "usage: bench/instructions.sh [--connections N] [--broadcast] [SERVER...]" >&2; exit 2 ;;
         *) servers+=("$1"); shift ;;
     esac
 done
@@ -41,7 +45,7 @@ for server in "${servers[@]}"; do
         "$bin" --addr "127.0.0.1:$port" > /dev/null 2> "$dir/valgrind.log" &
     pid=$!
     for _ in $(seq 400); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
-    "${pin1[@]}" target/release/load --mode echo --path /ws/echo/ --addr "127.0.0.1:$port" \
+    "${pin1[@]}" target/release/load --mode "$mode" --path "$path" --addr "127.0.0.1:$port" \
         --connections "$connections" --seconds 25 --label x > /dev/null &
     load=$!
     sleep 8
@@ -52,8 +56,9 @@ for server in "${servers[@]}"; do
     wait "$load"
     kill "$pid"
     wait "$pid" 2>/dev/null || true
-    # Instructions in the window, divided by the calls to send() or writev() in it (one per echo).
-    python3 - "$dir/out.1" "$server" "$connections" <<'PY'
+    # Instructions in the window, divided by the calls to send() or writev() in it (one per echo,
+    # or per delivery).
+    python3 - "$dir/out.1" "$server" "$connections" "$mode" <<'PY'
 import re, sys
 text = open(sys.argv[1]).read()
 total = int(re.search(r"^totals: (\d+)", text, re.M).group(1))
@@ -65,8 +70,9 @@ for i, line in enumerate(lines):
     if m and names.get(m.group(1), "").strip() in ("send", "__send", "__libc_send", "writev", "__writev"):
         calls = re.match(r"^calls=(\d+)", lines[i + 1])
         sends += int(calls.group(1)) if calls else 0
-print(f"{sys.argv[2]} echo-{sys.argv[3]}: {total / max(sends, 1):,.0f} instructions per echo "
-      f"({total:,} over {sends:,} echoes)")
+unit = "echo" if sys.argv[4] == "echo" else "delivery"
+print(f"{sys.argv[2]} {sys.argv[4]}-{sys.argv[3]}: {total / max(sends, 1):,.0f} instructions per {unit} "
+      f"({total:,} over {sends:,} written messages)")
 PY
     rm -f "$dir"/out*
 done
