@@ -522,7 +522,7 @@ impl Membership {
         }
         if let Some(Track { group, key, meta }) = track {
             membership.layer.presence_track(&group, &membership.channel, &key, meta).await?;
-            let group = match membership.groups.iter().find(|joined| ***joined == *group) {
+            let group = match membership.groups.iter().find(|joined| joined.as_ref() == group.as_str()) {
                 Some(joined) => Arc::clone(joined),
                 None => Arc::from(group),
             };
