@@ -5,7 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
@@ -38,6 +38,8 @@ pub(super) struct WsSource {
     throttle: Option<Box<Throttle>>,
     cancelled: CancelWait,
     conn: Arc<ConnState>,
+    /// The socket's waker: `conn`, which notes that the socket woke the task.
+    socket_waker: Waker,
     /// For its metrics.
     server: Arc<ServerState>,
 }
@@ -64,7 +66,15 @@ impl WsSource {
     /// The reader of a connection whose stream arrives through `opened` once the handshake is
     /// accepted.
     pub(super) fn new(opened: oneshot::Receiver<Opened>, conn: Arc<ConnState>, server: Arc<ServerState>) -> Self {
-        WsSource { throttle: None, state: ReadState::Connecting(opened), cancelled: CancelWait::new(), conn, server }
+        let socket_waker = Waker::from(conn.clone());
+        WsSource {
+            throttle: None,
+            state: ReadState::Connecting(opened),
+            cancelled: CancelWait::new(),
+            conn,
+            socket_waker,
+            server,
+        }
     }
 
     fn count(&mut self, bytes: usize) {
@@ -104,8 +114,12 @@ impl WsSource {
                 },
                 ReadState::Open(stream) => match self.throttle.as_mut().map_or(Poll::Ready(()), |t| t.poll_ready(cx)) {
                     Poll::Pending => return Poll::Pending,
-                    Poll::Ready(()) => match stream.poll_next(cx) {
+                    // The socket is read only when it woke the task (or may hold more): a wake for
+                    // a channel message or a queued send does not read it to find nothing.
+                    Poll::Ready(()) if !self.conn.take_readable() => return Poll::Pending,
+                    Poll::Ready(()) => match stream.poll_next(&mut Context::from_waker(&self.socket_waker)) {
                         Poll::Ready(Some(Ok(frame))) => {
+                            self.conn.keep_readable();
                             self.conn.seen.store(true, Ordering::Relaxed);
                             match frame {
                                 WsMessage::Text(text) => {
