@@ -58,6 +58,21 @@ impl<IO: AsyncRead + Unpin> AsyncRead for ChunkedRead<IO> {
             return Poll::Ready(Ok(()));
         }
         let window = out.remaining();
+        if !this.busy && window < CODEC_BUFFER {
+            // The codec's window is what is left of its buffer (each frame it read keeps its
+            // part until dropped): a frame that does not fit would be split over two system
+            // calls (every sixth 38-byte frame was). Read as much as a fresh window would take;
+            // what does not fit waits in `pending`.
+            let mut stack = [0u8; CODEC_BUFFER];
+            let mut read = ReadBuf::new(&mut stack);
+            std::task::ready!(Pin::new(&mut this.io).poll_read(cx, &mut read))?;
+            let read = read.filled();
+            this.busy = read.len() == CODEC_BUFFER;
+            let (now, later) = read.split_at(read.len().min(window));
+            out.put_slice(now);
+            this.pending.extend_from_slice(later);
+            return Poll::Ready(Ok(()));
+        }
         if !this.busy || window >= this.chunk as usize {
             // Straight into the codec's buffer.
             let before = out.filled().len();
@@ -159,6 +174,19 @@ mod tests {
         let reads = reader.io.reads;
         assert!(reads <= 2 + 100_000 / (16 << 10) + 1, "{reads} reads");
         assert_eq!(reader.pending.capacity(), 0, "no buffer kept once idle");
+    }
+
+    #[tokio::test]
+    async fn a_frame_larger_than_what_is_left_of_the_codec_window_takes_one_read() {
+        let frame: Vec<u8> = (0..38).collect();
+        let mut reader = ChunkedRead::new(Counted { data: &frame, reads: 0 }, 4096, bytes::Bytes::new());
+        let mut window = [0; 34];
+        assert_eq!(reader.read(&mut window).await.unwrap(), 34);
+        assert_eq!(reader.read(&mut window).await.unwrap(), 4);
+        assert_eq!(&window[..4], &frame[34..]);
+        assert_eq!(reader.io.reads, 1, "the rest came from what the first read kept");
+        assert_eq!(reader.pending.capacity(), 0, "no buffer kept once drained");
+        assert_eq!(reader.read(&mut window).await.unwrap(), 0);
     }
 
     #[tokio::test]
