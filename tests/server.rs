@@ -398,6 +398,33 @@ async fn frames_sent_with_the_handshake_request_are_not_lost() {
 }
 
 #[tokio::test]
+async fn fragmented_and_loosely_encoded_frames_are_read_and_so_is_what_comes_after_them() {
+    use tokio::io::AsyncWriteExt;
+    let (server, _log) = start(ServerConfig::default()).await;
+    let mut raw = RawClient::connect(server.addr, "/ws/probe/").await;
+    // The reader keeps count of what tungstenite holds from a message's frame; these frames
+    // are longer than that count (two headers for one message; a 16-bit length for 5 bytes).
+    let mut first = client_frame(0x1, b"frag");
+    first[0] &= 0x7f; // not final
+    let mut loose = vec![0x81, 0x80 | 126, 0, 5, 0x11, 0x22, 0x33, 0x44];
+    loose.extend(b"loose".iter().zip([0x11u8, 0x22, 0x33, 0x44].iter().cycle()).map(|(b, m)| b ^ m));
+    let sent = [(first, None), (client_frame(0x0, b"mented"), Some("fragmented")), (loose, Some("loose"))];
+    for (frame, echo) in sent {
+        raw.tcp.write_all(&frame).await.expect("write frame");
+        if let Some(echo) = echo {
+            assert_eq!(raw.read_frames(1).await, [(0x1, echo.as_bytes().to_vec())]);
+        }
+    }
+    // Each later message, sent alone once the one before was answered, is read all the same.
+    for round in 0..3 {
+        let text = format!("later {round}");
+        raw.send_frame(0x1, text.as_bytes()).await;
+        assert_eq!(raw.read_frames(1).await, [(0x1, text.into_bytes())]);
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_close_goes_after_the_messages_sent_before_it() {
     let (server, _log) = start(ServerConfig::default()).await;
     // Read in one go: the echoes and the close are written in one batch.

@@ -39,6 +39,16 @@ impl<IO> ChunkedRead<IO> {
         ChunkedRead { io, pending, chunk, busy: false }
     }
 
+    /// The socket under this.
+    pub(crate) fn get_ref(&self) -> &IO {
+        &self.io
+    }
+
+    /// Whether everything read from the socket was handed on: more can only come from it.
+    pub(crate) fn is_drained(&self) -> bool {
+        self.pending.is_empty()
+    }
+
     /// Hands what is pending to the codec; frees the buffer once drained, unless more is coming.
     fn drain_into(&mut self, out: &mut ReadBuf<'_>) {
         let n = self.pending.len().min(out.remaining());
@@ -63,8 +73,8 @@ impl<IO: AsyncRead + Unpin> AsyncRead for ChunkedRead<IO> {
             // part until dropped): a frame that does not fit would be split over two system
             // calls (every sixth 38-byte frame was). Read as much as a fresh window would take;
             // what does not fit waits in `pending`.
-            let mut stack = [0u8; CODEC_BUFFER];
-            let mut read = ReadBuf::new(&mut stack);
+            let mut stack = [std::mem::MaybeUninit::uninit(); CODEC_BUFFER];
+            let mut read = ReadBuf::uninit(&mut stack);
             std::task::ready!(Pin::new(&mut this.io).poll_read(cx, &mut read))?;
             let read = read.filled();
             this.busy = read.len() == CODEC_BUFFER;

@@ -119,6 +119,29 @@ struct Inner {
     /// reply), or the close frame given to it. Flushing it otherwise costs ~100 instructions
     /// per message for nothing.
     replies: bool,
+    /// Bytes handed to tungstenite less the frames of the messages it returned: at least what
+    /// its buffer holds. Exact while each message is one frame with a minimal header (what
+    /// clients send); a fragmented message leaves it above, for good (wrapping: a subtraction
+    /// never leaves 0 by mistake). 0: tungstenite holds nothing, only the socket can have more.
+    unparsed: u64,
+}
+
+/// The bytes of the frame that carried `message` to a server: its payload and a masked header
+/// with the shortest length encoding (at most what tungstenite read for it).
+fn frame_len(message: &WsMessage) -> u64 {
+    let payload = match message {
+        WsMessage::Text(text) => text.len(),
+        WsMessage::Binary(bytes) | WsMessage::Ping(bytes) | WsMessage::Pong(bytes) => bytes.len(),
+        WsMessage::Close(None) => 0,
+        WsMessage::Close(Some(frame)) => 2 + frame.reason.len(),
+        WsMessage::Frame(frame) => frame.payload().len(),
+    };
+    let extended = match payload {
+        0..=125 => 0,
+        126..=65_535 => 2,
+        _ => 8,
+    };
+    (2 + extended + 4 + payload) as u64
 }
 
 /// A server data frame on its way out: its header, its payload, and how much of the two went.
@@ -181,6 +204,7 @@ pub(super) fn open(io: Io, config: WebSocketConfig) -> (WsReader, WsWriter) {
         out: InlineDeque::new(),
         close: None,
         replies: false,
+        unparsed: 0,
     };
     let shared = Arc::new(Mutex::new(inner));
     (WsReader(shared.clone()), WsWriter(shared))
@@ -197,6 +221,8 @@ fn lock(shared: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
 struct Blocking<'a, 'b> {
     io: &'a mut Io,
     cx: &'a mut Context<'b>,
+    /// Counts what is read ([`Inner::unparsed`]).
+    read: &'a mut u64,
     /// False while one of this module's frames is half written: tungstenite's replies wait
     /// (as if the socket were full) rather than land inside it.
     writes: bool,
@@ -213,6 +239,7 @@ impl Read for Blocking<'_, '_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let mut buf = ReadBuf::new(buf);
         would_block(Pin::new(&mut *self.io).poll_read(self.cx, &mut buf))?;
+        *self.read = self.read.wrapping_add(buf.filled().len() as u64);
         Ok(buf.filled().len())
     }
 }
@@ -245,7 +272,7 @@ impl Inner {
         f: impl FnOnce(&mut WebSocketContext, &mut Blocking<'_, '_>) -> Result<T, WsError>,
     ) -> Result<T, WsError> {
         let writes = self.out.front().is_none_or(|frame| frame.written == 0);
-        f(&mut self.protocol, &mut Blocking { io: &mut self.io, cx, writes })
+        f(&mut self.protocol, &mut Blocking { io: &mut self.io, cx, read: &mut self.unparsed, writes })
     }
 
     /// Queues a data (or ping) frame, unless a close frame was sent or queued.
@@ -336,8 +363,18 @@ impl WsReader {
         if inner.ended {
             return Poll::Ready(None);
         }
+        if inner.unparsed == 0
+            && inner.io.is_drained()
+            && let WsIo::Tcp(socket) = inner.io.get_ref()
+        {
+            // Nothing read is left unparsed: only the socket can have a frame. Asking it
+            // costs a tenth of a read through tungstenite that finds nothing (the read after
+            // every message), and registers for its next data the same way.
+            let _ = std::task::ready!(socket.poll_read_ready(cx));
+        }
         match std::task::ready!(pending_on_block(inner.step(cx, |ws, io| ws.read(io)))) {
             Ok(message) => {
+                inner.unparsed = inner.unparsed.wrapping_sub(frame_len(&message));
                 // A ping or a close frame gets a reply.
                 inner.replies |= !message.is_text() && !message.is_binary();
                 Poll::Ready(Some(Ok(message)))
@@ -411,6 +448,27 @@ mod tests {
                 assert_eq!(frame.len(), frame.header().len() + len);
             }
         }
+    }
+
+    #[test]
+    fn a_message_s_frame_length_is_what_a_client_sends_for_it() {
+        use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+        for len in [0, 5, 125, 126, 65_535, 65_536] {
+            let payload = Bytes::from(vec![b'a'; len]);
+            let messages = [
+                (WsMessage::Binary(payload.clone()), Frame::message(payload.clone(), OpCode::Data(Data::Binary), true)),
+                (WsMessage::Ping(payload.clone()), Frame::ping(payload.clone())),
+            ];
+            for (message, mut frame) in messages {
+                frame.header_mut().mask = Some([1, 2, 3, 4]);
+                assert_eq!(frame_len(&message), frame.len() as u64, "{len} bytes");
+            }
+        }
+        let close = CloseFrame { code: 1000.into(), reason: "bye".into() };
+        let mut frame = Frame::close(Some(close.clone()));
+        frame.header_mut().mask = Some([1, 2, 3, 4]);
+        assert_eq!(frame_len(&WsMessage::Close(Some(close))), frame.len() as u64);
+        assert_eq!(frame_len(&WsMessage::Close(None)), 6);
     }
 
     #[test]
