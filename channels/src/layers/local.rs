@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::{Context, Poll, Waker};
 
 use tokio::time::Instant;
@@ -55,7 +55,7 @@ type ChannelMap = HashMap<Arc<str>, Arc<Mailbox>>;
 
 /// One channel's queue.
 #[derive(Debug, Default)]
-struct Mailbox {
+pub(crate) struct Mailbox {
     state: Mutex<MailboxState>,
 }
 
@@ -69,6 +69,30 @@ struct MailboxState {
     subscribed: bool,
     /// A message was refused (full) or expired since the subscriber last asked.
     lost: bool,
+    /// No longer the channel's mailbox (swept, or its subscription dropped): a [`Route`] to it
+    /// finds the channel by name again.
+    removed: bool,
+}
+
+/// The way to a channel's mailbox, kept by what delivers to it often (a group membership):
+/// no lookup by name while the mailbox is the channel's.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Route(Weak<Mailbox>);
+
+impl Route {
+    /// The mailbox, while it exists ([`LocalChannels::deliver_routed`] checks that it is still
+    /// the channel's).
+    pub(crate) fn mailbox(&self) -> Option<Arc<Mailbox>> {
+        self.0.upgrade()
+    }
+}
+
+/// Why a message was not queued.
+enum Refused {
+    /// The channel holds `capacity` messages.
+    Full(usize),
+    /// Through a [`Route`]: the mailbox is no longer the channel's.
+    Removed(ChannelMessage),
 }
 
 /// A channel's waiting receivers: nearly always one (its consumer), kept without an allocation
@@ -103,15 +127,19 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Mailbox {
-    /// Queues `message` unless the channel is full.
-    fn push(&self, message: ChannelMessage, config: &LayerConfig, counters: &Counters) -> Result<(), usize> {
+    /// Queues `message` (sent at `now`) unless the channel is full, or, `routed` there, unless
+    /// this is no longer the channel's mailbox.
+    fn push(&self, message: ChannelMessage, now: Instant, routed: bool, inner: &Inner) -> Result<(), Refused> {
+        let (config, counters) = (&inner.config, &inner.counters);
         let mut state = lock(&self.state);
-        let now = Instant::now();
+        if routed && state.removed {
+            return Err(Refused::Removed(message));
+        }
         let expired = state.drop_expired(now);
         counters.expired(expired);
         if state.queue.len() >= config.capacity {
             state.lost = true;
-            return Err(config.capacity);
+            return Err(Refused::Full(config.capacity));
         }
         state.queue.push_back((now + config.expiry, message));
         state.waiters.wake_all();
@@ -165,10 +193,32 @@ impl LocalChannels {
     /// # Errors
     /// [`LayerError::ChannelFull`] when the channel holds `capacity` messages.
     pub fn deliver(&self, channel: &str, message: ChannelMessage) -> Result<(), LayerError> {
-        self.inner
-            .mailbox(channel)
-            .push(message, &self.inner.config, &self.inner.counters)
-            .map_err(|capacity| LayerError::ChannelFull { channel: channel.to_owned(), capacity })
+        self.deliver_routed(channel, None, message, Instant::now())
+    }
+
+    /// Queues `message`, sent at `now`, for `channel`, through `route` while it leads to the
+    /// channel's mailbox (a group send reads the clock once, not per member).
+    pub(crate) fn deliver_routed(
+        &self,
+        channel: &str,
+        route: Option<Arc<Mailbox>>,
+        message: ChannelMessage,
+        now: Instant,
+    ) -> Result<(), LayerError> {
+        let full = |capacity| LayerError::ChannelFull { channel: channel.to_owned(), capacity };
+        let message = match route {
+            None => message,
+            Some(mailbox) => match mailbox.push(message, now, true, &self.inner) {
+                Ok(()) => return Ok(()),
+                Err(Refused::Full(capacity)) => return Err(full(capacity)),
+                Err(Refused::Removed(message)) => message,
+            },
+        };
+        match self.inner.mailbox(channel).push(message, now, false, &self.inner) {
+            Ok(()) => Ok(()),
+            Err(Refused::Full(capacity)) => Err(full(capacity)),
+            Err(Refused::Removed(_)) => unreachable!("only a routed push is refused for that"),
+        }
     }
 
     /// The next message on `channel` (cancel safe: a dropped call loses nothing).
@@ -195,9 +245,16 @@ impl LocalChannels {
     /// what keeps a name for as long as a channel lives (a group membership) takes this, not
     /// a copy of its own.
     pub(crate) fn intern(&self, channel: &str) -> Arc<str> {
-        lock(self.inner.shard(channel))
-            .get_key_value(channel)
-            .map_or_else(|| Arc::from(channel), |(name, _)| name.clone())
+        self.intern_route(channel).0
+    }
+
+    /// [`intern`](Self::intern), and the route to the channel's mailbox (none if it has no
+    /// queue here yet: deliveries then find it by name).
+    pub(crate) fn intern_route(&self, channel: &str) -> (Arc<str>, Route) {
+        lock(self.inner.shard(channel)).get_key_value(channel).map_or_else(
+            || (Arc::from(channel), Route::default()),
+            |(name, mailbox)| (name.clone(), Route(Arc::downgrade(mailbox))),
+        )
     }
 
     /// Drops every queued message.
@@ -262,7 +319,9 @@ impl Inner {
                 let expired = state.drop_expired(now);
                 self.counters.expired(expired);
                 queued += state.queue.len();
-                Arc::strong_count(mailbox) > 1 || state.subscribed || !state.queue.is_empty()
+                let kept = Arc::strong_count(mailbox) > 1 || state.subscribed || !state.queue.is_empty();
+                state.removed = !kept;
+                kept
             });
         }
         crate::metrics::layer_queued(queued);
@@ -291,6 +350,7 @@ impl Drop for LocalSubscription {
         let mut shard = lock(self.inner.shard(&self.channel));
         if shard.get(&self.channel).is_some_and(|mailbox| Arc::ptr_eq(mailbox, &self.mailbox)) {
             shard.remove(&self.channel);
+            lock(&self.mailbox.state).removed = true;
         }
     }
 }

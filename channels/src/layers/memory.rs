@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tokio::time::Instant;
 
 use super::history::GroupHistory;
-use super::local::LocalChannels;
+use super::local::{LocalChannels, Mailbox, Route};
 use super::presence::{PresenceDiff, PresenceMeta, PresenceState, entry_id, state_of};
 use super::{
     Catchup, ChannelLayer, Counters, HistoryConfig, LayerConfig, LayerError, LayerStats, Since, Subscription,
@@ -32,9 +32,9 @@ pub struct InMemoryChannelLayer {
 #[derive(Debug)]
 struct Inner {
     channels: LocalChannels,
-    /// Group → member channel → membership expiry. Names are shared (`Arc<str>`), so a group
-    /// send copies the member list without allocating a string per member.
-    groups: Mutex<HashMap<String, HashMap<Arc<str>, Instant>>>,
+    /// Group → member channel → membership. Names are shared (`Arc<str>`), so a group send
+    /// copies the member list without allocating a string per member.
+    groups: Mutex<HashMap<String, HashMap<Arc<str>, Member>>>,
     /// Histories of the groups that keep one. A send to such a group appends and delivers
     /// under its history's lock, so members receive its messages in offset order, and a join
     /// under the same lock sees each message either in the history or live.
@@ -48,6 +48,14 @@ struct Inner {
     next_channel: AtomicU64,
     /// Group operations since the last sweep of lapsed memberships.
     ops: AtomicU64,
+}
+
+/// A channel's membership of a group.
+#[derive(Debug)]
+struct Member {
+    expires: Instant,
+    /// To the channel's mailbox, so that a group send does not look each member up by name.
+    route: Route,
 }
 
 /// A group's tracked channels: channel (its shared name) → (key, meta).
@@ -127,7 +135,7 @@ impl Inner {
         }
         let now = Instant::now();
         lock(&self.groups).retain(|_, members| {
-            members.retain(|_, expires| *expires > now);
+            members.retain(|_, member| member.expires > now);
             !members.is_empty()
         });
     }
@@ -166,33 +174,36 @@ impl Inner {
     fn add(&self, group: &str, channel: &str) {
         self.maybe_sweep();
         let expires = Instant::now() + self.channels.config().group_expiry;
-        let channel = self.channels.intern(channel);
+        let (channel, route) = self.channels.intern_route(channel);
         let mut groups = lock(&self.groups);
-        groups.entry(group.to_owned()).or_default().insert(channel, expires);
+        groups.entry(group.to_owned()).or_default().insert(channel, Member { expires, route });
     }
 
     /// Delivers `message` to every member of `group`.
     fn deliver_to_group(&self, group: &str, message: &ChannelMessage) {
-        let members = self.members(group);
+        let (members, now) = self.members(group);
         crate::metrics::layer_group_send(members.len());
-        for channel in members {
-            if self.deliver(&channel, message.clone()).is_err() {
-                self.counters.dropped_for(group, 1);
+        let mut sent = 0;
+        for (channel, mailbox) in members {
+            match self.channels.deliver_routed(&channel, mailbox, message.clone(), now) {
+                Ok(()) => sent += 1,
+                Err(_) => self.counters.dropped_for(group, 1),
             }
         }
+        self.counters.sent(sent);
     }
 
-    /// The members of `group`, dropping lapsed memberships.
-    fn members(&self, group: &str) -> Vec<Arc<str>> {
-        let mut groups = lock(&self.groups);
-        let Some(members) = groups.get_mut(group) else { return Vec::new() };
+    /// The members of `group` with their mailboxes, dropping lapsed memberships; and the time.
+    fn members(&self, group: &str) -> (Vec<(Arc<str>, Option<Arc<Mailbox>>)>, Instant) {
         let now = Instant::now();
-        members.retain(|_, expires| *expires > now);
-        let list = members.keys().cloned().collect();
+        let mut groups = lock(&self.groups);
+        let Some(members) = groups.get_mut(group) else { return (Vec::new(), now) };
+        members.retain(|_, member| member.expires > now);
+        let list = members.iter().map(|(channel, member)| (channel.clone(), member.route.mailbox())).collect();
         if members.is_empty() {
             groups.remove(group);
         }
-        list
+        (list, now)
     }
 }
 
@@ -385,6 +396,23 @@ mod tests {
         layer.send("c", serde_json::json!({ "type": "fresh" }).into()).await.unwrap();
         assert_eq!(layer.receive("c").await.unwrap().message_type(), Some("fresh"));
         assert_eq!(layer.stats().expired, 1);
+    }
+
+    #[tokio::test]
+    async fn a_group_send_reaches_a_channel_subscribed_again_not_its_old_mailbox() {
+        let layer = InMemoryChannelLayer::new();
+        let old = layer.subscribe("worker.jobs").unwrap();
+        layer.group_add("g", "worker.jobs").await.unwrap();
+        // A receive still holds the channel's first mailbox after its subscription is gone.
+        let mut waiting = Box::pin(layer.receive("worker.jobs"));
+        assert!(futures_util::poll!(waiting.as_mut()).is_pending());
+        drop(old);
+        let mut new = layer.subscribe("worker.jobs").unwrap();
+        layer.group_send("g", message()).await.unwrap();
+        let received = tokio::time::timeout(Duration::from_secs(1), new.recv()).await;
+        assert_eq!(received.expect("delivered to the channel's mailbox").message_type(), Some("t"));
+        assert!(futures_util::poll!(waiting.as_mut()).is_pending(), "not to the old one");
+        assert_eq!(layer.stats().sent, 1);
     }
 
     #[tokio::test]
