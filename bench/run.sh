@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The benchmark harness: runs our server (examples/bench.rs) and the tokio-tungstenite baseline
-# (bench/src/bin/baseline.rs) alternately, server pinned to CPU 0 and load client to CPU 1, and
-# prints a table of medians with the ratio ours/baseline. Results: one JSON line per run in
+# The benchmark harness: runs our server (examples/bench.rs), the tokio-tungstenite baseline
+# (bench/src/bin/baseline.rs) and fastwebsockets (bench/src/bin/fastws.rs) side by side, servers
+# pinned to CPU 0 and the load client to CPU 1, each measurement taken from each server back to
+# back, and prints a table of medians with the ratio ours/baseline. Results: one JSON line per run in
 # target/bench/results.jsonl (read by bench/summarize.py, which also draws target/bench/chart.svg).
 #
 #   bash bench/run.sh                 # full: 3 rounds, 10 s per measurement, 10,000 idle connections
@@ -45,63 +46,64 @@ wait_port() {
 
 load() { "${pin1[@]}" "$bin/load" "$@" >> "$results"; }
 
-for round in $(seq "$rounds"); do
-    for server in ours baseline; do
-        if [ "$server" = ours ]; then port=$((18000 + round * 10)); else port=$((18001 + round * 10)); fi
-        if [ "$server" = ours ]; then
-            "${pin0[@]}" "$bin/examples/bench" --addr "127.0.0.1:$port" --print-cookie > "$out/cookie" 2>/dev/null &
-        else
-            "${pin0[@]}" "$bin/baseline" --addr "127.0.0.1:$port" 2>/dev/null &
-        fi
-        pid=$!
-        wait_port "$port"
-        cookie=$(head -n1 "$out/cookie" 2>/dev/null || true)
-        [ -n "$cookie" ] || cookie="sessionid=baseline-only-checks-presence"
-        common=(--addr "127.0.0.1:$port" --server-pid "$pid" --seconds "$seconds")
-        load --mode echo --path /ws/echo/ --connections 100 --label "$server echo-100" "${common[@]}"
-        load --mode echo --path /ws/echo/ --connections "$big" --label "$server echo-$big" "${common[@]}"
-        if [ "$server" = ours ]; then
-            load --mode handshake --path /ws/auth-echo/ --cookie "$cookie" --connections 8 --label "$server handshake" "${common[@]}"
-        else
-            load --mode handshake --path /ws/echo/ --connections 8 --label "$server handshake" "${common[@]}"
-        fi
-        load --mode broadcast --path /ws/broadcast/ --connections 100 --label "$server broadcast-100" "${common[@]}"
-        load --mode broadcast --path /ws/broadcast/ --connections "$big" --label "$server broadcast-$big" "${common[@]}"
-        load --mode broadcast-closed --path /ws/broadcast/ --connections 100 --label "$server broadcast-closed-100" "${common[@]}"
-        load --mode idle --path /ws/auth-echo/ --cookie "$cookie" --connections "$idle" --label "$server idle-$idle" \
-            --addr "127.0.0.1:$port" --server-pid "$pid" --seconds 2
-        kill "$pid"
-        wait "$pid" 2>/dev/null || true
+# Every server of a round runs at once, pinned to the same core (an idle one costs nothing), and
+# each measurement is taken from each server back to back, the order turning round by round: on
+# this VM a server's CPU time per message drifts by 10-20 % from minute to minute, and servers
+# measured minutes apart compared the minutes more than the servers.
+declare -A port pid cookies
+start() { # NAME PORT COMMAND...
+    local name=$1
+    port[$name]=$2
+    shift 2
+    "${pin0[@]}" "$@" --addr "127.0.0.1:${port[$name]}" > "$out/$name.out" 2>/dev/null &
+    pid[$name]=$!
+    wait_port "${port[$name]}"
+}
+stop_all() {
+    for name in "${!pid[@]}"; do kill "${pid[$name]}" 2>/dev/null || true; wait "${pid[$name]}" 2>/dev/null || true; done
+    pid=() port=()
+}
+# The load on each of SERVERS, in the round's turn, labelled "<server> ROW"; with --cookie, each
+# sends its session cookie (ours: a logged-in user's; the baseline only checks one is there).
+measure() { # ROW "SERVER..." [--cookie] ARGS...
+    local row=$1 servers=($2) with_cookie=
+    shift 2
+    [ "${1:-}" = --cookie ] && with_cookie=1 && shift
+    local turn=$((round % ${#servers[@]}))
+    for server in "${servers[@]:turn}" "${servers[@]:0:turn}"; do
+        local extra=()
+        [ -n "$with_cookie" ] && extra=(--cookie "${cookies[$server]}")
+        load --label "$server $row" --addr "127.0.0.1:${port[$server]}" --server-pid "${pid[$server]}" "$@" "${extra[@]}"
     done
+}
+
+for round in $(seq "$rounds"); do
+    base=$((18000 + round * 10))
+    start ours "$base" "$bin/examples/bench" --print-cookie
+    start baseline $((base + 1)) "$bin/baseline"
+    start fastws $((base + 2)) "$bin/fastws"
+    cookies=([ours]=$(head -n1 "$out/ours.out" 2>/dev/null || true) [baseline]=sessionid=baseline-only-checks-presence)
+    [ -n "${cookies[ours]}" ] || { echo "the bench server printed no cookie" >&2; exit 1; }
+    common=(--seconds "$seconds")
+    measure echo-100 "ours baseline fastws" --mode echo --path /ws/echo/ --connections 100 "${common[@]}"
+    measure "echo-$big" "ours baseline fastws" --mode echo --path /ws/echo/ --connections "$big" "${common[@]}"
+    # Through the whole auth stack (ours: cookie, session, user); the baseline's handshake checks
+    # that a cookie is there.
+    measure handshake "ours baseline" --cookie --mode handshake --path /ws/auth-echo/ --connections 8 "${common[@]}"
+    measure broadcast-100 "ours baseline" --mode broadcast --path /ws/broadcast/ --connections 100 "${common[@]}"
+    measure "broadcast-$big" "ours baseline" --mode broadcast --path /ws/broadcast/ --connections "$big" "${common[@]}"
+    measure broadcast-closed-100 "ours baseline" --mode broadcast-closed --path /ws/broadcast/ --connections 100 "${common[@]}"
+    measure "idle-$idle" "ours baseline" --cookie --mode idle --path /ws/auth-echo/ --connections "$idle" --seconds 2
+    stop_all
     # Tokio's default runtime (`#[tokio::main]`), one and two worker threads on the server's one
     # core: echo and broadcast at $big connections, both servers (issue 17's fairness rows).
     for workers in 1 2; do
-        for server in ours baseline; do
-            port=$((18003 + round * 10 + workers * 2)); [ "$server" = baseline ] && port=$((port + 1))
-            if [ "$server" = ours ]; then
-                "${pin0[@]}" "$bin/examples/bench" --addr "127.0.0.1:$port" --workers "$workers" 2>/dev/null &
-            else
-                "${pin0[@]}" "$bin/baseline" --addr "127.0.0.1:$port" --workers "$workers" 2>/dev/null &
-            fi
-            pid=$!
-            wait_port "$port"
-            common=(--addr "127.0.0.1:$port" --server-pid "$pid" --seconds "$seconds")
-            load --mode echo --path /ws/echo/ --connections "$big" --label "$server mt$workers-echo-$big" "${common[@]}"
-            load --mode broadcast --path /ws/broadcast/ --connections "$big" --label "$server mt$workers-broadcast-$big" "${common[@]}"
-            kill "$pid"
-            wait "$pid" 2>/dev/null || true
-        done
+        start ours $((base + 3 + workers * 2)) "$bin/examples/bench" --workers "$workers"
+        start baseline $((base + 4 + workers * 2)) "$bin/baseline" --workers "$workers"
+        measure "mt$workers-echo-$big" "ours baseline" --mode echo --path /ws/echo/ --connections "$big" "${common[@]}"
+        measure "mt$workers-broadcast-$big" "ours baseline" --mode broadcast --path /ws/broadcast/ --connections "$big" "${common[@]}"
+        stop_all
     done
-    # The second baseline, deno's fastwebsockets: echo only (the bar for CPU per message).
-    port=$((18002 + round * 10))
-    "${pin0[@]}" "$bin/fastws" --addr "127.0.0.1:$port" 2>/dev/null &
-    pid=$!
-    wait_port "$port"
-    common=(--addr "127.0.0.1:$port" --server-pid "$pid" --seconds "$seconds")
-    load --mode echo --path /ws/echo/ --connections 100 --label "fastws echo-100" "${common[@]}"
-    load --mode echo --path /ws/echo/ --connections "$big" --label "fastws echo-$big" "${common[@]}"
-    kill "$pid"
-    wait "$pid" 2>/dev/null || true
 done
 
 python3 bench/summarize.py "$results" "$out/chart.svg"

@@ -86,3 +86,15 @@ for title, index in (("throughput (per second)", 2), ("p99 latency (µs)", 4)):
 svg.append("</svg>")
 open(chart, "w").write("\n".join(svg))
 print(f"\nchart: {chart}")
+
+# An idle connection is only measured if it is still open and answering: the load client pings
+# each one after the hold. A server that stops answering would look cheap here, so it fails.
+dead = [
+    f"{run['label']}: {run['extra'].get('alive_after_hold')} of {run['extra'].get('opened')} answered a ping after the hold"
+    for group in runs.values()
+    for run in group
+    if run["mode"] == "idle" and run["extra"].get("alive_after_hold") != run["extra"].get("opened")
+]
+if dead:
+    print("\n".join(["", "idle connections lost:"] + dead), file=sys.stderr)
+    sys.exit(1)

@@ -387,6 +387,21 @@ async fn client_pings_are_answered_with_their_payload_between_messages() {
 }
 
 #[tokio::test]
+async fn a_lone_ping_is_answered_at_once() {
+    let (server, _log) = start(ServerConfig::default()).await;
+    let mut raw = RawClient::connect(server.addr, "/ws/probe/").await;
+    // After a message (nothing left unread), then on its own: nothing follows it to push the
+    // pong out.
+    raw.send_frame(0x1, b"first").await;
+    assert_eq!(raw.read_frames(1).await, [(0x1, b"first".to_vec())]);
+    for payload in [&b"one"[..], b"two"] {
+        raw.send_frame(0x9, payload).await;
+        assert_eq!(raw.read_frames(1).await, [(0xA, payload.to_vec())]);
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn frames_sent_with_the_handshake_request_are_not_lost() {
     let (server, _log) = start(ServerConfig::default()).await;
     let mut early = client_frame(0x1, b"early one");
