@@ -87,11 +87,11 @@ impl Route {
     }
 }
 
-/// Why a message was not queued.
+/// Why a message was not queued through a [`Route`].
 enum Refused {
     /// The channel holds `capacity` messages.
     Full(usize),
-    /// Through a [`Route`]: the mailbox is no longer the channel's.
+    /// The mailbox is no longer the channel's: the message comes back.
     Removed(ChannelMessage),
 }
 
@@ -127,23 +127,18 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Mailbox {
-    /// Queues `message` (sent at `now`) unless the channel is full, or, `routed` there, unless
-    /// this is no longer the channel's mailbox.
-    fn push(&self, message: ChannelMessage, now: Instant, routed: bool, inner: &Inner) -> Result<(), Refused> {
-        let (config, counters) = (&inner.config, &inner.counters);
+    /// Queues `message`, sent at `now`, unless the channel is full (its capacity).
+    fn push(&self, message: ChannelMessage, now: Instant, inner: &Inner) -> Result<(), usize> {
+        lock(&self.state).push(message, now, inner)
+    }
+
+    /// [`push`](Self::push) through a [`Route`]: not if this is no longer the channel's mailbox.
+    fn push_routed(&self, message: ChannelMessage, now: Instant, inner: &Inner) -> Result<(), Refused> {
         let mut state = lock(&self.state);
-        if routed && state.removed {
+        if state.removed {
             return Err(Refused::Removed(message));
         }
-        let expired = state.drop_expired(now);
-        counters.expired(expired);
-        if state.queue.len() >= config.capacity {
-            state.lost = true;
-            return Err(Refused::Full(config.capacity));
-        }
-        state.queue.push_back((now + config.expiry, message));
-        state.waiters.wake_all();
-        Ok(())
+        state.push(message, now, inner).map_err(Refused::Full)
     }
 
     fn poll_pop(&self, cx: &mut Context<'_>, counters: &Counters) -> Poll<ChannelMessage> {
@@ -162,6 +157,19 @@ impl Mailbox {
 }
 
 impl MailboxState {
+    fn push(&mut self, message: ChannelMessage, now: Instant, inner: &Inner) -> Result<(), usize> {
+        let config = &inner.config;
+        let expired = self.drop_expired(now);
+        inner.counters.expired(expired);
+        if self.queue.len() >= config.capacity {
+            self.lost = true;
+            return Err(config.capacity);
+        }
+        self.queue.push_back((now + config.expiry, message));
+        self.waiters.wake_all();
+        Ok(())
+    }
+
     /// Drops expired messages from the front (expiry times only grow along the queue).
     fn drop_expired(&mut self, now: Instant) -> u64 {
         let mut expired = 0;
@@ -208,17 +216,13 @@ impl LocalChannels {
         let full = |capacity| LayerError::ChannelFull { channel: channel.to_owned(), capacity };
         let message = match route {
             None => message,
-            Some(mailbox) => match mailbox.push(message, now, true, &self.inner) {
+            Some(mailbox) => match mailbox.push_routed(message, now, &self.inner) {
                 Ok(()) => return Ok(()),
                 Err(Refused::Full(capacity)) => return Err(full(capacity)),
                 Err(Refused::Removed(message)) => message,
             },
         };
-        match self.inner.mailbox(channel).push(message, now, false, &self.inner) {
-            Ok(()) => Ok(()),
-            Err(Refused::Full(capacity)) => Err(full(capacity)),
-            Err(Refused::Removed(_)) => unreachable!("only a routed push is refused for that"),
-        }
+        self.inner.mailbox(channel).push(message, now, &self.inner).map_err(full)
     }
 
     /// The next message on `channel` (cancel safe: a dropped call loses nothing).

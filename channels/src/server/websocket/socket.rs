@@ -384,8 +384,8 @@ impl WsReader {
         {
             // Nothing read is left unparsed: only the socket can have a frame. Asking it costs
             // ~170 instructions less than a read through tungstenite that finds nothing (the
-            // read after every message), and registers for its next data the same way. (Not while a reply
-            // to a ping or a close waits: tungstenite's read writes it.)
+            // read after every message), and registers for its next data the same way. Not
+            // while a reply to a ping or a close waits: tungstenite's next read writes it.
             let _ = std::task::ready!(socket.poll_read_ready(cx));
         }
         match std::task::ready!(pending_on_block(inner.step(cx, |ws, io| ws.read(io)))) {
