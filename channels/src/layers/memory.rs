@@ -58,6 +58,9 @@ struct Member {
     route: Route,
 }
 
+/// A member to deliver to: its channel's name, and its mailbox while the route leads there.
+type Target = (Arc<str>, Option<Arc<Mailbox>>);
+
 /// A group's tracked channels: channel (its shared name) → (key, meta).
 type Tracked = HashMap<Arc<str>, (String, serde_json::Value)>;
 
@@ -194,7 +197,7 @@ impl Inner {
     }
 
     /// The members of `group` with their mailboxes, dropping lapsed memberships; and the time.
-    fn members(&self, group: &str) -> (Vec<(Arc<str>, Option<Arc<Mailbox>>)>, Instant) {
+    fn members(&self, group: &str) -> (Vec<Target>, Instant) {
         let now = Instant::now();
         let mut groups = lock(&self.groups);
         let Some(members) = groups.get_mut(group) else { return (Vec::new(), now) };
